@@ -1,0 +1,212 @@
+"""One settings object for the whole server, documented field by field.
+
+Settings come, in rising precedence, from the defaults below, a TOML file (``--config`` or
+``$CALLREC_CONFIG``; keys are the field names, optionally under a ``[callrec]`` table) and
+environment variables ``CALLREC_<FIELD>`` (upper case). ``callrec config show`` prints the
+effective values and where each came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from callrec.exceptions import ConfigError
+
+DEFAULT_FILENAME_TEMPLATE = (
+    "{start:%Y-%m-%d}/{dir}_{local_number}_{remote_number}_{device}_{start:%Y-%m-%d_%H_%M_%S}.wav"
+)
+
+
+def _doc(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Effective configuration of a callrec server."""
+
+    control_host: str = _doc("Address the TCP control listener binds to.", "0.0.0.0")
+    control_port: int = _doc("TCP port phones send RecordStart/StopRequest to.", 10000)
+    media_host: str = _doc("Address the per-session UDP media sockets bind to.", "0.0.0.0")
+    media_port_min: int = _doc("Lowest UDP port handed to a session (inclusive).", 41000)
+    media_port_max: int = _doc("Highest UDP port handed to a session (inclusive).", 42999)
+    advertised_address: str = _doc(
+        "Address put in server= of the start answer (behind NAT). Empty: the local address "
+        "of the phone's TCP connection.",
+        "",
+    )
+    recordings_dir: Path = _doc("Directory recordings are written under.", Path("recordings"))
+    database_url: str = _doc(
+        "SQLAlchemy URL of the catalogue (SQLite file or postgresql+psycopg://...).",
+        "sqlite:///callrec.db",
+    )
+    filename_template: str = _doc(
+        "Path of a recording under recordings_dir. Fields: dir, local_number, remote_number, "
+        "local_name, remote_name, device, codec, id, start (a datetime, format with "
+        "{start:%Y...}). Phone-supplied text is sanitised; the result never leaves "
+        "recordings_dir.",
+        DEFAULT_FILENAME_TEMPLATE,
+    )
+    accept_foreign_media: bool = _doc(
+        "Accept RTP from addresses other than the control peer's IP (counted either way).",
+        False,
+    )
+    reorder_window: int = _doc(
+        "Packets held back to repair reordering before they are written.", 5
+    )
+    max_gap_seconds: float = _doc(
+        "Longest silence one gap in the RTP timeline can insert (guards timestamp jumps).",
+        600.0,
+    )
+    sync_interval: float = _doc(
+        "Seconds between writes of buffered audio and a valid WAV header (crash window).", 0.5
+    )
+    message_idle: float = _doc(
+        "Seconds of quiet after which an unterminated control message is taken as complete.",
+        0.03,
+    )
+    max_message_bytes: int = _doc("Largest control message accepted, in bytes.", 8192)
+    connection_idle_timeout: float = _doc(
+        "Seconds a control connection with no active session may stay open silent.", 30.0
+    )
+    max_sessions: int = _doc("Most concurrent recording sessions (more answer busy).", 5000)
+    max_duration: float = _doc(
+        "Longest recording in seconds; then it is closed with reason max_duration. 0: no limit.",
+        6 * 3600.0,
+    )
+    log_level: str = _doc("Logging level: DEBUG, INFO, WARNING, ERROR.", "INFO")
+
+    def __post_init__(self) -> None:
+        for name in ("control_port", "media_port_min", "media_port_max"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be a port number (0-65535), got {port}")
+        if self.media_port_min > self.media_port_max:
+            raise ConfigError("media_port_min must not exceed media_port_max")
+        if self.media_port_min == 0 and self.media_port_max != 0:
+            raise ConfigError("media port 0 (any free port) must be given as min=max=0")
+        for name in ("control_host", "media_host"):
+            _check_ip(name, getattr(self, name))
+        if self.advertised_address:
+            _check_ip("advertised_address", self.advertised_address)
+        if self.reorder_window < 0:
+            raise ConfigError("reorder_window must be >= 0")
+        for name in ("max_gap_seconds", "sync_interval", "message_idle", "connection_idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        if self.max_message_bytes < 256:
+            raise ConfigError("max_message_bytes must be at least 256")
+        if self.max_sessions < 1:
+            raise ConfigError("max_sessions must be >= 1")
+        if self.max_duration < 0:
+            raise ConfigError("max_duration must be >= 0")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level}")
+        try:
+            self.filename_template.format_map(_TemplateProbe())
+        except (KeyError, ValueError, IndexError, AttributeError) as exc:
+            raise ConfigError(f"filename_template does not format: {exc}") from exc
+
+    @classmethod
+    def fields_doc(cls) -> list[tuple[str, str, Any]]:
+        """(name, documentation, default) of every setting, in declaration order."""
+        return [(f.name, f.metadata["doc"], f.default) for f in dataclasses.fields(cls)]
+
+
+class _TemplateProbe(dict[str, Any]):
+    def __missing__(self, key: str) -> Any:
+        import datetime as _dt
+
+        if key == "start":
+            return _dt.datetime(2026, 1, 1)
+        if key in _TEMPLATE_KEYS:
+            return "x"
+        raise KeyError(key)
+
+
+_TEMPLATE_KEYS = frozenset(
+    {"dir", "local_number", "remote_number", "local_name", "remote_name", "device", "codec", "id"}
+)
+
+
+def _check_ip(name: str, value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an IP address, got {value!r}") from exc
+
+
+def _coerce(name: str, raw: Any, target: Any) -> Any:
+    kind = type(target)
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if isinstance(target, Path):
+            return Path(str(raw))
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot use {raw!r} as {kind.__name__}") from exc
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Settings, dict[str, str]]:
+    """Build the effective settings; returns them and, per field, where the value came from."""
+    env = os.environ if environ is None else environ
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = dict(defaults)
+    source = {name: "default" for name in defaults}
+
+    path = config_file or (Path(env["CALLREC_CONFIG"]) if env.get("CALLREC_CONFIG") else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        table = data.get("callrec", data)
+        for key, raw in table.items():
+            if key not in defaults:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, defaults[key])
+            source[key] = str(path)
+
+    for key in defaults:
+        env_key = f"CALLREC_{key.upper()}"
+        if env_key in env:
+            values[key] = _coerce(key, env[env_key], defaults[key])
+            source[key] = env_key
+
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if key not in defaults:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _coerce(key, raw, defaults[key])
+        source[key] = "command line"
+
+    return Settings(**values), source

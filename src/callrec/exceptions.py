@@ -1,0 +1,70 @@
+"""Exception types of callrec.
+
+The tree tells the peer's fault from ours::
+
+    CallrecError
+    ├── RemoteProtocolError        a peer sent something we refuse; carries the reason word
+    │   ├── ControlProtocolError   a bad TCP control message (answered with result=failed)
+    │   ├── RtpError               an RTP/RTCP datagram we cannot parse (counted as malformed)
+    │   └── LocalFileError         a phone-local (USB) recording we cannot read
+    ├── UnsupportedCodecError      a codec name or payload type we do not implement
+    ├── ResourceError              we cannot take more work: ports, sessions, disk
+    ├── ConfigError                a setting that does not validate
+    └── CatalogError               the catalogue refused an operation
+
+Any other exception escaping a protocol core is a bug and is logged as one.
+"""
+
+from __future__ import annotations
+
+
+class CallrecError(Exception):
+    """Base of every error callrec raises on purpose."""
+
+
+class RemoteProtocolError(CallrecError):
+    """The peer broke the protocol. ``reason`` is the short word sent back to it."""
+
+    def __init__(self, message: str, *, reason: str = "bad_request") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ControlProtocolError(RemoteProtocolError):
+    """A TCP control message that cannot be accepted."""
+
+
+class RtpError(RemoteProtocolError):
+    """A datagram that is not a usable RTP packet."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="malformed")
+
+
+class LocalFileError(RemoteProtocolError):
+    """A phone-local recording file that cannot be read."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="bad_file")
+
+
+class UnsupportedCodecError(CallrecError):
+    """A codec we do not implement; answered as ``unsupported_codec``."""
+
+    reason = "unsupported_codec"
+
+
+class ResourceError(CallrecError):
+    """Out of something we need to accept work; ``reason`` is ``busy`` or ``disk_full``."""
+
+    def __init__(self, message: str, *, reason: str = "busy") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ConfigError(CallrecError):
+    """A configuration value that does not validate."""
+
+
+class CatalogError(CallrecError):
+    """The catalogue could not carry out an operation."""
