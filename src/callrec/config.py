@@ -58,9 +58,7 @@ class Settings:
         "Accept RTP from addresses other than the control peer's IP (counted either way).",
         False,
     )
-    reorder_window: int = _doc(
-        "Packets held back to repair reordering before they are written.", 5
-    )
+    reorder_window: int = _doc("Packets held back to repair reordering before they are written.", 5)
     max_gap_seconds: float = _doc(
         "Longest silence one gap in the RTP timeline can insert (guards timestamp jumps).",
         600.0,
@@ -108,7 +106,9 @@ class Settings:
         if self.max_duration < 0:
             raise ConfigError("max_duration must be >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level}")
+            raise ConfigError(
+                f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level}"
+            )
         try:
             self.filename_template.format_map(_TemplateProbe())
         except (KeyError, ValueError, IndexError, AttributeError) as exc:

@@ -1,0 +1,269 @@
+"""The receiving side of one recorded RTP stream, without I/O.
+
+Datagrams go in with their source address and arrival time; out come, in playback order,
+:class:`Audio` payloads of the call's codec and :class:`Silence` spans (in RTP timestamp
+units) for what is missing. The recorder decodes the first and writes zeros for the second.
+
+What it repairs, and why:
+
+* Reordering within ``reorder_window`` packets: a packet is held until that many newer ones
+  have arrived (or it has waited ``max_hold`` seconds), so a late neighbour can slot in.
+* Duplicates are dropped; packets behind the write position are ``late`` and dropped.
+* Gaps in the timeline follow RTP timestamps, so a lost packet or a hold becomes silence of
+  the right length, but a timestamp that runs more than ``jump_tolerance`` ahead of the
+  wall clock is a jump (a buggy or hostile sender), and only the wall-clock time is filled.
+  No single gap exceeds ``max_gap``.
+* A new SSRC (a phone that re-creates its RTP session after hold/resume) takes over once it
+  has sent ``SSRC_PROBATION`` packets in sequence; until then its packets are strays. The
+  silence across the switch is the wall-clock time between the two streams.
+* Packets of another payload type (telephone-event, comfort noise) and RTCP muxed on the
+  port are counted as ``other`` and never written as audio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from callrec.exceptions import RtpError
+from callrec.rtp.packet import RtpPacket, is_rtcp
+from callrec.rtp.sequence import SEQ_MOD, SequenceExtender, seq_delta, ts_delta
+
+#: Packets in sequence a new SSRC must send before it replaces the current one (RFC 3550
+#: A.1 uses 2 for a new source; 3 keeps a single stray packet pair from hijacking a call).
+SSRC_PROBATION = 3
+#: A sequence jump beyond these is a restart of the sender, not loss (RFC 3550 A.1).
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
+#: How far back we remember which packets were written, to tell duplicates from late ones.
+_HISTORY_BITS = 256
+
+
+@dataclass(slots=True)
+class StreamCounters:
+    """Per-session packet counters. ``received`` counts every datagram on the port; the
+    others say what became of some of them, or (``lost``) what never came."""
+
+    received: int = 0
+    lost: int = 0
+    late: int = 0
+    duplicate: int = 0
+    foreign: int = 0  # from another address, or a stray SSRC that never took over
+    malformed: int = 0
+    other: int = 0  # RTCP, telephone-event, comfort noise, other payload types
+    ssrc_changes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    units: int  # RTP timestamp units
+
+
+Output = Audio | Silence
+
+
+@dataclass(slots=True)
+class _Held:
+    packet: RtpPacket
+    arrival: float
+
+
+class MediaStream:
+    """Reorders, de-duplicates and times one call's RTP stream."""
+
+    def __init__(
+        self,
+        *,
+        payload_type: int,
+        clock_rate: int,
+        timestamp_units: Callable[[int], int],
+        peer_ip: str | None,
+        accept_foreign: bool = False,
+        reorder_window: int = 5,
+        max_hold: float = 0.2,
+        max_gap: float = 600.0,
+        jump_tolerance: float = 2.0,
+    ) -> None:
+        self.payload_type = payload_type
+        self.clock_rate = clock_rate
+        self._units = timestamp_units
+        self.peer_ip = peer_ip
+        self.accept_foreign = accept_foreign
+        self.reorder_window = reorder_window
+        self.max_hold = max_hold
+        self.max_gap_units = int(max_gap * clock_rate)
+        self.jump_tolerance_units = int(jump_tolerance * clock_rate)
+        self.counters = StreamCounters()
+
+        self._ssrc: int | None = None
+        self._ext = SequenceExtender()
+        self._held: dict[int, _Held] = {}
+        self._next: int | None = None  # extended index of the next packet to write
+        self._history = 0  # bit i: packet _next-1-i was written
+        self._bad_seq: int | None = None
+        self._candidate: list[_Held] = []
+        # Timeline of what has been written so far.
+        self._ts_end: int | None = None  # RTP timestamp just after the last written audio
+        self._last_arrival: float | None = None
+        self._output: list[Output] = []
+
+    # -- input ---------------------------------------------------------------------------
+
+    def receive(self, data: bytes, source_ip: str, now: float) -> None:
+        c = self.counters
+        c.received += 1
+        if not self.accept_foreign and self.peer_ip is not None and source_ip != self.peer_ip:
+            c.foreign += 1
+            return
+        if is_rtcp(data):
+            c.other += 1
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            c.malformed += 1
+            return
+        if packet.payload_type != self.payload_type:
+            c.other += 1
+            return
+        if not packet.payload:
+            c.malformed += 1
+            return
+        if self._ssrc is None:
+            self._ssrc = packet.ssrc
+        if packet.ssrc != self._ssrc:
+            self._probation(packet, now)
+            return
+        if self._candidate:
+            # The current stream is still alive: the newcomer was a stray.
+            c.foreign += len(self._candidate)
+            self._candidate.clear()
+        self._accept(packet, now)
+
+    def _probation(self, packet: RtpPacket, now: float) -> None:
+        cand = self._candidate
+        if cand and (
+            cand[-1].packet.ssrc != packet.ssrc
+            or seq_delta(packet.sequence_number, cand[-1].packet.sequence_number) != 1
+        ):
+            self.counters.foreign += len(cand)
+            cand.clear()
+        cand.append(_Held(packet, now))
+        if len(cand) < SSRC_PROBATION:
+            return
+        # Switch: write out what the old stream left, then time the new one by the wall clock.
+        self._release(force_all=True)
+        self.counters.ssrc_changes += 1
+        self._ssrc = packet.ssrc
+        self._ext.reset()
+        self._next = None
+        self._history = 0
+        self._bad_seq = None
+        self._ts_end = None
+        taken = list(cand)
+        cand.clear()
+        for held in taken:
+            self._accept(held.packet, held.arrival)
+
+    def _accept(self, packet: RtpPacket, now: float) -> None:
+        c = self.counters
+        index = self._ext.extend(packet.sequence_number)
+        if self._next is None:
+            self._next = index
+        delta = index - self._next
+        if delta > MAX_DROPOUT or delta < -MAX_MISORDER:
+            # Either a sender restart or a wild packet: believe it once the next one follows.
+            if self._bad_seq is not None and packet.sequence_number == self._bad_seq:
+                self._release(force_all=True)
+                self._ext.reset()
+                index = self._ext.extend(packet.sequence_number)
+                self._next = index
+                self._history = 0
+                self._bad_seq = None
+            else:
+                self._bad_seq = (packet.sequence_number + 1) % SEQ_MOD
+                c.foreign += 1  # not (yet) part of the stream we are writing
+                return
+        self._bad_seq = None
+        if index < self._next:
+            back = self._next - 1 - index
+            if back < _HISTORY_BITS and (self._history >> back) & 1:
+                c.duplicate += 1
+            else:
+                c.late += 1
+            return
+        if index in self._held:
+            c.duplicate += 1
+            return
+        self._held[index] = _Held(packet, now)
+        self._release()
+
+    # -- output --------------------------------------------------------------------------
+
+    def flush(self, now: float, *, everything: bool = False) -> None:
+        """Write out packets that waited long enough (or all of them, at the end)."""
+        if everything:
+            self._release(force_all=True)
+            if self._candidate:
+                self.counters.foreign += len(self._candidate)
+                self._candidate.clear()
+            return
+        while self._held and min(h.arrival for h in self._held.values()) + self.max_hold <= now:
+            self._skip_to(min(self._held))
+            self._release()
+
+    def pop_output(self) -> list[Output]:
+        out, self._output = self._output, []
+        return out
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def _skip_to(self, index: int) -> None:
+        assert self._next is not None
+        gap = index - self._next
+        if gap > 0:
+            self.counters.lost += gap
+            self._history = (self._history << gap) & ((1 << _HISTORY_BITS) - 1)
+            self._next = index
+
+    def _release(self, *, force_all: bool = False) -> None:
+        held = self._held
+        while held:
+            assert self._next is not None
+            item = held.pop(self._next, None)
+            if item is None:
+                if not force_all and len(held) <= self.reorder_window:
+                    return
+                self._skip_to(min(held))
+                continue
+            self._write(item)
+            self._next += 1
+            self._history = ((self._history << 1) | 1) & ((1 << _HISTORY_BITS) - 1)
+
+    def _write(self, item: _Held) -> None:
+        packet = item.packet
+        units = self._units(len(packet.payload))
+        if self._last_arrival is not None:
+            wall = max(0, round((item.arrival - self._last_arrival) * self.clock_rate) - units)
+            if self._ts_end is None:
+                gap = wall  # first packet of a new SSRC: only the wall clock relates them
+            else:
+                gap = ts_delta(packet.timestamp, self._ts_end)
+                if gap > wall + self.jump_tolerance_units:
+                    gap = wall
+            gap = min(gap, self.max_gap_units)
+            if gap > 0:
+                self._output.append(Silence(gap))
+        self._output.append(Audio(packet.payload))
+        self._ts_end = (packet.timestamp + units) & 0xFFFFFFFF
+        self._last_arrival = item.arrival
