@@ -1,0 +1,135 @@
+"""The codec table: names, aliases, payload types, and the common Codec behaviour."""
+
+from __future__ import annotations
+
+import pytest
+
+from callrec.codecs import (
+    CODECS,
+    G722,
+    PCMA,
+    PCMU,
+    Codec,
+    Decoder,
+    Encoder,
+    codec_for_payload_type,
+    get_codec,
+)
+from callrec.exceptions import CallrecError, UnsupportedCodecError
+
+
+def test_codecs_maps_canonical_names_to_codecs() -> None:
+    assert dict(CODECS) == {"PCMU": PCMU, "PCMA": PCMA, "G722": G722}
+    for name, codec in CODECS.items():
+        assert codec.name == name
+
+
+@pytest.mark.parametrize(
+    ("codec", "payload_type", "clock_rate", "sample_rate"),
+    [(PCMU, 0, 8000, 8000), (PCMA, 8, 8000, 8000), (G722, 9, 8000, 16000)],
+    ids=["PCMU", "PCMA", "G722"],
+)
+def test_codecs_carry_their_rfc_3551_parameters(
+    codec: Codec, payload_type: int, clock_rate: int, sample_rate: int
+) -> None:
+    assert codec.payload_type == payload_type
+    assert codec.clock_rate == clock_rate
+    assert codec.sample_rate == sample_rate
+    assert codec_for_payload_type(payload_type) is codec
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("PCMA", PCMA),
+        ("pcma", PCMA),
+        ("G711A", PCMA),
+        ("g.711a", PCMA),
+        ("alaw", PCMA),
+        ("PCMU", PCMU),
+        ("Pcmu", PCMU),
+        ("G711U", PCMU),
+        ("G.711U", PCMU),
+        ("ulaw", PCMU),
+        ("mulaw", PCMU),
+        ("G722", G722),
+        ("g722", G722),
+        ("G.722", G722),
+    ],
+)
+def test_get_codec_ignores_case_and_knows_aliases(name: str, expected: Codec) -> None:
+    assert get_codec(name) is expected
+
+
+@pytest.mark.parametrize("name", ["XYZ", "", "opus", "G729", " PCMA", "PCMA/8000"])
+def test_get_codec_refuses_other_names(name: str) -> None:
+    with pytest.raises(UnsupportedCodecError) as info:
+        get_codec(name)
+
+    assert str(info.value) == f"unsupported codec {name!r}"
+    assert info.value.reason == "unsupported_codec"
+    assert isinstance(info.value, CallrecError)
+
+
+def test_unsupported_codec_message_quotes_the_name() -> None:
+    with pytest.raises(UnsupportedCodecError, match=r"^unsupported codec 'XYZ'$"):
+        get_codec("XYZ")
+
+
+@pytest.mark.parametrize("payload_type", [3, 18, 96, 127, -1, 128])
+def test_codec_for_payload_type_refuses_other_types(payload_type: int) -> None:
+    with pytest.raises(UnsupportedCodecError, match=rf"^unsupported payload type {payload_type}$"):
+        codec_for_payload_type(payload_type)
+
+
+def test_codecs_table_cannot_be_changed() -> None:
+    with pytest.raises(TypeError):
+        CODECS["OPUS"] = PCMA  # type: ignore[index]
+
+
+@pytest.mark.parametrize("codec", CODECS.values(), ids=list(CODECS))
+def test_codec_attributes_cannot_be_changed(codec: Codec) -> None:
+    with pytest.raises(AttributeError):
+        codec.name = "OPUS"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        codec.extra = 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("codec", CODECS.values(), ids=list(CODECS))
+def test_each_call_makes_a_fresh_decoder_and_encoder(codec: Codec) -> None:
+    assert isinstance(codec.decoder(), Decoder)
+    assert isinstance(codec.encoder(), Encoder)
+    assert codec.decoder() is not codec.decoder()
+    assert codec.encoder() is not codec.encoder()
+
+
+@pytest.mark.parametrize("codec", CODECS.values(), ids=list(CODECS))
+def test_silence_is_zero_samples(codec: Codec) -> None:
+    assert codec.silence(0) == b""
+    assert codec.silence(3) == b"\x00" * 6
+    with pytest.raises(ValueError, match=r"^negative sample count -1$"):
+        codec.silence(-1)
+
+
+@pytest.mark.parametrize(
+    ("codec", "units", "samples"),
+    [(PCMA, 160, 160), (PCMU, 240, 240), (G722, 160, 320), (G722, 1, 2), (G722, 0, 0)],
+)
+def test_samples_for_timestamp_scales_by_the_two_clocks(
+    codec: Codec, units: int, samples: int
+) -> None:
+    assert codec.samples_for_timestamp(units) == samples
+    assert len(codec.silence(codec.samples_for_timestamp(units))) == 2 * samples
+
+
+@pytest.mark.parametrize("codec", CODECS.values(), ids=list(CODECS))
+def test_a_decoded_payload_spans_its_timestamp_units(codec: Codec) -> None:
+    payload = bytes(range(160))
+
+    pcm = codec.decoder().decode(payload)
+
+    assert len(pcm) == 2 * codec.samples_for_timestamp(codec.timestamp_units(len(payload)))
+
+
+def test_repr_names_the_codec() -> None:
+    assert repr(G722) == "<G722Codec G722 pt=9>"
