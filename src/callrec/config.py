@@ -109,31 +109,14 @@ class Settings:
             raise ConfigError(
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level}"
             )
-        try:
-            self.filename_template.format_map(_TemplateProbe())
-        except (KeyError, ValueError, IndexError, AttributeError) as exc:
-            raise ConfigError(f"filename_template does not format: {exc}") from exc
+        from callrec.media.naming import check_template
+
+        check_template(self.filename_template)
 
     @classmethod
     def fields_doc(cls) -> list[tuple[str, str, Any]]:
         """(name, documentation, default) of every setting, in declaration order."""
         return [(f.name, f.metadata["doc"], f.default) for f in dataclasses.fields(cls)]
-
-
-class _TemplateProbe(dict[str, Any]):
-    def __missing__(self, key: str) -> Any:
-        import datetime as _dt
-
-        if key == "start":
-            return _dt.datetime(2026, 1, 1)
-        if key in _TEMPLATE_KEYS:
-            return "x"
-        raise KeyError(key)
-
-
-_TEMPLATE_KEYS = frozenset(
-    {"dir", "local_number", "remote_number", "local_name", "remote_name", "device", "codec", "id"}
-)
 
 
 def _check_ip(name: str, value: str) -> None:

@@ -10,7 +10,12 @@ The tree tells the peer's fault from ours::
     ├── UnsupportedCodecError      a codec name or payload type we do not implement
     ├── ResourceError              we cannot take more work: ports, sessions, disk
     ├── ConfigError                a setting that does not validate
-    └── CatalogError               the catalogue refused an operation
+    ├── CatalogError               the catalogue refused an operation
+    ├── media.wav.WavError         a WAV file we cannot write or read back
+    │   ├── WavRepairError         a file left by a crash that is not ours to repair
+    │   └── WavTooLargeError       past the 4 GiB a RIFF size field can say
+    ├── media.naming.UnsafePathError  a file name that would leave the recordings directory
+    └── phone.PhoneError           the phone simulator could not complete a call
 
 Any other exception escaping a protocol core is a bug and is logged as one.
 """
