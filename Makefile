@@ -30,8 +30,8 @@ sysdeps:
 	@command -v ffmpeg >/dev/null 2>&1 || { echo "ffmpeg is required by the tests and could not be installed" >&2; exit 1; }
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests tools benchmarks
+	$(BIN)/ruff format --check src tests tools benchmarks
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy

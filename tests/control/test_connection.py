@@ -169,7 +169,7 @@ def test_connection_lost_ends_open_sessions() -> None:
     a, b = feed(conn, START + b"\n" + START.replace(b"15082", b"9") + b"\n", bytewise=False)
     conn.accept_start(a, server="h", port=1)
     conn.accept_start(b, server="h", port=2)
-    (stop,) = feed(conn, STOP + b"\n", bytewise=False)
+    (_stop,) = feed(conn, STOP + b"\n", bytewise=False)
     assert conn.connection_lost() == ["9"]
     assert conn.active_sessions == []
 

@@ -1,0 +1,227 @@
+"""The values that cross the catalogue's boundary: plain, frozen dataclasses, no SQL.
+
+:class:`NewRecording` and :class:`StreamCounters` go in, :class:`RecordingInfo` comes out.
+They validate on construction, so a bad value is refused with a :class:`CatalogError` that
+names the field before any SQL runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from callrec.exceptions import CatalogError
+
+#: Where a recording came from: network recording, a phone-local (USB) file, SIP INFO.
+SOURCES = frozenset({"server", "usb", "sip"})
+#: Call direction as the phone sends it in ``dir=``; empty when unknown.
+DIRECTIONS = frozenset({"in", "out", ""})
+
+STATUS_RECORDING = "recording"
+STATUS_COMPLETE = "complete"
+STATUS_RECOVERED = "recovered"
+STATUS_FAILED = "failed"
+#: Every status a row can have.
+STATUSES = frozenset({STATUS_RECORDING, STATUS_COMPLETE, STATUS_RECOVERED, STATUS_FAILED})
+#: The statuses :meth:`Catalog.finish_recording` may set.
+FINAL_STATUSES = STATUSES - {STATUS_RECORDING}
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def require_aware(name: str, value: datetime) -> None:
+    """Refuse a naive datetime: the catalogue cannot guess which zone it was meant in."""
+    if not isinstance(value, datetime):
+        raise CatalogError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise CatalogError(f"{name} must be timezone-aware, got naive {value.isoformat()}")
+
+
+def require_port(name: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise CatalogError(f"{name} must be a port number (0-65535), got {value}")
+
+
+def require_choice(name: str, value: str, choices: frozenset[str]) -> None:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in sorted(choices))
+        raise CatalogError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def require_sha256(value: str | None) -> None:
+    if value is not None and not _SHA256.fullmatch(value):
+        raise CatalogError(f"sha256 must be 64 lowercase hex digits, got {value!r}")
+
+
+def require_json(name: str, value: dict[str, Any]) -> None:
+    if not isinstance(value, dict):
+        raise CatalogError(f"{name} must be a dict, got {type(value).__name__}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CatalogError(f"{name} must be JSON-serialisable: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRecording:
+    """What is known when a recording starts (the phone's start request, our choices)."""
+
+    #: ``server`` (network recording), ``usb`` (imported phone-local file) or ``sip``.
+    source: str = "server"
+    #: The phone's ``id`` token. Not unique: phones reuse ids across calls.
+    session_id: str
+    #: The phone's MAC as sent in ``device=``.
+    device: str
+    #: ``in``, ``out`` or empty when the phone did not say.
+    direction: str = ""
+    local_number: str = ""
+    local_name: str = ""
+    remote_number: str = ""
+    remote_name: str = ""
+    #: Codec name as the phone sent it, e.g. ``PCMA``.
+    codec: str
+    #: The phone's IP address (the control connection's peer); empty for imports.
+    peer_address: str = ""
+    #: The phone's TCP source port, when known.
+    peer_port: int | None = None
+    #: The UDP port we answered in ``port=``, when there is one.
+    media_port: int | None = None
+    #: When the recording started; must be timezone-aware (stored as UTC).
+    start_time: datetime
+    #: Audio sample rate of the file in Hz (16000 for G.722).
+    sample_rate: int
+    channels: int = 1
+    #: File path relative to the recordings directory; unique in the catalogue.
+    path: str
+    #: Fields the phone sent that have no column, e.g. ``{"start": {"x_foo": "1"}}``.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require_choice("source", self.source, SOURCES)
+        require_choice("direction", self.direction, DIRECTIONS)
+        require_aware("start_time", self.start_time)
+        require_port("peer_port", self.peer_port)
+        require_port("media_port", self.media_port)
+        if self.sample_rate <= 0:
+            raise CatalogError(f"sample_rate must be > 0, got {self.sample_rate}")
+        if self.channels < 1:
+            raise CatalogError(f"channels must be >= 1, got {self.channels}")
+        if not self.path:
+            raise CatalogError("path must not be empty")
+        require_json("extra", self.extra)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamCounters:
+    """A snapshot of one session's packet counters (see ``callrec.rtp.stream``)."""
+
+    #: Every datagram that arrived on the session's port.
+    received: int = 0
+    #: Packets that never came (gaps in the sequence numbers).
+    lost: int = 0
+    #: Packets that came after their place in the file was written, dropped.
+    late: int = 0
+    #: Copies of packets already seen, dropped.
+    duplicate: int = 0
+    #: Packets from another address or a stray SSRC.
+    foreign: int = 0
+    #: Datagrams that are not usable RTP.
+    malformed: int = 0
+    #: Other payload types: telephone-event, comfort noise, RTCP.
+    other: int = 0
+    #: How often the stream moved to a new SSRC (hold/resume, transfer).
+    ssrc_changes: int = 0
+
+    def __post_init__(self) -> None:
+        for name in _COUNTER_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CatalogError(f"counter {name} must be an integer >= 0, got {value!r}")
+
+
+_COUNTER_FIELDS = (
+    "received",
+    "lost",
+    "late",
+    "duplicate",
+    "foreign",
+    "malformed",
+    "other",
+    "ssrc_changes",
+)
+
+#: Counter field -> column of the ``recordings`` table.
+COUNTER_COLUMNS = {
+    "received": "packets_received",
+    "lost": "packets_lost",
+    "late": "packets_late",
+    "duplicate": "packets_duplicate",
+    "foreign": "packets_foreign",
+    "malformed": "packets_malformed",
+    "other": "packets_other",
+    "ssrc_changes": "ssrc_changes",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingInfo:
+    """One catalogue row as plain values, detached from any database session.
+
+    Datetimes are timezone-aware UTC. Column meanings are those of :class:`NewRecording`
+    plus what :meth:`Catalog.finish_recording` and :meth:`Catalog.checkpoint` set.
+    """
+
+    id: int
+    source: str
+    session_id: str
+    device: str
+    direction: str
+    local_number: str
+    local_name: str
+    remote_number: str
+    remote_name: str
+    codec: str
+    peer_address: str
+    peer_port: int | None
+    media_port: int | None
+    start_time: datetime
+    end_time: datetime | None
+    duration: float | None
+    sample_rate: int
+    channels: int
+    size_bytes: int | None
+    sha256: str | None
+    path: str
+    status: str
+    stop_reason: str | None
+    phone_stop_reason: str | None
+    extra: dict[str, Any]
+    packets_received: int
+    packets_lost: int
+    packets_late: int
+    packets_duplicate: int
+    packets_foreign: int
+    packets_malformed: int
+    packets_other: int
+    ssrc_changes: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def counters(self) -> StreamCounters:
+        """The packet counters as a :class:`StreamCounters`."""
+        return StreamCounters(
+            **{name: getattr(self, column) for name, column in COUNTER_COLUMNS.items()}
+        )
+
+    @property
+    def finished(self) -> bool:
+        """False while the row is still ``recording`` (or was left so by a crash)."""
+        return self.status != STATUS_RECORDING
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,552 @@
+"""The catalogue: the one object the rest of callrec uses to read and write recording rows.
+
+Calls block on the database; the server runs them off the event loop. A :class:`Catalog` may be
+shared between threads: every call takes its own connection from the engine's pool and commits
+(or rolls back) before it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from callrec.catalog.models import Recording
+from callrec.catalog.records import (
+    COUNTER_COLUMNS,
+    DIRECTIONS,
+    FINAL_STATUSES,
+    STATUS_RECORDING,
+    STATUSES,
+    NewRecording,
+    RecordingInfo,
+    StreamCounters,
+    require_aware,
+    require_choice,
+    require_sha256,
+    utcnow,
+)
+from callrec.exceptions import CatalogError
+
+_log = logging.getLogger(__name__)
+
+#: Package resource holding env.py and versions/; no alembic.ini is needed anywhere.
+MIGRATIONS = "callrec.catalog:migrations"
+
+#: How long a SQLite writer waits for another writer's lock before "database is locked".
+#: Writes are single-row or one batched checkpoint, so seconds mean something is wrong.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+#: Seconds to wait for a PostgreSQL server before giving up on opening the catalogue.
+POSTGRES_CONNECT_TIMEOUT = 10
+
+#: Execution option marking a connection that will write: on SQLite it takes the write lock
+#: up front (BEGIN IMMEDIATE), so a read-then-write transaction never fails half-way with
+#: SQLITE_BUSY after another writer committed (busy_timeout cannot help in that case).
+_WRITE_OPTION = "callrec_write"
+
+#: Stop-request fields that repeat a column (phone field name -> column); they are kept in
+#: ``extra["stop"]`` only when the phone sent a value other than the stored one.
+_STOP_FIELD_COLUMNS = {
+    "id": "session_id",
+    "device": "device",
+    "dir": "direction",
+    "codec": "codec",
+    "local_number": "local_number",
+    "local_name": "local_name",
+    "remote_number": "remote_number",
+    "remote_name": "remote_name",
+    "reason": "phone_stop_reason",
+}
+#: Stop-request fields that say nothing beyond the call itself.
+_STOP_FIELDS_DROPPED = frozenset({"cmd"})
+
+#: PostgreSQL advisory lock held while migrating ("callrec" in ASCII).
+_MIGRATION_LOCK_KEY = int.from_bytes(b"callrec", "big")
+
+_recordings = cast(Table, Recording.__table__)
+
+
+def alembic_config() -> Config:
+    """An Alembic configuration for the catalogue's migrations, built without any ini file."""
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.set_main_option("path_separator", "os")
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration revision shipped with this version of callrec."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships migrations
+        raise CatalogError("no catalogue migrations are installed")
+    return head
+
+
+class Catalog:
+    """Recording rows in a SQLite file (the default) or a PostgreSQL database.
+
+    ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/callrec.db`` (the parent directory is
+    created; WAL mode, foreign keys on, a busy timeout) or ``postgresql+psycopg://user@host/db``
+    (plain ``postgresql://`` also selects psycopg). The database is opened at once, so a bad
+    URL or an unreachable server raises :class:`CatalogError` here; call :meth:`migrate` to
+    create or upgrade the schema.
+    """
+
+    def __init__(self, url: str) -> None:
+        parsed = _parse_url(url)
+        self._display = parsed.render_as_string(hide_password=True)
+        self._closed = False
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {}
+        if is_sqlite:
+            _make_parent_dir(parsed, self._display)
+        else:
+            kwargs["pool_pre_ping"] = True
+            if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+                kwargs["connect_args"] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT}
+        try:
+            engine = create_engine(parsed, **kwargs)
+        except (ArgumentError, NoSuchModuleError, ImportError, TypeError) as exc:
+            raise CatalogError(f"cannot open catalogue {self._display}: {exc}") from exc
+        if is_sqlite:
+            _configure_sqlite(engine)
+        self._engine = engine
+        self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
+        try:
+            with engine.connect():
+                pass
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            engine.dispose()
+            raise CatalogError(f"cannot open catalogue {self._display}: {_reason(exc)}") from exc
+        _log.debug("catalogue %s opened", self._display)
+
+    def __repr__(self) -> str:
+        return f"<Catalog {self._display}{' closed' if self._closed else ''}>"
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden, for logs and ``callrec db``."""
+        return self._display
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest revision (a no-op when it is current).
+
+        The whole upgrade is one transaction on both backends, so a failed migration leaves
+        the previous schema in place.
+        """
+        with self._guard("migrate"), self._write_engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Two servers starting at once: the second waits, then finds nothing to do.
+                # (On SQLite, BEGIN IMMEDIATE already serialises them.)
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                )
+            before = MigrationContext.configure(connection).get_current_revision()
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            after = MigrationContext.configure(connection).get_current_revision()
+        if before != after:
+            _log.info("catalogue %s migrated from %s to %s", self._display, before, after)
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at; None before the first :meth:`migrate`."""
+        with self._guard("read the schema revision"), self._engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def create_recording(self, rec: NewRecording) -> int:
+        """Add a row in status ``recording``; returns its id."""
+        row = Recording(
+            source=rec.source,
+            session_id=rec.session_id,
+            device=rec.device,
+            direction=rec.direction,
+            local_number=rec.local_number,
+            local_name=rec.local_name,
+            remote_number=rec.remote_number,
+            remote_name=rec.remote_name,
+            codec=rec.codec,
+            peer_address=rec.peer_address,
+            peer_port=rec.peer_port,
+            media_port=rec.media_port,
+            start_time=rec.start_time,
+            sample_rate=rec.sample_rate,
+            channels=rec.channels,
+            path=rec.path,
+            status=STATUS_RECORDING,
+            extra=dict(rec.extra),
+        )
+        with self._guard("create a recording"):
+            try:
+                with self._session(write=True) as session:
+                    session.add(row)
+                    session.flush()
+                    rec_id = row.id
+            except IntegrityError as exc:
+                # The only constraint a validated NewRecording can break.
+                raise CatalogError(
+                    f"cannot create recording: path {rec.path!r} is already catalogued"
+                ) from exc
+        _log.debug("session %s: recording %d catalogued as %s", rec.session_id, rec_id, rec.path)
+        return rec_id
+
+    def checkpoint(self, counters: Mapping[int, StreamCounters]) -> None:
+        """Store the current counters of many recordings in one transaction.
+
+        Rows that are no longer ``recording`` are left alone (their final counters were set
+        by :meth:`finish_recording`); ids that do not exist are ignored.
+        """
+        if not counters:
+            return
+        now = utcnow()
+        # Sorted, so two writers on PostgreSQL lock rows in the same order.
+        params = [
+            {
+                "b_id": rec_id,
+                "b_now": now,
+                **{f"b_{k}": v for k, v in _counter_values(counters[rec_id]).items()},
+            }
+            for rec_id in sorted(counters)
+        ]
+        statement = (
+            update(_recordings)
+            .where(_recordings.c.id == bindparam("b_id"))
+            .where(_recordings.c.status == STATUS_RECORDING)
+            .values(
+                updated_at=bindparam("b_now"),
+                **{column: bindparam(f"b_{column}") for column in COUNTER_COLUMNS.values()},
+            )
+        )
+        with self._guard("checkpoint counters"), self._write_engine.begin() as connection:
+            connection.execute(statement, params)
+
+    def finish_recording(
+        self,
+        rec_id: int,
+        *,
+        status: str,
+        stop_reason: str,
+        end_time: datetime,
+        duration: float,
+        size_bytes: int,
+        sha256: str | None,
+        counters: StreamCounters | None,
+        phone_stop_reason: str | None = None,
+        stop_fields: Mapping[str, str] | None = None,
+    ) -> None:
+        """Close a ``recording`` row with its final state.
+
+        ``counters`` None keeps the last checkpoint (recovery after a crash). ``stop_fields``
+        are the fields of the phone's stop request: they are merged into ``extra["stop"]``,
+        except ``cmd`` and fields that merely repeat a stored value (``id``, numbers, names,
+        ``reason`` ...); a number or name that changed during the call is kept there.
+        """
+        require_choice("status", status, FINAL_STATUSES)
+        if not stop_reason:
+            raise CatalogError("stop_reason must not be empty")
+        require_aware("end_time", end_time)
+        if duration < 0:
+            raise CatalogError(f"duration must be >= 0, got {duration}")
+        if size_bytes < 0:
+            raise CatalogError(f"size_bytes must be >= 0, got {size_bytes}")
+        require_sha256(sha256)
+        with self._guard(f"finish recording {rec_id}"), self._session(write=True) as session:
+            row = session.get(Recording, rec_id, with_for_update=True)
+            if row is None:
+                raise CatalogError(f"cannot finish recording {rec_id}: no such recording")
+            if row.status != STATUS_RECORDING:
+                raise CatalogError(f"cannot finish recording {rec_id}: it is already {row.status}")
+            row.status = status
+            row.stop_reason = stop_reason
+            row.phone_stop_reason = phone_stop_reason
+            row.end_time = end_time
+            row.duration = duration
+            row.size_bytes = size_bytes
+            row.sha256 = sha256
+            if counters is not None:
+                for column, value in _counter_values(counters).items():
+                    setattr(row, column, value)
+            kept = _new_stop_fields(row, stop_fields or {})
+            if kept:
+                extra = dict(row.extra)
+                previous = extra.get("stop")
+                extra["stop"] = {**(previous if isinstance(previous, dict) else {}), **kept}
+                row.extra = extra
+            session_id = row.session_id
+        _log.debug("session %s: recording %d %s (%s)", session_id, rec_id, status, stop_reason)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, rec_id: int) -> RecordingInfo | None:
+        """The row with this id, or None."""
+        with self._guard(f"read recording {rec_id}"), self._session() as session:
+            row = session.get(Recording, rec_id)
+            return None if row is None else _info(row)
+
+    def unfinished(self) -> list[RecordingInfo]:
+        """Rows still in status ``recording``: after a start-up, those a crash left behind."""
+        statement = (
+            select(Recording).where(Recording.status == STATUS_RECORDING).order_by(Recording.id)
+        )
+        with self._guard("list unfinished recordings"), self._session() as session:
+            return [_info(row) for row in session.scalars(statement)]
+
+    def find(
+        self,
+        *,
+        number: str | None = None,
+        device: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        status: str | None = None,
+        direction: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RecordingInfo]:
+        """Rows matching every given filter, newest start first (ties: newest id first).
+
+        ``number`` is a case-insensitive substring of the local or the remote number (``%``
+        and ``_`` match themselves); ``device`` is matched exactly;
+        ``since <= start_time < until``.
+        """
+        if limit < 0 or offset < 0:
+            raise CatalogError(f"limit and offset must be >= 0, got {limit} and {offset}")
+        where = _filters(number, device, since, until, status, direction)
+        statement = (
+            select(Recording)
+            .where(*where)
+            .order_by(Recording.start_time.desc(), Recording.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._guard("search recordings"), self._session() as session:
+            return [_info(row) for row in session.scalars(statement)]
+
+    def count(
+        self,
+        *,
+        number: str | None = None,
+        device: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        status: str | None = None,
+        direction: str | None = None,
+    ) -> int:
+        """How many rows :meth:`find` would return without limit and offset."""
+        where = _filters(number, device, since, until, status, direction)
+        statement = select(func.count()).select_from(Recording).where(*where)
+        with self._guard("count recordings"), self._session() as session:
+            return session.scalar(statement) or 0
+
+    def close(self) -> None:
+        """Close every pooled connection. Further calls raise :class:`CatalogError`."""
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+            _log.debug("catalogue %s closed", self._display)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _session(self, *, write: bool = False) -> Iterator[Session]:
+        engine = self._write_engine if write else self._engine
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        if self._closed:
+            raise CatalogError(f"cannot {action}: catalogue {self._display} is closed")
+        try:
+            yield
+        except (SQLAlchemyError, sqlite3.Error, CommandError) as exc:
+            raise CatalogError(f"cannot {action} in {self._display}: {_reason(exc)}") from exc
+
+
+def _parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise CatalogError(f"invalid catalogue URL {url!r}: {exc}") from exc
+    if parsed.drivername == "postgresql":
+        # psycopg (3) is the driver we ship for; SQLAlchemy's default would be psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _make_parent_dir(url: URL, display: str) -> None:
+    database = url.database
+    if (
+        not database
+        or database == ":memory:"
+        or url.query.get("uri")
+        or database.startswith("file:")
+    ):
+        return
+    try:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CatalogError(f"cannot open catalogue {display}: {exc}") from exc
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        # Take transaction control from the sqlite3 module (which skips BEGIN before SELECT
+        # and DDL), so reads are repeatable and migrations are transactional.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            # WAL: the web pages read while the server writes, neither blocks the other.
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _counter_values(counters: StreamCounters) -> dict[str, int]:
+    """Column -> value of each counter."""
+    return {column: getattr(counters, name) for name, column in COUNTER_COLUMNS.items()}
+
+
+def _new_stop_fields(row: Recording, fields: Mapping[str, str]) -> dict[str, str]:
+    kept: dict[str, str] = {}
+    for key, value in fields.items():
+        if key in _STOP_FIELDS_DROPPED:
+            continue
+        column = _STOP_FIELD_COLUMNS.get(key)
+        if column is not None and getattr(row, column) == value:
+            continue
+        kept[key] = value
+    return kept
+
+
+def _filters(
+    number: str | None,
+    device: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    status: str | None,
+    direction: str | None,
+) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if number:
+        where.append(
+            or_(
+                Recording.local_number.icontains(number, autoescape=True),
+                Recording.remote_number.icontains(number, autoescape=True),
+            )
+        )
+    if device is not None:
+        where.append(Recording.device == device)
+    if since is not None:
+        require_aware("since", since)
+        where.append(Recording.start_time >= since)
+    if until is not None:
+        require_aware("until", until)
+        where.append(Recording.start_time < until)
+    if status is not None:
+        require_choice("status", status, STATUSES)
+        where.append(Recording.status == status)
+    if direction is not None:
+        require_choice("direction", direction, DIRECTIONS)
+        where.append(Recording.direction == direction)
+    return where
+
+
+def _info(row: Recording) -> RecordingInfo:
+    return RecordingInfo(
+        id=row.id,
+        source=row.source,
+        session_id=row.session_id,
+        device=row.device,
+        direction=row.direction,
+        local_number=row.local_number,
+        local_name=row.local_name,
+        remote_number=row.remote_number,
+        remote_name=row.remote_name,
+        codec=row.codec,
+        peer_address=row.peer_address,
+        peer_port=row.peer_port,
+        media_port=row.media_port,
+        start_time=row.start_time,
+        end_time=row.end_time,
+        duration=row.duration,
+        sample_rate=row.sample_rate,
+        channels=row.channels,
+        size_bytes=row.size_bytes,
+        sha256=row.sha256,
+        path=row.path,
+        status=row.status,
+        stop_reason=row.stop_reason,
+        phone_stop_reason=row.phone_stop_reason,
+        extra=dict(row.extra),
+        packets_received=row.packets_received,
+        packets_lost=row.packets_lost,
+        packets_late=row.packets_late,
+        packets_duplicate=row.packets_duplicate,
+        packets_foreign=row.packets_foreign,
+        packets_malformed=row.packets_malformed,
+        packets_other=row.packets_other,
+        ssrc_changes=row.ssrc_changes,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

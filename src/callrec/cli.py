@@ -1,0 +1,338 @@
+"""The ``callrec`` command: serve, phone, config, recordings."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from callrec import __version__
+from callrec.config import Settings, load_settings
+from callrec.exceptions import CallrecError
+
+app = typer.Typer(
+    help="callrec: a call-recording server for Fanvil/Becke SIP phones.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show the configuration.", no_args_is_help=True)
+recordings_app = typer.Typer(help="Find, inspect and export recordings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(recordings_app, name="recordings")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML settings file (else $CALLREC_CONFIG).", show_default=False
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> tuple[Settings, dict[str, str]]:
+    try:
+        return load_settings(config, overrides=overrides)
+    except CallrecError as exc:
+        err_console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"callrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    control_port: Annotated[int | None, typer.Option(help="TCP control port.")] = None,
+    recordings_dir: Annotated[Path | None, typer.Option(help="Where recordings go.")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Catalogue URL.")] = None,
+) -> None:
+    """Run the recording server until SIGTERM/SIGINT (then finalise every open recording)."""
+    settings, _ = _settings(
+        config, control_port=control_port, recordings_dir=recordings_dir, database_url=database_url
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Alembic narrates every plugin it loads at INFO; only its warnings matter to an operator.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
+    from callrec.server.app import run
+
+    try:
+        run(settings)
+    except OSError as exc:
+        err_console.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def phone(
+    play: Annotated[Path, typer.Option(help="WAV file: the local party (or the phone's mix).")],
+    server: Annotated[str, typer.Option(help="Recording server as HOST:PORT.")] = "127.0.0.1:10000",
+    codec: Annotated[str, typer.Option(help="PCMA, PCMU or G722.")] = "PCMA",
+    play_remote: Annotated[
+        Path | None, typer.Option(help="WAV file: the remote party, mixed in as the phone does.")
+    ] = None,
+    fast: Annotated[bool, typer.Option(help="Send as fast as possible, not in real time.")] = False,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds to stream (cut or padded with silence).")
+    ] = None,
+    session_id: Annotated[str | None, typer.Option("--id", help="Session id (random).")] = None,
+    device: Annotated[str, typer.Option(help="MAC address sent as device=.")] = "0c383e0e709a",
+    local_number: Annotated[str, typer.Option()] = "3001",
+    local_name: Annotated[str, typer.Option()] = "",
+    remote_number: Annotated[str, typer.Option()] = "2011",
+    remote_name: Annotated[str, typer.Option()] = "",
+    direction: Annotated[str, typer.Option("--dir", help="in or out.")] = "out",
+    terminator: Annotated[
+        str, typer.Option(help="Message terminator: none (as phones do), crlf, lf, nul.")
+    ] = "none",
+    bind_ip: Annotated[str | None, typer.Option(help="Source IP for TCP and RTP.")] = None,
+) -> None:
+    """Behave like a phone recording one call to a server; print what the server answered."""
+    from callrec.phone import run_phone
+
+    terminators = {"none": b"", "crlf": b"\r\n", "lf": b"\n", "nul": b"\0"}
+    if terminator not in terminators:
+        err_console.print(f"[red]unknown terminator {terminator!r}[/red] (none, crlf, lf, nul)")
+        raise typer.Exit(2)
+    try:
+        result = run_phone(
+            server,
+            codec=codec,
+            play=play,
+            play_remote=play_remote,
+            fast=fast,
+            duration=duration,
+            session_id=session_id,
+            device=device,
+            local_number=local_number,
+            local_name=local_name,
+            remote_number=remote_number,
+            remote_name=remote_name,
+            direction=direction,
+            terminator=terminators[terminator],
+            bind_ip=bind_ip,
+        )
+    except (CallrecError, OSError, ValueError) as exc:
+        err_console.print(f"[red]phone failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"start answer: {result.start_answer}")
+    if result.stop_answer is not None:
+        console.print(f"stop answer:  {result.stop_answer}")
+    console.print(f"sent {result.packets_sent} RTP packets in {result.duration:.2f} s")
+    if not result.ok:
+        err_console.print(f"[red]recording failed:[/red] {result.error}")
+        raise typer.Exit(1)
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print the effective settings, where each came from, and what it means."""
+    settings, source = _settings(config)
+    if as_json:
+        data = {k: _plain(v) for k, v in dataclasses.asdict(settings).items()}
+        print(json.dumps(data, indent=2))
+        return
+    table = Table("setting", "value", "from", "meaning")
+    for name, doc, _default in Settings.fields_doc():
+        table.add_row(name, str(getattr(settings, name)), source[name], doc)
+    console.print(table)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _catalog(config: Path | None) -> Any:
+    from callrec.catalog import Catalog
+
+    settings, _ = _settings(config)
+    catalog = Catalog(settings.database_url)
+    catalog.migrate()
+    return settings, catalog
+
+
+def _day_start(d: datetime | None, *, end: bool = False) -> datetime | None:
+    if d is None:
+        return None
+    if d.time() == time(0) and end:
+        d = datetime.combine(date.fromordinal(d.toordinal() + 1), time(0))
+    return (
+        d.astimezone(UTC)
+        if d.tzinfo
+        else d.replace(tzinfo=datetime.now().astimezone().tzinfo).astimezone(UTC)
+    )
+
+
+NumberOpt = Annotated[str | None, typer.Option(help="Local or remote number contains this.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="Device (MAC) is this.")]
+SinceOpt = Annotated[datetime | None, typer.Option(help="Started on/after (local time).")]
+UntilOpt = Annotated[
+    datetime | None, typer.Option(help="Started before; a date includes that day.")
+]
+StatusOpt = Annotated[str | None, typer.Option(help="recording, complete, recovered or failed.")]
+
+
+@recordings_app.command("list")
+def recordings_list(
+    config: ConfigOption = None,
+    number: NumberOpt = None,
+    device: DeviceOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    status: StatusOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List recordings, newest first."""
+    _, catalog = _catalog(config)
+    rows = catalog.find(
+        number=number,
+        device=device,
+        since=_day_start(since),
+        until=_day_start(until, end=True),
+        status=status,
+        limit=limit,
+    )
+    catalog.close()
+    if as_json:
+        print(json.dumps([_row_dict(r) for r in rows], indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "start", "dir", "local", "remote", "device", "codec", "dur s", "status")
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            r.start_time.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            r.direction,
+            _party(r.local_number, r.local_name),
+            _party(r.remote_number, r.remote_name),
+            r.device,
+            r.codec,
+            f"{r.duration:.1f}" if r.duration is not None else "",
+            r.status,
+        )
+    console.print(table)
+    if not rows:
+        console.print("no recordings match")
+
+
+def _party(number: str, name: str) -> str:
+    return f"{number} ({name})" if name else number
+
+
+def _row_dict(r: Any) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in dataclasses.asdict(r).items()}
+
+
+@recordings_app.command("show")
+def recordings_show(
+    rec_id: Annotated[int, typer.Argument(help="Recording id.")],
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every catalogued field of one recording."""
+    settings, catalog = _catalog(config)
+    rec = catalog.get(rec_id)
+    catalog.close()
+    if rec is None:
+        err_console.print(f"[red]no recording {rec_id}[/red]")
+        raise typer.Exit(1)
+    data = _row_dict(rec)
+    data["file"] = str(settings.recordings_dir.resolve() / rec.path)
+    if as_json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    table = Table("field", "value")
+    for k, v in data.items():
+        table.add_row(k, json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else str(v))
+    console.print(table)
+
+
+@recordings_app.command("export")
+def recordings_export(
+    to: Annotated[Path, typer.Option("--to", "-o", help="Directory to copy recordings into.")],
+    config: ConfigOption = None,
+    number: NumberOpt = None,
+    device: DeviceOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    status: StatusOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 10000,
+) -> None:
+    """Copy matching recordings (keeping their folders) and write an index.csv beside them."""
+    settings, catalog = _catalog(config)
+    rows = catalog.find(
+        number=number,
+        device=device,
+        since=_day_start(since),
+        until=_day_start(until, end=True),
+        status=status,
+        limit=limit,
+    )
+    catalog.close()
+    root = settings.recordings_dir.resolve()
+    to.mkdir(parents=True, exist_ok=True)
+    copied = missing = 0
+    with (to / "index.csv").open("w", newline="", encoding="utf-8") as fh:
+        out: csv.DictWriter[str] | None = None
+        for r in rows:
+            src = root / r.path
+            data = _row_dict(r)
+            data["extra"] = json.dumps(data["extra"], ensure_ascii=False)
+            if out is None:
+                out = csv.DictWriter(fh, fieldnames=list(data))
+                out.writeheader()
+            out.writerow(data)
+            if not src.is_file():
+                missing += 1
+                err_console.print(f"[yellow]missing file for #{r.id}:[/yellow] {src}")
+                continue
+            dst = to / r.path
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+            copied += 1
+    console.print(f"exported {copied} recordings to {to} ({missing} missing files)")
+    if missing:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except CallrecError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)

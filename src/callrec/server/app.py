@@ -1,0 +1,508 @@
+"""The asyncio layer: control listener, media endpoints, session lifecycle, catalogue calls.
+
+Protocol decisions live in the sans-I/O cores (``control``, ``rtp``); this module only moves
+bytes between them and sockets, files and the catalogue. Catalogue calls run on one worker
+thread (SQLite wants one writer) and file finalisation on the default executor, so the event
+loop only ever does socket work, decoding and small appends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from callrec.catalog import Catalog, NewRecording, StreamCounters
+from callrec.codecs import get_codec
+from callrec.config import Settings
+from callrec.control import BadRequest, ControlConnection, StartRequest, StopRequest
+from callrec.exceptions import ResourceError, UnsupportedCodecError
+from callrec.media.naming import UnsafePathError, recording_path, unique_path
+from callrec.media.wav import WavError, WavInfo, WavWriter
+from callrec.rtp.stream import MediaStream
+from callrec.server.ports import PortRange, open_endpoint
+from callrec.server.recovery import recover_unfinished
+from callrec.server.session import MediaProtocol, RecordingSession, SessionLog
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Fields of the start request that have their own catalogue column; the rest go to extra.
+START_COLUMNS = (
+    "cmd",
+    "id",
+    "device",
+    "remote_number",
+    "remote_name",
+    "local_number",
+    "local_name",
+    "dir",
+    "codec",
+)
+#: How often (in sync ticks) running sessions' counters are saved to the catalogue.
+CHECKPOINT_TICKS = 20
+#: TCP keepalive so that a phone that vanished (power cut) ends its session within ~90 s.
+KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedRecording:
+    rec_id: int
+    status: str
+    stop_reason: str
+    info: WavInfo | None
+
+
+class RecordingServer:
+    """A running callrec recording server."""
+
+    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog or Catalog(settings.database_url)
+        self.root = settings.recordings_dir.resolve()
+        self.ports = PortRange(
+            settings.media_host, settings.media_port_min, settings.media_port_max
+        )
+        self.sessions: dict[tuple[str, str, str], RecordingSession] = {}
+        self.total_sessions = 0
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
+        self._server: asyncio.Server | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._finishing: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        await self._in_db(self.catalog.migrate)
+        recovered = await self._in_db(recover_unfinished, self.catalog, self.root)
+        for line in recovered:
+            logger.warning("recovered after a crash: %s", line)
+        self._server = await asyncio.start_server(
+            self._serve_connection,
+            self.settings.control_host,
+            self.settings.control_port,
+            reuse_address=True,
+            limit=self.settings.max_message_bytes * 2,
+        )
+        self._tick_task = asyncio.create_task(self._tick_loop(), name="callrec-tick")
+        logger.info(
+            "recording server listening on %s:%d (TCP control), media ports %d-%d, "
+            "recordings in %s",
+            self.settings.control_host,
+            self.control_port,
+            self.settings.media_port_min,
+            self.settings.media_port_max,
+            self.root,
+        )
+
+    @property
+    def control_port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        """Stop taking calls and finalise every open recording (reason ``shutdown``)."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        for session in list(self.sessions.values()):
+            self._spawn_finish(session, "shutdown")
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
+        # Closing the sockets ends each connection's loop normally (EOF); cancelling the
+        # handler tasks instead makes asyncio's stream machinery log spurious errors.
+        for conn_writer in list(self._writers):
+            conn_writer.close()
+        if self._connections:
+            _done, pending = await asyncio.wait(list(self._connections), timeout=5)
+            for task in pending:
+                task.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+        await self._in_db(self.catalog.close)
+        self._db.shutdown(wait=True)
+        logger.info("recording server stopped")
+
+    async def _in_db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
+
+    # -- control connections -------------------------------------------------------------
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        self._writers.add(writer)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            _enable_keepalive(sock)
+        conn = ControlConnection(
+            max_message_bytes=self.settings.max_message_bytes,
+            message_idle=self.settings.message_idle,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            while not conn.broken:
+                deadline = conn.deadline()
+                if deadline is not None:
+                    timeout: float | None = max(0.0, deadline - loop.time())
+                elif conn.active_sessions:
+                    timeout = None  # a phone holds the connection silent for the whole call
+                else:
+                    timeout = self.settings.connection_idle_timeout
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), timeout)
+                except TimeoutError:
+                    if deadline is None:
+                        logger.info("closing idle control connection from %s:%s", *peer[:2])
+                        break
+                    data = None
+                except (ConnectionError, OSError):
+                    break
+                if data is not None:
+                    if not data:
+                        break
+                    conn.receive_data(data, loop.time())
+                while (event := conn.next_event(loop.time())) is not None:
+                    answer = await self._handle(conn, event, writer, peer)
+                    if answer:
+                        writer.write(answer)
+                        await writer.drain()
+                    if isinstance(event, BadRequest) and event.fatal:
+                        await _linger_close(reader, writer)
+                        break
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for session_id in conn.connection_lost():
+                session = self.sessions.get(self._key(peer, conn, session_id))
+                if session is not None:
+                    self._spawn_finish(session, "connection_lost")
+            writer.close()
+            self._writers.discard(writer)
+            self._connections.discard(task)
+
+    def _key(self, peer: Any, conn: ControlConnection, session_id: str) -> tuple[str, str, str]:
+        return (str(peer[0]), str(id(conn)), session_id)
+
+    async def _handle(
+        self,
+        conn: ControlConnection,
+        event: StartRequest | StopRequest | BadRequest,
+        writer: asyncio.StreamWriter,
+        peer: Any,
+    ) -> bytes:
+        if isinstance(event, BadRequest):
+            logger.warning("refused control message from %s: %s", peer[0], event.detail)
+            return event.answer
+        key = self._key(peer, conn, event.session_id)
+        if isinstance(event, StartRequest):
+            try:
+                server_ip = self.settings.advertised_address or writer.get_extra_info("sockname")[0]
+                session = await self._open_session(key, event, peer)
+            except (UnsupportedCodecError, ResourceError) as exc:
+                logger.warning("refused start %s from %s: %s", event.session_id, peer[0], exc)
+                return conn.reject_start(event, reason=exc.reason)
+            except Exception:
+                logger.exception("could not open session %s from %s", event.session_id, peer[0])
+                return conn.reject_start(event, reason="internal")
+            return conn.accept_start(event, server=server_ip, port=session.port)
+        open_session = self.sessions.get(key)
+        if open_session is not None and event.was_recording:
+            await self._finish(open_session, "phone_stop", stop_fields=dict(event.fields))
+        return conn.answer_stop(event)
+
+    # -- sessions ------------------------------------------------------------------------
+
+    async def _open_session(
+        self, key: tuple[str, str, str], request: StartRequest, peer: Any
+    ) -> RecordingSession:
+        if self._closing:
+            raise ResourceError("server is shutting down", reason="busy")
+        fields = dict(request.fields)
+        codec = get_codec(fields.get("codec", ""))
+        if len(self.sessions) >= self.settings.max_sessions:
+            raise ResourceError(f"{len(self.sessions)} sessions already", reason="busy")
+        loop = asyncio.get_running_loop()
+        started_at = datetime.now(UTC)
+        try:
+            path = unique_path(
+                recording_path(
+                    self.settings.filename_template,
+                    root=self.root,
+                    start=started_at.astimezone(),
+                    fields={k: fields.get(k, "") for k in _NAME_FIELDS},
+                )
+            )
+        except UnsafePathError as exc:
+            raise ResourceError(str(exc), reason="internal") from exc
+        stream = MediaStream(
+            payload_type=codec.payload_type,
+            clock_rate=codec.clock_rate,
+            timestamp_units=codec.timestamp_units,
+            peer_ip=str(peer[0]),
+            accept_foreign=self.settings.accept_foreign_media,
+            reorder_window=self.settings.reorder_window,
+            max_gap=self.settings.max_gap_seconds,
+        )
+        transport, port = await open_endpoint(self.ports, lambda: MediaProtocol(stream, loop))
+        try:
+            try:
+                writer = _create_writer(path, codec.sample_rate)
+                path = writer.path
+                relpath = path.relative_to(self.root).as_posix()
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise ResourceError(f"cannot create {path}: {exc}", reason="disk_full") from exc
+                raise
+            try:
+                rec_id = await self._in_db(
+                    self.catalog.create_recording,
+                    NewRecording(
+                        source="server",
+                        session_id=request.session_id,
+                        device=fields.get("device", ""),
+                        direction=_direction(fields.get("dir", "")),
+                        local_number=fields.get("local_number", ""),
+                        local_name=fields.get("local_name", ""),
+                        remote_number=fields.get("remote_number", ""),
+                        remote_name=fields.get("remote_name", ""),
+                        codec=codec.name,
+                        peer_address=str(peer[0]),
+                        peer_port=int(peer[1]),
+                        media_port=port,
+                        start_time=started_at,
+                        sample_rate=codec.sample_rate,
+                        channels=1,
+                        path=relpath,
+                        extra={"start": _extra_fields(fields)},
+                    ),
+                )
+            except BaseException:
+                writer.abort()
+                path.unlink(missing_ok=True)
+                raise
+        except BaseException:
+            transport.close()
+            self.ports.release(port)
+            raise
+        session = RecordingSession(
+            key=key,
+            rec_id=rec_id,
+            codec=codec,
+            stream=stream,
+            writer=writer,
+            path=path,
+            relpath=relpath,
+            port=port,
+            started_at=started_at,
+            started_mono=loop.time(),
+            fields=fields,
+            log=SessionLog(logger, {"session": request.session_id}),
+            transport=transport,
+        )
+        self.sessions[key] = session
+        self.total_sessions += 1
+        session.log.info(
+            "recording %s from %s (%s) to %s on UDP %d",
+            codec.name,
+            peer[0],
+            fields.get("device", "?"),
+            relpath,
+            port,
+        )
+        return session
+
+    def _spawn_finish(self, session: RecordingSession, reason: str) -> None:
+        task = asyncio.create_task(self._finish(session, reason))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(
+        self,
+        session: RecordingSession,
+        reason: str,
+        *,
+        stop_fields: dict[str, str] | None = None,
+    ) -> FinishedRecording | None:
+        if session.finishing:
+            return None
+        session.finishing = True
+        loop = asyncio.get_running_loop()
+        if session.transport is not None:
+            session.transport.close()
+        self.ports.release(session.port)
+        status = "complete"
+        info: WavInfo | None = None
+        try:
+            session.drain(loop.time())
+            info = await loop.run_in_executor(None, session.writer.close)
+        except OSError:
+            session.log.exception("could not finalise %s", session.relpath)
+            session.writer.abort()
+            status = "failed"
+        counters = StreamCounters(**session.stream.counters.as_dict())
+        try:
+            await self._in_db(
+                self.catalog.finish_recording,
+                session.rec_id,
+                status=status,
+                stop_reason=reason if status == "complete" else "error",
+                end_time=datetime.now(UTC),
+                duration=info.duration if info else session.writer.duration,
+                size_bytes=info.size_bytes if info else 0,
+                sha256=info.sha256 if info else None,
+                counters=counters,
+                phone_stop_reason=(stop_fields or {}).get("reason"),
+                stop_fields=stop_fields,
+            )
+        except Exception:
+            # The row stays 'recording' and start-up recovery will finish it from the file.
+            session.log.exception("could not catalogue the end of %s", session.relpath)
+        finally:
+            self.sessions.pop(session.key, None)
+        session.log.info(
+            "stopped (%s): %.2f s, %s", reason, info.duration if info else 0.0, counters
+        )
+        return FinishedRecording(session.rec_id, status, reason, info)
+
+    # -- periodic work -------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.settings.sync_interval
+        ticks = 0
+        while True:
+            await asyncio.sleep(interval)
+            ticks += 1
+            now = loop.time()
+            for session in list(self.sessions.values()):
+                if session.finishing:
+                    continue
+                try:
+                    session.pump(now)
+                    session.writer.flush()
+                except (OSError, WavError):
+                    session.log.exception("write failed; closing the recording")
+                    self._spawn_finish(session, "error")
+                    continue
+                limit = self.settings.max_duration
+                if limit and now - session.started_mono >= limit:
+                    self._spawn_finish(session, "max_duration")
+            if ticks % CHECKPOINT_TICKS == 0 and self.sessions:
+                snapshot = {
+                    s.rec_id: StreamCounters(**s.stream.counters.as_dict())
+                    for s in self.sessions.values()
+                }
+                try:
+                    await self._in_db(self.catalog.checkpoint, snapshot)
+                except Exception:
+                    logger.exception("counter checkpoint failed")
+
+
+_NAME_FIELDS = (
+    "dir",
+    "local_number",
+    "remote_number",
+    "local_name",
+    "remote_name",
+    "device",
+    "codec",
+    "id",
+)
+
+
+def _create_writer(path: Path, sample_rate: int) -> WavWriter:
+    """A writer on a new file; another call may have taken the same name this second."""
+    for _ in range(100):
+        try:
+            return WavWriter(path, sample_rate=sample_rate)
+        except FileExistsError:
+            path = unique_path(path)
+    raise ResourceError(f"cannot find a free file name near {path}", reason="internal")
+
+
+def _direction(value: str) -> str:
+    value = value.strip().lower()
+    return value if value in ("in", "out") else ""
+
+
+def _extra_fields(fields: dict[str, str]) -> dict[str, str]:
+    """Start-request fields without a column of their own, and a ``dir`` we could not use."""
+    extra = {k: v for k, v in fields.items() if k not in START_COLUMNS}
+    if "dir" in fields and _direction(fields["dir"]) != fields["dir"]:
+        extra["dir"] = fields["dir"]
+    return extra
+
+
+async def _linger_close(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, seconds: float = 1.0
+) -> None:
+    """Half-close and discard what the peer still sends for a moment: closing a socket with
+    unread input makes the kernel send a reset, which can destroy our answer in flight."""
+    try:
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(seconds):
+            while await reader.read(65536):
+                pass
+    except (TimeoutError, ConnectionError, OSError):
+        pass
+
+
+def _enable_keepalive(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE.items():
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass
+
+
+async def serve_forever(settings: Settings) -> None:
+    """Run a server until SIGTERM/SIGINT, then shut down gracefully."""
+    import signal
+
+    server = RecordingServer(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    try:
+        await stop.wait()
+    finally:
+        logger.info("shutting down after %.0f s", time.monotonic() - started)
+        await server.stop()
+
+
+def run(settings: Settings) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        asyncio.run(serve_forever(settings))
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve_forever(settings))

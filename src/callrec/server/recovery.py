@@ -1,0 +1,61 @@
+"""Start-up recovery: recordings a crash left open are repaired, finalised and catalogued."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from callrec.catalog import Catalog
+from callrec.media.wav import WavRepairError, repair_wav
+
+logger = logging.getLogger(__name__)
+
+
+def recover_unfinished(catalog: Catalog, root: Path) -> list[str]:
+    """Finish every row still marked ``recording``; returns one line per recording."""
+    report: list[str] = []
+    for rec in catalog.unfinished():
+        path = root / rec.path
+        try:
+            info = repair_wav(path)
+        except FileNotFoundError:
+            catalog.finish_recording(
+                rec.id,
+                status="failed",
+                stop_reason="crash",
+                end_time=rec.start_time,
+                duration=0.0,
+                size_bytes=0,
+                sha256=None,
+                counters=None,
+            )
+            report.append(f"#{rec.id} {rec.path}: file missing, marked failed")
+            continue
+        except (WavRepairError, OSError) as exc:
+            catalog.finish_recording(
+                rec.id,
+                status="failed",
+                stop_reason="crash",
+                end_time=rec.start_time,
+                duration=0.0,
+                size_bytes=path.stat().st_size if path.exists() else 0,
+                sha256=None,
+                counters=None,
+            )
+            report.append(f"#{rec.id} {rec.path}: cannot repair ({exc}), marked failed")
+            continue
+        # The file's modification time is when the last audio reached it.
+        end_time = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        catalog.finish_recording(
+            rec.id,
+            status="recovered",
+            stop_reason="crash",
+            end_time=max(end_time, rec.start_time),
+            duration=info.duration,
+            size_bytes=info.size_bytes,
+            sha256=info.sha256,
+            counters=None,
+        )
+        report.append(f"#{rec.id} {rec.path}: {info.duration:.2f} s recovered")
+    return report

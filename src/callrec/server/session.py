@@ -1,0 +1,86 @@
+"""One recording session: RTP in on its own UDP port, decoded audio out to a WAV file."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from callrec.codecs import Codec
+from callrec.codecs.base import Decoder
+from callrec.media.wav import WavWriter
+from callrec.rtp.stream import Audio, MediaStream
+
+logger = logging.getLogger(__name__)
+
+
+class SessionLog(logging.LoggerAdapter[logging.Logger]):
+    """Puts the session's id in every line about it."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        assert self.extra is not None
+        return f"[{self.extra['session']}] {msg}", kwargs
+
+
+class MediaProtocol(asyncio.DatagramProtocol):
+    """Hands every datagram to the session's stream core, stamped with the loop's time."""
+
+    def __init__(self, stream: MediaStream, loop: asyncio.AbstractEventLoop) -> None:
+        self._stream = stream
+        self._time = loop.time
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._stream.receive(data, addr[0], self._time())
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors on a receive-only socket mean nothing to a recording; ignore them.
+        logger.debug("UDP error on media port: %s", exc)
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class RecordingSession:
+    """Everything the server holds for one call being recorded."""
+
+    key: tuple[str, str, str]  # (peer ip, device, phone's id)
+    rec_id: int
+    codec: Codec
+    stream: MediaStream
+    writer: WavWriter
+    path: Path
+    relpath: str
+    port: int
+    started_at: datetime
+    started_mono: float
+    fields: dict[str, str]
+    log: SessionLog
+    transport: asyncio.DatagramTransport | None = None
+    decoder: Decoder = field(init=False)
+    finishing: bool = False
+
+    def __post_init__(self) -> None:
+        self.decoder = self.codec.decoder()
+
+    @property
+    def session_id(self) -> str:
+        return self.key[2]
+
+    def pump(self, now: float) -> None:
+        """Decode what the stream released and hand it to the writer (memory only)."""
+        self.stream.flush(now)
+        self._write_out()
+
+    def drain(self, now: float) -> None:
+        """The end: everything held is written, gaps and all."""
+        self.stream.flush(now, everything=True)
+        self._write_out()
+
+    def _write_out(self) -> None:
+        codec = self.codec
+        for item in self.stream.pop_output():
+            if isinstance(item, Audio):
+                self.writer.write(self.decoder.decode(item.payload))
+            else:
+                self.writer.write(codec.silence(codec.samples_for_timestamp(item.units)))

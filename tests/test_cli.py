@@ -1,0 +1,111 @@
+"""The command line over a catalogue filled by real recordings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import wave
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from callrec.cli import app
+from callrec.phone import PhoneCall
+from callrec.server.app import RecordingServer
+from tests.server.conftest import server_settings
+from tests.server.test_recording import encoded, rtp_packets
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    settings = server_settings(tmp_path)
+
+    async def fill() -> None:
+        srv = RecordingServer(settings)
+        await srv.start()
+        try:
+            for sid, remote, device in (
+                ("1", "2011", "aa"),
+                ("2", "5555", "bb"),
+                ("3", "2012", "aa"),
+            ):
+                call = PhoneCall(
+                    "127.0.0.1", srv.control_port, session_id=sid, codec="PCMA",
+                    remote_number=remote, device=device,
+                )  # fmt: skip
+                assert (await call.start())["result"] == "success"
+                await call.send_packets(rtp_packets("PCMA", encoded("PCMA"))[:10], realtime=False)
+                await asyncio.sleep(0.05)
+                await call.stop()
+                await call.close()
+        finally:
+            await srv.stop()
+
+    asyncio.run(fill())
+    env = {
+        "CALLREC_DATABASE_URL": settings.database_url,
+        "CALLREC_RECORDINGS_DIR": str(settings.recordings_dir),
+    }
+    return tmp_path, env
+
+
+def test_recordings_list_filters(filled: tuple[Path, dict[str, str]]) -> None:
+    _, env = filled
+    runner = CliRunner()
+    result = runner.invoke(app, ["recordings", "list", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert [r["session_id"] for r in json.loads(result.output)] == ["3", "2", "1"]
+    result = runner.invoke(app, ["recordings", "list", "--json", "--number", "201"], env=env)
+    assert [r["remote_number"] for r in json.loads(result.output)] == ["2012", "2011"]
+    result = runner.invoke(app, ["recordings", "list", "--json", "--device", "bb"], env=env)
+    assert [r["session_id"] for r in json.loads(result.output)] == ["2"]
+    result = runner.invoke(app, ["recordings", "list", "--json", "--since", "2999-01-01"], env=env)
+    assert json.loads(result.output) == []
+    table = runner.invoke(app, ["recordings", "list"], env=env)
+    assert table.exit_code == 0 and "5555" in table.output
+
+
+def test_recordings_show_and_export(filled: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    _, env = filled
+    runner = CliRunner()
+    shown = runner.invoke(app, ["recordings", "show", "1", "--json"], env=env)
+    assert shown.exit_code == 0
+    data = json.loads(shown.output)
+    assert data["status"] == "complete" and Path(data["file"]).is_file()
+    assert runner.invoke(app, ["recordings", "show", "99"], env=env).exit_code == 1
+    out = tmp_path / "export"
+    result = runner.invoke(
+        app, ["recordings", "export", "--to", str(out), "--device", "aa"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    wavs = sorted(out.rglob("*.wav"))
+    assert len(wavs) == 2
+    with wave.open(str(wavs[0]), "rb") as w:
+        assert w.getnframes() == 1600
+    index = (out / "index.csv").read_text().splitlines()
+    assert len(index) == 3 and index[0].startswith("id,")
+
+
+def test_config_show(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["config", "show", "--json"], env={"CALLREC_CONTROL_PORT": "12345"})
+    assert result.exit_code == 0
+    assert json.loads(result.output)["control_port"] == 12345
+    table = runner.invoke(app, ["config", "show"])
+    assert "control_port" in table.output
+    bad = runner.invoke(app, ["config", "show"], env={"CALLREC_CONTROL_PORT": "x"})
+    assert bad.exit_code == 2 and "configuration error" in bad.output
+
+
+def test_phone_reports_refusal(tmp_path: Path) -> None:
+    runner = CliRunner()
+    wav = tmp_path / "a.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(bytes(1600))
+    result = runner.invoke(app, ["phone", "--play", str(wav), "--server", "127.0.0.1:1", "--fast"])
+    assert result.exit_code == 1
+    assert "phone failed" in result.output or "recording failed" in result.output
