@@ -35,7 +35,7 @@ async def server(tmp_path: Path) -> AsyncIterator[RecordingServer]:
         await srv.stop()
 
 
-def test_signal(seconds: float, rate: int, seed: int = 7) -> np.ndarray:
+def speech_like_signal(seconds: float, rate: int, seed: int = 7) -> np.ndarray:
     """A deterministic speech-like test signal: two tones, a chirp and some noise."""
     t = np.arange(int(seconds * rate)) / rate
     rng = np.random.default_rng(seed)
