@@ -228,3 +228,28 @@ async def test_hostile_rtp_is_counted_and_survived(server: RecordingServer) -> N
     assert rec.packets_malformed + rec.packets_other == len(junk)
     assert rec.packets_received == len(mixed)
     assert answer["result"] == "success"
+
+
+async def test_max_duration_closes_the_recording(tmp_path: Path) -> None:
+    srv = RecordingServer(server_settings(tmp_path, max_duration=0.3))
+    await srv.start()
+    try:
+        call = PhoneCall("127.0.0.1", srv.control_port, session_id="long", codec="PCMA")
+        assert (await call.start())["result"] == "success"
+        await call.send_packets(rtp_packets("PCMA", encoded("PCMA"))[:10], realtime=False)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            (rec,) = srv.catalog.find()
+            if rec.status != "recording":
+                break
+        assert rec.status == "complete" and rec.stop_reason == "max_duration"
+        assert rec.duration == pytest.approx(0.2)
+        # The phone's later stop is answered success, and the id can start a new recording.
+        assert (await call.stop())["result"] == "success"
+        await call.send_raw_control(
+            b"cmd=RecordStartRequest&id=long&device=0c383e0e709a&codec=PCMA"
+        )
+        assert (await call.read_answer(5))["result"] == "success"
+        await call.close()
+    finally:
+        await srv.stop()

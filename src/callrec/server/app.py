@@ -25,7 +25,7 @@ from callrec.config import Settings
 from callrec.control import BadRequest, ControlConnection, StartRequest, StopRequest
 from callrec.exceptions import ResourceError, UnsupportedCodecError
 from callrec.media.naming import UnsafePathError, recording_path, unique_path
-from callrec.media.wav import WavError, WavInfo, WavWriter
+from callrec.media.wav import WavError, WavInfo, WavWriter, repair_wav
 from callrec.rtp.stream import MediaStream
 from callrec.server.ports import PortRange, open_endpoint
 from callrec.server.recovery import recover_unfinished
@@ -220,6 +220,7 @@ class RecordingServer:
             try:
                 server_ip = self.settings.advertised_address or writer.get_extra_info("sockname")[0]
                 session = await self._open_session(key, event, peer)
+                session.control = conn
             except (UnsupportedCodecError, ResourceError) as exc:
                 logger.warning("refused start %s from %s: %s", event.session_id, peer[0], exc)
                 return conn.reject_start(event, reason=exc.reason)
@@ -352,22 +353,32 @@ class RecordingServer:
         if session.transport is not None:
             session.transport.close()
         self.ports.release(session.port)
+        if session.control is not None:
+            session.control.end_session(session.session_id)
         status = "complete"
         info: WavInfo | None = None
         try:
             session.drain(loop.time())
             info = await loop.run_in_executor(None, session.writer.close)
-        except OSError:
-            session.log.exception("could not finalise %s", session.relpath)
+        except (OSError, WavError):
+            # Disk full or failing: keep what reached the file, with a header that says so.
+            session.log.exception(
+                "could not finalise %s; keeping what was written", session.relpath
+            )
             session.writer.abort()
-            status = "failed"
+            reason = "write_error"
+            try:
+                info = await loop.run_in_executor(None, repair_wav, session.path)
+            except (OSError, WavError):
+                session.log.exception("could not repair %s", session.relpath)
+                status = "failed"
         counters = StreamCounters(**session.stream.counters.as_dict())
         try:
             await self._in_db(
                 self.catalog.finish_recording,
                 session.rec_id,
                 status=status,
-                stop_reason=reason if status == "complete" else "error",
+                stop_reason=reason,
                 end_time=datetime.now(UTC),
                 duration=info.duration if info else session.writer.duration,
                 size_bytes=info.size_bytes if info else 0,

@@ -11,6 +11,7 @@ from typing import Any
 
 from callrec.codecs import Codec
 from callrec.codecs.base import Decoder
+from callrec.control import ControlConnection
 from callrec.media.wav import WavWriter
 from callrec.rtp.stream import Audio, MediaStream
 
@@ -57,6 +58,8 @@ class RecordingSession:
     fields: dict[str, str]
     log: SessionLog
     transport: asyncio.DatagramTransport | None = None
+    #: The control connection's core, told when we end the session ourselves.
+    control: ControlConnection | None = None
     decoder: Decoder = field(init=False)
     finishing: bool = False
 
