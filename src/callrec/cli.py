@@ -118,10 +118,6 @@ def phone(
     """Behave like a phone recording one call to a server; print what the server answered."""
     from callrec.phone import run_phone
 
-    terminators = {"none": b"", "crlf": b"\r\n", "lf": b"\n", "nul": b"\0"}
-    if terminator not in terminators:
-        err_console.print(f"[red]unknown terminator {terminator!r}[/red] (none, crlf, lf, nul)")
-        raise typer.Exit(2)
     try:
         result = run_phone(
             server,
@@ -137,7 +133,7 @@ def phone(
             remote_number=remote_number,
             remote_name=remote_name,
             direction=direction,
-            terminator=terminators[terminator],
+            terminator=terminator,
             bind_ip=bind_ip,
         )
     except (CallrecError, OSError, ValueError) as exc:
@@ -198,6 +194,30 @@ def _day_start(d: datetime | None, *, end: bool = False) -> datetime | None:
     )
 
 
+def _find(
+    config: Path | None,
+    number: str | None,
+    device: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    status: str | None,
+    limit: int,
+) -> tuple[Settings, list[Any]]:
+    settings, catalog = _catalog(config)
+    try:
+        rows = catalog.find(
+            number=number,
+            device=device,
+            since=_day_start(since),
+            until=_day_start(until, end=True),
+            status=status,
+            limit=limit,
+        )
+    finally:
+        catalog.close()
+    return settings, rows
+
+
 NumberOpt = Annotated[str | None, typer.Option(help="Local or remote number contains this.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="Device (MAC) is this.")]
 SinceOpt = Annotated[datetime | None, typer.Option(help="Started on/after (local time).")]
@@ -219,16 +239,7 @@ def recordings_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List recordings, newest first."""
-    _, catalog = _catalog(config)
-    rows = catalog.find(
-        number=number,
-        device=device,
-        since=_day_start(since),
-        until=_day_start(until, end=True),
-        status=status,
-        limit=limit,
-    )
-    catalog.close()
+    _, rows = _find(config, number, device, since, until, status, limit)
     if as_json:
         print(json.dumps([_row_dict(r) for r in rows], indent=2, ensure_ascii=False))
         return
@@ -294,16 +305,7 @@ def recordings_export(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 10000,
 ) -> None:
     """Copy matching recordings (keeping their folders) and write an index.csv beside them."""
-    settings, catalog = _catalog(config)
-    rows = catalog.find(
-        number=number,
-        device=device,
-        since=_day_start(since),
-        until=_day_start(until, end=True),
-        status=status,
-        limit=limit,
-    )
-    catalog.close()
+    settings, rows = _find(config, number, device, since, until, status, limit)
     root = settings.recordings_dir.resolve()
     to.mkdir(parents=True, exist_ok=True)
     copied = missing = 0

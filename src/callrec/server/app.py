@@ -17,13 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from callrec.catalog import Catalog, NewRecording, StreamCounters
 from callrec.codecs import get_codec
 from callrec.config import Settings
 from callrec.control import BadRequest, ControlConnection, StartRequest, StopRequest
 from callrec.exceptions import ResourceError, UnsupportedCodecError
+from callrec.media.naming import FIELDS as NAME_FIELDS
 from callrec.media.naming import UnsafePathError, recording_path, unique_path
 from callrec.media.wav import WavError, WavInfo, WavWriter, repair_wav
 from callrec.rtp.stream import MediaStream
@@ -32,7 +33,6 @@ from callrec.server.recovery import recover_unfinished
 from callrec.server.session import MediaProtocol, RecordingSession, SessionLog
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: Fields of the start request that have their own catalogue column; the rest go to extra.
 START_COLUMNS = (
@@ -252,7 +252,7 @@ class RecordingServer:
                     self.settings.filename_template,
                     root=self.root,
                     start=started_at.astimezone(),
-                    fields={k: fields.get(k, "") for k in _NAME_FIELDS},
+                    fields={k: fields.get(k, "") for k in NAME_FIELDS},
                 )
             )
         except UnsafePathError as exc:
@@ -429,18 +429,6 @@ class RecordingServer:
                     await self._in_db(self.catalog.checkpoint, snapshot)
                 except Exception:
                     logger.exception("counter checkpoint failed")
-
-
-_NAME_FIELDS = (
-    "dir",
-    "local_number",
-    "remote_number",
-    "local_name",
-    "remote_name",
-    "device",
-    "codec",
-    "id",
-)
 
 
 def _create_writer(path: Path, sample_rate: int) -> WavWriter:

@@ -18,32 +18,21 @@ def recover_unfinished(catalog: Catalog, root: Path) -> list[str]:
     for rec in catalog.unfinished():
         path = root / rec.path
         try:
-            info = repair_wav(path)
-        except FileNotFoundError:
-            catalog.finish_recording(
-                rec.id,
-                status="failed",
-                stop_reason="crash",
-                end_time=rec.start_time,
-                duration=0.0,
-                size_bytes=0,
-                sha256=None,
-                counters=None,
-            )
-            report.append(f"#{rec.id} {rec.path}: file missing, marked failed")
-            continue
+            info = repair_wav(path, sample_rate=rec.sample_rate, channels=rec.channels)
         except (WavRepairError, OSError) as exc:
+            missing = isinstance(exc, FileNotFoundError)
             catalog.finish_recording(
                 rec.id,
                 status="failed",
                 stop_reason="crash",
                 end_time=rec.start_time,
                 duration=0.0,
-                size_bytes=path.stat().st_size if path.exists() else 0,
+                size_bytes=0 if missing else path.stat().st_size,
                 sha256=None,
                 counters=None,
             )
-            report.append(f"#{rec.id} {rec.path}: cannot repair ({exc}), marked failed")
+            why = "file missing" if missing else f"cannot repair ({exc})"
+            report.append(f"#{rec.id} {rec.path}: {why}, marked failed")
             continue
         # The file's modification time is when the last audio reached it.
         end_time = datetime.fromtimestamp(path.stat().st_mtime, UTC)

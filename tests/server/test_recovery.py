@@ -1,0 +1,49 @@
+"""Start-up recovery of rows a crash left at status 'recording'."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+from callrec.catalog import Catalog, StreamCounters
+from callrec.media.wav import WavWriter
+from callrec.server.recovery import recover_unfinished
+from tests.catalog.factory import new_recording
+
+
+def test_recovery_outcomes(tmp_path: Path) -> None:
+    root = tmp_path / "rec"
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    catalog.migrate()
+    # 1: a G.722 file with flushed audio and an unflushed tail, as kill -9 leaves it.
+    good = catalog.create_recording(new_recording(1, sample_rate=16000, codec="G722"))
+    writer = WavWriter(root / new_recording(1).path, sample_rate=16000)
+    writer.write(b"\x01\x00" * 16000)
+    writer.flush()
+    writer.write(b"\x02\x00" * 800)  # never flushed: lost with the process
+    catalog.checkpoint({good: StreamCounters(received=50, lost=1)})
+    # 2: the row was written, the file never was.
+    missing = catalog.create_recording(new_recording(2))
+    # 3: something that is not a WAV at that path.
+    junk = catalog.create_recording(new_recording(3))
+    (root / new_recording(3).path).write_bytes(b"not a wav file at all" * 10)
+    # 4: a file created but empty (crash right after the header... or before it).
+    empty = catalog.create_recording(new_recording(4, sample_rate=16000, codec="G722"))
+    (root / new_recording(4).path).write_bytes(b"")
+
+    report = recover_unfinished(catalog, root)
+    assert len(report) == 4
+    rows = {r.id: r for r in catalog.find()}
+    assert rows[good].status == "recovered" and rows[good].stop_reason == "crash"
+    assert rows[good].duration == 1.0 and rows[good].packets_received == 50
+    with wave.open(str(root / rows[good].path), "rb") as w:
+        assert (w.getframerate(), w.getnframes()) == (16000, 16000)
+    assert rows[missing].status == "failed" and "file missing" in report[1]
+    assert rows[junk].status == "failed" and "cannot repair" in report[2]
+    assert rows[empty].status == "recovered" and rows[empty].duration == 0.0
+    with wave.open(str(root / rows[empty].path), "rb") as w:
+        assert w.getframerate() == 16000
+    assert catalog.unfinished() == []
+    assert recover_unfinished(catalog, root) == []
+    writer.abort()
+    catalog.close()
