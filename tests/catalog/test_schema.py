@@ -36,10 +36,10 @@ def test_migrate_twice_is_idempotent(
     with Catalog(catalog_url) as catalog:
         assert catalog.revision() is None
         catalog.migrate()
-        assert catalog.revision() == head_revision() == "0001"
+        assert catalog.revision() == head_revision()
         rec_id = catalog.create_recording(new_recording())
         catalog.migrate()
-        assert catalog.revision() == "0001"
+        assert catalog.revision() == head_revision()
         assert catalog.get(rec_id) is not None
     # A second process opening the same database finds it current.
     with Catalog(catalog_url) as again:

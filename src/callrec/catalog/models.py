@@ -137,6 +137,8 @@ class Recording(Base):
     stop_reason: Mapped[str | None] = mapped_column(CleanText())
     phone_stop_reason: Mapped[str | None] = mapped_column(CleanText())
     extra: Mapped[dict[str, Any]] = mapped_column(CleanJSON(), default=dict)
+    original_path: Mapped[str | None] = mapped_column(CleanText())
+    original_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     packets_received: Mapped[int] = _counter()
     packets_lost: Mapped[int] = _counter()
     packets_late: Mapped[int] = _counter()

@@ -98,6 +98,10 @@ class NewRecording:
     path: str
     #: Fields the phone sent that have no column, e.g. ``{"start": {"x_foo": "1"}}``.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: For imports: the original file kept beside the recording (relative path) and its
+    #: SHA-256, by which importing the same file twice is recognised.
+    original_path: str | None = None
+    original_sha256: str | None = None
 
     def __post_init__(self) -> None:
         require_choice("source", self.source, SOURCES)
@@ -112,6 +116,7 @@ class NewRecording:
         if not self.path:
             raise CatalogError("path must not be empty")
         require_json("extra", self.extra)
+        require_sha256(self.original_sha256)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +204,8 @@ class RecordingInfo:
     stop_reason: str | None
     phone_stop_reason: str | None
     extra: dict[str, Any]
+    original_path: str | None
+    original_sha256: str | None
     packets_received: int
     packets_lost: int
     packets_late: int

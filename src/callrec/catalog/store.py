@@ -221,6 +221,8 @@ class Catalog:
             path=rec.path,
             status=STATUS_RECORDING,
             extra=dict(rec.extra),
+            original_path=rec.original_path,
+            original_sha256=rec.original_sha256,
         )
         with self._guard("create a recording"):
             try:
@@ -539,6 +541,8 @@ def _info(row: Recording) -> RecordingInfo:
         stop_reason=row.stop_reason,
         phone_stop_reason=row.phone_stop_reason,
         extra=dict(row.extra),
+        original_path=row.original_path,
+        original_sha256=row.original_sha256,
         packets_received=row.packets_received,
         packets_lost=row.packets_lost,
         packets_late=row.packets_late,
