@@ -22,12 +22,18 @@ $(TEST_STAMP): pyproject.toml $(STAMP)
 run: $(STAMP)
 	$(BIN)/callrec serve
 
-# Debian packages the tests use: FFmpeg is the reference decoder and the "standard reader".
+# Debian packages the tests use, one line per need; installed only when missing.
+APT_PACKAGES := ffmpeg# the reference decoder and "standard reader" of the audio tests
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 sysdeps:
-	@command -v ffmpeg >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; fi; }
-	@command -v ffmpeg >/dev/null 2>&1 || { echo "ffmpeg is required by the tests and could not be installed" >&2; exit 1; }
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests tools benchmarks

@@ -80,6 +80,9 @@ class Settings:
         6 * 3600.0,
     )
     log_level: str = _doc("Logging level: DEBUG, INFO, WARNING, ERROR.", "INFO")
+    # -- phone-local (USB) files settings (issue 3) --
+    # -- web settings (issue 4) --
+    # -- sip settings (issue 6) --
 
     def __post_init__(self) -> None:
         for name in ("control_port", "media_port_min", "media_port_max"):

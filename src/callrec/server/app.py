@@ -480,20 +480,32 @@ def _enable_keepalive(sock: socket.socket) -> None:
 
 
 async def serve_forever(settings: Settings) -> None:
-    """Run a server until SIGTERM/SIGINT, then shut down gracefully."""
+    """Run the server and its components until SIGTERM/SIGINT, then shut down gracefully."""
     import signal
+
+    from callrec.server.components import build_components
 
     server = RecordingServer(settings)
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    started = time.monotonic()
+    started_components = []
     try:
+        for component in build_components(settings, server):
+            await component.start()
+            started_components.append(component)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        started = time.monotonic()
         await stop.wait()
-    finally:
         logger.info("shutting down after %.0f s", time.monotonic() - started)
+    finally:
+        # Front ends first (no new work), the recording core last (it finalises files).
+        for component in reversed(started_components):
+            try:
+                await component.stop()
+            except Exception:
+                logger.exception("error stopping %s", component)
         await server.stop()
 
 

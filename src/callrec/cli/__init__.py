@@ -332,6 +332,12 @@ def recordings_export(
         raise typer.Exit(1)
 
 
+# Command groups that live in their own modules register here, one line each.
+# -- `callrec file ...` (issue 3) --
+# -- `callrec user ...` (issue 4) --
+# -- `callrec sip ...` (issue 6) --
+
+
 def main() -> None:
     try:
         app()
