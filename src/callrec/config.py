@@ -75,6 +75,23 @@ class Settings:
         "Seconds a control connection with no active session may stay open silent.", 30.0
     )
     max_sessions: int = _doc("Most concurrent recording sessions (more answer busy).", 5000)
+    max_sessions_per_device: int = _doc(
+        "Most concurrent sessions one device (MAC) may hold (more answer busy).", 16
+    )
+    max_connections: int = _doc(
+        "Most open control connections; more are closed at once (guards descriptor use).", 10000
+    )
+    max_bad_requests: int = _doc(
+        "Refused messages in a row after which a control connection is closed.", 5
+    )
+    disk_reserve_bytes: int = _doc(
+        "Free space under recordings_dir below which new sessions answer disk_full.",
+        100 * 1024 * 1024,
+    )
+    disk_reserve_percent: float = _doc(
+        "Free space, in percent of the filesystem, below which new sessions answer disk_full.",
+        1.0,
+    )
     max_duration: float = _doc(
         "Longest recording in seconds; then it is closed with reason max_duration. 0: no limit.",
         6 * 3600.0,
@@ -104,8 +121,13 @@ class Settings:
                 raise ConfigError(f"{name} must be > 0")
         if self.max_message_bytes < 256:
             raise ConfigError("max_message_bytes must be at least 256")
-        if self.max_sessions < 1:
-            raise ConfigError("max_sessions must be >= 1")
+        for name in ("max_sessions", "max_sessions_per_device", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.max_bad_requests < 1:
+            raise ConfigError("max_bad_requests must be >= 1")
+        if self.disk_reserve_bytes < 0 or not 0 <= self.disk_reserve_percent < 100:
+            raise ConfigError("disk reserve must be >= 0 bytes and 0-100 percent")
         if self.max_duration < 0:
             raise ConfigError("max_duration must be >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

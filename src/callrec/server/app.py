@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -153,6 +154,12 @@ class RecordingServer:
         self._connections.add(task)
         self._writers.add(writer)
         peer = writer.get_extra_info("peername") or ("?", 0)
+        if len(self._connections) > self.settings.max_connections:
+            logger.warning("too many control connections; closing one from %s", peer[0])
+            self._connections.discard(task)
+            self._writers.discard(writer)
+            writer.close()
+            return
         sock = writer.get_extra_info("socket")
         if sock is not None:
             _enable_keepalive(sock)
@@ -161,19 +168,26 @@ class RecordingServer:
             message_idle=self.settings.message_idle,
         )
         loop = asyncio.get_running_loop()
+        # A connection without a session must send a whole message every idle-timeout; it
+        # is measured from the last *message*, so a peer trickling one byte a second (or
+        # sending nothing) cannot hold a descriptor for ever.
+        last_message = loop.time()
+        bad_in_a_row = 0
         try:
             while not conn.broken:
+                now = loop.time()
                 deadline = conn.deadline()
-                if deadline is not None:
-                    timeout: float | None = max(0.0, deadline - loop.time())
-                elif conn.active_sessions:
-                    timeout = None  # a phone holds the connection silent for the whole call
+                if conn.active_sessions:
+                    expiry: float | None = None  # a phone is silent for the whole call
                 else:
-                    timeout = self.settings.connection_idle_timeout
+                    expiry = last_message + self.settings.connection_idle_timeout
+                wake = min((t for t in (deadline, expiry) if t is not None), default=None)
                 try:
-                    data = await asyncio.wait_for(reader.read(65536), timeout)
+                    data = await asyncio.wait_for(
+                        reader.read(65536), None if wake is None else max(0.0, wake - now)
+                    )
                 except TimeoutError:
-                    if deadline is None:
+                    if expiry is not None and loop.time() >= expiry:
                         logger.info("closing idle control connection from %s:%s", *peer[:2])
                         break
                     data = None
@@ -184,13 +198,17 @@ class RecordingServer:
                         break
                     conn.receive_data(data, loop.time())
                 while (event := conn.next_event(loop.time())) is not None:
+                    last_message = loop.time()
                     answer = await self._handle(conn, event, writer, peer)
                     if answer:
                         writer.write(answer)
                         await writer.drain()
-                    if isinstance(event, BadRequest) and event.fatal:
+                    bad_in_a_row = bad_in_a_row + 1 if isinstance(event, BadRequest) else 0
+                    if isinstance(event, BadRequest) and (
+                        event.fatal or bad_in_a_row >= self.settings.max_bad_requests
+                    ):
                         await _linger_close(reader, writer)
-                        break
+                        return
         except (ConnectionError, OSError):
             pass
         finally:
@@ -244,6 +262,11 @@ class RecordingServer:
         codec = get_codec(fields.get("codec", ""))
         if len(self.sessions) >= self.settings.max_sessions:
             raise ResourceError(f"{len(self.sessions)} sessions already", reason="busy")
+        device = fields.get("device", "")
+        per_device = sum(1 for s in self.sessions.values() if s.fields.get("device", "") == device)
+        if per_device >= self.settings.max_sessions_per_device:
+            raise ResourceError(f"device {device!r} has {per_device} sessions", reason="busy")
+        self._check_disk()
         loop = asyncio.get_running_loop()
         started_at = datetime.now(UTC)
         try:
@@ -334,6 +357,22 @@ class RecordingServer:
         )
         return session
 
+    def _check_disk(self) -> None:
+        """Refuse new work while free space is under the reserve: running calls need it."""
+        try:
+            usage = shutil.disk_usage(self.root)
+        except OSError as exc:
+            raise ResourceError(f"cannot stat {self.root}: {exc}", reason="disk_full") from exc
+        reserve = max(
+            self.settings.disk_reserve_bytes,
+            int(usage.total * self.settings.disk_reserve_percent / 100),
+        )
+        if usage.free < reserve:
+            raise ResourceError(
+                f"{usage.free} bytes free under {self.root}, reserve is {reserve}",
+                reason="disk_full",
+            )
+
     def _spawn_finish(self, session: RecordingSession, reason: str) -> None:
         task = asyncio.create_task(self._finish(session, reason))
         self._finishing.add(task)
@@ -366,7 +405,8 @@ class RecordingServer:
                 "could not finalise %s; keeping what was written", session.relpath
             )
             session.writer.abort()
-            reason = "write_error"
+            if reason not in ("disk_full", "max_size"):
+                reason = "write_error"
             try:
                 info = await loop.run_in_executor(None, repair_wav, session.path)
             except (OSError, WavError):
@@ -413,9 +453,17 @@ class RecordingServer:
                 try:
                     session.pump(now)
                     session.writer.flush()
-                except (OSError, WavError):
-                    session.log.exception("write failed; closing the recording")
-                    self._spawn_finish(session, "error")
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        session.log.error("disk full; closing the recording with what it has")
+                        self._spawn_finish(session, "disk_full")
+                    else:
+                        session.log.exception("write failed; closing the recording")
+                        self._spawn_finish(session, "write_error")
+                    continue
+                except WavError:
+                    session.log.exception("recording too large; closing it")
+                    self._spawn_finish(session, "max_size")
                     continue
                 limit = self.settings.max_duration
                 if limit and now - session.started_mono >= limit:
@@ -509,7 +557,20 @@ async def serve_forever(settings: Settings) -> None:
         await server.stop()
 
 
+def raise_descriptor_limit() -> None:
+    """Every call holds a UDP socket, a TCP connection and a file: ask for all we may have."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - platform dependent
+        pass
+
+
 def run(settings: Settings) -> None:
+    raise_descriptor_limit()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
