@@ -27,7 +27,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    tmp_path: Path, port: int, *, wait: bool = True, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``callrec serve`` as a real process; with ``wait``, returns once it listens."""
     env = dict(os.environ)
     env.update(
         CALLREC_CONTROL_HOST="127.0.0.1",
@@ -37,14 +40,20 @@ def start_server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
         CALLREC_MEDIA_PORT_MAX="0",
         CALLREC_RECORDINGS_DIR=str(tmp_path / "recordings"),
         CALLREC_DATABASE_URL=f"sqlite:///{tmp_path / 'catalog.db'}",
+        # The recording core alone: no fixed web/SIP ports to collide with a running server.
+        CALLREC_WEB_ENABLED="false",
+        CALLREC_SIP_ENABLED="false",
     )
-    with (tmp_path / f"server-{time.monotonic_ns()}.log").open("wb") as log:
+    log = log or tmp_path / f"server-{time.monotonic_ns()}.log"
+    with log.open("wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "callrec", "serve"],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=log,
+            stderr=log_file,
         )
+    if not wait:
+        return proc
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -38,6 +38,8 @@ class ControlMessage:
         if not body:
             raise ControlProtocolError("empty control message", reason="bad_request")
         parts = [p for p in body.split(b"&") if p]
+        if not parts:
+            raise ControlProtocolError("control message has no fields", reason="bad_request")
         if len(parts) > max_fields:
             raise ControlProtocolError(
                 f"control message has {len(parts)} fields, more than {max_fields}",

@@ -14,6 +14,7 @@ import logging
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +54,33 @@ CHECKPOINT_TICKS = 20
 KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveSession:
+    """A read-only snapshot of one session being recorded, for front ends (web UI, metrics)."""
+
+    rec_id: int
+    session_id: str
+    device: str
+    direction: str
+    local_number: str
+    local_name: str
+    remote_number: str
+    remote_name: str
+    codec: str
+    peer_address: str
+    media_port: int
+    started_at: datetime
+    #: Seconds of audio accepted so far, and its size in bytes (data, without the header).
+    duration: float
+    bytes_written: int
+    #: The stream's packet counters (``received``, ``lost``, ``foreign``...).
+    counters: dict[str, int]
+
+
+#: Called on the event loop with ``"started"`` or ``"finished"`` and a snapshot; must not block.
+SessionObserver = Callable[[str, LiveSession], None]
+
+
 @dataclass(frozen=True, slots=True)
 class FinishedRecording:
     rec_id: int
@@ -80,6 +108,7 @@ class RecordingServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._finishing: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._observers: list[SessionObserver] = []
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -87,8 +116,8 @@ class RecordingServer:
         self.root.mkdir(parents=True, exist_ok=True)
         await self._in_db(self.catalog.migrate)
         recovered = await self._in_db(recover_unfinished, self.catalog, self.root)
-        for line in recovered:
-            logger.warning("recovered after a crash: %s", line)
+        if recovered:
+            logger.warning("start-up recovery finished %d recordings", len(recovered))
         self._server = await asyncio.start_server(
             self._serve_connection,
             self.settings.control_host,
@@ -143,6 +172,37 @@ class RecordingServer:
     async def _in_db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
+
+    async def in_db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a catalogue call on the server's one catalogue thread (for components that
+        write recordings, e.g. SIP: SQLite wants one writer)."""
+        return await self._in_db(fn, *args, **kwargs)
+
+    # -- read-only views for front ends (web UI, metrics) ---------------------------------
+
+    def live_sessions(self) -> list[LiveSession]:
+        """A snapshot of every session being recorded now, oldest first."""
+        return sorted(
+            (_snapshot(s) for s in self.sessions.values() if not s.finishing),
+            key=lambda live: (live.started_at, live.rec_id),
+        )
+
+    def add_session_observer(self, observer: SessionObserver) -> Callable[[], None]:
+        """Be told when a session starts and when it has finished (its row is final then);
+        returns the function that unsubscribes. Observers only watch: what they raise is
+        logged and ignored."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer) if observer in self._observers else None
+
+    def _notify(self, event: str, session: RecordingSession) -> None:
+        if not self._observers:
+            return
+        live = _snapshot(session)
+        for observer in list(self._observers):
+            try:
+                observer(event, live)
+            except Exception:
+                logger.exception("session observer %r failed", observer)
 
     # -- control connections -------------------------------------------------------------
 
@@ -347,6 +407,7 @@ class RecordingServer:
         )
         self.sessions[key] = session
         self.total_sessions += 1
+        self._notify("started", session)
         session.log.info(
             "recording %s from %s (%s) to %s on UDP %d",
             codec.name,
@@ -432,6 +493,7 @@ class RecordingServer:
             session.log.exception("could not catalogue the end of %s", session.relpath)
         finally:
             self.sessions.pop(session.key, None)
+            self._notify("finished", session)
         session.log.info(
             "stopped (%s): %.2f s, %s", reason, info.duration if info else 0.0, counters
         )
@@ -477,6 +539,28 @@ class RecordingServer:
                     await self._in_db(self.catalog.checkpoint, snapshot)
                 except Exception:
                     logger.exception("counter checkpoint failed")
+
+
+def _snapshot(session: RecordingSession) -> LiveSession:
+    fields = session.fields
+    writer = session.writer
+    return LiveSession(
+        rec_id=session.rec_id,
+        session_id=session.session_id,
+        device=fields.get("device", ""),
+        direction=_direction(fields.get("dir", "")),
+        local_number=fields.get("local_number", ""),
+        local_name=fields.get("local_name", ""),
+        remote_number=fields.get("remote_number", ""),
+        remote_name=fields.get("remote_name", ""),
+        codec=session.codec.name,
+        peer_address=session.key[0],
+        media_port=session.port,
+        started_at=session.started_at,
+        duration=writer.duration,
+        bytes_written=writer.frames_written * 2 * writer.channels,
+        counters=session.stream.counters.as_dict(),
+    )
 
 
 def _create_writer(path: Path, sample_rate: int) -> WavWriter:
@@ -533,17 +617,20 @@ async def serve_forever(settings: Settings) -> None:
 
     from callrec.server.components import build_components
 
+    # Signals first: a SIGTERM that arrives during start-up still shuts down gracefully.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     server = RecordingServer(settings)
     await server.start()
     started_components = []
     try:
         for component in build_components(settings, server):
+            if stop.is_set():
+                break
             await component.start()
             started_components.append(component)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         started = time.monotonic()
         await stop.wait()
         logger.info("shutting down after %.0f s", time.monotonic() - started)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from callrec.catalog import Catalog
 from callrec.media.wav import WavRepairError, repair_wav
@@ -17,6 +18,7 @@ def recover_unfinished(catalog: Catalog, root: Path) -> list[str]:
     report: list[str] = []
     for rec in catalog.unfinished():
         path = root / rec.path
+        _repair_companions(rec.extra, rec.sample_rate, root)
         try:
             info = repair_wav(path, sample_rate=rec.sample_rate, channels=rec.channels)
         except (WavRepairError, OSError) as exc:
@@ -33,6 +35,7 @@ def recover_unfinished(catalog: Catalog, root: Path) -> list[str]:
             )
             why = "file missing" if missing else f"cannot repair ({exc})"
             report.append(f"#{rec.id} {rec.path}: {why}, marked failed")
+            logger.warning("after a crash: %s", report[-1])
             continue
         # The file's modification time is when the last audio reached it.
         end_time = datetime.fromtimestamp(path.stat().st_mtime, UTC)
@@ -47,4 +50,26 @@ def recover_unfinished(catalog: Catalog, root: Path) -> list[str]:
             counters=None,
         )
         report.append(f"#{rec.id} {rec.path}: {info.duration:.2f} s recovered")
+        logger.warning("after a crash: %s", report[-1])
     return report
+
+
+def _repair_companions(extra: dict[str, Any], sample_rate: int, root: Path) -> None:
+    """Repair the files a row lists in ``extra["companions"]`` beside its own (SIP writes a
+    mono mix next to each stereo recording); a companion that cannot be repaired is logged."""
+    companions = extra.get("companions")
+    if not isinstance(companions, list):
+        return
+    base = root.resolve()
+    for item in companions:
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            continue
+        path = (root / item["path"]).resolve()
+        if not path.is_relative_to(base):
+            logger.warning("after a crash: companion %s is outside the recordings", item["path"])
+            continue
+        channels = item.get("channels", 1)
+        try:
+            repair_wav(path, sample_rate=sample_rate, channels=channels if channels == 2 else 1)
+        except (WavRepairError, OSError) as exc:
+            logger.warning("after a crash: companion %s not repaired: %s", item["path"], exc)

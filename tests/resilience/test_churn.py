@@ -1,0 +1,23 @@
+"""Hundreds of start/stream/stop cycles: resources return to their baseline."""
+
+from __future__ import annotations
+
+from callrec.server.app import RecordingServer
+from callrec.soak import churn
+
+CYCLES = 400
+
+
+async def test_churn_returns_to_baseline(server: RecordingServer) -> None:
+    report = await churn(server, CYCLES)
+    print("\n".join(report.lines()))
+    assert report.failed == 0
+    b, a = report.before, report.after
+    assert (a.sessions, a.connections, a.ports_in_use) == (0, 0, 0)
+    assert a.fds <= b.fds  # no descriptor kept by any of the calls
+    assert a.threads <= b.threads
+    # Memory: no per-call growth (a generous bound: 400 calls x 20 KiB).
+    assert a.rss_kib - b.rss_kib < CYCLES * 20
+    rows = server.catalog.count()
+    assert rows == CYCLES + 20
+    assert server.catalog.count(status="complete") == rows

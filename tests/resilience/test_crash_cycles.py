@@ -1,0 +1,103 @@
+"""50 phones recording; the server is killed with SIGKILL at seeded moments, several times
+in a row, once during start-up recovery. Every call that started is catalogued once,
+playable, flagged recovered, with its audio up to about a second before the kill."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from callrec.catalog import Catalog
+from callrec.codecs import get_codec
+from callrec.phone import PhoneCall
+from tests.server.test_crash import free_port, start_server
+from tests.server.test_recording import encoded, rtp_packets
+
+PHONES = 50
+ROUNDS = 3
+SEED = 20261126
+
+
+async def phone(port: int, sid: str, packets: list, sent: dict[str, int], ok: set[str]) -> None:
+    call = PhoneCall("127.0.0.1", port, session_id=sid, codec="PCMA", answer_timeout=10)
+    try:
+        if (await call.start()).get("result") != "success":
+            return
+        ok.add(sid)
+        for i in range(0, len(packets), 5):
+            await call.send_packets(packets[i : i + 5], realtime=True)
+            sent[sid] = i + 5
+    except Exception:
+        pass
+    finally:
+        await call.close()
+
+
+def wait_for_line(log: Path, text: str, limit: float) -> bool:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+async def test_repeated_kill_9_loses_no_call(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    port = free_port()
+    data = encoded("PCMA") * 3  # 6 s of audio per phone, more than any round lasts
+    packets = rtp_packets("PCMA", data)
+    reference = np.frombuffer(get_codec("PCMA").decoder().decode(data), "<i2")
+    sent_at_kill: dict[str, int] = {}
+    started: set[str] = set()
+    for rnd in range(ROUNDS):
+        proc = start_server(tmp_path, port)
+        sent: dict[str, int] = {}
+        ok: set[str] = set()
+        tasks = [
+            asyncio.create_task(phone(port, f"r{rnd}-{i}", packets, sent, ok))
+            for i in range(PHONES)
+        ]
+        await asyncio.sleep(rng.uniform(1.5, 3.0))
+        snapshot = dict(sent)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sent_at_kill.update({sid: snapshot.get(sid, 0) for sid in ok})
+        started |= ok
+
+    # Killed again in the middle of start-up recovery.
+    log = tmp_path / "recovery.log"
+    proc = start_server(tmp_path, port, wait=False, log=log)
+    assert wait_for_line(log, "after a crash", 30)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+    proc = start_server(tmp_path, port)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+    with Catalog(f"sqlite:///{tmp_path / 'catalog.db'}") as catalog:
+        rows = catalog.find(limit=10_000)
+    by_id = {r.session_id: r for r in rows}
+    assert len(by_id) == len(rows), "duplicate rows"
+    assert started and set(by_id) == started, "a started call is missing from the catalogue"
+    root = tmp_path / "recordings"
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    assert on_disk == {r.path for r in rows}, "orphan files or rows without files"
+    for sid, rec in by_id.items():
+        assert rec.status == "recovered" and rec.stop_reason == "crash", (sid, rec.status)
+        with wave.open(str(root / rec.path), "rb") as w:
+            assert w.getframerate() == 8000
+            frames = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        sent_seconds = sent_at_kill[sid] * 0.02
+        assert len(frames) / 8000 >= sent_seconds - 1.0, (sid, len(frames) / 8000, sent_seconds)
+        np.testing.assert_array_equal(frames, reference[: len(frames)])

@@ -1,0 +1,104 @@
+"""Property tests: any input either parses or raises our own protocol error, never anything
+else; and the stateful cores never raise on any datagram or byte stream."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from callrec.control import ControlConnection, ControlMessage
+from callrec.exceptions import ControlProtocolError, RtpError
+from callrec.rtp.packet import RtpPacket
+from callrec.rtp.stream import Audio, MediaStream, Silence
+
+FUZZ = settings(max_examples=300, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+keyish = st.text(alphabet="abcdefgh_=&%+\r\n\0\xff", max_size=40)
+
+
+@FUZZ
+@given(st.binary(max_size=600) | keyish.map(lambda s: s.encode("utf-8", "surrogatepass")))
+def test_control_message_parse(data: bytes) -> None:
+    try:
+        msg = ControlMessage.parse(data)
+    except ControlProtocolError as exc:
+        assert exc.reason in ("bad_request", "too_many_fields")
+        return
+    assert ControlMessage.parse(msg.serialize()) == msg
+
+
+@FUZZ
+@given(
+    st.lists(st.binary(max_size=300), max_size=12),
+    st.lists(st.floats(min_value=0, max_value=1, allow_nan=False), max_size=12),
+)
+def test_control_connection_never_raises(chunks: list[bytes], gaps: list[float]) -> None:
+    conn = ControlConnection(max_message_bytes=256, message_idle=0.03)
+    now = 0.0
+    for i, chunk in enumerate(chunks):
+        now += gaps[i] if i < len(gaps) else 0.01
+        conn.receive_data(chunk, now)
+        while (event := conn.next_event(now)) is not None:
+            assert event is not None
+    while conn.next_event(now + 1) is not None:
+        pass
+
+
+rtp_like = st.builds(
+    lambda first, rest: bytes([first]) + rest,
+    st.sampled_from([0x80, 0x90, 0xA0, 0xB0, 0x8F, 0x81, 0x40, 0x00]),
+    st.binary(max_size=200),
+)
+
+
+@FUZZ
+@given(rtp_like | st.binary(max_size=200))
+def test_rtp_parse(data: bytes) -> None:
+    try:
+        packet = RtpPacket.parse(data)
+    except RtpError as exc:
+        assert exc.reason == "malformed"
+        return
+    assert RtpPacket.parse(packet.serialize()) == packet
+
+
+packets = st.builds(
+    lambda pt, seq, ts, ssrc, n: RtpPacket(
+        payload_type=pt, sequence_number=seq, timestamp=ts, ssrc=ssrc, payload=b"\xd5" * n
+    ).serialize(),
+    st.sampled_from([8, 8, 8, 0, 13, 101]),
+    st.integers(0, 65535),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([1, 1, 1, 2, 3]),
+    st.integers(0, 400),
+)
+
+
+@FUZZ
+@given(
+    st.lists(packets | rtp_like, max_size=60),
+    st.lists(st.floats(min_value=0, max_value=5, allow_nan=False), max_size=60),
+)
+def test_media_stream_survives_anything(datagrams: list[bytes], gaps: list[float]) -> None:
+    stream = MediaStream(
+        payload_type=8,
+        clock_rate=8000,
+        timestamp_units=lambda n: n,
+        peer_ip="127.0.0.1",
+        max_gap=10.0,
+    )
+    now = 0.0
+    for i, d in enumerate(datagrams):
+        now += gaps[i] if i < len(gaps) else 0.02
+        stream.receive(d, "127.0.0.1", now)
+        stream.flush(now)
+    stream.flush(now, everything=True)
+    out = stream.pop_output()
+    c = stream.counters
+    assert c.received == len(datagrams)
+    audio = sum(1 for o in out if isinstance(o, Audio))
+    accounted = audio + c.late + c.duplicate + c.foreign + c.malformed + c.other
+    assert accounted == c.received
+    for o in out:
+        if isinstance(o, Silence):
+            assert 0 < o.units <= 10 * 8000
