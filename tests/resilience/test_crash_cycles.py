@@ -89,15 +89,25 @@ async def test_repeated_kill_9_loses_no_call(tmp_path: Path) -> None:
         rows = catalog.find(limit=10_000)
     by_id = {r.session_id: r for r in rows}
     assert len(by_id) == len(rows), "duplicate rows"
-    assert started and set(by_id) == started, "a started call is missing from the catalogue"
+    assert started, "no call was answered"
+    missing = started - set(by_id)
+    assert not missing, f"started calls missing from the catalogue: {sorted(missing)}"
+    # A row may exist for a call whose answer the kill cut off: it is recovered all the same.
     root = tmp_path / "recordings"
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    assert on_disk == {r.path for r in rows}, "orphan files or rows without files"
+    assert on_disk <= {r.path for r in rows}, f"orphan files: {on_disk - {r.path for r in rows}}"
+    # A kill between a row and its file leaves a row without a file: marked failed, and
+    # only for a call that was never answered.
+    for rec in rows:
+        if rec.path not in on_disk:
+            assert rec.status == "failed" and rec.session_id not in started, rec
     for sid, rec in by_id.items():
+        if rec.path not in on_disk:
+            continue
         assert rec.status == "recovered" and rec.stop_reason == "crash", (sid, rec.status)
         with wave.open(str(root / rec.path), "rb") as w:
             assert w.getframerate() == 8000
             frames = np.frombuffer(w.readframes(w.getnframes()), "<i2")
-        sent_seconds = sent_at_kill[sid] * 0.02
+        sent_seconds = sent_at_kill.get(sid, 0) * 0.02
         assert len(frames) / 8000 >= sent_seconds - 1.0, (sid, len(frames) / 8000, sent_seconds)
         np.testing.assert_array_equal(frames, reference[: len(frames)])

@@ -98,8 +98,11 @@ async def test_disk_fills_mid_call_then_space_returns(small_fs: Path, tmp_path: 
         assert (await again.stop())["result"] == "success"
         await again.close()
         statuses = {r.session_id: (r.status, r.stop_reason) for r in srv.catalog.find()}
+        # The refused attempt stays visible in the catalogue: a call that could not be
+        # recorded is never silently missing.
         assert statuses == {
             "full": ("complete", "disk_full"),
+            "refused": ("failed", "disk_full"),
             "again": ("complete", "phone_stop"),
         }
     finally:

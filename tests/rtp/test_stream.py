@@ -208,3 +208,17 @@ def test_empty_payload_is_malformed() -> None:
     )
     assert s.counters.malformed == 1
     assert isinstance(Silence(1), Silence)
+
+
+def test_loss_read_in_a_burst_after_a_stall_keeps_its_length() -> None:
+    # A loaded server reads a backlog at once: 150 packets (3 s) were dropped by the
+    # kernel and the survivors arrive with no time between them. The sequence numbers
+    # still say 3 s are missing: that is silence, not a timestamp jump.
+    s = make_stream()
+    kept = list(range(10)) + list(range(160, 170))
+    for i in kept:
+        s.receive(pkt(i), PEER, 0.0)
+    s.flush(1.0, everything=True)
+    out = s.pop_output()
+    assert timeline(out) == [*range(10), ("gap", 150 * UNITS), *[i % 256 for i in range(160, 170)]]
+    assert total_units(out) == 170 * UNITS

@@ -274,3 +274,24 @@ async def test_shutdown_finalises_open_recordings(tmp_path: Path) -> None:
     assert rec.status == "complete" and rec.stop_reason == "shutdown"
     assert rec.duration == pytest.approx(0.2)
     catalog.close()
+
+
+async def test_stop_right_after_the_last_packet_keeps_every_packet(
+    server: RecordingServer,
+) -> None:
+    # A busy server may not have read the socket yet when the stop arrives: what the
+    # kernel queued before the stop still belongs to the recording.
+    packets = rtp_packets("PCMA", encoded("PCMA"))
+    call = PhoneCall("127.0.0.1", server.control_port, session_id="q", codec="PCMA")
+    assert (await call.start())["result"] == "success"
+    # Stand in for a loop too busy to read: the datagrams stay queued in the kernel.
+    (session,) = server.sessions.values()
+    assert session.transport is not None
+    session.transport.pause_reading()  # type: ignore[attr-defined]
+    await call.send_packets(packets, realtime=False)
+    assert (await call.stop())["result"] == "success"
+    await call.close()
+    rec = only_recording(server)
+    samples, _ = read_wav(server, rec.id)
+    assert len(samples) == len(packets) * 160
+    assert rec.packets_received == len(packets) and rec.packets_lost == 0

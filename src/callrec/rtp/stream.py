@@ -113,6 +113,8 @@ class MediaStream:
         # Timeline of what has been written so far.
         self._ts_end: int | None = None  # RTP timestamp just after the last written audio
         self._last_arrival: float | None = None
+        self._last_units = 0  # timestamp units of the last written packet
+        self._missing = 0  # packets given up as lost since the last written one
         self._output: list[Output] = []
 
     # -- input ---------------------------------------------------------------------------
@@ -233,6 +235,7 @@ class MediaStream:
         gap = index - self._next
         if gap > 0:
             self.counters.lost += gap
+            self._missing += gap
             self._history = (self._history << gap) & ((1 << _HISTORY_BITS) - 1)
             self._next = index
 
@@ -259,11 +262,18 @@ class MediaStream:
                 gap = wall  # first packet of a new SSRC: only the wall clock relates them
             else:
                 gap = ts_delta(packet.timestamp, self._ts_end)
-                if gap > wall + self.jump_tolerance_units:
-                    gap = wall
+                # Lost packets account for their own time, even when they were read in a
+                # burst after a stall (arrival times then say nothing); what neither the
+                # lost packets nor the wall clock explain is a timestamp jump.
+                lost_units = self._missing * self._last_units
+                tolerance = self.jump_tolerance_units
+                if gap > wall + tolerance and gap > lost_units + tolerance:
+                    gap = max(wall, lost_units)
             gap = min(gap, self.max_gap_units)
             if gap > 0:
                 self._output.append(Silence(gap))
         self._output.append(Audio(packet.payload))
         self._ts_end = (packet.timestamp + units) & 0xFFFFFFFF
         self._last_arrival = item.arrival
+        self._last_units = units
+        self._missing = 0

@@ -9,6 +9,7 @@ loop only ever does socket work, decoding and small appends.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import shutil
@@ -21,13 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from callrec.catalog import Catalog, NewRecording, StreamCounters
+from callrec.catalog import Catalog, DuplicatePathError, NewRecording, StreamCounters
 from callrec.codecs import get_codec
 from callrec.config import Settings
 from callrec.control import BadRequest, ControlConnection, StartRequest, StopRequest
 from callrec.exceptions import ResourceError, UnsupportedCodecError
 from callrec.media.naming import FIELDS as NAME_FIELDS
-from callrec.media.naming import UnsafePathError, recording_path, unique_path
+from callrec.media.naming import UnsafePathError, recording_path
 from callrec.media.wav import WavError, WavInfo, WavWriter, repair_wav
 from callrec.rtp.stream import MediaStream
 from callrec.server.ports import PortRange, open_endpoint
@@ -102,6 +103,7 @@ class RecordingServer:
         self.sessions: dict[tuple[str, str, str], RecordingSession] = {}
         self.total_sessions = 0
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-io")
         self._server: asyncio.Server | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
@@ -167,6 +169,7 @@ class RecordingServer:
             await self._server.wait_closed()
         await self._in_db(self.catalog.close)
         self._db.shutdown(wait=True)
+        self._io.shutdown(wait=True)
         logger.info("recording server stopped")
 
     async def _in_db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -330,13 +333,11 @@ class RecordingServer:
         loop = asyncio.get_running_loop()
         started_at = datetime.now(UTC)
         try:
-            path = unique_path(
-                recording_path(
-                    self.settings.filename_template,
-                    root=self.root,
-                    start=started_at.astimezone(),
-                    fields={k: fields.get(k, "") for k in NAME_FIELDS},
-                )
+            wanted = recording_path(
+                self.settings.filename_template,
+                root=self.root,
+                start=started_at.astimezone(),
+                fields={k: fields.get(k, "") for k in NAME_FIELDS},
             )
         except UnsafePathError as exc:
             raise ResourceError(str(exc), reason="internal") from exc
@@ -349,42 +350,51 @@ class RecordingServer:
             reorder_window=self.settings.reorder_window,
             max_gap=self.settings.max_gap_seconds,
         )
-        transport, port = await open_endpoint(self.ports, lambda: MediaProtocol(stream, loop))
+        transport, port, sock = await open_endpoint(self.ports, lambda: MediaProtocol(stream, loop))
         try:
+            # The catalogue row comes first and claims the file name (paths are unique
+            # there): a crash can leave a row without a file, which recovery marks failed,
+            # but never a file that no row knows.
+            rec_id, path = await self._claim_path(
+                wanted,
+                NewRecording(
+                    source="server",
+                    session_id=request.session_id,
+                    device=fields.get("device", ""),
+                    direction=_direction(fields.get("dir", "")),
+                    local_number=fields.get("local_number", ""),
+                    local_name=fields.get("local_name", ""),
+                    remote_number=fields.get("remote_number", ""),
+                    remote_name=fields.get("remote_name", ""),
+                    codec=codec.name,
+                    peer_address=str(peer[0]),
+                    peer_port=int(peer[1]),
+                    media_port=port,
+                    start_time=started_at,
+                    sample_rate=codec.sample_rate,
+                    channels=1,
+                    path=wanted.name,
+                    extra={"start": _extra_fields(fields)},
+                ),
+            )
+            relpath = path.relative_to(self.root).as_posix()
             try:
-                writer = _create_writer(path, codec.sample_rate)
-                path = writer.path
-                relpath = path.relative_to(self.root).as_posix()
+                writer = WavWriter(path, sample_rate=codec.sample_rate)
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise ResourceError(f"cannot create {path}: {exc}", reason="disk_full") from exc
-                raise
-            try:
-                rec_id = await self._in_db(
-                    self.catalog.create_recording,
-                    NewRecording(
-                        source="server",
-                        session_id=request.session_id,
-                        device=fields.get("device", ""),
-                        direction=_direction(fields.get("dir", "")),
-                        local_number=fields.get("local_number", ""),
-                        local_name=fields.get("local_name", ""),
-                        remote_number=fields.get("remote_number", ""),
-                        remote_name=fields.get("remote_name", ""),
-                        codec=codec.name,
-                        peer_address=str(peer[0]),
-                        peer_port=int(peer[1]),
-                        media_port=port,
-                        start_time=started_at,
-                        sample_rate=codec.sample_rate,
-                        channels=1,
-                        path=relpath,
-                        extra={"start": _extra_fields(fields)},
-                    ),
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                await self._in_db(
+                    self.catalog.finish_recording,
+                    rec_id,
+                    status="failed",
+                    stop_reason="disk_full" if full else "write_error",
+                    end_time=datetime.now(UTC),
+                    duration=0.0,
+                    size_bytes=0,
+                    sha256=None,
+                    counters=None,
                 )
-            except BaseException:
-                writer.abort()
-                path.unlink(missing_ok=True)
+                if full:
+                    raise ResourceError(f"cannot create {path}: {exc}", reason="disk_full") from exc
                 raise
         except BaseException:
             transport.close()
@@ -404,6 +414,7 @@ class RecordingServer:
             fields=fields,
             log=SessionLog(logger, {"session": request.session_id}),
             transport=transport,
+            sock=sock,
         )
         self.sessions[key] = session
         self.total_sessions += 1
@@ -417,6 +428,22 @@ class RecordingServer:
             port,
         )
         return session
+
+    async def _claim_path(self, wanted: Path, new: NewRecording) -> tuple[int, Path]:
+        """Create the row under the first free name among ``wanted``, ``<stem>_1``, ..."""
+        for n in range(1000):
+            path = wanted if n == 0 else wanted.with_name(f"{wanted.stem}_{n}{wanted.suffix}")
+            if path.exists() or path.is_symlink():
+                continue
+            relpath = path.relative_to(self.root).as_posix()
+            try:
+                rec_id = await self._in_db(
+                    self.catalog.create_recording, dataclasses.replace(new, path=relpath)
+                )
+            except DuplicatePathError:
+                continue
+            return int(rec_id), path
+        raise ResourceError(f"no free file name near {wanted}", reason="internal")
 
     def _check_disk(self) -> None:
         """Refuse new work while free space is under the reserve: running calls need it."""
@@ -450,6 +477,12 @@ class RecordingServer:
             return None
         session.finishing = True
         loop = asyncio.get_running_loop()
+        try:
+            session.drain(loop.time())
+        except Exception:
+            session.log.exception("could not read out the media socket")
+        # The transport owns the descriptor: once it is closed the number may be reused.
+        session.sock = None
         if session.transport is not None:
             session.transport.close()
         self.ports.release(session.port)
@@ -509,27 +542,29 @@ class RecordingServer:
             await asyncio.sleep(interval)
             ticks += 1
             now = loop.time()
+            due: list[RecordingSession] = []
             for session in list(self.sessions.values()):
                 if session.finishing:
                     continue
                 try:
-                    session.pump(now)
-                    session.writer.flush()
-                except OSError as exc:
-                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                        session.log.error("disk full; closing the recording with what it has")
-                        self._spawn_finish(session, "disk_full")
-                    else:
-                        session.log.exception("write failed; closing the recording")
-                        self._spawn_finish(session, "write_error")
-                    continue
+                    session.pump(now)  # decode and buffer in memory: no system call
                 except WavError:
                     session.log.exception("recording too large; closing it")
                     self._spawn_finish(session, "max_size")
                     continue
+                due.append(session)
                 limit = self.settings.max_duration
                 if limit and now - session.started_mono >= limit:
                     self._spawn_finish(session, "max_duration")
+            # All writes of the tick, coalesced, on the I/O thread: the loop keeps reading.
+            failed = await loop.run_in_executor(self._io, _flush_writers, due)
+            for session, exc in failed:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    session.log.error("disk full; closing the recording with what it has")
+                    self._spawn_finish(session, "disk_full")
+                else:
+                    session.log.error("write failed (%s); closing the recording", exc)
+                    self._spawn_finish(session, "write_error")
             if ticks % CHECKPOINT_TICKS == 0 and self.sessions:
                 snapshot = {
                     s.rec_id: StreamCounters(**s.stream.counters.as_dict())
@@ -539,6 +574,21 @@ class RecordingServer:
                     await self._in_db(self.catalog.checkpoint, snapshot)
                 except Exception:
                     logger.exception("counter checkpoint failed")
+
+
+def _flush_writers(sessions: list[RecordingSession]) -> list[tuple[RecordingSession, OSError]]:
+    """Flush each session's WAV writer (runs on the I/O thread); returns the failures."""
+    failed: list[tuple[RecordingSession, OSError]] = []
+    for session in sessions:
+        if session.finishing:
+            continue  # its close() flushes, on its own
+        try:
+            session.writer.flush()
+        except ValueError:
+            continue  # closed meanwhile by its finish
+        except OSError as exc:
+            failed.append((session, exc))
+    return failed
 
 
 def _snapshot(session: RecordingSession) -> LiveSession:
@@ -561,16 +611,6 @@ def _snapshot(session: RecordingSession) -> LiveSession:
         bytes_written=writer.frames_written * 2 * writer.channels,
         counters=session.stream.counters.as_dict(),
     )
-
-
-def _create_writer(path: Path, sample_rate: int) -> WavWriter:
-    """A writer on a new file; another call may have taken the same name this second."""
-    for _ in range(100):
-        try:
-            return WavWriter(path, sample_rate=sample_rate)
-        except FileExistsError:
-            path = unique_path(path)
-    raise ResourceError(f"cannot find a free file name near {path}", reason="internal")
 
 
 def _direction(value: str) -> str:

@@ -50,6 +50,41 @@ class PortRange:
     def release(self, port: int) -> None:
         self._in_use.discard(port)
 
+    def bind_pair(self) -> tuple[socket.socket, socket.socket]:
+        """An RTP socket on an even port and its RTCP twin on the next one (RFC 3550 11),
+        for relays whose peers send RTCP to port + 1; ResourceError('busy') when none."""
+        if self.low == 0:
+            for _ in range(100):
+                rtp = self._try(0)
+                if rtp is None:
+                    break
+                port = rtp.getsockname()[1]
+                rtcp = self._try(port + 1) if port % 2 == 0 and port < 65535 else None
+                if rtcp is not None:
+                    return rtp, rtcp
+                rtp.close()
+            raise ResourceError("no free even/odd UDP port pair", reason="busy")
+        start = self.low + self.low % 2
+        for _ in range(self.size // 2 + 1):
+            port = self._cursor + self._cursor % 2
+            if port + 1 > self.high:
+                port = start
+            self._cursor = port + 2
+            if port in self._in_use or port + 1 in self._in_use or port + 1 > self.high:
+                continue
+            rtp = self._try(port)
+            if rtp is None:
+                continue
+            rtcp = self._try(port + 1)
+            if rtcp is None:
+                rtp.close()
+                continue
+            self._in_use.update((port, port + 1))
+            return rtp, rtcp
+        raise ResourceError(
+            f"no free UDP port pair in {self.low}-{self.high} ({self.in_use} in use)", reason="busy"
+        )
+
     def _try(self, port: int) -> socket.socket | None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -72,7 +107,9 @@ class PortRange:
 async def open_endpoint(
     ports: PortRange,
     protocol_factory: Callable[[], asyncio.DatagramProtocol],
-) -> tuple[asyncio.DatagramTransport, int]:
+) -> tuple[asyncio.DatagramTransport, int, socket.socket]:
+    """A datagram endpoint on a port of the range; also returns its socket, so that what
+    the kernel still holds can be read out before the endpoint is closed."""
     sock = ports.bind()
     port = sock.getsockname()[1]
     loop = asyncio.get_running_loop()
@@ -82,4 +119,18 @@ async def open_endpoint(
         sock.close()
         ports.release(port)
         raise
-    return transport, port
+    return transport, port, sock
+
+
+def drain_socket(sock: socket.socket, limit: int = 100_000) -> list[tuple[bytes, str]]:
+    """Datagrams already queued in the kernel for ``sock`` (non-blocking), oldest first."""
+    out: list[tuple[bytes, str]] = []
+    for _ in range(limit):
+        try:
+            data, addr = sock.recvfrom(4096)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            break
+        out.append((data, str(addr[0])))
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from callrec.codecs.base import Decoder
 from callrec.control import ControlConnection
 from callrec.media.wav import WavWriter
 from callrec.rtp.stream import Audio, MediaStream
+from callrec.server.ports import drain_socket
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class RecordingSession:
     fields: dict[str, str]
     log: SessionLog
     transport: asyncio.DatagramTransport | None = None
+    sock: socket.socket | None = None
     #: The control connection's core, told when we end the session ourselves.
     control: ControlConnection | None = None
     decoder: Decoder = field(init=False)
@@ -76,7 +79,11 @@ class RecordingSession:
         self._write_out()
 
     def drain(self, now: float) -> None:
-        """The end: everything held is written, gaps and all."""
+        """The end: what the kernel still queues for us (sent before the stop, not yet read
+        when the loop is busy) and everything held is written, gaps and all."""
+        if self.sock is not None:
+            for data, source in drain_socket(self.sock):
+                self.stream.receive(data, source, now)
         self.stream.flush(now, everything=True)
         self._write_out()
 
