@@ -26,7 +26,7 @@ import re
 import socket
 import wave
 from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,6 +37,13 @@ from callrec.codecs import Codec, get_codec
 from callrec.control.connection import START_REQUEST, STOP_REQUEST
 from callrec.control.message import ControlMessage
 from callrec.exceptions import CallrecError, ControlProtocolError
+from callrec.media.localrecord import (
+    DEFAULT_MAX_BYTES,
+    LocalRecordError,
+    LocalRecordOptions,
+    pause_spans,
+)
+from callrec.media.localrecord import record_packets as record_local
 from callrec.rtp.packet import RtpPacket
 
 logger = logging.getLogger(__name__)
@@ -575,6 +582,8 @@ class PhoneResult:
     error: str | None
     session_id: str = ""
     codec: str = ""
+    #: Phone-local (USB) files written, in order (``--local-record``).
+    local_files: list[Path] = field(default_factory=list)
 
     def describe(self) -> str:
         """A few human-readable lines for the CLI."""
@@ -587,6 +596,7 @@ class PhoneResult:
         if self.port:
             lines.append(f"media: {self.packets_sent} packets to {self.server}:{self.port}")
         lines.append(f"duration: {self.duration:.2f} s")
+        lines += [f"local file: {path}" for path in self.local_files]
         return "\n".join(lines)
 
 
@@ -606,13 +616,16 @@ async def record_call(
     stop_reason: str = "",
     first_seq: int | None = None,
     first_ts: int | None = None,
+    local: LocalRecordOptions | None = None,
     **phone_kwargs: Any,
 ) -> PhoneResult:
     """Make one whole call: start, stream ``pcm`` (the mix), stop, close.
 
     A refusal, a silent server or a lost connection gives ``ok=False`` with the reason in
     ``error``; it never raises for the server's behaviour. An unknown ``codec`` name raises
-    (from :func:`callrec.codecs.get_codec`) before anything is sent.
+    (from :func:`callrec.codecs.get_codec`) before anything is sent. With ``local``, the
+    packets are also recorded to ``Record_*.wav`` files as the phone records to USB, before
+    the call and whatever the server does.
     """
     codec_impl = get_codec(codec)
     sid = session_id or random_session_id()
@@ -625,6 +638,9 @@ async def record_call(
         first_ts=random.getrandbits(32) if first_ts is None else first_ts,
     )
     loop = asyncio.get_running_loop()
+    local_files: list[Path] = []
+    if local is not None:
+        local_files = await loop.run_in_executor(None, record_local, packets, codec_impl, local)
     begin = loop.time()
     start_answer: dict[str, str] = {}
     stop_answer: dict[str, str] | None = None
@@ -657,6 +673,34 @@ async def record_call(
         error=error,
         session_id=sid,
         codec=codec_impl.name,
+        local_files=local_files,
+    )
+
+
+def record_local_call(
+    *, codec: str, pcm: npt.ArrayLike, local: LocalRecordOptions, session_id: str | None = None
+) -> PhoneResult:
+    """Record a call only to ``Record_*.wav`` files, as a phone in mode Local: no server."""
+    codec_impl = get_codec(codec)
+    packets = build_packets(
+        pcm,
+        codec_impl,
+        ssrc=random.getrandbits(32),
+        first_seq=random.getrandbits(16),
+        first_ts=random.getrandbits(32),
+    )
+    return PhoneResult(
+        start_answer={},
+        stop_answer=None,
+        server="",
+        port=0,
+        packets_sent=0,
+        duration=0.0,
+        ok=True,
+        error=None,
+        session_id=session_id or random_session_id(),
+        codec=codec_impl.name,
+        local_files=record_local(packets, codec_impl, local),
     )
 
 
@@ -693,12 +737,23 @@ def run_phone(
     terminator: str | bytes = "none",
     bind_ip: str | None = None,
     answer_timeout: float = 5.0,
+    local_record: Path | None = None,
+    local_rtp_headers: bool = True,
+    local_max_bytes: int = DEFAULT_MAX_BYTES,
+    pause_at: Sequence[float] = (),
+    resume_at: Sequence[float] = (),
+    local_only: bool = False,
 ) -> PhoneResult:
     """``callrec phone``: play ``play`` (and ``play_remote`` mixed in) as one recorded call.
 
     ``duration`` cuts the audio to that many seconds or pads it with silence. Bad arguments
     (server spec, audio file, terminator name, codec) raise :class:`CallrecError` before any
     connection; what the server does is reported in the result.
+
+    ``local_record`` also records the call to ``Record_*.wav`` files in that directory, as the
+    phone records to USB: units with RTP headers or bare payloads, a new file past
+    ``local_max_bytes``, paused spans (``pause_at[i]`` to ``resume_at[i]`` seconds into the
+    call) left out. ``local_only`` records only that way and contacts no server.
     """
     host, port = parse_server(server)
     if isinstance(terminator, str):
@@ -718,6 +773,18 @@ def run_phone(
         pcm = mix(pcm, load_audio(play_remote, rate))
     if duration is not None:
         pcm = fit_duration(pcm, rate, duration)
+    local: LocalRecordOptions | None = None
+    if local_record is not None:
+        local = LocalRecordOptions(
+            directory=local_record,
+            rtp_headers=local_rtp_headers,
+            max_bytes=local_max_bytes,
+            pauses=pause_spans(pause_at, resume_at),
+        )
+    elif local_only or pause_at or resume_at:
+        raise LocalRecordError("--local-only, --pause-at and --resume-at need --local-record DIR")
+    if local_only and local is not None:
+        return record_local_call(codec=codec_impl.name, pcm=pcm, local=local, session_id=session_id)
     return asyncio.run(
         record_call(
             host,
@@ -735,5 +802,6 @@ def run_phone(
             terminator=term,
             bind_ip=bind_ip,
             answer_timeout=answer_timeout,
+            local=local,
         )
     )
