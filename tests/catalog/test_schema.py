@@ -19,6 +19,7 @@ from sqlalchemy import Column, Integer, MetaData, inspect, text
 import callrec
 from callrec.catalog import Catalog, NewRecording, RecordingInfo, head_revision
 from callrec.catalog.models import Base, Recording
+from callrec.catalog.search_index import include_name
 from callrec.catalog.store import SQLITE_BUSY_TIMEOUT_MS, alembic_config
 from callrec.exceptions import CatalogError
 
@@ -50,10 +51,13 @@ def test_migrate_twice_is_idempotent(
 def test_migration_matches_models(catalog: Catalog) -> None:
     # The comparison does see a difference when there is one.
     drifted = MetaData(naming_convention=Base.metadata.naming_convention)
-    table = Base.metadata.tables["recordings"].to_metadata(drifted)
-    table.append_column(Column("rating", Integer))
+    for other in Base.metadata.sorted_tables:
+        other.to_metadata(drifted)
+    drifted.tables["recordings"].append_column(Column("rating", Integer))
     with catalog._engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_name": include_name}
+        )
         assert compare_metadata(context, Base.metadata) == []
         assert [diff[0] for diff in compare_metadata(context, drifted)] == ["add_column"]
         names = {index["name"] for index in inspect(connection).get_indexes("recordings")}

@@ -26,20 +26,50 @@ from callrec.catalog.records import (
     RecordingInfo,
     StreamCounters,
 )
-from callrec.catalog.store import Catalog, head_revision
+from callrec.catalog.sipaccounts import SipAccountInfo, SipAccountStore  # issue 6
+from callrec.catalog.store import Catalog, DuplicatePathError, head_revision
+from callrec.catalog.webrecords import (
+    AUDIT_ACTIONS,
+    ROLE_ADMIN,
+    ROLE_LISTENER,
+    ROLES,
+    AuditInfo,
+    NewAuditEntry,
+    NoteInfo,
+    Scope,
+    SearchPage,
+    SearchQuery,
+    TokenInfo,
+    UserInfo,
+)
 
 __all__ = [
+    "AUDIT_ACTIONS",
     "DIRECTIONS",
     "FINAL_STATUSES",
+    "ROLES",
+    "ROLE_ADMIN",
+    "ROLE_LISTENER",
     "SOURCES",
     "STATUSES",
     "STATUS_COMPLETE",
     "STATUS_FAILED",
     "STATUS_RECORDING",
     "STATUS_RECOVERED",
+    "AuditInfo",
     "Catalog",
+    "DuplicatePathError",
+    "NewAuditEntry",
     "NewRecording",
+    "NoteInfo",
     "RecordingInfo",
+    "Scope",
+    "SearchPage",
+    "SearchQuery",
+    "SipAccountInfo",
+    "SipAccountStore",
     "StreamCounters",
+    "TokenInfo",
+    "UserInfo",
     "head_revision",
 ]

@@ -56,6 +56,7 @@ from callrec.catalog.records import (
     require_sha256,
     utcnow,
 )
+from callrec.catalog.webstore import WebQueries
 from callrec.exceptions import CatalogError
 
 _log = logging.getLogger(__name__)
@@ -113,7 +114,11 @@ def head_revision() -> str:
     return head
 
 
-class Catalog:
+class DuplicatePathError(CatalogError):
+    """Another recording already has this file path (the path is the name's claim)."""
+
+
+class Catalog(WebQueries):
     """Recording rows in a SQLite file (the default) or a PostgreSQL database.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/callrec.db`` (the parent directory is
@@ -232,7 +237,7 @@ class Catalog:
                     rec_id = row.id
             except IntegrityError as exc:
                 # The only constraint a validated NewRecording can break.
-                raise CatalogError(
+                raise DuplicatePathError(
                     f"cannot create recording: path {rec.path!r} is already catalogued"
                 ) from exc
         _log.debug("session %s: recording %d catalogued as %s", rec.session_id, rec_id, rec.path)
@@ -338,6 +343,19 @@ class Catalog:
         )
         with self._guard("list unfinished recordings"), self._session() as session:
             return [_info(row) for row in session.scalars(statement)]
+
+    def find_original(self, sha256: str) -> RecordingInfo | None:
+        """The first recording imported from a file with this SHA-256, or None (issue 3)."""
+        require_sha256(sha256)
+        statement = (
+            select(Recording)
+            .where(Recording.original_sha256 == sha256)
+            .order_by(Recording.id)
+            .limit(1)
+        )
+        with self._guard("look up an imported file"), self._session() as session:
+            row = session.scalars(statement).first()
+            return None if row is None else _info(row)
 
     def find(
         self,

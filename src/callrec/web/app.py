@@ -1,0 +1,189 @@
+"""The ASGI application: REST API, pages, static files, metrics, OpenAPI reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from callrec import __version__
+from callrec.catalog import Catalog
+from callrec.config import Settings
+from callrec.web import api, pages, upload
+from callrec.web.auth import (
+    Forbidden,
+    SignInRequired,
+    WebContext,
+    ctx_of,
+    optional_principal,
+)
+from callrec.web.live import LiveHub
+from callrec.web.metrics import WebMetrics
+from callrec.web.recordings import BadRequest
+
+if TYPE_CHECKING:
+    from callrec.server.app import RecordingServer
+
+HERE: Final = Path(__file__).parent
+
+#: Pages and API answers may only load what this server serves; no inline script.
+SECURITY_HEADERS: Final = {
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
+        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
+        "form-action 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+}
+
+
+def create_app(
+    settings: Settings, catalog: Catalog, server: RecordingServer | None = None
+) -> FastAPI:
+    """The web app over ``catalog`` (and the live sessions of ``server``, when given)."""
+    app = FastAPI(
+        title="callrec",
+        version=__version__,
+        description=(
+            "Find, play and download call recordings. Authenticate with an API token "
+            "(`Authorization: Bearer crt_...`, from `callrec user token NAME` or the account "
+            "page) or a browser session (then send `X-CSRF-Token` with changes)."
+        ),
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    root = settings.recordings_dir.resolve()
+    ctx = WebContext(
+        settings=settings,
+        catalog=catalog,
+        server=server,
+        root=root,
+        live=LiveHub(server),
+        metrics=WebMetrics(catalog, server),
+    )
+    app.state.ctx = ctx
+    app.include_router(api.public)
+    app.include_router(api.router)
+    app.include_router(upload.router)  # POST /api/v1/recordings/import (issue 3)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        if not ctx.settings.web_metrics_public:
+            principal = await optional_principal(request)
+            if principal is None:
+                raise SignInRequired()
+            if not principal.is_admin:
+                raise Forbidden("metrics need the admin role")
+        body = await ctx.metrics.render(ctx.db)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def api_docs(request: Request) -> HTMLResponse:
+        return pages.render(request, "api_docs.html", spec=app.openapi(), principal=None)
+
+    @app.get("/api", include_in_schema=False)
+    async def api_root() -> RedirectResponse:
+        return RedirectResponse("/api/docs", status_code=307)
+
+    _install_error_handlers(app)
+    app.add_middleware(_SecurityHeaders)
+    # Outermost, so it also counts what the other middleware answer.
+    app.add_middleware(_Metrics, metrics=ctx.metrics)
+    return app
+
+
+def _wants_html(request: Request) -> bool:
+    path = request.url.path
+    return not (path.startswith("/api/") or path == "/metrics")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SignInRequired)
+    async def sign_in(request: Request, exc: SignInRequired) -> Response:
+        if _wants_html(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        return JSONResponse(
+            {"detail": "sign in, or send an API token: Authorization: Bearer crt_..."},
+            status_code=401,
+            headers={"www-authenticate": 'Bearer realm="callrec"'},
+        )
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        if _wants_html(request):
+            return pages.error_page(request, 403, exc.detail)
+        return JSONResponse({"detail": exc.detail}, status_code=403)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> Response:
+        if _wants_html(request):
+            return pages.error_page(request, 400, str(exc))
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if _wants_html(request) and exc.status_code >= 400:
+            return pages.error_page(request, exc.status_code, str(exc.detail))
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _wants_html(request):
+            first = exc.errors()[0] if exc.errors() else {}
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            return pages.error_page(request, 400, f"{where}: {first.get('msg', 'invalid')}")
+        errors: list[Any] = [
+            {k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+
+class _SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                for name, value in SECURITY_HEADERS.items():
+                    if name.encode() not in present:
+                        headers.append((name.encode(), value.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class _Metrics:
+    def __init__(self, app: ASGIApp, metrics: WebMetrics) -> None:
+        self.app = metrics.middleware(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def text_error(status: int, detail: str) -> PlainTextResponse:
+    return PlainTextResponse(detail, status_code=status)
+
+
+__all__ = ["create_app", "ctx_of"]

@@ -1,0 +1,190 @@
+"""Who is asking: the per-app context, principals, sign-in cookies, CSRF and audit helpers.
+
+A request is authenticated by an API token (``Authorization: Bearer crt_...``) or by the
+session cookie a browser got at sign-in. Requests that change something with the cookie must
+carry the session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``); token
+requests need none (a browser never adds that header on its own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar
+
+from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from callrec.catalog import Catalog, NewAuditEntry, Scope, UserInfo
+from callrec.config import Settings
+from callrec.web.live import LiveHub
+from callrec.web.media import PeaksCache
+from callrec.web.metrics import WebMetrics
+from callrec.web.security import LoginThrottle, digest, same
+
+if TYPE_CHECKING:
+    from callrec.server.app import RecordingServer
+
+SESSION_COOKIE: Final = "callrec_session"
+#: Double-submit cookie protecting the sign-in form, which comes before any session.
+LOGIN_CSRF_COOKIE: Final = "callrec_login_csrf"
+CSRF_HEADER: Final = "x-csrf-token"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class WebContext:
+    """Everything the routes share; one per app, at ``app.state.ctx``."""
+
+    settings: Settings
+    catalog: Catalog
+    server: RecordingServer | None
+    root: Path
+    live: LiveHub
+    metrics: WebMetrics
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    peaks: PeaksCache = field(default_factory=PeaksCache)
+
+    async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a (blocking) catalogue call on a worker thread."""
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+    def session_lifetime(self) -> timedelta:
+        return timedelta(hours=self.settings.web_session_hours)
+
+
+def ctx_of(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.ctx
+    return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user: UserInfo
+    via: Literal["session", "token"]
+    #: The session's CSRF token (cookie sign-ins only).
+    csrf: str = ""
+    #: Digest of the session cookie (cookie sign-ins only).
+    session_hash: str = ""
+
+    @property
+    def scope(self) -> Scope | None:
+        """None for an unrestricted user, so queries add no filter."""
+        scope = self.user.scope
+        return None if scope.unrestricted else scope
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.is_admin
+
+
+class SignInRequired(Exception):
+    """No valid credentials: 401 for the API, a redirect to the sign-in page for pages."""
+
+
+class Forbidden(Exception):
+    """Signed in, but not allowed (role, CSRF)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def client_address(request: Request) -> str:
+    ctx = ctx_of(request)
+    if ctx.settings.web_trust_proxy:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else ""
+
+
+def is_https(request: Request) -> bool:
+    ctx = ctx_of(request)
+    if ctx.settings.web_trust_proxy and request.headers.get("x-forwarded-proto") == "https":
+        return True
+    return request.url.scheme == "https"
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """The caller, if any credentials check out; memoised on the request."""
+    if hasattr(request.state, "principal"):
+        cached: Principal | None = request.state.principal
+        return cached
+    ctx = ctx_of(request)
+    now = datetime.now(UTC)
+    found: Principal | None = None
+    authorization = request.headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        user = await ctx.db(ctx.catalog.user_for_token, digest(credentials.strip()), now)
+        if user is not None:
+            found = Principal(user=user, via="token")
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        session_hash = digest(cookie)
+        result = await ctx.db(
+            ctx.catalog.web_session_user,
+            session_hash,
+            now,
+            extend_to=now + ctx.session_lifetime(),
+        )
+        if result is not None:
+            user, csrf = result
+            found = Principal(user=user, via="session", csrf=csrf, session_hash=session_hash)
+    request.state.principal = found
+    return found
+
+
+async def require_user(request: Request) -> Principal:
+    principal = await optional_principal(request)
+    if principal is None:
+        raise SignInRequired()
+    return principal
+
+
+async def require_admin(request: Request) -> Principal:
+    principal = await require_user(request)
+    if not principal.is_admin:
+        raise Forbidden("this needs the admin role")
+    return principal
+
+
+def check_csrf(principal: Principal, supplied: str | None) -> None:
+    """Cookie-authenticated changes must echo the session's CSRF token."""
+    if principal.via != "session":
+        return
+    if not supplied or not same(supplied, principal.csrf):
+        raise Forbidden("missing or wrong CSRF token; reload the page and try again")
+
+
+async def api_csrf(request: Request, principal: Principal) -> None:
+    check_csrf(principal, request.headers.get(CSRF_HEADER))
+
+
+async def audit(
+    request: Request,
+    action: str,
+    principal: Principal | None,
+    *,
+    recording_id: int | None = None,
+    username: str | None = None,
+    **detail: Any,
+) -> None:
+    ctx = ctx_of(request)
+    entry = NewAuditEntry(
+        action=action,
+        user_id=principal.user.id if principal else None,
+        username=username if username is not None else principal.user.username if principal else "",
+        recording_id=recording_id,
+        client_address=client_address(request),
+        detail=detail,
+    )
+    await ctx.db(ctx.catalog.audit, entry)
+
+
+def raise_http(status: int, detail: str) -> None:
+    raise HTTPException(status_code=status, detail=detail)

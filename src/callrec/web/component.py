@@ -1,0 +1,142 @@
+"""The web front end as a component of ``callrec serve``: uvicorn on the server's own loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from callrec.catalog import ROLE_ADMIN, Catalog
+from callrec.config import Settings
+from callrec.exceptions import ConfigError
+from callrec.web.app import create_app
+from callrec.web.security import hash_password, new_one_time_password
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from callrec.server.app import RecordingServer
+
+logger = logging.getLogger(__name__)
+
+#: Seconds open responses (audio, live events) get to finish when the server stops.
+GRACEFUL_SHUTDOWN = 3
+FIRST_ADMIN = "admin"
+
+
+def check_web_settings(settings: Settings) -> None:
+    if not 0 <= settings.web_port <= 65535:
+        raise ConfigError(f"web_port must be a port number (0-65535), got {settings.web_port}")
+    if settings.web_session_hours <= 0:
+        raise ConfigError("web_session_hours must be > 0")
+    if settings.web_zip_max_files < 1:
+        raise ConfigError("web_zip_max_files must be >= 1")
+
+
+def ensure_first_admin(catalog: Catalog, *, announce: bool = True) -> str | None:
+    """With no user at all, create ``admin`` with a one-time password and print it; returns
+    the password (None when there were users)."""
+    if catalog.count_users():
+        return None
+    password = new_one_time_password()
+    catalog.create_user(
+        FIRST_ADMIN,
+        password_hash=hash_password(password),
+        role=ROLE_ADMIN,
+        must_change_password=True,
+    )
+    if announce:
+        banner = (
+            "\n"
+            "  callrec web UI: no users existed, so an admin was created.\n"
+            f"    user name:          {FIRST_ADMIN}\n"
+            f"    one-time password:  {password}\n"
+            "  Sign in and choose a new password (or use `callrec user passwd admin`).\n"
+        )
+        print(banner, file=sys.stderr, flush=True)
+    logger.warning("created the first admin user %r with a one-time password", FIRST_ADMIN)
+    return password
+
+
+class WebComponent:
+    """Serves the web UI and REST API on ``web_host:web_port`` inside the running loop."""
+
+    def __init__(self, settings: Settings, server: RecordingServer) -> None:
+        check_web_settings(settings)
+        self.settings = settings
+        self.server = server
+        self.app: FastAPI = create_app(settings, server.catalog, server)
+        self._uvicorn: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None
+        port: int = self._socket.getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        host = self.settings.web_host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"http://{shown}:{self.port}"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, ensure_first_admin, self.server.catalog)
+        family = socket.AF_INET6 if ":" in self.settings.web_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.settings.web_host, self.settings.web_port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            where = f"{self.settings.web_host}:{self.settings.web_port}"
+            raise OSError(exc.errno, f"web UI cannot listen on {where}: {exc.strerror}") from exc
+        self._socket = sock
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,  # keep callrec's logging set-up
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        # Not server.serve(): that installs its own SIGINT/SIGTERM handlers, and signals
+        # belong to `callrec serve`, which stops us in order. These are the steps of its
+        # _serve() without them.
+        server.lifespan = config.lifespan_class(config)
+        try:
+            await server.startup(sockets=[sock])
+        except BaseException:
+            sock.close()
+            self._socket = None
+            raise
+        self._uvicorn = server
+        self._task = asyncio.create_task(server.main_loop(), name="callrec-web")
+        logger.info("web UI and REST API on %s (API reference at /api/docs)", self.url)
+
+    async def stop(self) -> None:
+        ctx = self.app.state.ctx
+        ctx.live.close()
+        ctx.metrics.close()
+        if self._uvicorn is None:
+            return
+        self._uvicorn.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._uvicorn.shutdown(sockets=[self._socket] if self._socket else None)
+        self._uvicorn = None
+        logger.info("web UI stopped")

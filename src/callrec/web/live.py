@@ -1,0 +1,84 @@
+"""Calls being recorded right now, for the live page (Server-Sent Events) and the API.
+
+The hub watches the recording server through its observer hook and wakes every listener
+when a session starts or finishes; between events, listeners send a fresh snapshot every
+:data:`TICK` seconds so durations and counters move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Final
+
+from callrec.catalog import Scope
+
+if TYPE_CHECKING:
+    from callrec.server.app import LiveSession, RecordingServer
+
+#: Seconds between snapshots on an open event stream.
+TICK: Final = 1.0
+
+
+def live_dict(live: LiveSession) -> dict[str, Any]:
+    data = asdict(live)
+    data["started_at"] = live.started_at.isoformat()
+    data["duration"] = round(live.duration, 2)
+    return data
+
+
+class LiveHub:
+    def __init__(self, server: RecordingServer | None) -> None:
+        self._server = server
+        self._wakeups: set[asyncio.Event] = set()
+        self._closed = asyncio.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+        if server is not None:
+            self._unsubscribe = server.add_session_observer(self._on_session)
+
+    def _on_session(self, event: str, live: LiveSession) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
+
+    def sessions(self, scope: Scope | None) -> list[LiveSession]:
+        if self._server is None:
+            return []
+        return [
+            s
+            for s in self._server.live_sessions()
+            if scope is None
+            or scope.allows(
+                local_number=s.local_number, remote_number=s.remote_number, device=s.device
+            )
+        ]
+
+    def close(self) -> None:
+        """End every open event stream (the web server is stopping)."""
+        self._closed.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    async def events(self, scope: Scope | None) -> AsyncIterator[str]:
+        """SSE frames: a ``snapshot`` event at once, then on every change and every tick.
+
+        The ASGI layer cancels the iteration when the client goes away."""
+        wakeup = asyncio.Event()
+        self._wakeups.add(wakeup)
+        try:
+            yield "retry: 2000\n\n"
+            while not self._closed.is_set():
+                payload = json.dumps([live_dict(s) for s in self.sessions(scope)])
+                yield f"event: snapshot\ndata: {payload}\n\n"
+                wakeup.clear()
+                closed = asyncio.ensure_future(self._closed.wait())
+                woken = asyncio.ensure_future(wakeup.wait())
+                try:
+                    await asyncio.wait({closed, woken}, timeout=TICK)
+                finally:
+                    closed.cancel()
+                    woken.cancel()
+        finally:
+            self._wakeups.discard(wakeup)

@@ -1,0 +1,360 @@
+"""What the API and the pages both do with recordings: find one the caller may see, read
+search filters, describe a row and its stream quality, and answer with its audio."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any, Final
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import HTTPException, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from callrec.catalog import RecordingInfo, SearchQuery
+from callrec.exceptions import CatalogError
+from callrec.web.auth import Principal, WebContext
+from callrec.web.media import (
+    FORMATS,
+    AudioFormat,
+    TranscodeError,
+    WavLayoutError,
+    ZipMember,
+    file_slice,
+    transcode,
+    wav_layout,
+    zip_stream,
+)
+from callrec.web.ranges import (
+    RangeNotSatisfiable,
+    etag_for,
+    if_range_matches,
+    last_modified,
+    parse_range,
+)
+
+#: Search parameters, as the API and the list page name them.
+FILTER_PARAMS: Final = (
+    "q",
+    "since",
+    "until",
+    "direction",
+    "device",
+    "codec",
+    "status",
+    "source",
+    "min_duration",
+    "max_duration",
+    "tag",
+    "sort",
+)
+
+
+class BadRequest(Exception):
+    """A parameter that does not make sense; answered with 400 (API) or shown (pages)."""
+
+
+async def visible_recording(ctx: WebContext, principal: Principal, rec_id: int) -> RecordingInfo:
+    """The recording if the caller may see it; 404 otherwise (not 403: a restricted user
+    must not learn which ids exist)."""
+    rec = await ctx.db(ctx.catalog.get_visible, rec_id, principal.scope)
+    if rec is None:
+        raise HTTPException(404, f"no recording {rec_id}")
+    return rec
+
+
+def recording_file(ctx: WebContext, rec: RecordingInfo) -> Path:
+    """The recording's file, refusing a catalogued path that would leave the directory."""
+    relative = PurePosixPath(rec.path)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise HTTPException(404, f"recording {rec.id} has an unusable path")
+    return ctx.root / relative
+
+
+# -- search parameters ---------------------------------------------------------------------
+
+
+def time_zone(name: str | None) -> ZoneInfo:
+    if not name:
+        return ZoneInfo("UTC")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BadRequest(f"unknown time zone {name!r}") from exc
+
+
+def parse_moment(value: str, zone: ZoneInfo, *, end: bool = False) -> datetime:
+    """An ISO date or date-time. A date means its midnight in ``zone``, and for ``end`` the
+    midnight after it (so ``until=2026-03-01`` includes that day); a date-time without an
+    offset is in ``zone``."""
+    text = value.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            day = date.fromisoformat(text)
+            if end:
+                day += timedelta(days=1)
+            return datetime.combine(day, time(0), zone).astimezone(UTC)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequest(f"{value!r} is not a date (YYYY-MM-DD) or ISO date-time") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.astimezone(UTC)
+
+
+def _number(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be a number of seconds, got {value!r}") from exc
+    if number < 0 or number != number:
+        raise BadRequest(f"{name} must be >= 0")
+    return number
+
+
+def search_query(
+    params: Mapping[str, str],
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    page: int | None = None,
+    with_total: bool = True,
+) -> SearchQuery:
+    """A :class:`SearchQuery` from request parameters; empty values mean "no filter"."""
+    p = {k: params[k].strip() for k in (*FILTER_PARAMS, "tz") if params.get(k, "").strip()}
+    zone = time_zone(p.get("tz"))
+    try:
+        return SearchQuery(
+            q=p.get("q", ""),
+            since=parse_moment(p["since"], zone) if "since" in p else None,
+            until=parse_moment(p["until"], zone, end=True) if "until" in p else None,
+            direction=p.get("direction"),
+            device=p.get("device"),
+            codec=p.get("codec"),
+            status=p.get("status"),
+            source=p.get("source"),
+            min_duration=_number("min_duration", p["min_duration"])
+            if "min_duration" in p
+            else None,
+            max_duration=_number("max_duration", p["max_duration"])
+            if "max_duration" in p
+            else None,
+            tag=p.get("tag"),
+            sort=p.get("sort", "-start_time"),
+            limit=limit,
+            cursor=cursor or None,
+            page=page,
+            with_total=with_total,
+        )
+    except CatalogError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+# -- describing a recording ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """What the packet counters say about the call's audio."""
+
+    #: Audio packets that should have arrived (received as audio plus lost).
+    expected: int
+    lost: int
+    late: int
+    duplicate: int
+    loss_percent: float
+    #: ``good`` (< 1 % lost or late), ``fair`` (< 5 %), ``poor``, or ``unknown`` (no audio).
+    grade: str
+
+
+def quality(rec: RecordingInfo | Mapping[str, int]) -> Quality:
+    if isinstance(rec, RecordingInfo):
+        c = {name: getattr(rec.counters, name) for name in ("received", "lost", "late")}
+        c |= {
+            name: getattr(rec.counters, name)
+            for name in ("duplicate", "foreign", "malformed", "other")
+        }
+    else:
+        c = dict(rec)
+    audio = c["received"] - c["foreign"] - c["malformed"] - c["other"] - c["duplicate"]
+    expected = max(0, audio) + c["lost"]
+    impaired = c["lost"] + c["late"]
+    percent = 100.0 * impaired / expected if expected else 0.0
+    if not expected:
+        grade = "unknown"
+    elif percent < 1:
+        grade = "good"
+    elif percent < 5:
+        grade = "fair"
+    else:
+        grade = "poor"
+    return Quality(
+        expected=expected,
+        lost=c["lost"],
+        late=c["late"],
+        duplicate=c["duplicate"],
+        loss_percent=round(100.0 * c["lost"] / expected, 2) if expected else 0.0,
+        grade=grade,
+    )
+
+
+def recording_dict(rec: RecordingInfo, tags: list[str] | None = None) -> dict[str, Any]:
+    data = dataclasses.asdict(rec)
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    data["counters"] = dataclasses.asdict(rec.counters)
+    data["quality"] = dataclasses.asdict(quality(rec))
+    data["tags"] = tags or []
+    data["file_name"] = PurePosixPath(rec.path).name
+    return data
+
+
+def download_name(rec: RecordingInfo, fmt: AudioFormat) -> str:
+    return f"{PurePosixPath(rec.path).stem}.{fmt.extension}"
+
+
+def content_disposition(kind: str, filename: str) -> str:
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+# -- audio ---------------------------------------------------------------------------------
+
+
+def file_response(request: Request, path: Path, *, media_type: str, disposition: str) -> Response:
+    """The file with HTTP range support: 206 for one satisfiable range, 416 for an
+    unsatisfiable one, 200 otherwise. HEAD gets the same headers without a body."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise HTTPException(404, "the recording's file is missing") from exc
+    size = stat.st_size
+    etag = etag_for(size, stat.st_mtime_ns)
+    modified = last_modified(stat.st_mtime)
+    headers = {
+        "accept-ranges": "bytes",
+        "etag": etag,
+        "last-modified": modified,
+        "content-disposition": disposition,
+        "cache-control": "private, no-cache",
+    }
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    byte_range = None
+    if if_range_matches(request.headers.get("if-range"), etag=etag, last_modified=modified):
+        try:
+            byte_range = parse_range(request.headers.get("range"), size)
+        except RangeNotSatisfiable as exc:
+            return Response(
+                status_code=416,
+                headers={**headers, "content-range": exc.content_range},
+            )
+    start, length, status = 0, size, 200
+    if byte_range is not None:
+        start, length, status = byte_range.start, byte_range.length, 206
+        headers["content-range"] = byte_range.content_range
+    headers["content-length"] = str(length)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type=media_type)
+    return StreamingResponse(
+        file_slice(path, start, length), status_code=status, headers=headers, media_type=media_type
+    )
+
+
+async def converted_response(path: Path, fmt: AudioFormat, filename: str) -> Response:
+    if not path.is_file():
+        raise HTTPException(404, "the recording's file is missing")
+    frames: int | None = None
+    with contextlib.suppress(OSError, WavLayoutError):
+        _rate, channels, _offset, length = await run_in_threadpool(wav_layout, path)
+        frames = length // (2 * channels)
+    try:
+        body = await transcode(path, fmt, frames=frames)
+    except TranscodeError as exc:
+        raise HTTPException(503, str(exc)) from exc
+    return StreamingResponse(
+        body,
+        media_type=fmt.media_type,
+        headers={
+            "content-disposition": content_disposition("attachment", filename),
+            "cache-control": "private, no-store",
+        },
+    )
+
+
+def audio_format(name: str) -> AudioFormat:
+    fmt = FORMATS.get(name.lower())
+    if fmt is None:
+        raise HTTPException(400, f"format must be one of {', '.join(FORMATS)}, not {name!r}")
+    return fmt
+
+
+INDEX_FIELDS: Final = (
+    "id",
+    "start_time",
+    "duration",
+    "direction",
+    "local_number",
+    "local_name",
+    "remote_number",
+    "remote_name",
+    "device",
+    "codec",
+    "status",
+    "sha256",
+    "path",
+)
+
+
+def zip_response(ctx: WebContext, recs: list[RecordingInfo], filename: str) -> Response:
+    members = [ZipMember(recording_file(ctx, r), r.path, r.start_time) for r in recs]
+    rows = [
+        {
+            k: (v.isoformat() if isinstance(v, datetime) else v)
+            for k, v in ((f, getattr(r, f)) for f in INDEX_FIELDS)
+        }
+        for r in recs
+    ]
+    return StreamingResponse(
+        zip_stream(members, index_rows=rows),
+        media_type="application/zip",
+        headers={
+            "content-disposition": content_disposition("attachment", filename),
+            "cache-control": "private, no-store",
+        },
+    )
+
+
+def zip_name() -> str:
+    return f"recordings-{datetime.now().astimezone():%Y-%m-%d_%H%M%S}.zip"
+
+
+def parse_ids(values: list[str]) -> list[int]:
+    ids: list[int] = []
+    for value in values:
+        for part in re.split(r"[,\s]+", value.strip()):
+            if not part:
+                continue
+            if not part.isdigit():
+                raise BadRequest(f"recording ids must be numbers, got {part!r}")
+            ids.append(int(part))
+    return ids
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=json_default, ensure_ascii=False)

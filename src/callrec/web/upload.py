@@ -1,0 +1,100 @@
+"""``POST /api/v1/recordings/import``: upload a phone-local (USB) recording (issue 3).
+
+The body is ``multipart/form-data`` with the file in the field ``file`` (its file name is the
+recording's, ``Record_[SystemTime].wav``) and optionally the phone's MAC in ``device``. The
+import is :func:`callrec.media.localimport.import_bytes`, as ``callrec file import`` does it:
+a playable WAV beside the kept original, source ``usb``, duplicates recognised by SHA-256.
+
+Answers: 201 and the new recording; 200 and the existing one when the file was imported
+before (``duplicate: true``); 411 without a Content-Length; 413 over ``usb_import_max_bytes``
+(checked on the Content-Length before the body is read, and on the file); 422 when the file
+is not a phone recording callrec can decode (the detail says why). Admins only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from starlette.datastructures import UploadFile
+
+from callrec.exceptions import LocalFileError
+from callrec.media.localimport import ImportResult, ImportTooLargeError, import_bytes
+from callrec.web.api import bearer
+from callrec.web.auth import Principal, api_csrf, audit, ctx_of, require_admin
+from callrec.web.recordings import recording_dict
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
+
+#: Room for the multipart framing and the small fields around the file.
+MULTIPART_OVERHEAD: Final = 64 * 1024
+#: Name given to a file uploaded without one.
+DEFAULT_NAME: Final = "upload.wav"
+
+Admin = Annotated[Principal, Depends(require_admin)]
+
+
+@router.post(
+    "/recordings/import",
+    status_code=201,
+    tags=["recordings"],
+    responses={
+        200: {"description": "Imported before: the existing recording."},
+        411: {"description": "No Content-Length."},
+        413: {"description": "Over usb_import_max_bytes."},
+        422: {"description": "Not a phone recording callrec can decode."},
+    },
+)
+async def import_upload(request: Request, principal: Admin, response: Response) -> dict[str, Any]:
+    """Import an uploaded phone-local (USB) recording, `Record_*.wav` (admin)."""
+    await api_csrf(request, principal)
+    ctx = ctx_of(request)
+    limit = ctx.settings.usb_import_max_bytes
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        raise HTTPException(411, "send the upload with a Content-Length")
+    if int(length) > limit + MULTIPART_OVERHEAD:
+        raise HTTPException(
+            413, f"upload is {length} bytes, over the import limit of {limit} bytes"
+        )
+    form = await request.form(max_files=1, max_fields=4)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(422, "send the recording as the multipart file field 'file'")
+        data = await upload.read()
+        device = form.get("device")
+        name = upload.filename or DEFAULT_NAME
+    finally:
+        await form.close()
+    try:
+        result: ImportResult = await ctx.db(
+            import_bytes,
+            ctx.catalog,
+            ctx.root,
+            data,
+            name=name,
+            device=device if isinstance(device, str) else "",
+            max_bytes=limit,
+            import_dir=ctx.settings.usb_import_dir,
+        )
+    except ImportTooLargeError as exc:
+        raise HTTPException(413, str(exc)) from exc
+    except LocalFileError as exc:
+        raise HTTPException(422, f"{name}: {exc}") from exc
+    await audit(
+        request,
+        "import",
+        principal,
+        recording_id=result.recording.id,
+        name=name,
+        duplicate=result.duplicate,
+    )
+    if result.duplicate:
+        response.status_code = 200
+    return {
+        "duplicate": result.duplicate,
+        "original_sha256": result.original_sha256,
+        "problems": list(result.problems),
+        "recording": recording_dict(result.recording),
+    }

@@ -1,0 +1,122 @@
+"""The web component inside `callrec serve`: first start, configuration, shutdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from callrec.config import Settings
+from callrec.exceptions import ConfigError
+from callrec.server.app import RecordingServer
+from callrec.server.components import build_components
+from callrec.web import WebComponent
+from callrec.web.component import check_web_settings
+from tests.server.conftest import server_settings
+from tests.web.conftest import start_site, stop_site
+
+
+async def test_first_start_prints_a_one_time_admin_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = await start_site(tmp_path, users=False)
+    try:
+        err = capsys.readouterr().err
+        assert "one-time password:" in err
+        password = err.split("one-time password:")[1].split()[0]
+        admin = site.catalog.get_user_by_name("admin")
+        assert admin is not None and admin.is_admin and admin.must_change_password
+        async with httpx.AsyncClient(base_url=site.base) as client:
+            form = await client.get("/login")
+            csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            r = await client.post(
+                "/login", data={"username": "admin", "password": password, "csrf": csrf}
+            )
+            assert r.status_code == 303 and r.headers["location"] == "/account"
+            # Until a new password is chosen, every page leads back to the account page.
+            r = await client.get("/recordings")
+            assert r.status_code == 303 and r.headers["location"] == "/account"
+            # The API (scripts) is not held up by it.
+            assert (await client.get("/api/v1/me")).json()["must_change_password"] is True
+    finally:
+        await stop_site(site)
+    # A second start with a user in the catalogue creates nobody.
+    again = await start_site(tmp_path, users=False)
+    try:
+        assert "one-time password" not in capsys.readouterr().err
+        assert [u.username for u in again.catalog.list_users()] == ["admin"]
+    finally:
+        await stop_site(again)
+
+
+async def test_stop_ends_open_event_streams(tmp_path: Path) -> None:
+    site = await start_site(tmp_path)
+    async with (
+        site.client("admin") as client,
+        client.stream("GET", "/api/v1/live/events") as stream,
+    ):
+        lines = stream.aiter_lines()
+        assert await anext(lines) == "retry: 2000"
+        await site.web.stop()  # returns although the stream is open
+        rest = [line async for line in lines]
+    assert all(not line.startswith("data: [{") for line in rest)
+    await site.server.stop()
+
+
+def test_components_follow_the_settings(tmp_path: Path) -> None:
+    on = server_settings(tmp_path, web_port=0, web_host="127.0.0.1")
+    server = RecordingServer(on)
+    try:
+        assert WebComponent in [type(c) for c in build_components(on, server)]
+        off = server_settings(tmp_path, web_enabled=False)
+        assert WebComponent not in [type(c) for c in build_components(off, server)]
+    finally:
+        server.catalog.close()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"web_port": 70000}, "web_port must be a port number"),
+        ({"web_session_hours": 0.0}, "web_session_hours must be > 0"),
+        ({"web_zip_max_files": 0}, "web_zip_max_files must be >= 1"),
+    ],
+)
+def test_bad_web_settings(overrides: dict[str, object], message: str) -> None:
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        check_web_settings(settings)
+
+
+async def test_metrics_can_require_an_admin(tmp_path: Path) -> None:
+    site = await start_site(tmp_path, web_metrics_public=False)
+    try:
+        async with site.client() as anonymous:
+            assert (await anonymous.get("/metrics")).status_code == 401
+        async with site.client("listener") as listener:
+            assert (await listener.get("/metrics")).status_code == 403
+        async with site.client("admin") as admin:
+            r = await admin.get("/metrics")
+            assert r.status_code == 200 and "callrec_sessions_active 0.0" in r.text
+    finally:
+        await stop_site(site)
+
+
+async def test_a_busy_web_port_is_reported(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        settings = server_settings(tmp_path, web_host="127.0.0.1", web_port=port)
+        server = RecordingServer(settings)
+        await server.start()
+        try:
+            web = WebComponent(settings, server)
+            with pytest.raises(OSError, match=f"web UI cannot listen on 127.0.0.1:{port}"):
+                await web.start()
+            await web.stop()
+        finally:
+            await server.stop()
