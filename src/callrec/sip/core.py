@@ -1,0 +1,1355 @@
+"""The SIP back-to-back user agent that records: registrar, call legs, INFO Record. No I/O.
+
+Messages go in with :meth:`SipCore.receive` (bytes, where they came from, the time) and timers
+fire through :meth:`SipCore.handle_timers`; what to do comes out of :meth:`SipCore.pop_actions`
+as :mod:`callrec.sip.events` (datagrams to send, relay targets, recordings to start and stop).
+Two things are injected because the core must have them synchronously: the media port
+allocator (a relay pair must be in the SDP we send) and the account lookup (accounts are a
+snapshot of the catalogue that the I/O layer refreshes).
+
+Every call has two legs, each its own dialog: leg A with the caller (we are its UAS), leg B
+with the callee (we are its UAC). Each leg's SDP is rewritten to our relay port on the side
+facing it, so both RTP directions pass through callrec, where they are relayed and, when the
+call is being recorded, written to a stereo file (left caller, right callee).
+
+Two deployments (``CoreConfig.upstream``):
+
+* **registrar** (no upstream): phones REGISTER here with digest authentication against the
+  catalogue's accounts and call each other by user name; INVITEs are challenged too.
+* **outbound proxy** (upstream set): REGISTERs are relayed to the upstream SIP server with
+  the phone's Contact replaced by ours (a per-phone token), so its incoming calls come through
+  us; the phones' calls go upstream. Authentication is the upstream's business: challenges
+  and credentials pass through unchanged.
+
+``Record: on`` / ``Record: off`` INFOs are answered here and never relayed: 200, 403 when
+the sender's account policy forbids it, 481 outside a call, 400 for another value. Each
+Record on ... off is its own recording (see docs/sip.md for why).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from callrec import __version__
+from callrec.exceptions import ResourceError
+from callrec.sip.accounts import POLICY_ALWAYS, POLICY_NEVER, POLICY_ON_DEMAND, Account
+from callrec.sip.auth import DigestAuthenticator
+from callrec.sip.dialog import MAX_FORWARDS, Dialog
+from callrec.sip.errors import SipProtocolError
+from callrec.sip.events import (
+    Action,
+    CallEnded,
+    CallParty,
+    MediaUpdate,
+    StartRecording,
+    StopRecording,
+    Transmit,
+)
+from callrec.sip.headers import NameAddr, SipUri, Via, split_list
+from callrec.sip.message import (
+    SipRequest,
+    SipResponse,
+    canonical_name,
+    is_keepalive,
+    make_response,
+    parse_message,
+    reason_phrase,
+    with_body,
+)
+from callrec.sip.peer import Peer
+from callrec.sip.registrar import (
+    Binding,
+    IntervalTooBrief,
+    Registrar,
+    contact_header,
+    contact_token,
+    requested_contacts,
+)
+from callrec.sip.sdp import AudioStream, SdpError, SessionDescription, anchor, audio_stream
+from callrec.sip.transaction import (
+    ClientTransaction,
+    Deliver,
+    Output,
+    Send,
+    ServerTransaction,
+    State,
+    TimedOut,
+    transaction_key,
+)
+
+logger = logging.getLogger(__name__)
+
+ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, MESSAGE, NOTIFY"
+#: Methods we relay inside a call, besides INVITE (re-INVITE), BYE and INFO.
+RELAYED_IN_DIALOG: Final = frozenset({"INFO", "MESSAGE", "NOTIFY", "OPTIONS"})
+#: Headers of a caller's INVITE that are passed on to the callee.
+PASSED_REQUEST_HEADERS: Final = frozenset(
+    {"Subject", "Accept", "Alert-Info", "Call-Info", "Priority", "Organization", "User-Agent"}
+)
+#: Headers of a callee's response that are passed back to the caller.
+PASSED_RESPONSE_HEADERS: Final = frozenset(
+    {"Warning", "Reason", "Retry-After", "Server", "Min-Expires"}
+)
+#: Credentials and challenges pass through only in outbound-proxy mode (the upstream's).
+AUTH_REQUEST_HEADERS: Final = frozenset({"Authorization", "Proxy-Authorization"})
+AUTH_RESPONSE_HEADERS: Final = frozenset({"WWW-Authenticate", "Proxy-Authenticate"})
+SDP: Final = "application/sdp"
+_MAC = re.compile(r"(?<![0-9a-fA-F])([0-9a-fA-F]{12})(?![0-9a-fA-F])")
+
+
+class MediaAllocator(Protocol):
+    def allocate(self, call: str) -> tuple[int, int]:
+        """Open a relay for ``call``: (port facing the caller, port facing the callee).
+        Raises ResourceError when none is free."""
+        ...
+
+
+AccountLookup = Callable[[str], Account | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoreConfig:
+    """How this B2BUA presents itself; see :class:`callrec.config.Settings` for the sources."""
+
+    #: Our SIP port per transport ("udp", "tcp"), as bound.
+    ports: dict[str, int]
+    #: Digest realm of the registrar.
+    realm: str = "callrec"
+    #: The SIP server we front in outbound-proxy mode; None: we are the registrar.
+    upstream: Peer | None = None
+    #: Policy of a party with no account here (proxy mode, or the far side of a call).
+    default_policy: str = POLICY_ON_DEMAND
+    min_expires: int = 60
+    max_expires: int = 3600
+    #: Challenge INVITEs from our phones (registrar mode).
+    authenticate_invites: bool = True
+    user_agent: str = f"callrec/{__version__}"
+
+
+class CallState(enum.Enum):
+    CALLING = "calling"
+    RINGING = "ringing"
+    ANSWERED = "answered"  # 2xx sent to the caller, its ACK not yet seen
+    CONFIRMED = "confirmed"
+    CANCELLING = "cancelling"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class CallInput(enum.Enum):
+    PROVISIONAL = "callee sent 1xx"
+    ANSWER = "callee answered"
+    REJECT = "callee refused or timed out"
+    CANCEL = "caller cancelled"
+    ACK = "caller acknowledged the answer"
+    BYE = "a BYE"
+    DONE = "the last BYE completed"
+
+
+C, CI = CallState, CallInput
+
+CALL_TABLE: Final[dict[tuple[CallState, CallInput], CallState]] = {
+    (C.CALLING, CI.PROVISIONAL): C.RINGING,
+    (C.CALLING, CI.ANSWER): C.ANSWERED,
+    (C.CALLING, CI.REJECT): C.ENDED,
+    (C.CALLING, CI.CANCEL): C.CANCELLING,
+    (C.RINGING, CI.PROVISIONAL): C.RINGING,
+    (C.RINGING, CI.ANSWER): C.ANSWERED,
+    (C.RINGING, CI.REJECT): C.ENDED,
+    (C.RINGING, CI.CANCEL): C.CANCELLING,
+    (C.CANCELLING, CI.PROVISIONAL): C.CANCELLING,
+    (C.CANCELLING, CI.REJECT): C.ENDED,
+    (C.CANCELLING, CI.ANSWER): C.ENDING,
+    (C.ANSWERED, CI.ACK): C.CONFIRMED,
+    (C.ANSWERED, CI.BYE): C.ENDING,
+    (C.CONFIRMED, CI.ACK): C.CONFIRMED,
+    (C.CONFIRMED, CI.BYE): C.ENDING,
+    (C.ENDING, CI.BYE): C.ENDING,
+    (C.ENDING, CI.REJECT): C.ENDING,
+    (C.ENDING, CI.DONE): C.ENDED,
+}
+#: States in which media flows and recording may run.
+ESTABLISHED: Final = frozenset({C.ANSWERED, C.CONFIRMED})
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class Leg:
+    role: str  # "caller" or "callee"
+    peer: Peer
+    #: Our relay port on the side facing this leg (what its SDP from us announces).
+    media_port: int
+    account: Account | None
+    policy: str
+    party: CallParty
+    dialog: Dialog | None = None
+    stream: AudioStream | None = None
+    #: Our tag towards this leg (caller leg: To tag; callee leg: From tag).
+    local_tag: str = ""
+    #: Server transaction of an INVITE from this leg whose 2xx still waits for its ACK.
+    pending_ack: ServerTransaction | None = None
+    #: A re-INVITE relayed away from this leg is in progress (491 for another one).
+    reinvite_pending: bool = False
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class Call:
+    ref: str
+    a: Leg
+    b: Leg
+    a_invite: SipRequest
+    a_tx: ServerTransaction
+    b_invite: SipRequest
+    direction: str
+    state: CallState = CallState.CALLING
+    b_provisional: bool = False
+    cancel_pending: bool = False
+    recording: bool = False
+    forced: bool = False  # a policy "always" records this call; Record: off is refused
+    segment: int = 0
+    end_reason: str = ""
+    byes_pending: int = 0
+    log: logging.LoggerAdapter[logging.Logger] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = _CallLog(logger, {"call": self.ref})
+
+    def fire(self, inp: CallInput) -> bool:
+        new = CALL_TABLE.get((self.state, inp))
+        if new is None:
+            return False
+        self.state = new
+        return True
+
+    def other(self, leg: Leg) -> Leg:
+        return self.b if leg is self.a else self.a
+
+
+class _CallLog(logging.LoggerAdapter[logging.Logger]):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        assert self.extra is not None
+        return f"[{self.extra['call']}] {msg}", kwargs
+
+
+ResponseHandler = Callable[[SipResponse | None, float], None]
+
+
+class SipCore:
+    """One SIP B2BUA instance: feed it messages and timer ticks, carry out its actions."""
+
+    def __init__(
+        self,
+        config: CoreConfig,
+        *,
+        accounts: AccountLookup,
+        media: MediaAllocator,
+        local_address: Callable[[Peer], str],
+        media_address: Callable[[Peer], str] | None = None,
+        auth: DigestAuthenticator | None = None,
+        token: Callable[[int], str] | None = None,
+    ) -> None:
+        self.config = config
+        self._accounts = accounts
+        self._media = media
+        self._local_address = local_address
+        self._media_address = media_address or local_address
+        self.auth = auth or DigestAuthenticator(config.realm)
+        self._token = token or secrets.token_hex
+        self.registrar = Registrar(min_expires=config.min_expires, max_expires=config.max_expires)
+        self._actions: list[Action] = []
+        self._server_txs: dict[tuple[str, str, str], ServerTransaction] = {}
+        self._client_txs: dict[tuple[str, str], tuple[ClientTransaction, ResponseHandler]] = {}
+        self._calls: dict[str, Call] = {}
+        self._by_invite: dict[tuple[str, str, str], Call] = {}
+        self._dialogs: dict[tuple[str, str], tuple[Call, Leg]] = {}
+
+    # -- the interface ---------------------------------------------------------------------
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> None:
+        """One datagram (or one framed stream message) from ``peer``."""
+        if is_keepalive(data):
+            return
+        try:
+            message = parse_message(data, stream=peer.reliable)
+        except SipProtocolError as exc:
+            logger.info("malformed SIP message from %s: %s", peer, exc)
+            self._answer_unparseable(data, peer, exc)
+            return
+        if isinstance(message, SipResponse):
+            self._on_response(message, now)
+        else:
+            self._on_request(message, peer, now)
+
+    def handle_timers(self, now: float) -> None:
+        for key, stx in list(self._server_txs.items()):
+            deadline = stx.next_deadline()
+            if deadline is not None and deadline <= now:
+                self._server_outputs(stx, stx.on_timer(now), now)
+            if stx.terminated:
+                self._server_txs.pop(key, None)
+                self._by_invite.pop(key, None)
+        for ckey, (ctx, handler) in list(self._client_txs.items()):
+            deadline = ctx.next_deadline()
+            if deadline is not None and deadline <= now:
+                self._client_outputs(ctx, handler, ctx.on_timer(now), now)
+            if ctx.terminated:
+                self._client_txs.pop(ckey, None)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [t.next_deadline() for t in self._server_txs.values()]
+        deadlines += [t.next_deadline() for t, _ in self._client_txs.values()]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def pop_actions(self) -> list[Action]:
+        out, self._actions = self._actions, []
+        return out
+
+    def end_call(self, ref: str, reason: str, now: float) -> None:
+        """Hang up both legs of a call (media timeout, shutdown)."""
+        call = self._calls.get(ref)
+        if call is None:
+            return
+        if call.state in (C.CALLING, C.RINGING):
+            self._respond(call.a_tx, call.a_invite, 480, now, to_tag=call.a.local_tag)
+            self._cancel_callee(call, now)
+            call.fire(CI.CANCEL)
+            return
+        if call.state in ESTABLISHED:
+            call.fire(CI.BYE)
+            for leg in (call.a, call.b):
+                self._send_bye(call, leg, now)
+            self._stop_recording(call, reason)
+            call.end_reason = reason
+            if call.byes_pending == 0:
+                self._call_done(call, reason)
+
+    @property
+    def calls(self) -> dict[str, Call]:
+        return self._calls
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _on_request(self, request: SipRequest, peer: Peer, now: float) -> None:
+        key = transaction_key(request)
+        if request.method == "ACK":
+            invite_tx = self._server_txs.get((key[0], key[1], "INVITE"))
+            if invite_tx is not None and invite_tx.state in (State.COMPLETED, State.CONFIRMED):
+                self._server_outputs(invite_tx, invite_tx.receive_request(request, now), now)
+                return
+            self._on_dialog_ack(request, now)
+            return
+        existing = self._server_txs.get(key)
+        if existing is not None:
+            self._server_outputs(existing, existing.receive_request(request, now), now)
+            return
+        tx = ServerTransaction(request, peer)
+        self._server_txs[key] = tx
+        try:
+            self._dispatch(request, tx, peer, now)
+        except SipProtocolError as exc:
+            logger.info("refused %s from %s: %s", request.method, peer, exc)
+            headers: list[tuple[str, str]] = []
+            if isinstance(exc, IntervalTooBrief):
+                headers.append(("Min-Expires", str(exc.min_expires)))
+            if tx.last_response is None or tx.last_response.status < 200:
+                self._respond(tx, request, exc.status, now, headers=headers)
+
+    def _dispatch(self, request: SipRequest, tx: ServerTransaction, peer: Peer, now: float) -> None:
+        method = request.method
+        if method == "CANCEL":
+            self._on_cancel(request, tx, now)
+            return
+        require = [r for r in request.header_values("Require") if r]
+        if require and method not in ("ACK", "CANCEL"):
+            self._respond(tx, request, 420, now, headers=[("Unsupported", ", ".join(require))])
+            return
+        scheme = request.uri.partition(":")[0].lower()
+        if scheme not in ("sip", "sips"):
+            self._respond(tx, request, 416, now)
+            return
+        if request.to.tag is not None:
+            self._on_dialog_request(request, tx, now)
+            return
+        if method == "REGISTER":
+            self._on_register(request, tx, peer, now)
+        elif method == "INVITE":
+            self._on_invite(request, tx, peer, now)
+        elif method == "OPTIONS":
+            self._respond(
+                tx,
+                request,
+                200,
+                now,
+                to_tag=self._token(8),
+                headers=[("Allow", ALLOW), ("Accept", SDP)],
+            )
+        elif method in ("BYE", "INFO"):
+            self._respond(tx, request, 481, now)
+        elif method in ("MESSAGE", "NOTIFY", "SUBSCRIBE", "PUBLISH", "REFER", "UPDATE", "PRACK"):
+            self._respond(tx, request, 405, now, headers=[("Allow", ALLOW)])
+        else:
+            self._respond(tx, request, 501, now, headers=[("Allow", ALLOW)])
+
+    def _answer_unparseable(self, data: bytes, peer: Peer, exc: SipProtocolError) -> None:
+        """Answer a broken request if it names enough of itself to be answered at all."""
+        head = data.split(b"\n", 1)[0]
+        if head.startswith(b"SIP/") or head[:4] == b"ACK ":
+            return
+        lines = data.decode("utf-8", "surrogateescape").replace("\r\n", "\n").split("\n")
+        keep: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            if not line:
+                break
+            name, colon, value = line.partition(":")
+            canonical = canonical_name(name.strip())
+            if colon and canonical in ("Via", "From", "To", "Call-ID", "CSeq"):
+                keep.append((canonical, value.strip()))
+        names = [name for name, _ in keep]
+        if sorted(set(names)) != sorted(names) and names.count("Via") < 2:
+            return  # two From, To, Call-ID or CSeq: no way to tell which to echo
+        if not {"Via", "From", "To", "Call-ID", "CSeq"} <= set(names):
+            return
+        try:
+            # An answer that the sender could not parse either would be no answer at all.
+            parse_message(
+                SipResponse(status=400, reason="x", headers=with_body(keep, b"", None)).serialize()
+            )
+        except SipProtocolError:
+            logger.info(
+                "no answer to a malformed request from %s: its own headers are broken", peer
+            )
+            return
+        reason = f"Bad Request ({exc})"[:120] if exc.status == 400 else None
+        response = SipResponse(
+            status=exc.status,
+            reason=_clean_reason(reason) if reason else _reason(exc.status),
+            headers=with_body(keep, b"", None),
+        )
+        self._actions.append(Transmit(message=response, peer=peer))
+
+    # -- REGISTER --------------------------------------------------------------------------
+
+    def _on_register(
+        self, request: SipRequest, tx: ServerTransaction, peer: Peer, now: float
+    ) -> None:
+        if self.config.upstream is not None:
+            self._relay_register(request, tx, peer, now)
+            return
+        verdict = self.auth.verify(
+            request.header("Authorization"), method="REGISTER", now=now, lookup=self._ha1
+        )
+        if not verdict.ok:
+            if verdict.reason in (
+                "wrong password",
+                "unknown user",
+                "credentials for another realm",
+            ):
+                logger.warning(
+                    "REGISTER from %s refused: %s (%s)", peer, verdict.reason, verdict.username
+                )
+                self._respond(tx, request, 403, now)
+                return
+            stale = verdict.stale or verdict.reason == "not our nonce"
+            self._respond(
+                tx,
+                request,
+                401,
+                now,
+                headers=[("WWW-Authenticate", self.auth.challenge(now, stale=stale))],
+            )
+            return
+        aor = request.to.sip_uri().user or ""
+        if aor != verdict.username:
+            self._respond(tx, request, 403, now, reason="Forbidden (To is not the account)")
+            return
+        bindings = self.registrar.register(request, aor=aor, peer=peer, now=now)
+        headers = [("Contact", contact_header(b, now)) for b in bindings]
+        self._respond(tx, request, 200, now, headers=headers, to_tag=self._token(8))
+        logger.info("%s registered %d contact(s) from %s", aor, len(bindings), peer)
+
+    def _ha1(self, username: str, algorithm: str) -> str | None:
+        account = self._accounts(username)
+        if account is None or account.realm != self.config.realm:
+            return None
+        return account.ha1(algorithm)
+
+    def _relay_register(
+        self, request: SipRequest, tx: ServerTransaction, peer: Peer, now: float
+    ) -> None:
+        upstream = self.config.upstream
+        assert upstream is not None
+        aor = request.to.sip_uri().user or ""
+        wildcard, wanted = requested_contacts(request)
+        mapping: dict[str, str] = {}
+        headers: list[tuple[str, str]] = [("Via", self._via(upstream))]
+        for key, value in request.headers:
+            name = canonical_name(key)
+            if name in (
+                "Via",
+                "Contact",
+                "Content-Length",
+                "Content-Type",
+                "Record-Route",
+                "Route",
+            ):
+                continue
+            if name == "Max-Forwards":
+                value = str(max(0, _max_forwards(request) - 1))
+            headers.append((name, value))
+        if wildcard:
+            headers.append(("Contact", "*"))
+        for item in wanted:
+            token = contact_token(aor, item.contact)
+            ours = self._contact_uri(upstream, user=token)
+            mapping[ours] = item.contact
+            headers.append(("Contact", f"<{ours}>;expires={item.expires}"))
+        relayed = SipRequest(
+            method="REGISTER", uri=request.uri, headers=with_body(headers, b"", None)
+        )
+
+        def done(response: SipResponse | None, when: float) -> None:
+            if response is None:
+                self._respond(tx, request, 408, when)
+                return
+            if response.status < 200:
+                return
+            out: list[tuple[str, str]] = []
+            for key, value in response.headers:
+                name = canonical_name(key)
+                if (
+                    name in AUTH_RESPONSE_HEADERS
+                    or name in PASSED_RESPONSE_HEADERS
+                    or name == "Date"
+                ):
+                    out.append((name, value))
+            if response.success:
+                out += self._learn_bindings(response, request, aor, mapping, peer, when)
+            self._respond(tx, request, response.status, when, reason=response.reason, headers=out)
+
+        self._send_request(relayed, upstream, done, now)
+
+    def _learn_bindings(
+        self,
+        response: SipResponse,
+        request: SipRequest,
+        aor: str,
+        mapping: dict[str, str],
+        peer: Peer,
+        now: float,
+    ) -> list[tuple[str, str]]:
+        """Bindings of the phone from upstream's 200: store ours, translate them back."""
+        granted: dict[str, int] = {}
+        default = _int_or(response.header("Expires"), 3600)
+        for value in response.header_values("Contact"):
+            try:
+                addr = NameAddr.parse(value)
+            except SipProtocolError:
+                continue
+            if addr.uri in mapping:
+                granted[addr.uri] = _int_or(addr.param("expires"), default)
+        out: list[tuple[str, str]] = []
+        for ours, phone_contact in mapping.items():
+            expires = granted.get(ours)
+            if expires is None or expires == 0:
+                self.registrar.remove(aor, phone_contact)
+                continue
+            self.registrar.store(
+                Binding(
+                    aor=aor,
+                    contact=phone_contact,
+                    peer=peer,
+                    expires_at=now + expires,
+                    call_id=request.call_id,
+                    cseq=request.cseq.number,
+                    token=contact_token(aor, phone_contact),
+                    user_agent=request.header("User-Agent") or "",
+                )
+            )
+            out.append(("Contact", f"<{phone_contact}>;expires={expires}"))
+        return out
+
+    # -- INVITE: a new call ----------------------------------------------------------------
+
+    def _on_invite(
+        self, request: SipRequest, tx: ServerTransaction, peer: Peer, now: float
+    ) -> None:
+        if _max_forwards(request) <= 0:
+            self._respond(tx, request, 483, now)
+            return
+        self._respond(tx, request, 100, now)
+        routed = self._route(request, tx, peer, now)
+        if routed is None:
+            return
+        target_peer, target_uri, caller, callee, direction = routed
+        if request.body and request.content_type != SDP:
+            self._respond(tx, request, 415, now, headers=[("Accept", SDP)])
+            return
+        if not request.body:
+            self._respond(
+                tx, request, 488, now, reason="Not Acceptable Here (an SDP offer is required)"
+            )
+            return
+        offer = SessionDescription.parse(request.body)
+        caller_stream = audio_stream(offer)
+        ref = self._token(6)
+        try:
+            caller_port, callee_port = self._media.allocate(ref)
+        except ResourceError as exc:
+            logger.warning("no media ports for a call from %s: %s", peer, exc)
+            self._respond(tx, request, 503, now, headers=[("Retry-After", "5")])
+            return
+        try:
+            b_body = anchor(
+                offer, address=self._media_address(target_peer), port=callee_port
+            ).serialize()
+        except SdpError:
+            self._actions.append(CallEnded(call=ref, reason="unacceptable_sdp"))
+            raise
+        b_invite = self._callee_invite(request, target_peer, target_uri, b_body)
+        a_leg = Leg(
+            role="caller",
+            peer=peer,
+            media_port=caller_port,
+            account=caller[0],
+            policy=caller[1],
+            party=caller[2],
+            stream=caller_stream,
+            local_tag=self._token(8),
+        )
+        b_leg = Leg(
+            role="callee",
+            peer=target_peer,
+            media_port=callee_port,
+            account=callee[0],
+            policy=callee[1],
+            party=callee[2],
+            local_tag=b_invite.from_.tag or "",
+            dialog=Dialog.as_uac(b_invite, peer=target_peer),
+        )
+        call = Call(
+            ref=ref,
+            a=a_leg,
+            b=b_leg,
+            a_invite=request,
+            a_tx=tx,
+            b_invite=b_invite,
+            direction=direction,
+        )
+        call.forced = POLICY_ALWAYS in (a_leg.policy, b_leg.policy)
+        self._calls[ref] = call
+        self._by_invite[transaction_key(request)] = call
+        call.log.info(
+            "%s -> %s (%s): caller %s, callee %s at %s",
+            caller[2].number,
+            callee[2].number,
+            direction,
+            peer,
+            target_uri,
+            target_peer,
+        )
+
+        def on_response(response: SipResponse | None, when: float) -> None:
+            self._on_callee_answer(call, response, when)
+
+        self._send_request(b_invite, target_peer, on_response, now)
+
+    def _route(
+        self, request: SipRequest, tx: ServerTransaction, peer: Peer, now: float
+    ) -> tuple[Peer, str, _Side, _Side, str] | None:
+        """Where the call goes, and who is on each side; None once we answered it ourselves."""
+        from_uri = _user(request.from_.uri)
+        to_user = _user(request.uri)
+        caller_name = request.from_.display_name
+        callee_name = request.to.display_name
+        user_agent = request.header("User-Agent") or ""
+        upstream = self.config.upstream
+        if upstream is None:
+            caller_account: Account | None = None
+            if self.config.authenticate_invites:
+                verdict = self.auth.verify(
+                    request.header("Proxy-Authorization"),
+                    method="INVITE",
+                    now=now,
+                    lookup=self._ha1,
+                )
+                if not verdict.ok:
+                    if verdict.reason in ("wrong password", "unknown user"):
+                        self._respond(tx, request, 403, now)
+                    else:
+                        stale = verdict.stale or verdict.reason == "not our nonce"
+                        challenge = self.auth.challenge(now, stale=stale)
+                        self._respond(
+                            tx, request, 407, now, headers=[("Proxy-Authenticate", challenge)]
+                        )
+                    return None
+                caller_account = self._accounts(verdict.username)
+            else:
+                caller_account = self._accounts(from_uri)
+            bindings = self.registrar.lookup(to_user, now)
+            callee_account = self._accounts(to_user)
+            if not bindings:
+                status = 480 if callee_account is not None else 404
+                self._respond(tx, request, status, now, to_tag=self._token(8))
+                return None
+            binding = bindings[0]
+            caller = self._side(caller_account, from_uri, caller_name, user_agent, peer)
+            callee = self._side(
+                callee_account, to_user, callee_name, binding.user_agent, binding.peer
+            )
+            return binding.peer, binding.contact, caller, callee, "out"
+        token_binding = self.registrar.by_token(to_user, now) if to_user else None
+        if token_binding is not None:
+            callee_account = self._accounts(token_binding.aor)
+            caller = self._side(None, from_uri, caller_name, "", peer)
+            callee = self._side(
+                callee_account,
+                token_binding.aor,
+                callee_name,
+                token_binding.user_agent,
+                token_binding.peer,
+            )
+            return token_binding.peer, token_binding.contact, caller, callee, "in"
+        caller_account = self._accounts(from_uri)
+        caller = self._side(caller_account, from_uri, caller_name, user_agent, peer)
+        callee = self._side(None, to_user, callee_name, "", upstream)
+        return upstream, request.uri, caller, callee, "out"
+
+    def _side(
+        self, account: Account | None, number: str, name: str, user_agent: str, peer: Peer
+    ) -> _Side:
+        policy = account.policy if account is not None else self.config.default_policy
+        mac = _MAC.search(user_agent)
+        party = CallParty(
+            number=number,
+            name=name or (account.display_name if account else ""),
+            account=account.username if account else None,
+            device=mac.group(1).lower() if mac else "",
+            address=peer.host,
+        )
+        return (account, policy, party)
+
+    def _callee_invite(self, request: SipRequest, peer: Peer, uri: str, body: bytes) -> SipRequest:
+        proxy = self.config.upstream is not None
+        from_ = request.from_.with_tag(self._token(8))
+        to = request.to.with_tag(None)
+        if proxy:
+            # The same caller retrying with credentials must look like the same call upstream:
+            # some servers tie their nonces to the Call-ID.
+            call_id = (
+                "cr"
+                + hashlib.sha256(request.call_id.encode("utf-8", "surrogateescape")).hexdigest()[
+                    :24
+                ]
+            )
+            cseq = request.cseq.number
+        else:
+            call_id = self._token(12)
+            cseq = 1
+        headers: list[tuple[str, str]] = [
+            ("Via", self._via(peer)),
+            ("Max-Forwards", str(min(MAX_FORWARDS, _max_forwards(request) - 1))),
+            ("From", from_.serialize()),
+            ("To", to.serialize()),
+            ("Call-ID", call_id),
+            ("CSeq", f"{cseq} INVITE"),
+            ("Contact", self._contact(peer)),
+            ("Allow", ALLOW),
+        ]
+        for key, value in request.headers:
+            name = canonical_name(key)
+            if name in PASSED_REQUEST_HEADERS or (proxy and name in AUTH_REQUEST_HEADERS):
+                headers.append((name, value))
+        return SipRequest(
+            method="INVITE", uri=uri, headers=with_body(headers, body, SDP), body=body
+        )
+
+    def _on_callee_answer(self, call: Call, response: SipResponse | None, now: float) -> None:
+        b = call.b
+        assert b.dialog is not None
+        if response is None:
+            call.log.info("callee did not answer in time")
+            if call.state is C.RINGING:
+                # Timer C: it rang for minutes. Tell the caller, cancel the callee; the
+                # callee's 487 then ends the call.
+                self._respond(call.a_tx, call.a_invite, 408, now, to_tag=call.a.local_tag)
+                call.fire(CI.CANCEL)
+                self._cancel_callee(call, now)
+                return
+            if call.fire(CI.REJECT):
+                if call.state is C.ENDED and call.a_tx.last_response is not None:
+                    if call.a_tx.last_response.status < 200:
+                        self._respond(call.a_tx, call.a_invite, 408, now, to_tag=call.a.local_tag)
+                    self._call_done(call, "no_answer")
+                elif call.state is C.ENDING:
+                    self._bye_done(call, now)
+            return
+        b.dialog.response_received(response)
+        status = response.status
+        if status == 100:
+            return
+        if status < 200:
+            call.b_provisional = True
+            call.fire(CI.PROVISIONAL)
+            if call.state is C.CANCELLING:
+                if call.cancel_pending:
+                    self._cancel_callee(call, now)
+                return
+            body, ctype = self._relay_sdp(call, response, towards=call.a, now=now)
+            if body and ctype == SDP:
+                self._media_update(call)  # early media flows before the answer
+            self._respond(
+                call.a_tx,
+                call.a_invite,
+                status,
+                now,
+                reason=response.reason,
+                to_tag=call.a.local_tag,
+                headers=[("Contact", self._contact(call.a.peer))],
+                body=body,
+                content_type=ctype,
+                copy_record_route=True,
+            )
+            return
+        if status < 300:
+            self._ack_callee(call, response, now)
+            if call.state in ESTABLISHED or call.state is C.ENDING:
+                return  # a retransmitted 2xx: the ACK above was all it needed
+            if call.state is C.CANCELLING:
+                call.fire(CI.ANSWER)
+                call.end_reason = "cancelled"
+                self._send_bye(call, b, now)
+                return
+            try:
+                answer = SessionDescription.parse(response.body)
+                b.stream = audio_stream(answer)
+                a_body = anchor(
+                    answer, address=self._media_address(call.a.peer), port=call.a.media_port
+                ).serialize()
+            except SdpError as exc:
+                call.log.warning("callee's answer is unusable: %s", exc)
+                self._respond(call.a_tx, call.a_invite, 488, now, to_tag=call.a.local_tag)
+                call.state = C.ENDING
+                call.end_reason = "unacceptable_sdp"
+                self._send_bye(call, b, now)
+                return
+            a_dialog = Dialog.as_uas(call.a_invite, local_tag=call.a.local_tag, peer=call.a.peer)
+            a_dialog.answered()
+            call.a.dialog = a_dialog
+            call.a.pending_ack = call.a_tx
+            self._dialogs[(a_dialog.call_id, a_dialog.local_tag)] = (call, call.a)
+            self._dialogs[(b.dialog.call_id, b.dialog.local_tag)] = (call, b)
+            self._respond(
+                call.a_tx,
+                call.a_invite,
+                status,
+                now,
+                reason=response.reason,
+                to_tag=call.a.local_tag,
+                headers=[("Contact", self._contact(call.a.peer)), ("Allow", ALLOW)],
+                body=a_body,
+                content_type=SDP,
+                copy_record_route=True,
+            )
+            call.fire(CI.ANSWER)
+            call.log.info("answered (%s)", self._codec_text(call))
+            self._media_update(call)
+            if call.forced:
+                self._start_recording(call, "always")
+            return
+        # 3xx-6xx
+        if call.state is C.CANCELLING:
+            call.fire(CI.REJECT)
+            self._call_done(call, "cancelled")
+            return
+        headers: list[tuple[str, str]] = []
+        for key, value in response.headers:
+            name = canonical_name(key)
+            if name in PASSED_RESPONSE_HEADERS or (
+                self.config.upstream is not None and name in AUTH_RESPONSE_HEADERS
+            ):
+                headers.append((name, value))
+        call.log.info("callee refused: %d %s", status, response.reason)
+        self._respond(
+            call.a_tx,
+            call.a_invite,
+            status,
+            now,
+            reason=response.reason,
+            to_tag=call.a.local_tag,
+            headers=headers,
+        )
+        call.fire(CI.REJECT)
+        self._call_done(call, f"rejected_{status}")
+
+    def _codec_text(self, call: Call) -> str:
+        codec = self._call_codec(call)
+        return codec[1] if codec else "no common codec"
+
+    def _call_codec(self, call: Call) -> tuple[int, str] | None:
+        """The codec the callee answered with first: both directions record with it."""
+        if call.b.stream is None:
+            return None
+        return call.b.stream.first_codec
+
+    def _media_update(self, call: Call) -> None:
+        codec = self._call_codec(call)
+        a, b = call.a.stream, call.b.stream
+        self._actions.append(
+            MediaUpdate(
+                call=call.ref,
+                caller=(a.address, a.port) if a is not None and a.address else None,
+                callee=(b.address, b.port) if b is not None and b.address else None,
+                codec=codec[1] if codec else None,
+                payload_type=codec[0] if codec else None,
+                caller_signalling_ip=call.a.peer.host,
+                callee_signalling_ip=call.b.peer.host,
+            )
+        )
+
+    def _relay_sdp(
+        self, call: Call, message: SipRequest | SipResponse, *, towards: Leg, now: float
+    ) -> tuple[bytes, str | None]:
+        """The body of ``message`` for the other leg: SDP anchored on ``towards``' port."""
+        if not message.body:
+            return b"", None
+        if message.content_type != SDP:
+            return message.body, message.header("Content-Type")
+        try:
+            sdp = SessionDescription.parse(message.body)
+            stream = audio_stream(sdp)
+            rewritten = anchor(
+                sdp, address=self._media_address(towards.peer), port=towards.media_port
+            )
+        except SdpError as exc:
+            call.log.info("dropping an unusable early SDP: %s", exc)
+            return b"", None
+        call.other(towards).stream = stream
+        return rewritten.serialize(), SDP
+
+    def _ack_callee(self, call: Call, response: SipResponse, now: float) -> None:
+        b = call.b
+        assert b.dialog is not None
+        if b.dialog.last_ack is None or b.dialog.last_ack.cseq.number != response.cseq.number:
+            b.dialog.last_ack = b.dialog.request(
+                "ACK", via=self._via(b.peer), cseq=response.cseq.number
+            )
+        self._actions.append(Transmit(message=b.dialog.last_ack, peer=b.peer))
+
+    # -- CANCEL ----------------------------------------------------------------------------
+
+    def _on_cancel(self, request: SipRequest, tx: ServerTransaction, now: float) -> None:
+        key = transaction_key(request)
+        invite_key = (key[0], key[1], "INVITE")
+        invite_tx = self._server_txs.get(invite_key)
+        if invite_tx is None:
+            self._respond(tx, request, 481, now)
+            return
+        self._respond(tx, request, 200, now)
+        call = self._by_invite.get(invite_key)
+        last = invite_tx.last_response
+        if last is None or last.status < 200:
+            tag = call.a.local_tag if call is not None else self._token(8)
+            self._respond(invite_tx, invite_tx.request, 487, now, to_tag=tag)
+        if call is not None and call.fire(CI.CANCEL):
+            call.log.info("caller cancelled")
+            self._cancel_callee(call, now)
+
+    def _cancel_callee(self, call: Call, now: float) -> None:
+        if not call.b_provisional:
+            call.cancel_pending = True  # RFC 3261 9.1: no CANCEL before a provisional
+            return
+        call.cancel_pending = False
+        invite = call.b_invite
+        headers = [("Via", invite.header_values("Via")[0])]
+        for key, value in invite.headers:
+            name = canonical_name(key)
+            if name in ("Max-Forwards", "From", "To", "Call-ID", "Route"):
+                headers.append((name, value))
+        headers.append(("CSeq", f"{invite.cseq.number} CANCEL"))
+        cancel = SipRequest(method="CANCEL", uri=invite.uri, headers=with_body(headers, b"", None))
+        self._send_request(cancel, call.b.peer, lambda _r, _t: None, now)
+
+    # -- in-dialog requests ----------------------------------------------------------------
+
+    def _find_leg(self, request: SipRequest) -> tuple[Call, Leg] | None:
+        found = self._dialogs.get((request.call_id, request.to.tag or ""))
+        if found is None:
+            return None
+        _call, leg = found
+        assert leg.dialog is not None
+        if leg.dialog.remote_tag is not None and request.from_.tag != leg.dialog.remote_tag:
+            return None
+        return found
+
+    def _on_dialog_ack(self, request: SipRequest, now: float) -> None:
+        found = self._find_leg(request)
+        if found is None:
+            return  # an ACK for nothing we know: ACKs are never answered
+        call, leg = found
+        tx = leg.pending_ack
+        if tx is not None and tx.request.cseq.number == request.cseq.number:
+            self._server_outputs(tx, tx.ack_received(now), now)
+            leg.pending_ack = None
+        if leg is call.a:
+            call.fire(CI.ACK)
+
+    def _on_dialog_request(self, request: SipRequest, tx: ServerTransaction, now: float) -> None:
+        found = self._find_leg(request)
+        if found is None:
+            self._respond(tx, request, 481, now)
+            return
+        call, leg = found
+        assert leg.dialog is not None
+        leg.dialog.check_remote_cseq(request)
+        method = request.method
+        if method == "BYE":
+            self._on_bye(call, leg, request, tx, now)
+        elif method == "INFO" and request.header("Record") is not None:
+            self._on_record_info(call, leg, request, tx, now)
+        elif method == "INVITE" or method in RELAYED_IN_DIALOG:
+            self._relay_in_dialog(call, leg, request, tx, now)
+        else:
+            self._respond(
+                tx, request, 405 if method in ALLOW else 501, now, headers=[("Allow", ALLOW)]
+            )
+
+    def _on_bye(
+        self, call: Call, leg: Leg, request: SipRequest, tx: ServerTransaction, now: float
+    ) -> None:
+        assert leg.dialog is not None
+        self._respond(tx, request, 200, now)
+        leg.dialog.bye()
+        call.log.info("%s hung up", leg.role)
+        if not call.fire(CI.BYE):
+            return
+        call.end_reason = call.end_reason or f"{leg.role}_hangup"
+        self._stop_recording(call, "hangup")
+        self._send_bye(call, call.other(leg), now)
+        if call.byes_pending == 0:
+            self._bye_done(call, now)
+
+    def _send_bye(self, call: Call, leg: Leg, now: float) -> None:
+        dialog = leg.dialog
+        if dialog is None or dialog.terminated or dialog.remote_tag is None:
+            return
+        bye = dialog.request("BYE", via=self._via(leg.peer))
+        dialog.bye()
+        call.byes_pending += 1
+
+        def done(_response: SipResponse | None, when: float) -> None:
+            call.byes_pending -= 1
+            if call.byes_pending == 0:
+                self._bye_done(call, when)
+
+        self._send_request(bye, leg.peer, done, now)
+
+    def _bye_done(self, call: Call, now: float) -> None:
+        if call.fire(CI.DONE) or call.state is C.ENDED:
+            self._call_done(call, call.end_reason or "hangup")
+
+    def _call_done(self, call: Call, reason: str) -> None:
+        if call.ref not in self._calls:
+            return
+        self._stop_recording(call, reason)
+        call.state = C.ENDED
+        del self._calls[call.ref]
+        for leg in (call.a, call.b):
+            if leg.dialog is not None:
+                self._dialogs.pop((leg.dialog.call_id, leg.dialog.local_tag), None)
+        self._actions.append(CallEnded(call=call.ref, reason=reason))
+        call.log.info("ended (%s)", reason)
+
+    def _relay_in_dialog(
+        self, call: Call, leg: Leg, request: SipRequest, tx: ServerTransaction, now: float
+    ) -> None:
+        other = call.other(leg)
+        if call.state not in ESTABLISHED or other.dialog is None or not other.dialog.confirmed:
+            self._respond(tx, request, 491 if request.method == "INVITE" else 481, now)
+            return
+        invite = request.method == "INVITE"
+        if invite:
+            if leg.reinvite_pending or other.reinvite_pending:
+                self._respond(tx, request, 491, now)
+                return
+            leg.reinvite_pending = True
+        body, ctype = self._relay_sdp(call, request, towards=other, now=now)
+        headers = tuple(
+            (canonical_name(k), v)
+            for k, v in request.headers
+            if canonical_name(k) in PASSED_REQUEST_HEADERS
+            or canonical_name(k) in ("Event", "Subscription-State")
+        )
+        relayed = other.dialog.request(
+            request.method,
+            via=self._via(other.peer),
+            contact=self._contact(other.peer) if invite else None,
+            headers=headers,
+            body=body,
+            content_type=ctype,
+        )
+        if invite:
+            self._media_update(call)
+
+        def done(response: SipResponse | None, when: float) -> None:
+            if response is None:
+                leg.reinvite_pending = False
+                self._respond(tx, request, 408, when)
+                return
+            if response.status < 200:
+                if response.status > 100 and invite:
+                    self._respond(tx, request, response.status, when, reason=response.reason)
+                return
+            extra: list[tuple[str, str]] = []
+            out_body, out_type = b"", None
+            if invite:
+                leg.reinvite_pending = False
+                if response.success:
+                    assert other.dialog is not None
+                    ack = other.dialog.request(
+                        "ACK", via=self._via(other.peer), cseq=relayed.cseq.number
+                    )
+                    self._actions.append(Transmit(message=ack, peer=other.peer))
+                    out_body, out_type = self._relay_sdp(call, response, towards=leg, now=when)
+                    extra.append(("Contact", self._contact(leg.peer)))
+                    leg.pending_ack = tx
+                    self._media_update(call)
+            elif response.body:
+                out_body, out_type = response.body, response.header("Content-Type")
+            for key, value in response.headers:
+                if canonical_name(key) in PASSED_RESPONSE_HEADERS:
+                    extra.append((canonical_name(key), value))
+            self._respond(
+                tx,
+                request,
+                response.status,
+                when,
+                reason=response.reason,
+                headers=extra,
+                body=out_body,
+                content_type=out_type,
+            )
+
+        self._send_request(relayed, other.peer, done, now)
+
+    # -- INFO Record -----------------------------------------------------------------------
+
+    def _on_record_info(
+        self, call: Call, leg: Leg, request: SipRequest, tx: ServerTransaction, now: float
+    ) -> None:
+        value = (request.header("Record") or "").strip().lower()
+        if value not in ("on", "off"):
+            self._respond(tx, request, 400, now, reason="Bad Request (Record must be on or off)")
+            return
+        if call.state not in ESTABLISHED:
+            self._respond(tx, request, 481, now, reason="Call Does Not Exist (not answered)")
+            return
+        if leg.policy == POLICY_NEVER:
+            call.log.info("Record: %s from the %s refused: policy never", value, leg.role)
+            self._respond(tx, request, 403, now, reason="Forbidden (recording not allowed)")
+            return
+        if value == "off" and call.forced:
+            self._respond(tx, request, 403, now, reason="Forbidden (this call is always recorded)")
+            return
+        self._respond(tx, request, 200, now)
+        call.log.info("Record: %s from the %s", value, leg.role)
+        if value == "on":
+            self._start_recording(call, "info")
+        else:
+            self._stop_recording(call, "record_off")
+
+    def _start_recording(self, call: Call, trigger: str) -> None:
+        if call.recording:
+            return
+        call.recording = True
+        call.segment += 1
+        self._actions.append(
+            StartRecording(
+                call=call.ref,
+                segment=call.segment,
+                caller=call.a.party,
+                callee=call.b.party,
+                direction=call.direction,
+                trigger=trigger,
+                sip_call_id=call.a_invite.call_id,
+                extra={"callee_call_id": call.b_invite.call_id},
+            )
+        )
+
+    def _stop_recording(self, call: Call, reason: str) -> None:
+        if not call.recording:
+            return
+        call.recording = False
+        self._actions.append(StopRecording(call=call.ref, reason=reason))
+
+    # -- responses and transactions --------------------------------------------------------
+
+    def _on_response(self, response: SipResponse, now: float) -> None:
+        via = response.top_via
+        entry = self._client_txs.get((via.branch or "", response.cseq.method))
+        if entry is None:
+            self._stray_response(response, now)
+            return
+        tx, handler = entry
+        self._client_outputs(tx, handler, tx.receive_response(response, now), now)
+
+    def _stray_response(self, response: SipResponse, now: float) -> None:
+        """A 2xx to an INVITE whose transaction is gone: re-send the ACK if it is ours."""
+        if response.cseq.method != "INVITE" or not response.success:
+            return
+        found = self._dialogs.get((response.call_id, response.from_.tag or ""))
+        if found is None:
+            return
+        _call, leg = found
+        if leg.dialog is not None and leg.dialog.last_ack is not None:
+            self._actions.append(Transmit(message=leg.dialog.last_ack, peer=leg.peer))
+
+    def _send_request(
+        self, request: SipRequest, peer: Peer, handler: ResponseHandler, now: float
+    ) -> None:
+        tx = ClientTransaction(request, peer)
+        self._client_txs[(tx.branch, request.method)] = (tx, handler)
+        self._client_outputs(tx, handler, tx.start(now), now)
+
+    def _client_outputs(
+        self, tx: ClientTransaction, handler: ResponseHandler, outputs: list[Output], now: float
+    ) -> None:
+        for out in outputs:
+            if isinstance(out, Send):
+                self._actions.append(Transmit(message=out.message, peer=out.peer))
+            elif isinstance(out, Deliver):
+                handler(out.response, now)
+            elif isinstance(out, TimedOut):
+                handler(None, now)
+
+    def _server_outputs(self, tx: ServerTransaction, outputs: list[Output], now: float) -> None:
+        for out in outputs:
+            if isinstance(out, Send):
+                self._actions.append(Transmit(message=out.message, peer=out.peer))
+            elif isinstance(out, TimedOut):
+                self._server_timeout(tx, out.reason, now)
+
+    def _server_timeout(self, tx: ServerTransaction, reason: str, now: float) -> None:
+        if tx.request.method != "INVITE" or tx.last_response is None:
+            return
+        if not tx.last_response.success:
+            return
+        for call in list(self._calls.values()):
+            for leg in (call.a, call.b):
+                if leg.pending_ack is tx:
+                    leg.pending_ack = None
+                    call.log.warning("no ACK from the %s: hanging up", leg.role)
+                    self.end_call(call.ref, "no_ack", now)
+                    return
+
+    def _respond(
+        self,
+        tx: ServerTransaction,
+        request: SipRequest,
+        status: int,
+        now: float,
+        *,
+        reason: str | None = None,
+        to_tag: str | None = None,
+        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+        copy_record_route: bool = False,
+    ) -> None:
+        if status >= 200 and to_tag is None and request.to.tag is None and status != 100:
+            to_tag = self._token(8)
+        response = make_response(
+            request,
+            status,
+            reason,
+            to_tag=to_tag,
+            headers=[*headers, ("Server", self.config.user_agent)],
+            body=body,
+            content_type=content_type,
+            copy_record_route=copy_record_route,
+        )
+        response = _with_received(response, tx.peer)
+        self._server_outputs(tx, tx.respond(response, now), now)
+
+    # -- our own addresses -----------------------------------------------------------------
+
+    def _via(self, peer: Peer) -> str:
+        address = self._local_address(peer)
+        port = self.config.ports[peer.transport]
+        host = f"[{address}]" if ":" in address else address
+        return (
+            f"SIP/2.0/{peer.transport.upper()} {host}:{port};branch=z9hG4bK{self._token(10)};rport"
+        )
+
+    def _contact_uri(self, peer: Peer, *, user: str = "callrec") -> str:
+        uri = SipUri(
+            user=user, host=self._local_address(peer), port=self.config.ports[peer.transport]
+        )
+        if peer.transport != "udp":
+            uri = uri.with_params(transport=peer.transport)
+        return uri.serialize()
+
+    def _contact(self, peer: Peer) -> str:
+        return f"<{self._contact_uri(peer)}>"
+
+
+_Side = tuple[Account | None, str, CallParty]
+
+
+def _user(uri: str) -> str:
+    try:
+        return SipUri.parse(uri).user or ""
+    except SipProtocolError:
+        return ""
+
+
+def _max_forwards(request: SipRequest) -> int:
+    value = request.header("Max-Forwards")
+    return int(value) if value is not None else MAX_FORWARDS
+
+
+def _int_or(text: str | None, default: int) -> int:
+    if text is None or not text.strip().isdigit():
+        return default
+    return int(text.strip())
+
+
+def _reason(status: int) -> str:
+    return reason_phrase(status)
+
+
+def _clean_reason(text: str) -> str:
+    return "".join(c if c.isprintable() and c not in "\r\n" else "?" for c in text)
+
+
+def _with_received(response: SipResponse, peer: Peer) -> SipResponse:
+    """RFC 3261 18.2.1 / RFC 3581: tell the sender where its request really came from."""
+    values = response.header_values("Via")
+    if not values:
+        return response
+    try:
+        top = Via.parse(values[0])
+    except SipProtocolError:
+        return response
+    changed = top
+    if top.host != peer.host:
+        changed = changed.with_params(received=peer.host)
+    if top.param("rport") == "":
+        changed = changed.with_params(rport=str(peer.port), received=peer.host)
+    if changed is top:
+        return response
+    headers: list[tuple[str, str]] = []
+    done = False
+    for key, value in response.headers:
+        if canonical_name(key) == "Via" and not done:
+            rest = split_list(value)[1:]
+            headers.append(("Via", ", ".join([changed.serialize(), *rest])))
+            done = True
+            continue
+        headers.append((key, value))
+    return response.with_headers(headers)
