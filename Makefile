@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test check lint typecheck sysdeps clean
+.PHONY: run test check lint typecheck sysdeps clean fuzz bench bench-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,8 @@ run: $(STAMP)
 
 # Debian packages the tests use, one line per need; installed only when missing.
 APT_PACKAGES := ffmpeg# the reference decoder and "standard reader" of the audio tests
+APT_PACKAGES += chromium fonts-dejavu-core# headless browser of the web UI tests, driven by Playwright (issue 4)
+APT_PACKAGES += sip-tester baresip# SIP interop: sipp scenarios and a real softphone (issue 6)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 sysdeps:
@@ -36,8 +38,8 @@ sysdeps:
 	fi
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests tools benchmarks
-	$(BIN)/ruff format --check src tests tools benchmarks
+	$(BIN)/ruff check src tests tools benchmarks fuzz
+	$(BIN)/ruff format --check src tests tools benchmarks fuzz
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
@@ -46,6 +48,28 @@ check: lint typecheck
 
 test: $(TEST_STAMP) sysdeps check
 	$(BIN)/pytest -q
+
+# Coverage-guided fuzzing (atheris), each target for FUZZ_SECONDS; not part of `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(sort $(wildcard fuzz/*_target.py))
+fuzz: $(TEST_STAMP)
+	$(BIN)/pip install -q -e '.[fuzz]'
+	@mkdir -p fuzz/artifacts
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  $(BIN)/python $$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=fuzz/artifacts/ \
+	    -print_final_stats=1 || exit 1; \
+	done
+
+# Ingest benchmark (issue 5): callrec then one GStreamer pipeline per call, same load, both
+# tables and the CPU-per-call ratio; a few minutes. Not part of `make test`.
+BENCH_APT := gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-libav
+BENCH_ARGS ?= --calls 300 --seconds 20
+bench-deps:
+	@$(MAKE) --no-print-directory sysdeps APT_PACKAGES="$(BENCH_APT)"
+	$(BIN)/pip install -q -e '.[bench]'
+bench: $(STAMP) bench-deps
+	$(BIN)/python benchmarks/ingest.py $(BENCH_ARGS) --peer
 
 clean:
 	rm -rf $(VENV) build *.egg-info

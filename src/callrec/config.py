@@ -98,8 +98,64 @@ class Settings:
     )
     log_level: str = _doc("Logging level: DEBUG, INFO, WARNING, ERROR.", "INFO")
     # -- phone-local (USB) files settings (issue 3) --
+    usb_import_dir: str = _doc(
+        "Folder under recordings_dir that imported phone-local (USB) files go to: a playable "
+        "WAV per file in <date>/, the phone's original beside it as <name>.orig.",
+        "usb",
+    )
+    usb_import_max_bytes: int = _doc(
+        "Largest phone-local file `callrec file import` and the web upload accept, in bytes "
+        "(256 MiB: about 9 hours of G.711 or G.722).",
+        256 * 1024 * 1024,
+    )
     # -- web settings (issue 4) --
+    web_enabled: bool = _doc("Run the web UI and REST API inside `callrec serve`.", True)
+    web_host: str = _doc("Address the web UI / REST API listens on.", "0.0.0.0")
+    web_port: int = _doc("TCP port of the web UI / REST API (0: any free port).", 8080)
+    web_session_hours: float = _doc(
+        "Hours a browser sign-in stays valid without use (sliding; the cookie is HttpOnly).", 12.0
+    )
+    web_metrics_public: bool = _doc(
+        "Serve /metrics without authentication (for a Prometheus scraper); else an admin "
+        "token or session is needed.",
+        True,
+    )
+    web_zip_max_files: int = _doc("Most recordings one ZIP bulk download may hold.", 1000)
+    web_trust_proxy: bool = _doc(
+        "Take the client address and scheme from X-Forwarded-For/-Proto (behind a reverse "
+        "proxy only).",
+        False,
+    )
     # -- sip settings (issue 6) --
+    sip_enabled: bool = _doc(
+        "Run the SIP B2BUA (registrar, or outbound proxy with sip_upstream) in `callrec serve`.",
+        True,
+    )
+    sip_host: str = _doc("Address the SIP listeners (UDP and TCP) bind to.", "0.0.0.0")
+    sip_port: int = _doc("SIP port, UDP and TCP (0: any free port).", 5060)
+    sip_tcp: bool = _doc("Also take SIP over TCP on sip_port.", True)
+    sip_advertised_address: str = _doc(
+        "Address put in Via, Contact and SDP (behind NAT). Empty: the local address that "
+        "reaches each peer.",
+        "",
+    )
+    sip_realm: str = _doc(
+        "Digest realm of the registrar; account passwords are stored hashed for it.", "callrec"
+    )
+    sip_upstream: str = _doc(
+        "HOST:PORT of an existing SIP server callrec fronts as outbound proxy: registrations "
+        "and calls are relayed there. Empty: callrec is the registrar.",
+        "",
+    )
+    sip_default_policy: str = _doc(
+        "Recording policy of a party without a SIP account: never, on_demand or always.",
+        "on_demand",
+    )
+    sip_min_expires: int = _doc("Shortest registration accepted, in seconds (else 423).", 60)
+    sip_max_expires: int = _doc("Longest registration granted, in seconds.", 3600)
+    sip_account_refresh: float = _doc(
+        "Seconds between re-reads of the SIP accounts from the catalogue.", 5.0
+    )
 
     def __post_init__(self) -> None:
         for name in ("control_port", "media_port_min", "media_port_max"):

@@ -6,7 +6,10 @@ The tree tells the peer's fault from ours::
     ├── RemoteProtocolError        a peer sent something we refuse; carries the reason word
     │   ├── ControlProtocolError   a bad TCP control message (answered with result=failed)
     │   ├── RtpError               an RTP/RTCP datagram we cannot parse (counted as malformed)
+    │   ├── sip.errors.SipProtocolError  a SIP message we refuse; answered with its status
+    │   │   └── sip.sdp.SdpError   an SDP body we cannot anchor or record (488)
     │   └── LocalFileError         a phone-local (USB) recording we cannot read
+    │       └── media.localimport.ImportTooLargeError  over the import size limit
     ├── UnsupportedCodecError      a codec name or payload type we do not implement
     ├── ResourceError              we cannot take more work: ports, sessions, disk
     ├── ConfigError                a setting that does not validate
@@ -15,7 +18,12 @@ The tree tells the peer's fault from ours::
     │   ├── WavRepairError         a file left by a crash that is not ours to repair
     │   └── WavTooLargeError       past the 4 GiB a RIFF size field can say
     ├── media.naming.UnsafePathError  a file name that would leave the recordings directory
-    └── phone.PhoneError           the phone simulator could not complete a call
+    ├── media.convert.ConvertError    a conversion we cannot do (output exists, FFmpeg fails)
+    │   └── OutputExistsError      the output exists and replacing it was not asked for
+    ├── media.player.PlayerError   no audio output, or the player failed
+    ├── media.localrecord.LocalRecordError  local (USB) recording options that do not work
+    ├── phone.PhoneError           the phone simulator could not complete a call
+    └── loadgen.LoadError          a load test that cannot run (options, server start-up)
 
 Any other exception escaping a protocol core is a bug and is logged as one.
 """

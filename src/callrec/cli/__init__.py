@@ -114,8 +114,28 @@ def phone(
         str, typer.Option(help="Message terminator: none (as phones do), crlf, lf, nul.")
     ] = "none",
     bind_ip: Annotated[str | None, typer.Option(help="Source IP for TCP and RTP.")] = None,
+    local_record: Annotated[
+        Path | None,
+        typer.Option(help="Also record to Record_*.wav files in this directory, as to USB."),
+    ] = None,
+    local_rtp_headers: Annotated[
+        bool, typer.Option(help="Local units are whole RTP packets, or bare payloads.")
+    ] = True,
+    local_max_bytes: Annotated[
+        int | None, typer.Option(help="Local file-size limit; then a new file (16 MiB).")
+    ] = None,
+    pause_at: Annotated[
+        list[float] | None, typer.Option(help="Pause local recording at S s (repeatable).")
+    ] = None,
+    resume_at: Annotated[
+        list[float] | None, typer.Option(help="Resume it at S s (repeatable).")
+    ] = None,
+    local_only: Annotated[
+        bool, typer.Option(help="Record only to --local-record; contact no server.")
+    ] = False,
 ) -> None:
     """Behave like a phone recording one call to a server; print what the server answered."""
+    from callrec.media.localrecord import DEFAULT_MAX_BYTES
     from callrec.phone import run_phone
 
     try:
@@ -135,10 +155,20 @@ def phone(
             direction=direction,
             terminator=terminator,
             bind_ip=bind_ip,
+            local_record=local_record,
+            local_rtp_headers=local_rtp_headers,
+            local_max_bytes=DEFAULT_MAX_BYTES if local_max_bytes is None else local_max_bytes,
+            pause_at=pause_at or (),
+            resume_at=resume_at or (),
+            local_only=local_only,
         )
     except (CallrecError, OSError, ValueError) as exc:
         err_console.print(f"[red]phone failed:[/red] {exc}")
         raise typer.Exit(1) from exc
+    for local_file in result.local_files:
+        console.print(f"local file: {local_file}", highlight=False)
+    if local_only:
+        return
     console.print(f"start answer: {result.start_answer}")
     if result.stop_answer is not None:
         console.print(f"stop answer:  {result.stop_answer}")
@@ -334,8 +364,14 @@ def recordings_export(
 
 # Command groups that live in their own modules register here, one line each.
 # -- `callrec file ...` (issue 3) --
+from callrec.cli import files as _files  # noqa: E402, F401, I001 - adds `callrec file`
+
 # -- `callrec user ...` (issue 4) --
+from callrec.cli import users as _users  # noqa: E402, F401 - adds `callrec user`
+
 # -- `callrec sip ...` (issue 6) --
+from callrec.cli import sip as _sip  # noqa: E402, F401 - adds `callrec sip`
+from callrec.cli import loadtest as _loadtest  # noqa: E402, F401 - adds `callrec loadtest` (issue 5)
 
 
 def main() -> None:

@@ -24,5 +24,13 @@ class Component(Protocol):
 def build_components(settings: Settings, server: RecordingServer) -> list[Component]:
     components: list[Component] = []
     # -- web component registers here (issue 4) --
+    if settings.web_enabled:
+        from callrec.web import WebComponent
+
+        components.append(WebComponent(settings, server))
     # -- sip component registers here (issue 6) --
+    if settings.sip_enabled:
+        from callrec.sip.server import SipComponent
+
+        components.append(SipComponent(settings, server))
     return components
