@@ -29,6 +29,7 @@ from callrec.catalog import (
 )
 from callrec.catalog.webrecords import COUNT_CAP, MAX_PAGE_SIZE, SORTS
 from callrec.exceptions import CatalogError
+from callrec.server.app import LiveSession
 from callrec.web.auth import (
     Principal,
     api_csrf,
@@ -154,24 +155,6 @@ class TagCount(BaseModel):
 
 class BulkIn(BaseModel):
     ids: list[int] = Field(min_length=1, description="Recording ids to put in the ZIP.")
-
-
-class LiveOut(BaseModel):
-    rec_id: int
-    session_id: str
-    device: str
-    direction: str
-    local_number: str
-    local_name: str
-    remote_number: str
-    remote_name: str
-    codec: str
-    peer_address: str
-    media_port: int
-    started_at: datetime
-    duration: float
-    bytes_written: int
-    counters: dict[str, int]
 
 
 class UserOut(BaseModel):
@@ -675,7 +658,7 @@ async def list_tags(request: Request, principal: User) -> list[dict[str, Any]]:
 # -- live ----------------------------------------------------------------------------------
 
 
-@router.get("/live", response_model=list[LiveOut], tags=["live"])
+@router.get("/live", response_model=list[LiveSession], tags=["live"])
 async def live(request: Request, principal: User) -> list[dict[str, Any]]:
     """Calls being recorded now, with their running counters."""
     return [live_dict(s) for s in ctx_of(request).live.sessions(principal.scope)]
