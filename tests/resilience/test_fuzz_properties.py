@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from callrec.control import ControlConnection, ControlMessage
 from callrec.exceptions import ControlProtocolError, RtpError
+from callrec.rtp import stream as stream_module
 from callrec.rtp.packet import RtpPacket
 from callrec.rtp.stream import Audio, MediaStream, Silence
 
@@ -102,3 +103,86 @@ def test_media_stream_survives_anything(datagrams: list[bytes], gaps: list[float
     for o in out:
         if isinstance(o, Silence):
             assert 0 < o.units <= 10 * 8000
+
+
+@st.composite
+def mostly_in_order(draw: st.DrawFn) -> list[tuple[bytes, float]]:
+    """A stream that is mostly the fast path's common packet, with every kind of deviation:
+    loss, reordering, duplicates, timestamp jumps, SSRC changes, other payload types, the
+    marker bit, CSRCs, padding, sequence jumps, empty payloads and junk."""
+    out: list[tuple[bytes, float]] = []
+    seq = draw(st.integers(0, 65535))
+    ts = draw(st.integers(0, 2**32 - 1))
+    ssrc = 1
+    kinds = ["ok"] * 12 + [
+        "skip", "swap", "dup", "tsjump", "ssrc", "pt", "marker", "raw", "bigjump", "empty",
+        "csrc", "pad",
+    ]  # fmt: skip
+    for i in range(draw(st.integers(1, 80))):
+        kind = draw(st.sampled_from(kinds))
+        size = draw(st.sampled_from([160, 160, 80]))
+        if kind == "raw":
+            out.append((draw(st.binary(max_size=40)), draw(st.floats(0, 3))))
+            continue
+        if kind == "skip":
+            gap = draw(st.integers(1, 5))
+            seq, ts = seq + gap, ts + 160 * gap
+        elif kind == "tsjump":
+            ts += draw(st.integers(1, 200_000))
+        elif kind == "ssrc":
+            ssrc = draw(st.integers(1, 3))
+        elif kind == "bigjump":
+            seq += draw(st.integers(3000, 40_000))
+        data = RtpPacket(
+            payload_type=draw(st.sampled_from([0, 13, 101, 72])) if kind == "pt" else 8,
+            sequence_number=seq % 65536,
+            timestamp=ts % 2**32,
+            ssrc=ssrc,
+            payload=b"" if kind == "empty" else bytes([i % 256]) * size,
+            marker=kind == "marker",
+            csrc=(5,) if kind == "csrc" else (),
+            padding_size=4 if kind == "pad" else 0,
+        ).serialize()
+        out.append((data, draw(st.sampled_from([0.02, 0.02, 0.0, 0.3, 2.5]))))
+        if kind == "dup":
+            out.append((data, 0.0))
+        elif kind == "swap" and len(out) >= 2:
+            out[-1], out[-2] = out[-2], out[-1]
+        seq, ts = seq + 1, ts + size
+    return out
+
+
+def _record(events: list[tuple[bytes, float]], flush_every: int) -> tuple[list, dict[str, int]]:
+    stream = MediaStream(
+        payload_type=8,
+        clock_rate=8000,
+        timestamp_units=lambda n: n,
+        peer_ip="127.0.0.1",
+        max_gap=10.0,
+        reorder_window=3,
+    )
+    now = 0.0
+    out: list = []
+    for i, (data, dt) in enumerate(events):
+        now += dt
+        stream.receive(data, "127.0.0.1", now)
+        if flush_every and i % flush_every == 0:
+            stream.flush(now)
+            out += stream.pop_pieces()
+    stream.flush(now, everything=True)
+    out += stream.pop_output()
+    flat = [o if isinstance(o, bytes | Silence) else o.payload for o in out]
+    return flat, stream.counters.as_dict()
+
+
+@FUZZ
+@given(mostly_in_order(), st.integers(0, 4))
+def test_fast_path_changes_nothing(events: list[tuple[bytes, float]], flush_every: int) -> None:
+    fast = _record(events, flush_every)
+    # No first byte matches the fast path's: every packet takes the general path.
+    plain, stream_module._PLAIN_FIRST_BYTE = stream_module._PLAIN_FIRST_BYTE, -1
+    try:
+        general = _record(events, flush_every)
+    finally:
+        stream_module._PLAIN_FIRST_BYTE = plain
+    assert fast == general

@@ -21,19 +21,21 @@ def ts_delta(a: int, b: int) -> int:
 class SequenceExtender:
     """Turns 16-bit sequence numbers into a monotonic 64-bit index across wraps."""
 
-    __slots__ = ("_highest",)
+    __slots__ = ("highest",)
 
     def __init__(self) -> None:
-        self._highest: int | None = None
+        #: The highest index returned so far (None before the first). The stream core's fast
+        #: path advances it by one itself for the next packet in order.
+        self.highest: int | None = None
 
     def extend(self, seq: int) -> int:
-        if self._highest is None:
-            self._highest = seq
+        if self.highest is None:
+            self.highest = seq
             return seq
-        ext = self._highest + seq_delta(seq, self._highest % SEQ_MOD)
-        if ext > self._highest:
-            self._highest = ext
+        ext = self.highest + seq_delta(seq, self.highest % SEQ_MOD)
+        if ext > self.highest:
+            self.highest = ext
         return ext
 
     def reset(self) -> None:
-        self._highest = None
+        self.highest = None

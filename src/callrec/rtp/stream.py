@@ -18,15 +18,21 @@ What it repairs, and why:
   silence across the switch is the wall-clock time between the two streams.
 * Packets of another payload type (telephone-event, comfort noise) and RTCP muxed on the
   port are counted as ``other`` and never written as audio.
+
+Nearly every packet of a healthy call is the next one of the current stream, on time, with a
+plain 12-byte header: :meth:`MediaStream.receive` takes those through a fast path (one
+``struct`` unpack, the payload appended as is) that leaves exactly the state and output the
+general path would; anything else takes the general path.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from callrec.exceptions import RtpError
-from callrec.rtp.packet import RtpPacket, is_rtcp
+from callrec.rtp.packet import HEADER_SIZE, RTP_VERSION, RtpPacket, is_rtcp
 from callrec.rtp.sequence import SEQ_MOD, SequenceExtender, seq_delta, ts_delta
 
 #: Packets in sequence a new SSRC must send before it replaces the current one (RFC 3550
@@ -37,6 +43,12 @@ MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 #: How far back we remember which packets were written, to tell duplicates from late ones.
 _HISTORY_BITS = 256
+_HISTORY_MASK = (1 << _HISTORY_BITS) - 1
+#: The fixed header alone, as the fast path reads it: first byte, second byte, sequence
+#: number, timestamp, SSRC.
+_FIXED_HEADER = struct.Struct("!BBHII")
+#: First byte of the common packet: version 2, no padding, no extension, no CSRC.
+_PLAIN_FIRST_BYTE = RTP_VERSION << 6
 
 
 @dataclass(slots=True)
@@ -68,12 +80,11 @@ class Silence:
 
 
 Output = Audio | Silence
+#: What :meth:`MediaStream.pop_pieces` returns: audio as the bare payload ``bytes``.
+Piece = bytes | Silence
 
-
-@dataclass(slots=True)
-class _Held:
-    packet: RtpPacket
-    arrival: float
+#: A packet waiting in the reorder buffer or on SSRC probation: (packet, arrival time).
+_Held = tuple[RtpPacket, float]
 
 
 class MediaStream:
@@ -115,7 +126,14 @@ class MediaStream:
         self._last_arrival: float | None = None
         self._last_units = 0  # timestamp units of the last written packet
         self._missing = 0  # packets given up as lost since the last written one
-        self._output: list[Output] = []
+        self._output: list[Piece] = []
+        # The fast path's second bytes: the payload type with and without the marker bit
+        # (-1 where that byte would be RTCP's, which the general path sorts out).
+        self._plain_second = payload_type if not 192 <= payload_type <= 223 else -1
+        marked = payload_type | 0x80
+        self._marked_second = marked if not 192 <= marked <= 223 else -1
+        self._units_len = -1  # payload length whose timestamp units are cached below
+        self._units_val = 0
 
     # -- input ---------------------------------------------------------------------------
 
@@ -125,6 +143,43 @@ class MediaStream:
         if not self.accept_foreign and self.peer_ip is not None and source_ip != self.peer_ip:
             c.foreign += 1
             return
+        nxt = self._next
+        if (
+            nxt is not None
+            and len(data) > HEADER_SIZE
+            and not self._held
+            and not self._candidate
+            and self._ext.highest == nxt - 1
+        ):
+            # The fast path: the next packet of the current stream, in order and on time
+            # (its timestamp is where the last one ended, so no silence), with nothing held.
+            # It does exactly what the general path would, without building an RtpPacket.
+            first, second, seq, ts, ssrc = _FIXED_HEADER.unpack_from(data)
+            if (
+                first == _PLAIN_FIRST_BYTE
+                and (second == self._plain_second or second == self._marked_second)
+                and ssrc == self._ssrc
+                and seq == nxt & 0xFFFF
+                and ts == self._ts_end
+            ):
+                payload = data[HEADER_SIZE:]
+                size = len(payload)
+                if size == self._units_len:
+                    units = self._units_val
+                else:
+                    units = self._units(size)
+                    self._units_len = size
+                    self._units_val = units
+                self._ext.highest = nxt
+                self._next = nxt + 1
+                self._history = ((self._history << 1) | 1) & _HISTORY_MASK
+                self._bad_seq = None
+                self._output.append(payload)
+                self._ts_end = (ts + units) & 0xFFFFFFFF
+                self._last_arrival = now
+                self._last_units = units
+                self._missing = 0
+                return
         if is_rtcp(data):
             c.other += 1
             return
@@ -153,12 +208,12 @@ class MediaStream:
     def _probation(self, packet: RtpPacket, now: float) -> None:
         cand = self._candidate
         if cand and (
-            cand[-1].packet.ssrc != packet.ssrc
-            or seq_delta(packet.sequence_number, cand[-1].packet.sequence_number) != 1
+            cand[-1][0].ssrc != packet.ssrc
+            or seq_delta(packet.sequence_number, cand[-1][0].sequence_number) != 1
         ):
             self.counters.foreign += len(cand)
             cand.clear()
-        cand.append(_Held(packet, now))
+        cand.append((packet, now))
         if len(cand) < SSRC_PROBATION:
             return
         # Switch: write out what the old stream left, then time the new one by the wall clock.
@@ -172,8 +227,8 @@ class MediaStream:
         self._ts_end = None
         taken = list(cand)
         cand.clear()
-        for held in taken:
-            self._accept(held.packet, held.arrival)
+        for held_packet, arrival in taken:
+            self._accept(held_packet, arrival)
 
     def _accept(self, packet: RtpPacket, now: float) -> None:
         c = self.counters
@@ -205,7 +260,7 @@ class MediaStream:
         if index in self._held:
             c.duplicate += 1
             return
-        self._held[index] = _Held(packet, now)
+        self._held[index] = (packet, now)
         self._release()
 
     # -- output --------------------------------------------------------------------------
@@ -218,11 +273,18 @@ class MediaStream:
                 self.counters.foreign += len(self._candidate)
                 self._candidate.clear()
             return
-        while self._held and min(h.arrival for h in self._held.values()) + self.max_hold <= now:
+        while self._held and min(h[1] for h in self._held.values()) + self.max_hold <= now:
             self._skip_to(min(self._held))
             self._release()
 
     def pop_output(self) -> list[Output]:
+        """What was released since the last call, in playback order."""
+        out, self._output = self._output, []
+        return [Audio(o) if isinstance(o, bytes) else o for o in out]
+
+    def pop_pieces(self) -> list[Piece]:
+        """The same as :meth:`pop_output`, with each payload as bare ``bytes`` instead of an
+        :class:`Audio` (no object per packet: what the recorder joins and decodes at once)."""
         out, self._output = self._output, []
         return out
 
@@ -236,7 +298,7 @@ class MediaStream:
         if gap > 0:
             self.counters.lost += gap
             self._missing += gap
-            self._history = (self._history << gap) & ((1 << _HISTORY_BITS) - 1)
+            self._history = (self._history << gap) & _HISTORY_MASK
             self._next = index
 
     def _release(self, *, force_all: bool = False) -> None:
@@ -251,13 +313,13 @@ class MediaStream:
                 continue
             self._write(item)
             self._next += 1
-            self._history = ((self._history << 1) | 1) & ((1 << _HISTORY_BITS) - 1)
+            self._history = ((self._history << 1) | 1) & _HISTORY_MASK
 
     def _write(self, item: _Held) -> None:
-        packet = item.packet
+        packet, arrival = item
         units = self._units(len(packet.payload))
         if self._last_arrival is not None:
-            wall = max(0, round((item.arrival - self._last_arrival) * self.clock_rate) - units)
+            wall = max(0, round((arrival - self._last_arrival) * self.clock_rate) - units)
             if self._ts_end is None:
                 gap = wall  # first packet of a new SSRC: only the wall clock relates them
             else:
@@ -272,8 +334,8 @@ class MediaStream:
             gap = min(gap, self.max_gap_units)
             if gap > 0:
                 self._output.append(Silence(gap))
-        self._output.append(Audio(packet.payload))
+        self._output.append(packet.payload)
         self._ts_end = (packet.timestamp + units) & 0xFFFFFFFF
-        self._last_arrival = item.arrival
+        self._last_arrival = arrival
         self._last_units = units
         self._missing = 0

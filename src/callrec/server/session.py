@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from callrec.codecs import Codec
-from callrec.codecs.base import Decoder
+from callrec.codecs.base import PCM_SAMPLE_WIDTH, Decoder
 from callrec.control import ControlConnection
-from callrec.media.wav import WavWriter
-from callrec.rtp.stream import Audio, MediaStream
+from callrec.media.wav import WavTooLargeError, WavWriter
+from callrec.rtp.stream import MediaStream, Piece
 from callrec.server.ports import drain_socket
 
 logger = logging.getLogger(__name__)
@@ -88,9 +88,48 @@ class RecordingSession:
         self._write_out()
 
     def _write_out(self) -> None:
-        codec = self.codec
-        for item in self.stream.pop_output():
-            if isinstance(item, Audio):
-                self.writer.write(self.decoder.decode(item.payload))
-            else:
-                self.writer.write(codec.silence(codec.samples_for_timestamp(item.units)))
+        pieces = self.stream.pop_pieces()
+        if not pieces:
+            return
+        parts = render(pieces, self.codec, self.decoder)
+        pcm = parts[0] if len(parts) == 1 else b"".join(parts)
+        try:
+            self.writer.write(pcm)
+        except WavTooLargeError:
+            # At the size limit keep what fits, packet by packet, as one write per packet did.
+            view = memoryview(pcm)
+            pos = 0
+            for size in _pcm_sizes(pieces, self.codec):
+                self.writer.write(view[pos : pos + size])  # raises at the one that overflows
+                pos += size
+            raise
+
+
+def render(pieces: list[Piece], codec: Codec, decoder: Decoder) -> list[bytes]:
+    """PCM for what a stream released: each run of consecutive payloads joined and decoded
+    in one call (one table lookup for G.711; G.722's decoder is stateful byte by byte, so the
+    concatenation decodes as its parts would), and zeros for each silence."""
+    parts: list[bytes] = []
+    run: list[bytes] = []
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            run.append(piece)
+            continue
+        if run:
+            parts.append(decoder.decode(run[0] if len(run) == 1 else b"".join(run)))
+            run = []
+        parts.append(codec.silence(codec.samples_for_timestamp(piece.units)))
+    if run:
+        parts.append(decoder.decode(run[0] if len(run) == 1 else b"".join(run)))
+    return parts
+
+
+def _pcm_sizes(pieces: list[Piece], codec: Codec) -> list[int]:
+    """The PCM bytes of each piece, as :func:`render` makes them."""
+    return [
+        PCM_SAMPLE_WIDTH
+        * codec.samples_for_timestamp(
+            codec.timestamp_units(len(p)) if isinstance(p, bytes) else p.units
+        )
+        for p in pieces
+    ]

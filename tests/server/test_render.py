@@ -1,0 +1,85 @@
+"""The recorder's batch decode: one decoder call per run of payloads, one write per pump,
+the same PCM as one decode and one write per packet."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callrec.codecs import CODECS, Codec
+from callrec.media import wav as wav_module
+from callrec.media.wav import WavTooLargeError, WavWriter
+from callrec.rtp.packet import RtpPacket
+from callrec.rtp.stream import MediaStream, Silence
+from callrec.server.session import RecordingSession, SessionLog, render
+
+
+def payloads(codec: Codec, count: int) -> list[bytes]:
+    rate = codec.sample_rate
+    t = np.arange(rate // 50 * count) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2").tobytes()
+    encoded = codec.encoder().encode(pcm)
+    step = len(encoded) // count
+    return [encoded[i * step : (i + 1) * step] for i in range(count)]
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_batch_decode_equals_decode_per_packet(name: str) -> None:
+    codec = CODECS[name]
+    p = payloads(codec, 12)
+    pieces: list[bytes | Silence] = [*p[:5], Silence(160), p[5], Silence(80), *p[6:]]
+    per_packet = codec.decoder()
+    expected = b"".join(
+        per_packet.decode(x)
+        if isinstance(x, bytes)
+        else codec.silence(codec.samples_for_timestamp(x.units))
+        for x in pieces
+    )
+    parts = render(pieces, codec, codec.decoder())
+    assert len(parts) == 5  # three runs of audio, two silences
+    assert b"".join(parts) == expected
+
+
+def session(tmp_path: Path, codec: Codec) -> RecordingSession:
+    stream = MediaStream(
+        payload_type=codec.payload_type,
+        clock_rate=codec.clock_rate,
+        timestamp_units=codec.timestamp_units,
+        peer_ip="127.0.0.1",
+    )
+    return RecordingSession(
+        key=("127.0.0.1", "dev", "s1"),
+        rec_id=1,
+        codec=codec,
+        stream=stream,
+        writer=WavWriter(tmp_path / "a.wav", sample_rate=codec.sample_rate),
+        path=tmp_path / "a.wav",
+        relpath="a.wav",
+        port=0,
+        started_at=datetime.now(UTC),
+        started_mono=0.0,
+        fields={},
+        log=SessionLog(logging.getLogger(__name__), {"session": "s1"}),
+    )
+
+
+def test_pump_at_the_size_limit_keeps_the_packets_that_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Room for 2.5 packets of PCM: the pump keeps the first two, as one write per packet did.
+    monkeypatch.setattr(wav_module, "max_data_size", lambda channels: 800)
+    codec = CODECS["PCMA"]
+    s = session(tmp_path, codec)
+    for i, payload in enumerate(payloads(codec, 4)):
+        data = RtpPacket(
+            payload_type=8, sequence_number=i, timestamp=160 * i, ssrc=7, payload=payload
+        ).serialize()
+        s.stream.receive(data, "127.0.0.1", 0.02 * i)
+    with pytest.raises(WavTooLargeError):
+        s.pump(0.0)
+    assert s.writer.duration == pytest.approx(0.04)
+    s.writer.close()
