@@ -9,6 +9,7 @@ need the ``X-CSRF-Token`` header).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -259,16 +260,7 @@ def note_out(note: NoteInfo) -> dict[str, Any]:
 
 
 def audit_out(entry: AuditInfo) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": entry.at,
-        "user_id": entry.user_id,
-        "username": entry.username,
-        "action": entry.action,
-        "recording_id": entry.recording_id,
-        "client_address": entry.client_address,
-        "detail": entry.detail,
-    }
+    return dataclasses.asdict(entry)  # every field of an audit row is for its readers
 
 
 # -- health and identity -------------------------------------------------------------------
