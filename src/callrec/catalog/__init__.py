@@ -27,7 +27,7 @@ from callrec.catalog.records import (
     StreamCounters,
 )
 from callrec.catalog.sipaccounts import SipAccountInfo, SipAccountStore  # issue 6
-from callrec.catalog.store import Catalog, DuplicatePathError, head_revision
+from callrec.catalog.store import Catalog, DuplicatePathError, FinishRecording, head_revision
 from callrec.catalog.webrecords import (
     AUDIT_ACTIONS,
     ROLE_ADMIN,
@@ -59,6 +59,7 @@ __all__ = [
     "AuditInfo",
     "Catalog",
     "DuplicatePathError",
+    "FinishRecording",
     "NewAuditEntry",
     "NewRecording",
     "NoteInfo",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, cast
+from types import SimpleNamespace, TracebackType
+from typing import Any, TypeVar, cast
 
 from alembic import command
 from alembic.config import Config
@@ -30,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     or_,
     select,
     text,
@@ -41,7 +43,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQL
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from callrec.catalog.models import Recording
+from callrec.catalog.models import Recording, clean_text
 from callrec.catalog.records import (
     COUNTER_COLUMNS,
     DIRECTIONS,
@@ -97,6 +99,14 @@ _MIGRATION_LOCK_KEY = int.from_bytes(b"callrec", "big")
 
 _recordings = cast(Table, Recording.__table__)
 
+#: At most this many values in one ``IN (...)`` of a batch (SQLite caps bound parameters).
+_IN_CHUNK = 500
+
+#: Ids outside these ranges cannot be in the table: SQLite rowids are 64-bit, an INTEGER
+#: column of PostgreSQL 32-bit (and binding a bigger value to it is an error).
+_SQLITE_IDS = range(-(2**63), 2**63)
+_POSTGRES_IDS = range(-(2**31), 2**31)
+
 
 def alembic_config() -> Config:
     """An Alembic configuration for the catalogue's migrations, built without any ini file."""
@@ -116,6 +126,26 @@ def head_revision() -> str:
 
 class DuplicatePathError(CatalogError):
     """Another recording already has this file path (the path is the name's claim)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinishRecording:
+    """The arguments of one :meth:`Catalog.finish_recording`, for :meth:`Catalog.finish_recordings`.
+
+    Not validated on construction: :meth:`Catalog.finish_recordings` reports a bad value as
+    that item's error, so one bad item does not stop the others.
+    """
+
+    rec_id: int
+    status: str
+    stop_reason: str
+    end_time: datetime
+    duration: float
+    size_bytes: int
+    sha256: str | None
+    counters: StreamCounters | None
+    phone_stop_reason: str | None = None
+    stop_fields: Mapping[str, str] | None = None
 
 
 class Catalog(WebQueries):
@@ -207,28 +237,7 @@ class Catalog(WebQueries):
 
     def create_recording(self, rec: NewRecording) -> int:
         """Add a row in status ``recording``; returns its id."""
-        row = Recording(
-            source=rec.source,
-            session_id=rec.session_id,
-            device=rec.device,
-            direction=rec.direction,
-            local_number=rec.local_number,
-            local_name=rec.local_name,
-            remote_number=rec.remote_number,
-            remote_name=rec.remote_name,
-            codec=rec.codec,
-            peer_address=rec.peer_address,
-            peer_port=rec.peer_port,
-            media_port=rec.media_port,
-            start_time=rec.start_time,
-            sample_rate=rec.sample_rate,
-            channels=rec.channels,
-            path=rec.path,
-            status=STATUS_RECORDING,
-            extra=dict(rec.extra),
-            original_path=rec.original_path,
-            original_sha256=rec.original_sha256,
-        )
+        row = Recording(**_new_row_values(rec))
         with self._guard("create a recording"):
             try:
                 with self._session(write=True) as session:
@@ -242,6 +251,42 @@ class Catalog(WebQueries):
                 ) from exc
         _log.debug("session %s: recording %d catalogued as %s", rec.session_id, rec_id, rec.path)
         return rec_id
+
+    def create_recordings(self, news: Sequence[NewRecording]) -> list[int | DuplicatePathError]:
+        """Add many rows in status ``recording`` in one transaction (group commit).
+
+        Returns, in the order of ``news``, each new row's id, or a :class:`DuplicatePathError`
+        for a recording whose path is already catalogued or repeats an earlier one of the
+        batch; those rows are skipped, the others are written. The rows are the ones
+        :meth:`create_recording` would write. Any other failure raises :class:`CatalogError`
+        and writes nothing.
+        """
+        if not news:
+            return []
+        with self._guard("create recordings"):
+            try:
+                with self._write_engine.begin() as connection:
+                    results = _insert_new(connection, news)
+            except IntegrityError:
+                # Another writer catalogued one of these paths since the batch looked
+                # (PostgreSQL; SQLite's write lock rules that out). Nothing was written.
+                _log.debug("%d new recordings met a concurrent duplicate path", len(news))
+                return self._create_singly(news)
+        for rec, result in zip(news, results, strict=True):
+            if isinstance(result, int):
+                _log.debug(
+                    "session %s: recording %d catalogued as %s", rec.session_id, result, rec.path
+                )
+        return results
+
+    def _create_singly(self, news: Sequence[NewRecording]) -> list[int | DuplicatePathError]:
+        results: list[int | DuplicatePathError] = []
+        for rec in news:
+            try:
+                results.append(self.create_recording(rec))
+            except DuplicatePathError as exc:
+                results.append(exc)
+        return results
 
     def checkpoint(self, counters: Mapping[int, StreamCounters]) -> None:
         """Store the current counters of many recordings in one transaction.
@@ -294,39 +339,112 @@ class Catalog(WebQueries):
         except ``cmd`` and fields that merely repeat a stored value (``id``, numbers, names,
         ``reason`` ...); a number or name that changed during the call is kept there.
         """
-        require_choice("status", status, FINAL_STATUSES)
-        if not stop_reason:
-            raise CatalogError("stop_reason must not be empty")
-        require_aware("end_time", end_time)
-        if duration < 0:
-            raise CatalogError(f"duration must be >= 0, got {duration}")
-        if size_bytes < 0:
-            raise CatalogError(f"size_bytes must be >= 0, got {size_bytes}")
-        require_sha256(sha256)
-        with self._guard(f"finish recording {rec_id}"), self._session(write=True) as session:
-            row = session.get(Recording, rec_id, with_for_update=True)
-            if row is None:
-                raise CatalogError(f"cannot finish recording {rec_id}: no such recording")
-            if row.status != STATUS_RECORDING:
-                raise CatalogError(f"cannot finish recording {rec_id}: it is already {row.status}")
-            row.status = status
-            row.stop_reason = stop_reason
-            row.phone_stop_reason = phone_stop_reason
-            row.end_time = end_time
-            row.duration = duration
-            row.size_bytes = size_bytes
-            row.sha256 = sha256
-            if counters is not None:
-                for column, value in _counter_values(counters).items():
-                    setattr(row, column, value)
-            kept = _new_stop_fields(row, stop_fields or {})
-            if kept:
-                extra = dict(row.extra)
-                previous = extra.get("stop")
-                extra["stop"] = {**(previous if isinstance(previous, dict) else {}), **kept}
-                row.extra = extra
-            session_id = row.session_id
-        _log.debug("session %s: recording %d %s (%s)", session_id, rec_id, status, stop_reason)
+        error = self.finish_recordings(
+            [
+                FinishRecording(
+                    rec_id=rec_id,
+                    status=status,
+                    stop_reason=stop_reason,
+                    end_time=end_time,
+                    duration=duration,
+                    size_bytes=size_bytes,
+                    sha256=sha256,
+                    counters=counters,
+                    phone_stop_reason=phone_stop_reason,
+                    stop_fields=stop_fields,
+                )
+            ]
+        )[0]
+        if error is not None:
+            raise error
+
+    def finish_recordings(self, items: Sequence[FinishRecording]) -> list[CatalogError | None]:
+        """Close many ``recording`` rows in one transaction (group commit).
+
+        Each item does what :meth:`finish_recording` with its arguments does. Returns, in the
+        order of ``items``, None for an item done or the :class:`CatalogError` that
+        :meth:`finish_recording` would have raised for it (a bad value, no such recording,
+        already final); such an item changes nothing, the others are still done. An id given
+        twice is finished by its first item only. A database failure raises
+        :class:`CatalogError` and writes nothing.
+        """
+        results: list[CatalogError | None] = [_check_finish(item) for item in items]
+        todo = [index for index, error in enumerate(results) if error is None]
+        if not todo:
+            return results
+        possible = _SQLITE_IDS if self._engine.dialect.name == "sqlite" else _POSTGRES_IDS
+        ids = sorted({items[index].rec_id for index in todo if items[index].rec_id in possible})
+        columns = [_recordings.c[name] for name in _FINISH_READ_COLUMNS]
+        action = f"finish recording {items[0].rec_id}" if len(items) == 1 else "finish recordings"
+        now = utcnow()
+        done: list[tuple[int, str]] = []
+        with self._guard(action), self._write_engine.begin() as connection:
+            rows: dict[int, dict[str, Any]] = {}
+            for chunk in _chunks(ids, _IN_CHUNK):
+                # Sorted and locked, so two writers on PostgreSQL lock rows in the same order.
+                statement = (
+                    select(*columns)
+                    .where(_recordings.c.id.in_(chunk))
+                    .order_by(_recordings.c.id)
+                    .with_for_update()
+                )
+                rows.update((row.id, dict(row._mapping)) for row in connection.execute(statement))
+            # Rows that set the same columns share one executemany UPDATE.
+            updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for index in todo:
+                item = items[index]
+                row = rows.get(item.rec_id)
+                if row is None:
+                    results[index] = CatalogError(
+                        f"cannot finish recording {item.rec_id}: no such recording"
+                    )
+                    continue
+                if row["status"] != STATUS_RECORDING:
+                    results[index] = CatalogError(
+                        f"cannot finish recording {item.rec_id}: it is already {row['status']}"
+                    )
+                    continue
+                values: dict[str, Any] = {
+                    "status": item.status,
+                    "stop_reason": item.stop_reason,
+                    "phone_stop_reason": item.phone_stop_reason,
+                    "end_time": item.end_time,
+                    "duration": item.duration,
+                    "size_bytes": item.size_bytes,
+                    "sha256": item.sha256,
+                    "updated_at": now,
+                }
+                if item.counters is not None:
+                    values.update(_counter_values(item.counters))
+                # The row as finish_recording compares it: phone_stop_reason already set.
+                row.update(status=item.status, phone_stop_reason=item.phone_stop_reason)
+                kept = _new_stop_fields(SimpleNamespace(**row), item.stop_fields or {})
+                if kept:
+                    extra = dict(row["extra"])
+                    previous = extra.get("stop")
+                    extra["stop"] = {**(previous if isinstance(previous, dict) else {}), **kept}
+                    values["extra"] = row["extra"] = extra
+                updates.setdefault(tuple(values), []).append(
+                    {"b_id": item.rec_id, **{f"b_{k}": v for k, v in values.items()}}
+                )
+                done.append((index, row["session_id"]))
+            for names, params in updates.items():
+                finish = (
+                    update(_recordings)
+                    .where(_recordings.c.id == bindparam("b_id"))
+                    .values({name: bindparam(f"b_{name}") for name in names})
+                )
+                connection.execute(finish, params)
+        for index, session_id in done:
+            item = items[index]
+            _log.debug(
+                "session %s: recording %d %s (%s)",
+                session_id,
+                item.rec_id,
+                item.status,
+                item.stop_reason,
+            )
+        return results
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -487,7 +605,7 @@ def _counter_values(counters: StreamCounters) -> dict[str, int]:
     return {column: getattr(counters, name) for name, column in COUNTER_COLUMNS.items()}
 
 
-def _new_stop_fields(row: Recording, fields: Mapping[str, str]) -> dict[str, str]:
+def _new_stop_fields(row: object, fields: Mapping[str, str]) -> dict[str, str]:
     kept: dict[str, str] = {}
     for key, value in fields.items():
         if key in _STOP_FIELDS_DROPPED:
@@ -497,6 +615,99 @@ def _new_stop_fields(row: Recording, fields: Mapping[str, str]) -> dict[str, str
             continue
         kept[key] = value
     return kept
+
+
+def _new_row_values(rec: NewRecording) -> dict[str, Any]:
+    """Column -> value of the new ``recording`` row of ``rec``."""
+    return {
+        "source": rec.source,
+        "session_id": rec.session_id,
+        "device": rec.device,
+        "direction": rec.direction,
+        "local_number": rec.local_number,
+        "local_name": rec.local_name,
+        "remote_number": rec.remote_number,
+        "remote_name": rec.remote_name,
+        "codec": rec.codec,
+        "peer_address": rec.peer_address,
+        "peer_port": rec.peer_port,
+        "media_port": rec.media_port,
+        "start_time": rec.start_time,
+        "sample_rate": rec.sample_rate,
+        "channels": rec.channels,
+        "path": rec.path,
+        "status": STATUS_RECORDING,
+        "extra": dict(rec.extra),
+        "original_path": rec.original_path,
+        "original_sha256": rec.original_sha256,
+    }
+
+
+def _insert_new(
+    connection: Connection, news: Sequence[NewRecording]
+) -> list[int | DuplicatePathError]:
+    """Insert the rows of ``news`` whose paths are new; :meth:`Catalog.create_recordings`."""
+    # The stored form of each path: two paths that differ only in characters no backend
+    # can store (see models.clean_text) are the same path in the table.
+    keys = [clean_text(rec.path) for rec in news]
+    existing: set[str] = set()
+    for chunk in _chunks(sorted(set(keys)), _IN_CHUNK):
+        paths = select(_recordings.c.path).where(_recordings.c.path.in_(chunk))
+        existing.update(connection.scalars(paths))
+    results: list[int | DuplicatePathError] = []
+    seen: set[str] = set()
+    todo: list[int] = []
+    for index, (rec, key) in enumerate(zip(news, keys, strict=True)):
+        if key in existing or key in seen:
+            where = "already catalogued" if key in existing else "twice in the batch"
+            results.append(
+                DuplicatePathError(f"cannot create recording: path {rec.path!r} is {where}")
+            )
+            continue
+        seen.add(key)
+        todo.append(index)
+        results.append(0)  # the id, below
+    if todo:
+        # One multi-row INSERT ... RETURNING ("insertmanyvalues"). The rows come back in no
+        # promised order (SQLAlchemy can only order them on SQLite by going row by row), so
+        # each id is matched by its path, unique in the table and in ``todo``.
+        statement = insert(_recordings).returning(_recordings.c.id, _recordings.c.path)
+        inserted = connection.execute(statement, [_new_row_values(news[i]) for i in todo])
+        ids: dict[str, int] = {path: rec_id for rec_id, path in inserted}
+        for index in todo:
+            results[index] = ids[keys[index]]
+    return results
+
+
+#: What finishing a row reads of it: its state and the columns stop fields are compared with.
+_FINISH_READ_COLUMNS = tuple(
+    dict.fromkeys(("id", "status", "session_id", "extra", *_STOP_FIELD_COLUMNS.values()))
+)
+
+
+def _check_finish(item: FinishRecording) -> CatalogError | None:
+    """The error of a bad value in ``item``, checked as :meth:`Catalog.finish_recording` does."""
+    try:
+        require_choice("status", item.status, FINAL_STATUSES)
+        if not item.stop_reason:
+            raise CatalogError("stop_reason must not be empty")
+        require_aware("end_time", item.end_time)
+        if item.duration < 0:
+            raise CatalogError(f"duration must be >= 0, got {item.duration}")
+        if item.size_bytes < 0:
+            raise CatalogError(f"size_bytes must be >= 0, got {item.size_bytes}")
+        require_sha256(item.sha256)
+    except CatalogError as exc:
+        return exc
+    return None
+
+
+_T = TypeVar("_T")
+
+
+def _chunks(values: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def _filters(
