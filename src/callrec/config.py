@@ -63,6 +63,16 @@ class Settings:
         "Longest silence one gap in the RTP timeline can insert (guards timestamp jumps).",
         600.0,
     )
+    workers: int = _doc(
+        "Recording processes: the main one and workers - 1 media workers, each with its "
+        "slice of the media port range (per-process limits: max_sessions and "
+        "max_sessions_per_device apply to each).",
+        1,
+    )
+    media_read_interval: float = _doc(
+        "Seconds between batched reads of all media sockets (the kernel buffers meanwhile).",
+        0.02,
+    )
     sync_interval: float = _doc(
         "Seconds between writes of buffered audio and a valid WAV header (crash window).", 0.5
     )
@@ -170,9 +180,23 @@ class Settings:
             _check_ip(name, getattr(self, name))
         if self.advertised_address:
             _check_ip("advertised_address", self.advertised_address)
+        if self.workers < 1:
+            raise ConfigError("workers must be >= 1")
+        if self.workers > 1 and (
+            self.media_port_min == 0 or self.media_port_max - self.media_port_min + 1 < self.workers
+        ):
+            raise ConfigError(
+                "workers > 1 needs a media port range with at least one port per worker"
+            )
         if self.reorder_window < 0:
             raise ConfigError("reorder_window must be >= 0")
-        for name in ("max_gap_seconds", "sync_interval", "message_idle", "connection_idle_timeout"):
+        for name in (
+            "max_gap_seconds",
+            "sync_interval",
+            "media_read_interval",
+            "message_idle",
+            "connection_idle_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
         if self.max_message_bytes < 256:

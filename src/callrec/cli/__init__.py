@@ -71,10 +71,20 @@ def serve(
     control_port: Annotated[int | None, typer.Option(help="TCP control port.")] = None,
     recordings_dir: Annotated[Path | None, typer.Option(help="Where recordings go.")] = None,
     database_url: Annotated[str | None, typer.Option(help="Catalogue URL.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Recording processes sharing the calls (each with a slice of the media ports)."
+        ),
+    ] = None,
 ) -> None:
     """Run the recording server until SIGTERM/SIGINT (then finalise every open recording)."""
     settings, _ = _settings(
-        config, control_port=control_port, recordings_dir=recordings_dir, database_url=database_url
+        config,
+        control_port=control_port,
+        recordings_dir=recordings_dir,
+        database_url=database_url,
+        workers=workers,
     )
     logging.basicConfig(
         level=settings.log_level.upper(),

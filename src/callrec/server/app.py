@@ -14,15 +14,22 @@ import errno
 import logging
 import shutil
 import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from callrec.catalog import Catalog, DuplicatePathError, NewRecording, StreamCounters
+from callrec.catalog import (
+    Catalog,
+    DuplicatePathError,
+    FinishRecording,
+    NewRecording,
+    StreamCounters,
+)
 from callrec.codecs import get_codec
 from callrec.config import Settings
 from callrec.control import BadRequest, ControlConnection, StartRequest, StopRequest
@@ -31,9 +38,11 @@ from callrec.media.naming import FIELDS as NAME_FIELDS
 from callrec.media.naming import UnsafePathError, recording_path
 from callrec.media.wav import WavError, WavInfo, WavWriter, repair_wav
 from callrec.rtp.stream import MediaStream
-from callrec.server.ports import PortRange, open_endpoint
+from callrec.server.batching import Batcher
+from callrec.server.ports import PortRange
+from callrec.server.receiver import MediaReceiver
 from callrec.server.recovery import recover_unfinished
-from callrec.server.session import MediaProtocol, RecordingSession, SessionLog
+from callrec.server.session import RecordingSession, SessionLog
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,10 @@ START_COLUMNS = (
 )
 #: How often (in sync ticks) running sessions' counters are saved to the catalogue.
 CHECKPOINT_TICKS = 20
+#: Seconds a thread waits for the GIL before the holder is asked to let go (Python: 0.005).
+SWITCH_INTERVAL = 0.0005
+#: Pending control connections the kernel queues for accept().
+CONTROL_BACKLOG = 4096
 #: TCP keepalive so that a phone that vanished (power cut) ends its session within ~90 s.
 KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 
@@ -93,19 +106,37 @@ class FinishedRecording:
 class RecordingServer:
     """A running callrec recording server."""
 
-    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog | None = None, *, recover: bool = True
+    ) -> None:
         self.settings = settings
+        #: Migrate the catalogue and recover what a crash left open at start (a media
+        #: worker leaves both to the main process, which did them before starting it).
+        self.recover = recover
         self.catalog = catalog or Catalog(settings.database_url)
         self.root = settings.recordings_dir.resolve()
         self.ports = PortRange(
             settings.media_host, settings.media_port_min, settings.media_port_max
         )
         self.sessions: dict[tuple[str, str, str], RecordingSession] = {}
-        self.total_sessions = 0
+        #: Every session's media socket, read in batches by the read loop.
+        self.media = MediaReceiver()
+        self._total_sessions = 0
+        #: Sessions of the other processes (``--workers``), as their workers report them.
+        self._remote: dict[int, LiveSession] = {}
+        self._remote_totals: dict[int, int] = {}
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-io")
+        # Starts and stops are catalogued in batches (group commit) on the catalogue thread.
+        self._creates: Batcher[NewRecording, int] = Batcher(
+            self.catalog.create_recordings, self._on_db_thread
+        )
+        self._finishes: Batcher[FinishRecording, None] = Batcher(
+            self.catalog.finish_recordings, self._on_db_thread
+        )
         self._server: asyncio.Server | None = None
         self._tick_task: asyncio.Task[None] | None = None
+        self._read_task: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._finishing: set[asyncio.Task[Any]] = set()
@@ -116,18 +147,25 @@ class RecordingServer:
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        await self._in_db(self.catalog.migrate)
-        recovered = await self._in_db(recover_unfinished, self.catalog, self.root)
-        if recovered:
-            logger.warning("start-up recovery finished %d recordings", len(recovered))
+        if self.recover:
+            await self._in_db(self.catalog.migrate)
+            recovered = await self._in_db(recover_unfinished, self.catalog, self.root)
+            if recovered:
+                logger.warning("start-up recovery finished %d recordings", len(recovered))
         self._server = await asyncio.start_server(
             self._serve_connection,
             self.settings.control_host,
             self.settings.control_port,
             reuse_address=True,
+            # Workers share the port: the kernel spreads new connections over them.
+            reuse_port=self.settings.workers > 1 or None,
+            # Phones connect in bursts (a site's calls after an outage): the default 100
+            # pending connections overflow while the loop is busy, and connects time out.
+            backlog=CONTROL_BACKLOG,
             limit=self.settings.max_message_bytes * 2,
         )
         self._tick_task = asyncio.create_task(self._tick_loop(), name="callrec-tick")
+        self._read_task = asyncio.create_task(self._read_loop(), name="callrec-media")
         logger.info(
             "recording server listening on %s:%d (TCP control), media ports %d-%d, "
             "recordings in %s",
@@ -153,6 +191,8 @@ class RecordingServer:
             self._server.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
+        if self._read_task is not None:
+            self._read_task.cancel()
         for session in list(self.sessions.values()):
             self._spawn_finish(session, "shutdown")
         if self._finishing:
@@ -170,11 +210,15 @@ class RecordingServer:
         await self._in_db(self.catalog.close)
         self._db.shutdown(wait=True)
         self._io.shutdown(wait=True)
+        self.media.close()
         logger.info("recording server stopped")
 
     async def _in_db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
+
+    async def _on_db_thread(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn)
 
     async def in_db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a catalogue call on the server's one catalogue thread (for components that
@@ -183,12 +227,50 @@ class RecordingServer:
 
     # -- read-only views for front ends (web UI, metrics) ---------------------------------
 
+    @property
+    def total_sessions(self) -> int:
+        """Sessions started since this server started (with ``--workers``: by all of them)."""
+        return self._total_sessions + sum(self._remote_totals.values())
+
     def live_sessions(self) -> list[LiveSession]:
         """A snapshot of every session being recorded now, oldest first."""
+        local = [_snapshot(s) for s in self.sessions.values() if not s.finishing]
         return sorted(
-            (_snapshot(s) for s in self.sessions.values() if not s.finishing),
-            key=lambda live: (live.started_at, live.rec_id),
+            [*local, *self._remote.values()], key=lambda live: (live.started_at, live.rec_id)
         )
+
+    def progress(self) -> list[tuple[int, float, int, dict[str, int]]]:
+        """(id, seconds, bytes, counters) of each session: what a media worker reports."""
+        return [
+            (s.rec_id, s.writer.duration, s.writer.frames_written * 2, s.stream.counters.as_dict())
+            for s in self.sessions.values()
+            if not s.finishing
+        ]
+
+    def remote_event(self, event: str, live: LiveSession) -> None:
+        """A media worker started or finished a session: track it and tell the observers."""
+        if event == "started":
+            self._remote[live.rec_id] = live
+        else:
+            self._remote.pop(live.rec_id, None)
+        self._emit(event, live)
+
+    def remote_progress(
+        self, worker: int, total: int, items: list[tuple[int, float, int, dict[str, int]]]
+    ) -> None:
+        self._remote_totals[worker] = total
+        for rec_id, duration, size, counters in items:
+            live = self._remote.get(rec_id)
+            if live is not None:
+                self._remote[rec_id] = dataclasses.replace(
+                    live, duration=duration, bytes_written=size, counters=counters
+                )
+
+    def forget_remote(self, low: int, high: int) -> None:
+        """A media worker is gone: its sessions (media ports ``low``-``high``) ended."""
+        for live in [v for v in self._remote.values() if low <= v.media_port <= high]:
+            del self._remote[live.rec_id]
+            self._emit("finished", live)
 
     def add_session_observer(self, observer: SessionObserver) -> Callable[[], None]:
         """Be told when a session starts and when it has finished (its row is final then);
@@ -198,9 +280,10 @@ class RecordingServer:
         return lambda: self._observers.remove(observer) if observer in self._observers else None
 
     def _notify(self, event: str, session: RecordingSession) -> None:
-        if not self._observers:
-            return
-        live = _snapshot(session)
+        if self._observers:
+            self._emit(event, _snapshot(session))
+
+    def _emit(self, event: str, live: LiveSession) -> None:
         for observer in list(self._observers):
             try:
                 observer(event, live)
@@ -350,7 +433,8 @@ class RecordingServer:
             reorder_window=self.settings.reorder_window,
             max_gap=self.settings.max_gap_seconds,
         )
-        transport, port, sock = await open_endpoint(self.ports, lambda: MediaProtocol(stream, loop))
+        sock = self.ports.bind()
+        port = sock.getsockname()[1]
         try:
             # The catalogue row comes first and claims the file name (paths are unique
             # there): a crash can leave a row without a file, which recovery marks failed,
@@ -397,7 +481,7 @@ class RecordingServer:
                     raise ResourceError(f"cannot create {path}: {exc}", reason="disk_full") from exc
                 raise
         except BaseException:
-            transport.close()
+            sock.close()
             self.ports.release(port)
             raise
         session = RecordingSession(
@@ -413,11 +497,11 @@ class RecordingServer:
             started_mono=loop.time(),
             fields=fields,
             log=SessionLog(logger, {"session": request.session_id}),
-            transport=transport,
             sock=sock,
         )
         self.sessions[key] = session
-        self.total_sessions += 1
+        self.media.add(sock, stream.receive)
+        self._total_sessions += 1
         self._notify("started", session)
         session.log.info(
             "recording %s from %s (%s) to %s on UDP %d",
@@ -437,9 +521,7 @@ class RecordingServer:
                 continue
             relpath = path.relative_to(self.root).as_posix()
             try:
-                rec_id = await self._in_db(
-                    self.catalog.create_recording, dataclasses.replace(new, path=relpath)
-                )
+                rec_id = await self._creates(dataclasses.replace(new, path=relpath))
             except DuplicatePathError:
                 continue
             return int(rec_id), path
@@ -477,14 +559,16 @@ class RecordingServer:
             return None
         session.finishing = True
         loop = asyncio.get_running_loop()
+        sock = session.sock
+        if sock is not None:
+            self.media.remove(sock)
         try:
             session.drain(loop.time())
         except Exception:
             session.log.exception("could not read out the media socket")
-        # The transport owns the descriptor: once it is closed the number may be reused.
         session.sock = None
-        if session.transport is not None:
-            session.transport.close()
+        if sock is not None:
+            sock.close()
         self.ports.release(session.port)
         if session.control is not None:
             session.control.end_session(session.session_id)
@@ -508,18 +592,19 @@ class RecordingServer:
                 status = "failed"
         counters = StreamCounters(**session.stream.counters.as_dict())
         try:
-            await self._in_db(
-                self.catalog.finish_recording,
-                session.rec_id,
-                status=status,
-                stop_reason=reason,
-                end_time=datetime.now(UTC),
-                duration=info.duration if info else session.writer.duration,
-                size_bytes=info.size_bytes if info else 0,
-                sha256=info.sha256 if info else None,
-                counters=counters,
-                phone_stop_reason=(stop_fields or {}).get("reason"),
-                stop_fields=stop_fields,
+            await self._finishes(
+                FinishRecording(
+                    rec_id=session.rec_id,
+                    status=status,
+                    stop_reason=reason,
+                    end_time=datetime.now(UTC),
+                    duration=info.duration if info else session.writer.duration,
+                    size_bytes=info.size_bytes if info else 0,
+                    sha256=info.sha256 if info else None,
+                    counters=counters,
+                    phone_stop_reason=(stop_fields or {}).get("reason"),
+                    stop_fields=stop_fields,
+                )
             )
         except Exception:
             # The row stays 'recording' and start-up recovery will finish it from the file.
@@ -533,6 +618,19 @@ class RecordingServer:
         return FinishedRecording(session.rec_id, status, reason, info)
 
     # -- periodic work -------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        """Read all media sockets together every ``media_read_interval`` seconds."""
+        loop = asyncio.get_running_loop()
+        interval = self.settings.media_read_interval
+        read = self.media.read
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                read(loop.time())
+            except Exception:
+                # A bug in one stream must not stop the recording of every other call.
+                logger.exception("reading media sockets failed")
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -662,10 +760,18 @@ async def serve_forever(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = RecordingServer(settings)
+    from callrec.server.workers import WorkerPool, slice_settings
+
+    workers = settings.workers > 1
+    server = RecordingServer(slice_settings(settings, 0) if workers else settings)
     await server.start()
-    started_components = []
+    # Port 0 asks for any free control port: the workers must share the one we got.
+    shared = dataclasses.replace(settings, control_port=server.control_port)
+    pool = WorkerPool(shared, server) if workers else None
+    started_components: list[Any] = []
     try:
+        if pool is not None and not stop.is_set():
+            await pool.start()
         for component in build_components(settings, server):
             if stop.is_set():
                 break
@@ -681,6 +787,8 @@ async def serve_forever(settings: Settings) -> None:
                 await component.stop()
             except Exception:
                 logger.exception("error stopping %s", component)
+        if pool is not None:
+            await pool.stop()
         await server.stop()
 
 
@@ -696,12 +804,26 @@ def raise_descriptor_limit() -> None:
         pass
 
 
-def run(settings: Settings) -> None:
+def prepare_process() -> None:
+    """Process-wide settings of a recording process (the server, or a media worker)."""
     raise_descriptor_limit()
+    # The event loop keeps the GIL busy under load; a catalogue or file thread that waits
+    # for it would otherwise wait 5 ms at each of its many releases (SQLite, file I/O), and
+    # a start's catalogue insert then takes seconds. Ask for the GIL to change hands sooner.
+    sys.setswitchinterval(SWITCH_INTERVAL)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop (asyncio's own loop where uvloop is missing)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        asyncio.run(serve_forever(settings))
+        asyncio.run(main)
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve_forever(settings))
+        runner.run(main)
+
+
+def run(settings: Settings) -> None:
+    prepare_process()
+    run_loop(serve_forever(settings))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
-from collections.abc import Callable
 
 from callrec.exceptions import ResourceError
 
@@ -102,24 +100,6 @@ class PortRange:
         raise ResourceError(
             f"no free UDP port in {self.low}-{self.high} ({self.in_use} in use)", reason="busy"
         )
-
-
-async def open_endpoint(
-    ports: PortRange,
-    protocol_factory: Callable[[], asyncio.DatagramProtocol],
-) -> tuple[asyncio.DatagramTransport, int, socket.socket]:
-    """A datagram endpoint on a port of the range; also returns its socket, so that what
-    the kernel still holds can be read out before the endpoint is closed."""
-    sock = ports.bind()
-    port = sock.getsockname()[1]
-    loop = asyncio.get_running_loop()
-    try:
-        transport, _ = await loop.create_datagram_endpoint(protocol_factory, sock=sock)
-    except BaseException:
-        sock.close()
-        ports.release(port)
-        raise
-    return transport, port, sock
 
 
 def drain_socket(sock: socket.socket, limit: int = 100_000) -> list[tuple[bytes, str]]:

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from callrec.catalog import Catalog
+from callrec.catalog import Catalog, RecordingInfo
 from callrec.media.wav import WavRepairError, repair_wav
 
 logger = logging.getLogger(__name__)
 
 
-def recover_unfinished(catalog: Catalog, root: Path) -> list[str]:
-    """Finish every row still marked ``recording``; returns one line per recording."""
+def recover_unfinished(
+    catalog: Catalog, root: Path, only: Callable[[RecordingInfo], bool] | None = None
+) -> list[str]:
+    """Finish every row still marked ``recording`` (or those of them ``only`` picks: the
+    calls of one crashed worker while the others record); returns one line per recording."""
     report: list[str] = []
     for rec in catalog.unfinished():
+        if only is not None and not only(rec):
+            continue
         path = root / rec.path
         _repair_companions(rec.extra, rec.sample_rate, root)
         try:

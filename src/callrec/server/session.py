@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -28,21 +27,6 @@ class SessionLog(logging.LoggerAdapter[logging.Logger]):
         return f"[{self.extra['session']}] {msg}", kwargs
 
 
-class MediaProtocol(asyncio.DatagramProtocol):
-    """Hands every datagram to the session's stream core, stamped with the loop's time."""
-
-    def __init__(self, stream: MediaStream, loop: asyncio.AbstractEventLoop) -> None:
-        self._stream = stream
-        self._time = loop.time
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._stream.receive(data, addr[0], self._time())
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors on a receive-only socket mean nothing to a recording; ignore them.
-        logger.debug("UDP error on media port: %s", exc)
-
-
 @dataclass(eq=False, slots=True, kw_only=True)
 class RecordingSession:
     """Everything the server holds for one call being recorded."""
@@ -59,7 +43,6 @@ class RecordingSession:
     started_mono: float
     fields: dict[str, str]
     log: SessionLog
-    transport: asyncio.DatagramTransport | None = None
     sock: socket.socket | None = None
     #: The control connection's core, told when we end the session ourselves.
     control: ControlConnection | None = None

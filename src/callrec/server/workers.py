@@ -1,0 +1,269 @@
+"""``callrec serve --workers N``: recording sessions spread over N processes.
+
+One Python process reads at most one core's worth of RTP. With ``workers = N`` the main
+process runs everything it runs alone (catalogue migrations and start-up recovery first, the
+web UI, SIP, and a share of the calls) and starts N - 1 *media workers*: processes that only
+record calls. Every process listens on the control port with ``SO_REUSEPORT``, so the kernel
+spreads the phones' connections over them; a session lives and ends on the connection that
+started it (one connection per session, PROTOCOL.md), so it never has to move. The UDP port
+range is cut into N slices, one per process, so each owns its media ports and a crashed
+worker's recordings are known by their ports.
+
+All processes write the same catalogue (SQLite in WAL mode with a busy timeout, or
+PostgreSQL). Workers tell the main process over a pipe when a session starts or finishes and,
+every ``PROGRESS_SECONDS``, how far each has come, so the live page and the metrics show every
+call. When a worker dies (``kill -9``, a crash) the main process finishes its open recordings
+as start-up recovery would and starts a new worker on the same slice; when the main process
+goes away, its workers see the pipe close and shut down gracefully (each open recording
+finalised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
+
+from callrec.config import Settings
+
+if TYPE_CHECKING:
+    from callrec.server.app import RecordingServer
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between a worker's progress reports (durations and counters of its sessions).
+PROGRESS_SECONDS = 2.0
+#: Seconds a worker has to finalise its recordings after SIGTERM before it is killed.
+STOP_GRACE_SECONDS = 30.0
+#: A worker that dies this soon after starting is crash-looping: wait longer before the next.
+RESTART_DELAYS = (1.0, 5.0, 30.0)
+QUICK_DEATH_SECONDS = 10.0
+
+
+def port_slices(low: int, high: int, count: int) -> list[tuple[int, int]]:
+    """``[low, high]`` cut into ``count`` contiguous slices as equal as can be."""
+    size = high - low + 1
+    if count < 1 or size < count:
+        raise ValueError(f"cannot cut {size} ports into {count} slices")
+    bounds = [low + size * i // count for i in range(count + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(count)]
+
+
+def slice_settings(settings: Settings, index: int) -> Settings:
+    """The settings of process ``index`` (0: the main one): its own media port slice; only
+    the main process runs the web UI and SIP."""
+    low, high = port_slices(settings.media_port_min, settings.media_port_max, settings.workers)[
+        index
+    ]
+    changes: dict[str, Any] = {"media_port_min": low, "media_port_max": high}
+    if index:
+        changes.update(web_enabled=False, sip_enabled=False)
+    return dataclasses.replace(settings, **changes)
+
+
+# -- messages from a worker (tuples: cheap to pickle, no class to import) ------------------
+#   ("started", LiveSession) | ("finished", LiveSession)
+#   ("progress", total_sessions, [(rec_id, duration, bytes_written, counters), ...])
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    low: int
+    high: int
+    process: BaseProcess | None = None
+    conn: Connection | None = None
+    started: float = 0.0
+    quick_deaths: int = 0
+    stopping: bool = False
+
+
+class WorkerPool:
+    """The main process's side: starts, watches, restarts and stops the media workers, and
+    feeds what they report into the main process's :class:`RecordingServer`."""
+
+    def __init__(self, settings: Settings, server: RecordingServer) -> None:
+        self.settings = settings
+        self.server = server
+        slices = port_slices(settings.media_port_min, settings.media_port_max, settings.workers)
+        self._workers = [_Worker(i, low, high) for i, (low, high) in enumerate(slices) if i]
+        self._context = multiprocessing.get_context("spawn")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process and w.process.pid]
+
+    async def start(self) -> None:
+        for worker in self._workers:
+            self._spawn(worker)
+        logger.info("started %d media workers", len(self._workers))
+
+    def _spawn(self, worker: _Worker) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=worker_main,
+            args=(self.settings, worker.index, theirs),
+            name=f"callrec-worker-{worker.index}",
+            daemon=False,
+        )
+        process.start()
+        theirs.close()
+        worker.process, worker.conn, worker.started = process, ours, time.monotonic()
+        worker.stopping = False
+        # The pipe is read by a thread: multiprocessing's Connection wants a blocking
+        # descriptor (a message larger than the pipe buffer arrives in parts), and an event
+        # loop's reader would make it non-blocking.
+        threading.Thread(
+            target=self._read_pipe,
+            args=(worker, ours, loop),
+            name=f"callrec-worker-{worker.index}-pipe",
+            daemon=True,
+        ).start()
+        task = asyncio.create_task(self._watch(worker, process))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _read_pipe(
+        self, worker: _Worker, conn: Connection, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Thread: hand each message of the worker to the loop, until the worker is gone."""
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception:
+                logger.exception("bad message from worker %d", worker.index)
+                break
+            try:
+                loop.call_soon_threadsafe(self._handle, worker, message)
+            except RuntimeError:
+                break  # the loop is closed: the main process is shutting down
+        conn.close()
+
+    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind in ("started", "finished"):
+            self.server.remote_event(kind, message[1])
+        elif kind == "progress":
+            self.server.remote_progress(worker.index, message[1], message[2])
+
+    async def _watch(self, worker: _Worker, process: BaseProcess) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, process.join)
+        await asyncio.sleep(0.1)  # what it said before it went, read by its pipe thread
+        if self._closing or worker.stopping:
+            return
+        logger.error(
+            "media worker %d (pid %s) exited with %s; finishing its recordings",
+            worker.index,
+            process.pid,
+            process.exitcode,
+        )
+        await self._recover(worker)
+        if self._closing:
+            return
+        lived = time.monotonic() - worker.started
+        worker.quick_deaths = worker.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
+        delay = RESTART_DELAYS[min(worker.quick_deaths, len(RESTART_DELAYS) - 1)]
+        await asyncio.sleep(delay)
+        if not self._closing:
+            self._spawn(worker)
+            logger.warning("media worker %d restarted", worker.index)
+
+    async def _recover(self, worker: _Worker) -> None:
+        from callrec.server.recovery import recover_unfinished
+
+        def mine(rec: Any) -> bool:
+            return bool(rec.source == "server" and worker.low <= rec.media_port <= worker.high)
+
+        try:
+            await self.server.in_db(recover_unfinished, self.server.catalog, self.server.root, mine)
+        except Exception:
+            logger.exception("recovery of worker %d's recordings failed", worker.index)
+        self.server.forget_remote(worker.low, worker.high)
+
+    async def stop(self) -> None:
+        """SIGTERM every worker (each finalises its recordings), SIGKILL what is left."""
+        self._closing = True
+        for worker in self._workers:
+            worker.stopping = True
+            if worker.process is not None and worker.process.is_alive():
+                worker.process.terminate()
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for worker in self._workers:
+            process = worker.process
+            if process is None:
+                continue
+            left = max(0.1, deadline - time.monotonic())
+            await loop.run_in_executor(None, process.join, left)
+            if process.is_alive():
+                logger.error("media worker %d did not stop in time; killing it", worker.index)
+                process.kill()
+                await loop.run_in_executor(None, process.join, 5.0)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+# -- the worker process ----------------------------------------------------------------------
+
+
+def worker_main(settings: Settings, index: int, conn: Connection) -> None:
+    """Entry point of media worker ``index`` (a spawned process)."""
+    from callrec.server.app import prepare_process, run_loop
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",
+    )
+    prepare_process()
+    # Ctrl-C in a terminal reaches the whole process group: the main process decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run_loop(_serve_worker(slice_settings(settings, index), conn))
+
+
+async def _serve_worker(settings: Settings, conn: Connection) -> None:
+    from callrec.server.app import RecordingServer
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    server = RecordingServer(settings, recover=False)
+
+    def send(message: tuple[Any, ...]) -> None:
+        try:
+            conn.send(message)  # small; the main process's pipe thread reads at once
+        except (OSError, ValueError):
+            stop.set()  # the main process is gone
+
+    def watch_pipe() -> None:
+        # Thread: the main process never writes, so recv() returns only when it has gone.
+        with contextlib.suppress(EOFError, OSError):
+            conn.recv()
+        loop.call_soon_threadsafe(stop.set)
+
+    server.add_session_observer(lambda event, live: send((event, live)))
+    threading.Thread(target=watch_pipe, name="callrec-main-watch", daemon=True).start()
+    await server.start()
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
+            except TimeoutError:
+                send(("progress", server.total_sessions, server.progress()))
+    finally:
+        await server.stop()
+        send(("progress", server.total_sessions, []))
+        conn.close()
