@@ -135,6 +135,7 @@ class RecordingServer:
             self.catalog.finish_recordings, self._on_db_thread
         )
         self._server: asyncio.Server | None = None
+        self._control_sock: socket.socket | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._read_task: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
@@ -145,20 +146,44 @@ class RecordingServer:
 
     # -- life cycle ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, listen: bool = True) -> None:
+        """Migrate and recover (unless told not to), then listen (unless told not to:
+        the main process of ``--workers`` listens once its workers are ready)."""
         self.root.mkdir(parents=True, exist_ok=True)
         if self.recover:
             await self._in_db(self.catalog.migrate)
             recovered = await self._in_db(recover_unfinished, self.catalog, self.root)
             if recovered:
                 logger.warning("start-up recovery finished %d recordings", len(recovered))
+        if listen:
+            await self.listen()
+
+    def reserve_control_port(self) -> int:
+        """Bind the control socket now (it listens in :meth:`listen`); returns its port,
+        which workers share when the settings ask for any free one (port 0)."""
+        if self._control_sock is None:
+            host = self.settings.control_host
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.settings.workers > 1:
+                    # Workers share the port: the kernel spreads new connections over them.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((host, self.settings.control_port))
+            except BaseException:
+                sock.close()
+                raise
+            self._control_sock = sock
+        port: int = self._control_sock.getsockname()[1]
+        return port
+
+    async def listen(self) -> None:
+        """Open the control port and start reading media."""
+        self.reserve_control_port()
         self._server = await asyncio.start_server(
             self._serve_connection,
-            self.settings.control_host,
-            self.settings.control_port,
-            reuse_address=True,
-            # Workers share the port: the kernel spreads new connections over them.
-            reuse_port=self.settings.workers > 1 or None,
+            sock=self._control_sock,
             # Phones connect in bursts (a site's calls after an outage): the default 100
             # pending connections overflow while the loop is busy, and connects time out.
             backlog=CONTROL_BACKLOG,
@@ -189,6 +214,8 @@ class RecordingServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        elif self._control_sock is not None:
+            self._control_sock.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
         if self._read_task is not None:
@@ -764,14 +791,19 @@ async def serve_forever(settings: Settings) -> None:
 
     workers = settings.workers > 1
     server = RecordingServer(slice_settings(settings, 0) if workers else settings)
-    await server.start()
-    # Port 0 asks for any free control port: the workers must share the one we got.
-    shared = dataclasses.replace(settings, control_port=server.control_port)
-    pool = WorkerPool(shared, server) if workers else None
+    pool = None
+    if workers:
+        # Recovery first (no worker may record yet), then the workers, and the port opens
+        # in the main process once they all listen: a phone never meets half a server.
+        await server.start(listen=False)
+        port = server.reserve_control_port()
+        pool = WorkerPool(dataclasses.replace(settings, control_port=port), server)
+        await pool.start()
+        await server.listen()
+    else:
+        await server.start()
     started_components: list[Any] = []
     try:
-        if pool is not None and not stop.is_set():
-            await pool.start()
         for component in build_components(settings, server):
             if stop.is_set():
                 break

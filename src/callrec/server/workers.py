@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between a worker's progress reports (durations and counters of its sessions).
 PROGRESS_SECONDS = 2.0
+#: Seconds the main process waits for its workers to listen before it opens the port anyway.
+READY_SECONDS = 60.0
 #: Seconds a worker has to finalise its recordings after SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 30.0
 #: A worker that dies this soon after starting is crash-looping: wait longer before the next.
@@ -84,6 +86,7 @@ class _Worker:
     conn: Connection | None = None
     started: float = 0.0
     quick_deaths: int = 0
+    ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     stopping: bool = False
 
 
@@ -104,8 +107,17 @@ class WorkerPool:
         return [w.process.pid for w in self._workers if w.process and w.process.pid]
 
     async def start(self) -> None:
+        """Start the workers; returns when each listens (or after ``READY_SECONDS``)."""
         for worker in self._workers:
             self._spawn(worker)
+        waits = [asyncio.wait_for(w.ready.wait(), READY_SECONDS) for w in self._workers]
+        for worker, result in zip(
+            self._workers, await asyncio.gather(*waits, return_exceptions=True), strict=True
+        ):
+            if isinstance(result, BaseException):
+                logger.error(
+                    "media worker %d is not ready after %.0f s", worker.index, READY_SECONDS
+                )
         logger.info("started %d media workers", len(self._workers))
 
     def _spawn(self, worker: _Worker) -> None:
@@ -121,6 +133,7 @@ class WorkerPool:
         theirs.close()
         worker.process, worker.conn, worker.started = process, ours, time.monotonic()
         worker.stopping = False
+        worker.ready = asyncio.Event()
         # The pipe is read by a thread: multiprocessing's Connection wants a blocking
         # descriptor (a message larger than the pipe buffer arrives in parts), and an event
         # loop's reader would make it non-blocking.
@@ -154,7 +167,9 @@ class WorkerPool:
 
     def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind in ("started", "finished"):
+        if kind == "ready":
+            worker.ready.set()
+        elif kind in ("started", "finished"):
             self.server.remote_event(kind, message[1])
         elif kind == "progress":
             self.server.remote_progress(worker.index, message[1], message[2])
@@ -257,6 +272,7 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
     server.add_session_observer(lambda event, live: send((event, live)))
     threading.Thread(target=watch_pipe, name="callrec-main-watch", daemon=True).start()
     await server.start()
+    send(("ready",))
     try:
         while not stop.is_set():
             try:
