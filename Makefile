@@ -64,7 +64,7 @@ fuzz: $(TEST_STAMP)
 # Ingest benchmark (issue 5): callrec then one GStreamer pipeline per call, same load, both
 # tables and the CPU-per-call ratio; a few minutes. Not part of `make test`.
 BENCH_APT := gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-libav
-BENCH_ARGS ?= --calls 300 --seconds 20
+BENCH_ARGS ?= --calls 300 --seconds 20 --server-args "--workers 2" --peer-calls 100
 bench-deps:
 	@$(MAKE) --no-print-directory sysdeps APT_PACKAGES="$(BENCH_APT)"
 	$(BIN)/pip install -q -e '.[bench]'

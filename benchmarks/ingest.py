@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -171,7 +172,10 @@ def plot(results: Path, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     points: dict[tuple[str, str], list[tuple[int, float, bool]]] = {}
-    for path in sorted(results.glob("ingest-*.json")):
+    # The current server's runs, and (dashed) the baseline's kept under baseline/.
+    files = [(p, False) for p in sorted(results.glob("ingest-*.json"))]
+    files += [(p, True) for p in sorted((results / "baseline").glob("ingest-*.json"))]
+    for path, baseline in files:
         data = json.loads(path.read_text())
         for r in data["reports"]:
             if r["cpu_percent"] is None or not r["calls_ok"]:
@@ -182,14 +186,17 @@ def plot(results: Path, png: Path) -> None:
                 or r["calls_ok"] < r["calls"]
                 or r["tick_lag_ms_p99"] > LATE_TICK_MS
             )
-            key = (r["recorder"], r["codec"])
+            if baseline and r["recorder"] != "callrec":
+                continue  # the peer is the same program: its current runs are enough
+            key = (_recorder_name(r["recorder"], data.get("command", ""), baseline), r["codec"])
             points.setdefault(key, []).append((r["calls_ok"], r["cpu_percent"], flagged))
     fig, ax = plt.subplots(figsize=(8, 5))
     for (recorder, codec), values in sorted(points.items()):
         values.sort()
         xs = [v[0] for v in values]
         ys = [v[1] for v in values]
-        ax.plot(xs, ys, marker="o", label=f"{recorder} {codec}")
+        style = "--" if "baseline" in recorder else "-"
+        ax.plot(xs, ys, style, marker="o", label=f"{recorder} {codec}")
         bad = [(x, y) for x, y, lossy in values if lossy]
         if bad:
             ax.scatter(*zip(*bad, strict=True), s=120, facecolors="none", edgecolors="red")
@@ -221,7 +228,7 @@ def summary(results: Path) -> str:
         for r in data["reports"]:
             cells = [
                 data["when"][5:16].replace("T", " "),
-                r["recorder"],
+                _recorder_name(r["recorder"], data.get("command", "")),
                 r["codec"],
                 f"{r['calls_ok']:,} / {r['calls']:,}",
                 f"{r['seconds']:g}",
@@ -238,6 +245,16 @@ def summary(results: Path) -> str:
             ]
             rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _recorder_name(recorder: str, command: str, baseline: bool = False) -> str:
+    """``callrec, 2 proc.`` for a run with ``--workers 2`` (``gstreamer`` as it is)."""
+    if recorder != "callrec":
+        return recorder
+    if baseline:
+        return "callrec (baseline)"
+    workers = re.search(r"--workers[ =](\d+)", command)
+    return f"callrec, {workers[1] if workers else 1} proc."
 
 
 def _fmt(value: float | None, fmt: str) -> str:

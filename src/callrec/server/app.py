@@ -1,9 +1,13 @@
-"""The asyncio layer: control listener, media endpoints, session lifecycle, catalogue calls.
+"""The asyncio layer: control listener, media sockets, session lifecycle, catalogue calls.
 
 Protocol decisions live in the sans-I/O cores (``control``, ``rtp``); this module only moves
-bytes between them and sockets, files and the catalogue. Catalogue calls run on one worker
-thread (SQLite wants one writer) and file finalisation on the default executor, so the event
-loop only ever does socket work, decoding and small appends.
+bytes between them and sockets, files and the catalogue. Media sockets are read together in
+batches (:mod:`callrec.server.receiver`); catalogue calls run on one thread (SQLite wants one
+writer), starts and stops grouped into one transaction per batch
+(:mod:`callrec.server.batching`); file writes run coalesced on one I/O thread and file
+finalisation on the default executor, so the event loop only does socket work, decoding and
+small appends. With ``--workers N`` several processes run this, see
+:mod:`callrec.server.workers`.
 """
 
 from __future__ import annotations
