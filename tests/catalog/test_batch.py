@@ -20,6 +20,7 @@ from callrec.catalog import (
 )
 from callrec.exceptions import CatalogError
 
+from .conftest import _reset_pg_schema
 from .factory import T0, new_recording
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -212,9 +213,19 @@ def test_batch_of_many_rows(catalog: Catalog) -> None:
         assert _get(catalog, rec_id).path == news[index].path
 
 
-def test_concurrent_duplicate_falls_back_to_single_rows(catalog: Catalog, catalog_url: str) -> None:
-    if catalog_url.startswith("sqlite"):
-        pytest.skip("on SQLite the batch holds the write lock: no one can insert meanwhile")
+@pytest.fixture
+def pg_catalog(catalog_pg_database: str) -> Iterator[Catalog]:
+    """A migrated, empty PostgreSQL catalogue (on SQLite a batch holds the write lock from
+    its first statement, so no other writer can slip in: the race exists on PostgreSQL)."""
+    _reset_pg_schema(catalog_pg_database)
+    with Catalog(catalog_pg_database) as cat:
+        cat.migrate()
+        yield cat
+
+
+@pytest.mark.postgres
+def test_concurrent_duplicate_falls_back_to_single_rows(pg_catalog: Catalog) -> None:
+    catalog = pg_catalog
     news = [new_recording(n) for n in range(5)]
     sneaked: list[int] = []
 
