@@ -149,6 +149,10 @@ async def test_calls_spread_over_both_processes_and_every_one_is_recorded(
     finally:
         _stop_terminate(proc)
     assert proc.returncode == 0
+    # A clean shutdown: each worker stopped on its SIGTERM, none was killed.
+    logs = "".join(p.read_text() for p in tmp_path.glob("server-*.log"))
+    assert "worker 1] callrec.server.app: recording server stopped" in logs
+    assert " ERROR " not in logs and "Traceback" not in logs
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     recs = catalog.find()
     catalog.close()

@@ -87,6 +87,8 @@ class _Worker:
     started: float = 0.0
     quick_deaths: int = 0
     ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: Set once the process has exited and been reaped (by its watcher: the one joiner).
+    exited: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     stopping: bool = False
 
 
@@ -134,6 +136,7 @@ class WorkerPool:
         worker.process, worker.conn, worker.started = process, ours, time.monotonic()
         worker.stopping = False
         worker.ready = asyncio.Event()
+        worker.exited = asyncio.Event()
         # The pipe is read by a thread: multiprocessing's Connection wants a blocking
         # descriptor (a message larger than the pipe buffer arrives in parts), and an event
         # loop's reader would make it non-blocking.
@@ -176,7 +179,9 @@ class WorkerPool:
 
     async def _watch(self, worker: _Worker, process: BaseProcess) -> None:
         loop = asyncio.get_running_loop()
+        # The only join of this process: two threads reaping one child race for its status.
         await loop.run_in_executor(None, process.join)
+        worker.exited.set()
         await asyncio.sleep(0.1)  # what it said before it went, read by its pipe thread
         if self._closing or worker.stopping:
             return
@@ -214,20 +219,19 @@ class WorkerPool:
         self._closing = True
         for worker in self._workers:
             worker.stopping = True
-            if worker.process is not None and worker.process.is_alive():
+            if worker.process is not None and not worker.exited.is_set():
                 worker.process.terminate()
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for worker in self._workers:
-            process = worker.process
-            if process is None:
-                continue
-            left = max(0.1, deadline - time.monotonic())
-            await loop.run_in_executor(None, process.join, left)
-            if process.is_alive():
-                logger.error("media worker %d did not stop in time; killing it", worker.index)
-                process.kill()
-                await loop.run_in_executor(None, process.join, 5.0)
+        running = [w for w in self._workers if w.process is not None]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(w.exited.wait() for w in running)), STOP_GRACE_SECONDS
+            )
+        except TimeoutError:
+            for worker in running:
+                if not worker.exited.is_set() and worker.process is not None:
+                    # Not reaped yet (its watcher still waits), so the pid is still its own.
+                    logger.error("media worker %d did not stop in time; killing it", worker.index)
+                    worker.process.kill()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
