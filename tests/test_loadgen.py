@@ -279,3 +279,43 @@ def test_cli_spawn_runs_a_server_and_reports_json(tmp_path: Path) -> None:
     assert report["verified"] == 4 and report["verify_failed"] == 0
     assert report["processes"] >= 1 and report["rss_per_call_kib"] is not None
     assert (tmp_path / "run" / "server.log").exists()
+
+
+def test_cli_spawn_with_two_workers_counts_every_process(tmp_path: Path) -> None:
+    """`--server-args "--workers 2"`: calls land in both processes; CPU and memory are read
+    over the process tree, and every call is verified."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "callrec",
+            "loadtest",
+            "--spawn",
+            "--calls",
+            "12",
+            "--seconds",
+            "1",
+            "--ramp",
+            "50",
+            "--verify",
+            "12",
+            "--server-args",
+            "--workers 2",
+            "--json",
+            "--quiet",
+            "--workdir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["problems"] == []
+    assert report["calls_ok"] == 12 and report["packets_received"] == 600
+    assert report["verified"] == 12 and report["verify_failed"] == 0
+    assert report["processes"] >= 2
+    log = (tmp_path / "run" / "server.log").read_text()
+    assert "started 1 media workers" in log and "[worker 1]" in log
