@@ -62,7 +62,9 @@ def _port_range(size: int = 40) -> tuple[int, int]:
     return low, low + size - 1
 
 
-def _serve(tmp_path: Path, port: int, low: int, high: int) -> subprocess.Popen[bytes]:
+def _serve(
+    tmp_path: Path, port: int, low: int, high: int, workers: int = 2
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
         CALLREC_CONTROL_HOST="127.0.0.1",
@@ -78,7 +80,7 @@ def _serve(tmp_path: Path, port: int, low: int, high: int) -> subprocess.Popen[b
     )
     log = (tmp_path / f"server-{time.monotonic_ns()}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "callrec", "serve", "--workers", "2"],
+        [sys.executable, "-m", "callrec", "serve", "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -87,11 +89,11 @@ def _serve(tmp_path: Path, port: int, low: int, high: int) -> subprocess.Popen[b
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"server exited with {proc.returncode}"
-        if len(_listeners(port)) == 2:
+        if len(_listeners(port)) == workers:
             return proc
         time.sleep(0.1)
     proc.kill()
-    raise AssertionError("the two processes did not both listen within 30 s")
+    raise AssertionError(f"the {workers} processes did not all listen within 30 s")
 
 
 def _listeners(port: int) -> set[int]:
@@ -322,6 +324,34 @@ async def test_main_process_shows_and_counts_the_workers_sessions(tmp_path: Path
     finally:
         await pool.stop()
         await server.stop()
+
+
+async def test_more_workers_than_executor_threads_start_record_and_stop(tmp_path: Path) -> None:
+    # Each worker is watched by a thread of its own: watchers in the default executor (a few
+    # threads on a small machine) would starve the finishing of recordings and the shutdown.
+    port, (low, high) = free_port(), _port_range(80)
+    proc = _serve(tmp_path, port, low, high, workers=8)
+    try:
+        calls = await _start_calls(port, 24, "e")
+        await asyncio.gather(*(c.send_packets(PACKETS[:20], realtime=False) for c in calls))
+        for call in calls:
+            assert (await call.stop())["result"] == "success"
+            await call.close()
+    finally:
+        started = time.monotonic()
+        _stop_terminate(proc)
+    assert proc.returncode == 0 and time.monotonic() - started < 20
+    logs = "".join(p.read_text() for p in tmp_path.glob("server-*.log"))
+    assert "started 7 media workers" in logs and " ERROR " not in logs
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    recs = catalog.find()
+    catalog.close()
+    assert len(recs) == 24 and {r.status for r in recs} == {"complete"}
+    assert len({port_slice(r.media_port, low, high, 8) for r in recs}) >= 4
+
+
+def port_slice(port: int, low: int, high: int, count: int) -> int:
+    return next(i for i, (a, b) in enumerate(port_slices(low, high, count)) if a <= port <= b)
 
 
 def test_serve_workers_option_is_documented() -> None:

@@ -179,8 +179,20 @@ class WorkerPool:
 
     async def _watch(self, worker: _Worker, process: BaseProcess) -> None:
         loop = asyncio.get_running_loop()
-        # The only join of this process: two threads reaping one child race for its status.
-        await loop.run_in_executor(None, process.join)
+        gone: asyncio.Future[None] = loop.create_future()
+
+        def join() -> None:
+            # The only join of this process (two threads reaping one child race for its
+            # status), on a thread of its own: a join in the default executor would hold one
+            # of its few threads, which finish recordings, for the worker's whole life.
+            process.join()
+            with contextlib.suppress(RuntimeError):  # the loop closed: we are exiting
+                loop.call_soon_threadsafe(_resolve, gone)
+
+        threading.Thread(
+            target=join, name=f"callrec-worker-{worker.index}-join", daemon=True
+        ).start()
+        await gone
         worker.exited.set()
         await asyncio.sleep(0.1)  # what it said before it went, read by its pipe thread
         if self._closing or worker.stopping:
@@ -287,3 +299,8 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
         await server.stop()
         send(("progress", server.total_sessions, []))
         conn.close()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
