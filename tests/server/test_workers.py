@@ -363,3 +363,25 @@ def test_serve_workers_option_is_documented() -> None:
         env={**os.environ, "COLUMNS": "200"},
     ).stdout
     assert "--workers" in out
+
+
+async def test_a_worker_that_cannot_start_does_not_hold_the_port_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import callrec.server.workers as workers
+
+    # The child unpickles its target by name: os._exit(settings, ...) fails there at once.
+    monkeypatch.setattr(workers, "worker_main", os._exit)
+    low, high = _port_range()
+    settings = server_settings(tmp_path, workers=2, media_port_min=low, media_port_max=high)
+    server = RecordingServer(slice_settings(settings, 0))
+    await server.start(listen=False)
+    pool = WorkerPool(settings, server)
+    started = time.monotonic()
+    try:
+        await pool.start()
+        assert time.monotonic() - started < workers.READY_SECONDS / 2
+        assert "media worker 1 did not start" in caplog.text
+    finally:
+        await pool.stop()
+        await server.stop()

@@ -112,15 +112,24 @@ class WorkerPool:
         """Start the workers; returns when each listens (or after ``READY_SECONDS``)."""
         for worker in self._workers:
             self._spawn(worker)
-        waits = [asyncio.wait_for(w.ready.wait(), READY_SECONDS) for w in self._workers]
-        for worker, result in zip(
-            self._workers, await asyncio.gather(*waits, return_exceptions=True), strict=True
-        ):
-            if isinstance(result, BaseException):
-                logger.error(
-                    "media worker %d is not ready after %.0f s", worker.index, READY_SECONDS
-                )
+        results = await asyncio.gather(*(self._ready(w) for w in self._workers))
+        for worker, ready in zip(self._workers, results, strict=True):
+            if not ready:
+                logger.error("media worker %d did not start; going on without it", worker.index)
         logger.info("started %d media workers", len(self._workers))
+
+    @staticmethod
+    async def _ready(worker: _Worker) -> bool:
+        """Whether the worker listens within ``READY_SECONDS`` (False: it exited first, or
+        is too slow; its watcher restarts it if it exited)."""
+        ready, exited = worker.ready, worker.exited
+        waits = [asyncio.ensure_future(ready.wait()), asyncio.ensure_future(exited.wait())]
+        _done, pending = await asyncio.wait(
+            waits, timeout=READY_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        return ready.is_set()
 
     def _spawn(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
