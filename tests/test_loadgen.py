@@ -13,6 +13,7 @@ import subprocess
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -243,8 +244,8 @@ def test_options_and_helpers() -> None:
     assert cpu is not None and cpu > 0 and rss is not None and rss > 0
 
 
-def test_cli_spawn_runs_a_server_and_reports_json(tmp_path: Path) -> None:
-    """`callrec loadtest --spawn` end to end: its own server, two sender processes, JSON."""
+def _spawn_loadtest(tmp_path: Path, *args: str) -> dict[str, Any]:
+    """`callrec loadtest --spawn ... --json` as a user runs it; its JSON report."""
     result = subprocess.run(
         [
             sys.executable,
@@ -252,16 +253,7 @@ def test_cli_spawn_runs_a_server_and_reports_json(tmp_path: Path) -> None:
             "callrec",
             "loadtest",
             "--spawn",
-            "--calls",
-            "4",
-            "--seconds",
-            "1",
-            "--ramp",
-            "20",
-            "--senders",
-            "2",
-            "--verify",
-            "4",
+            *args,
             "--json",
             "--quiet",
             "--workdir",
@@ -273,8 +265,26 @@ def test_cli_spawn_runs_a_server_and_reports_json(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report: dict[str, Any] = json.loads(result.stdout)
     assert report["ok"] and report["problems"] == []
+    return report
+
+
+def test_cli_spawn_runs_a_server_and_reports_json(tmp_path: Path) -> None:
+    """`callrec loadtest --spawn` end to end: its own server, two sender processes, JSON."""
+    report = _spawn_loadtest(
+        tmp_path,
+        "--calls",
+        "4",
+        "--seconds",
+        "1",
+        "--ramp",
+        "20",
+        "--senders",
+        "2",
+        "--verify",
+        "4",
+    )
     assert report["calls_ok"] == 4 and report["packets_received"] == 200
     assert report["verified"] == 4 and report["verify_failed"] == 0
     assert report["processes"] >= 1 and report["rss_per_call_kib"] is not None
@@ -284,36 +294,11 @@ def test_cli_spawn_runs_a_server_and_reports_json(tmp_path: Path) -> None:
 def test_cli_spawn_with_two_workers_counts_every_process(tmp_path: Path) -> None:
     """`--server-args "--workers 2"`: calls land in both processes; CPU and memory are read
     over the process tree, and every call is verified."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "callrec",
-            "loadtest",
-            "--spawn",
-            "--calls",
-            "12",
-            "--seconds",
-            "1",
-            "--ramp",
-            "50",
-            "--verify",
-            "12",
-            "--server-args",
-            "--workers 2",
-            "--json",
-            "--quiet",
-            "--workdir",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
+    report = _spawn_loadtest(
+        tmp_path,
+        *("--calls", "12", "--seconds", "1", "--ramp", "50", "--verify", "12"),
+        *("--server-args", "--workers 2"),
     )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["ok"] and report["problems"] == []
     assert report["calls_ok"] == 12 and report["packets_received"] == 600
     assert report["verified"] == 12 and report["verify_failed"] == 0
     assert report["processes"] >= 2

@@ -473,26 +473,17 @@ def test_finish_batch_is_one_transaction(catalog: Catalog) -> None:
 
 def test_finish_recording_is_a_batch_of_one(catalog: Catalog) -> None:
     rec_id = catalog.create_recording(new_recording(1))
+    end: dict[str, Any] = dict(
+        status="complete",
+        stop_reason="phone_stop",
+        end_time=T0,
+        duration=1.0,
+        size_bytes=44,
+        sha256=None,
+        counters=None,
+    )
     with _transactions(catalog) as seen:
-        catalog.finish_recording(
-            rec_id,
-            status="complete",
-            stop_reason="phone_stop",
-            end_time=T0,
-            duration=1.0,
-            size_bytes=44,
-            sha256=None,
-            counters=None,
-        )
+        catalog.finish_recording(rec_id, **end)
     assert seen == ["begin", "commit"]
     with pytest.raises(CatalogError, match=rf"^cannot finish recording {rec_id}: it is already"):
-        catalog.finish_recording(
-            rec_id,
-            status="complete",
-            stop_reason="phone_stop",
-            end_time=T0,
-            duration=1.0,
-            size_bytes=44,
-            sha256=None,
-            counters=None,
-        )
+        catalog.finish_recording(rec_id, **end)

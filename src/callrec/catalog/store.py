@@ -7,6 +7,7 @@ shared between threads: every call takes its own connection from the engine's po
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -618,29 +619,10 @@ def _new_stop_fields(row: object, fields: Mapping[str, str]) -> dict[str, str]:
 
 
 def _new_row_values(rec: NewRecording) -> dict[str, Any]:
-    """Column -> value of the new ``recording`` row of ``rec``."""
-    return {
-        "source": rec.source,
-        "session_id": rec.session_id,
-        "device": rec.device,
-        "direction": rec.direction,
-        "local_number": rec.local_number,
-        "local_name": rec.local_name,
-        "remote_number": rec.remote_number,
-        "remote_name": rec.remote_name,
-        "codec": rec.codec,
-        "peer_address": rec.peer_address,
-        "peer_port": rec.peer_port,
-        "media_port": rec.media_port,
-        "start_time": rec.start_time,
-        "sample_rate": rec.sample_rate,
-        "channels": rec.channels,
-        "path": rec.path,
-        "status": STATUS_RECORDING,
-        "extra": dict(rec.extra),
-        "original_path": rec.original_path,
-        "original_sha256": rec.original_sha256,
-    }
+    """Column -> value of the new ``recording`` row of ``rec`` (its fields are columns)."""
+    values = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+    values.update(status=STATUS_RECORDING, extra=dict(rec.extra))
+    return values
 
 
 def _insert_new(

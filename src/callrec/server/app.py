@@ -133,10 +133,10 @@ class RecordingServer:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-io")
         # Starts and stops are catalogued in batches (group commit) on the catalogue thread.
         self._creates: Batcher[NewRecording, int] = Batcher(
-            self.catalog.create_recordings, self._on_db_thread
+            self.catalog.create_recordings, self._in_db
         )
         self._finishes: Batcher[FinishRecording, None] = Batcher(
-            self.catalog.finish_recordings, self._on_db_thread
+            self.catalog.finish_recordings, self._in_db
         )
         self._server: asyncio.Server | None = None
         self._control_sock: socket.socket | None = None
@@ -248,9 +248,6 @@ class RecordingServer:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
 
-    async def _on_db_thread(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._db, fn)
-
     async def in_db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a catalogue call on the server's one catalogue thread (for components that
         write recordings, e.g. SIP: SQLite wants one writer)."""
@@ -270,14 +267,6 @@ class RecordingServer:
             [*local, *self._remote.values()], key=lambda live: (live.started_at, live.rec_id)
         )
 
-    def progress(self) -> list[tuple[int, float, int, dict[str, int]]]:
-        """(id, seconds, bytes, counters) of each session: what a media worker reports."""
-        return [
-            (s.rec_id, s.writer.duration, s.writer.frames_written * 2, s.stream.counters.as_dict())
-            for s in self.sessions.values()
-            if not s.finishing
-        ]
-
     def remote_event(self, event: str, live: LiveSession) -> None:
         """A media worker started or finished a session: track it and tell the observers."""
         if event == "started":
@@ -286,16 +275,12 @@ class RecordingServer:
             self._remote.pop(live.rec_id, None)
         self._emit(event, live)
 
-    def remote_progress(
-        self, worker: int, total: int, items: list[tuple[int, float, int, dict[str, int]]]
-    ) -> None:
+    def remote_progress(self, worker: int, total: int, sessions: list[LiveSession]) -> None:
+        """A media worker's sessions as they are now (those it has not finished)."""
         self._remote_totals[worker] = total
-        for rec_id, duration, size, counters in items:
-            live = self._remote.get(rec_id)
-            if live is not None:
-                self._remote[rec_id] = dataclasses.replace(
-                    live, duration=duration, bytes_written=size, counters=counters
-                )
+        for live in sessions:
+            if live.rec_id in self._remote:
+                self._remote[live.rec_id] = live
 
     def forget_remote(self, low: int, high: int) -> None:
         """A media worker is gone: its sessions (media ports ``low``-``high``) ended."""

@@ -74,7 +74,8 @@ def slice_settings(settings: Settings, index: int) -> Settings:
 
 # -- messages from a worker (tuples: cheap to pickle, no class to import) ------------------
 #   ("started", LiveSession) | ("finished", LiveSession)
-#   ("progress", total_sessions, [(rec_id, duration, bytes_written, counters), ...])
+#   ("progress", total_sessions, [LiveSession, ...])   every PROGRESS_SECONDS
+#   ("ready",)
 
 
 @dataclass(slots=True)
@@ -83,13 +84,11 @@ class _Worker:
     low: int
     high: int
     process: BaseProcess | None = None
-    conn: Connection | None = None
     started: float = 0.0
     quick_deaths: int = 0
     ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     #: Set once the process has exited and been reaped (by its watcher: the one joiner).
     exited: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    stopping: bool = False
 
 
 class WorkerPool:
@@ -104,9 +103,6 @@ class WorkerPool:
         self._context = multiprocessing.get_context("spawn")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
-
-    def pids(self) -> list[int]:
-        return [w.process.pid for w in self._workers if w.process and w.process.pid]
 
     async def start(self) -> None:
         """Start the workers; returns when each listens (or after ``READY_SECONDS``)."""
@@ -142,40 +138,46 @@ class WorkerPool:
         )
         process.start()
         theirs.close()
-        worker.process, worker.conn, worker.started = process, ours, time.monotonic()
-        worker.stopping = False
-        worker.ready = asyncio.Event()
-        worker.exited = asyncio.Event()
-        # The pipe is read by a thread: multiprocessing's Connection wants a blocking
-        # descriptor (a message larger than the pipe buffer arrives in parts), and an event
-        # loop's reader would make it non-blocking.
+        worker.process, worker.started = process, time.monotonic()
+        worker.ready, worker.exited = asyncio.Event(), asyncio.Event()
+        gone: asyncio.Future[None] = loop.create_future()
         threading.Thread(
-            target=self._read_pipe,
-            args=(worker, ours, loop),
-            name=f"callrec-worker-{worker.index}-pipe",
+            target=self._follow,
+            args=(worker, process, ours, loop, gone),
+            name=f"callrec-worker-{worker.index}",
             daemon=True,
         ).start()
-        task = asyncio.create_task(self._watch(worker, process))
+        task = asyncio.create_task(self._watch(worker, process, gone))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _read_pipe(
-        self, worker: _Worker, conn: Connection, loop: asyncio.AbstractEventLoop
+    def _follow(
+        self,
+        worker: _Worker,
+        process: BaseProcess,
+        conn: Connection,
+        loop: asyncio.AbstractEventLoop,
+        gone: asyncio.Future[None],
     ) -> None:
-        """Thread: hand each message of the worker to the loop, until the worker is gone."""
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break
-            except Exception:
-                logger.exception("bad message from worker %d", worker.index)
-                break
-            try:
-                loop.call_soon_threadsafe(self._handle, worker, message)
-            except RuntimeError:
-                break  # the loop is closed: the main process is shutting down
-        conn.close()
+        """Thread: hand each message of the worker to the loop until its pipe closes, then
+        reap it. A thread, because multiprocessing's Connection wants a blocking descriptor
+        (a large message arrives in parts) and an event loop's reader would make it
+        non-blocking; the only join of the process, because two threads reaping one child
+        race for its status; not the default executor, whose few threads finish recordings."""
+        with conn:
+            while True:
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    break
+                except Exception:
+                    logger.exception("bad message from worker %d", worker.index)
+                    break
+                if not _call_soon(loop, self._handle, worker, message):
+                    break
+        process.join()
+        # After every message it sent: the loop runs callbacks in order.
+        _call_soon(loop, _resolve, gone)
 
     def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -186,25 +188,12 @@ class WorkerPool:
         elif kind == "progress":
             self.server.remote_progress(worker.index, message[1], message[2])
 
-    async def _watch(self, worker: _Worker, process: BaseProcess) -> None:
-        loop = asyncio.get_running_loop()
-        gone: asyncio.Future[None] = loop.create_future()
-
-        def join() -> None:
-            # The only join of this process (two threads reaping one child race for its
-            # status), on a thread of its own: a join in the default executor would hold one
-            # of its few threads, which finish recordings, for the worker's whole life.
-            process.join()
-            with contextlib.suppress(RuntimeError):  # the loop closed: we are exiting
-                loop.call_soon_threadsafe(_resolve, gone)
-
-        threading.Thread(
-            target=join, name=f"callrec-worker-{worker.index}-join", daemon=True
-        ).start()
+    async def _watch(
+        self, worker: _Worker, process: BaseProcess, gone: asyncio.Future[None]
+    ) -> None:
         await gone
         worker.exited.set()
-        await asyncio.sleep(0.1)  # what it said before it went, read by its pipe thread
-        if self._closing or worker.stopping:
+        if self._closing:
             return
         logger.error(
             "media worker %d (pid %s) exited with %s; finishing its recordings",
@@ -239,7 +228,6 @@ class WorkerPool:
         """SIGTERM every worker (each finalises its recordings), SIGKILL what is left."""
         self._closing = True
         for worker in self._workers:
-            worker.stopping = True
             if worker.process is not None and not worker.exited.is_set():
                 worker.process.terminate()
         running = [w for w in self._workers if w.process is not None]
@@ -292,7 +280,7 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
         # Thread: the main process never writes, so recv() returns only when it has gone.
         with contextlib.suppress(EOFError, OSError):
             conn.recv()
-        loop.call_soon_threadsafe(stop.set)
+        _call_soon(loop, stop.set)
 
     server.add_session_observer(lambda event, live: send((event, live)))
     threading.Thread(target=watch_pipe, name="callrec-main-watch", daemon=True).start()
@@ -303,7 +291,7 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
             try:
                 await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
             except TimeoutError:
-                send(("progress", server.total_sessions, server.progress()))
+                send(("progress", server.total_sessions, server.live_sessions()))
     finally:
         await server.stop()
         send(("progress", server.total_sessions, []))
@@ -313,3 +301,12 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> bool:
+    """From a thread; False when the loop is closed (the main process is exiting)."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
