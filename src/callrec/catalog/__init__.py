@@ -24,7 +24,6 @@ from callrec.catalog.records import (
     STATUSES,
     NewRecording,
     RecordingInfo,
-    StreamCounters,
 )
 from callrec.catalog.sipaccounts import SipAccountInfo, SipAccountStore  # issue 6
 from callrec.catalog.store import Catalog, DuplicatePathError, FinishRecording, head_revision
@@ -42,6 +41,7 @@ from callrec.catalog.webrecords import (
     TokenInfo,
     UserInfo,
 )
+from callrec.rtp.counters import StreamCounters  # the stream core's counters, stored as they are
 
 __all__ = [
     "AUDIT_ACTIONS",

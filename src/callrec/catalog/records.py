@@ -1,8 +1,9 @@
 """The values that cross the catalogue's boundary: plain, frozen dataclasses, no SQL.
 
-:class:`NewRecording` and :class:`StreamCounters` go in, :class:`RecordingInfo` comes out.
-They validate on construction, so a bad value is refused with a :class:`CatalogError` that
-names the field before any SQL runs.
+:class:`NewRecording` and :class:`~callrec.rtp.counters.StreamCounters` (the stream core's own
+counters type) go in, :class:`RecordingInfo` comes out. Values are checked before any SQL runs
+(a :class:`NewRecording` on construction, counters by :func:`require_counters`), so a bad value
+is refused with a :class:`CatalogError` that names the field.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callrec.exceptions import CatalogError
+from callrec.rtp.counters import StreamCounters
 
 #: Where a recording came from: network recording, a phone-local (USB) file, SIP INFO.
 SOURCES = frozenset({"server", "usb", "sip"})
@@ -54,6 +56,13 @@ def require_choice(name: str, value: str, choices: frozenset[str]) -> None:
 def require_sha256(value: str | None) -> None:
     if value is not None and not _SHA256.fullmatch(value):
         raise CatalogError(f"sha256 must be 64 lowercase hex digits, got {value!r}")
+
+
+def require_counters(counters: StreamCounters) -> None:
+    try:
+        counters.check()
+    except (ValueError, AttributeError) as exc:
+        raise CatalogError(str(exc)) from exc
 
 
 def require_json(name: str, value: dict[str, Any]) -> None:
@@ -118,45 +127,6 @@ class NewRecording:
         require_json("extra", self.extra)
         require_sha256(self.original_sha256)
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamCounters:
-    """A snapshot of one session's packet counters (see ``callrec.rtp.stream``)."""
-
-    #: Every datagram that arrived on the session's port.
-    received: int = 0
-    #: Packets that never came (gaps in the sequence numbers).
-    lost: int = 0
-    #: Packets that came after their place in the file was written, dropped.
-    late: int = 0
-    #: Copies of packets already seen, dropped.
-    duplicate: int = 0
-    #: Packets from another address or a stray SSRC.
-    foreign: int = 0
-    #: Datagrams that are not usable RTP.
-    malformed: int = 0
-    #: Other payload types: telephone-event, comfort noise, RTCP.
-    other: int = 0
-    #: How often the stream moved to a new SSRC (hold/resume, transfer).
-    ssrc_changes: int = 0
-
-    def __post_init__(self) -> None:
-        for name in _COUNTER_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise CatalogError(f"counter {name} must be an integer >= 0, got {value!r}")
-
-
-_COUNTER_FIELDS = (
-    "received",
-    "lost",
-    "late",
-    "duplicate",
-    "foreign",
-    "malformed",
-    "other",
-    "ssrc_changes",
-)
 
 #: Counter field -> column of the ``recordings`` table.
 COUNTER_COLUMNS = {

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Final
 
 from sqlalchemy import Integer, String, delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from callrec.catalog.models import Base, CleanText, UTCDateTime
@@ -116,15 +115,12 @@ class SipAccountStore:
             policy=policy,
             display_name=display_name,
         )
-        catalog = self._catalog
-        with catalog._guard("add a SIP account"):
-            try:
-                with catalog._session(write=True) as session:
-                    session.add(row)
-                    session.flush()
-                    return _info(row)
-            except IntegrityError as exc:
-                raise CatalogError(f"SIP account {username!r} already exists") from exc
+        with self._catalog.transaction(
+            "add a SIP account", write=True, conflict=f"SIP account {username!r} already exists"
+        ) as session:
+            session.add(row)
+            session.flush()
+            return _info(row)
 
     def update(
         self,
@@ -141,8 +137,7 @@ class SipAccountStore:
             check_sip_policy(policy)
         _check_hex("ha1_md5", ha1_md5, 32)
         _check_hex("ha1_sha256", ha1_sha256, 64)
-        catalog = self._catalog
-        with catalog._guard("change a SIP account"), catalog._session(write=True) as session:
+        with self._catalog.transaction("change a SIP account", write=True) as session:
             row = session.scalars(select(SipAccount).where(SipAccount.username == username)).first()
             if row is None:
                 raise CatalogError(f"no SIP account {username!r}")
@@ -158,21 +153,18 @@ class SipAccountStore:
             return _info(row)
 
     def get(self, username: str) -> SipAccountInfo | None:
-        catalog = self._catalog
-        with catalog._guard("read a SIP account"), catalog._session() as session:
+        with self._catalog.transaction("read a SIP account") as session:
             row = session.scalars(select(SipAccount).where(SipAccount.username == username)).first()
             return None if row is None else _info(row)
 
     def all(self) -> list[SipAccountInfo]:
-        catalog = self._catalog
-        with catalog._guard("list SIP accounts"), catalog._session() as session:
+        with self._catalog.transaction("list SIP accounts") as session:
             rows = session.scalars(select(SipAccount).order_by(SipAccount.username))
             return [_info(row) for row in rows]
 
     def delete(self, username: str) -> bool:
         """Remove an account; False when there was none."""
-        catalog = self._catalog
-        with catalog._guard("delete a SIP account"), catalog._session(write=True) as session:
+        with self._catalog.transaction("delete a SIP account", write=True) as session:
             result = session.execute(delete(SipAccount).where(SipAccount.username == username))
             return bool(getattr(result, "rowcount", 0))
 

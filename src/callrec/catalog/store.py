@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -44,6 +45,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQL
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from callrec.catalog.mappers import recording_info
 from callrec.catalog.models import Recording, clean_text
 from callrec.catalog.records import (
     COUNTER_COLUMNS,
@@ -53,14 +55,15 @@ from callrec.catalog.records import (
     STATUSES,
     NewRecording,
     RecordingInfo,
-    StreamCounters,
     require_aware,
     require_choice,
+    require_counters,
     require_sha256,
     utcnow,
 )
 from callrec.catalog.webstore import WebQueries
 from callrec.exceptions import CatalogError
+from callrec.rtp.counters import StreamCounters
 
 _log = logging.getLogger(__name__)
 
@@ -289,6 +292,18 @@ class Catalog(WebQueries):
                 results.append(exc)
         return results
 
+    def abandon_recording(self, rec_id: int) -> bool:
+        """Remove a row that is still ``recording`` because its file was never made: the
+        name it claimed was taken on disk meanwhile, by a program other than callrec. False
+        when there was no such row (a finished row is never removed here)."""
+        statement = (
+            delete(_recordings)
+            .where(_recordings.c.id == rec_id)
+            .where(_recordings.c.status == STATUS_RECORDING)
+        )
+        with self._guard(f"abandon recording {rec_id}"), self._write_engine.begin() as connection:
+            return bool(connection.execute(statement).rowcount)
+
     def checkpoint(self, counters: Mapping[int, StreamCounters]) -> None:
         """Store the current counters of many recordings in one transaction.
 
@@ -297,6 +312,8 @@ class Catalog(WebQueries):
         """
         if not counters:
             return
+        for values in counters.values():
+            require_counters(values)
         now = utcnow()
         # Sorted, so two writers on PostgreSQL lock rows in the same order.
         params = [
@@ -453,7 +470,7 @@ class Catalog(WebQueries):
         """The row with this id, or None."""
         with self._guard(f"read recording {rec_id}"), self._session() as session:
             row = session.get(Recording, rec_id)
-            return None if row is None else _info(row)
+            return None if row is None else recording_info(row)
 
     def unfinished(self) -> list[RecordingInfo]:
         """Rows still in status ``recording``: after a start-up, those a crash left behind."""
@@ -461,7 +478,7 @@ class Catalog(WebQueries):
             select(Recording).where(Recording.status == STATUS_RECORDING).order_by(Recording.id)
         )
         with self._guard("list unfinished recordings"), self._session() as session:
-            return [_info(row) for row in session.scalars(statement)]
+            return [recording_info(row) for row in session.scalars(statement)]
 
     def find_original(self, sha256: str) -> RecordingInfo | None:
         """The first recording imported from a file with this SHA-256, or None (issue 3)."""
@@ -474,7 +491,7 @@ class Catalog(WebQueries):
         )
         with self._guard("look up an imported file"), self._session() as session:
             row = session.scalars(statement).first()
-            return None if row is None else _info(row)
+            return None if row is None else recording_info(row)
 
     def find(
         self,
@@ -505,7 +522,7 @@ class Catalog(WebQueries):
             .offset(offset)
         )
         with self._guard("search recordings"), self._session() as session:
-            return [_info(row) for row in session.scalars(statement)]
+            return [recording_info(row) for row in session.scalars(statement)]
 
     def count(
         self,
@@ -529,6 +546,26 @@ class Catalog(WebQueries):
             self._closed = True
             self._engine.dispose()
             _log.debug("catalogue %s closed", self._display)
+
+    # -- transactions for the package's other query modules ----------------------------------
+
+    @contextmanager
+    def transaction(
+        self, action: str, *, write: bool = False, conflict: str | None = None
+    ) -> Iterator[Session]:
+        """One transaction for queries that live in other modules of this package (the SIP
+        accounts): committed when the block ends, rolled back when it raises. ``write`` takes
+        the write lock up front (SQLite). A database failure becomes a :class:`CatalogError`
+        saying ``cannot <action>``; a broken unique constraint becomes ``CatalogError(conflict)``
+        when ``conflict`` is given."""
+        with self._guard(action):
+            try:
+                with self._session(write=write) as session:
+                    yield session
+            except IntegrityError as exc:
+                if conflict is None:
+                    raise
+                raise CatalogError(conflict) from exc
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -679,6 +716,8 @@ def _check_finish(item: FinishRecording) -> CatalogError | None:
         if item.size_bytes < 0:
             raise CatalogError(f"size_bytes must be >= 0, got {item.size_bytes}")
         require_sha256(item.sha256)
+        if item.counters is not None:
+            require_counters(item.counters)
     except CatalogError as exc:
         return exc
     return None
@@ -723,45 +762,3 @@ def _filters(
         require_choice("direction", direction, DIRECTIONS)
         where.append(Recording.direction == direction)
     return where
-
-
-def _info(row: Recording) -> RecordingInfo:
-    return RecordingInfo(
-        id=row.id,
-        source=row.source,
-        session_id=row.session_id,
-        device=row.device,
-        direction=row.direction,
-        local_number=row.local_number,
-        local_name=row.local_name,
-        remote_number=row.remote_number,
-        remote_name=row.remote_name,
-        codec=row.codec,
-        peer_address=row.peer_address,
-        peer_port=row.peer_port,
-        media_port=row.media_port,
-        start_time=row.start_time,
-        end_time=row.end_time,
-        duration=row.duration,
-        sample_rate=row.sample_rate,
-        channels=row.channels,
-        size_bytes=row.size_bytes,
-        sha256=row.sha256,
-        path=row.path,
-        status=row.status,
-        stop_reason=row.stop_reason,
-        phone_stop_reason=row.phone_stop_reason,
-        extra=dict(row.extra),
-        original_path=row.original_path,
-        original_sha256=row.original_sha256,
-        packets_received=row.packets_received,
-        packets_lost=row.packets_lost,
-        packets_late=row.packets_late,
-        packets_duplicate=row.packets_duplicate,
-        packets_foreign=row.packets_foreign,
-        packets_malformed=row.packets_malformed,
-        packets_other=row.packets_other,
-        ssrc_changes=row.ssrc_changes,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )

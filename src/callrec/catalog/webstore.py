@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from callrec.catalog import search_index
+from callrec.catalog.mappers import audit_info, note_info, recording_info, token_info, user_info
 from callrec.catalog.models import Recording
 from callrec.catalog.records import STATUS_RECORDING, RecordingInfo, require_aware, utcnow
 from callrec.catalog.webmodels import ApiToken, AuditEntry, Note, RecordingTag, User, WebSession
@@ -101,7 +102,7 @@ class WebQueries:
                 with self._session(write=True) as session:
                     session.add(row)
                     session.flush()
-                    return _user(row)
+                    return user_info(row)
             except IntegrityError as exc:
                 raise CatalogError(f"cannot create user: {name!r} already exists") from exc
 
@@ -111,25 +112,25 @@ class WebQueries:
 
     def list_users(self) -> list[UserInfo]:
         with self._guard("list users"), self._session() as session:
-            return [_user(u) for u in session.scalars(select(User).order_by(User.username))]
+            return [user_info(u) for u in session.scalars(select(User).order_by(User.username))]
 
     def get_user(self, user_id: int) -> UserInfo | None:
         with self._guard(f"read user {user_id}"), self._session() as session:
             row = session.get(User, user_id)
-            return None if row is None else _user(row)
+            return None if row is None else user_info(row)
 
     def get_user_by_name(self, username: str) -> UserInfo | None:
         name = username.strip().lower()
         with self._guard("read a user"), self._session() as session:
             row = session.scalar(select(User).where(User.username == name))
-            return None if row is None else _user(row)
+            return None if row is None else user_info(row)
 
     def user_credentials(self, username: str) -> tuple[UserInfo, str] | None:
         """The user and their password hash, for signing in; None for an unknown name."""
         name = username.strip().lower()
         with self._guard("read credentials"), self._session() as session:
             row = session.scalar(select(User).where(User.username == name))
-            return None if row is None else (_user(row), row.password_hash)
+            return None if row is None else (user_info(row), row.password_hash)
 
     def update_user(
         self,
@@ -170,7 +171,7 @@ class WebQueries:
             if must_change_password is not None:
                 row.must_change_password = must_change_password
             session.flush()
-            return _user(row)
+            return user_info(row)
 
     def delete_user(self, user_id: int) -> UserInfo:
         """Remove a user with their tokens and sessions (not their audit rows or notes)."""
@@ -180,7 +181,7 @@ class WebQueries:
                 raise CatalogError(f"cannot delete user {user_id}: no such user")
             if row.role == ROLE_ADMIN and _admins(session) <= 1:
                 raise CatalogError(f"cannot delete {row.username}: the last admin")
-            info = _user(row)
+            info = user_info(row)
             session.delete(row)
             return info
 
@@ -214,7 +215,7 @@ class WebQueries:
             )
             session.add(row)
             session.flush()
-            return _token(row, user.username)
+            return token_info(row, user.username)
 
     def list_tokens(self, user_id: int | None = None) -> list[TokenInfo]:
         """Every token, or one user's."""
@@ -222,7 +223,7 @@ class WebQueries:
         if user_id is not None:
             statement = statement.where(ApiToken.user_id == user_id)
         with self._guard("list API tokens"), self._session() as session:
-            return [_token(t, name) for t, name in session.execute(statement)]
+            return [token_info(t, name) for t, name in session.execute(statement)]
 
     def delete_token(self, token_id: int, *, user_id: int | None = None) -> bool:
         """Revoke a token (only the given user's, when ``user_id`` is set)."""
@@ -234,24 +235,34 @@ class WebQueries:
 
     def user_for_token(self, token_hash: str, now: datetime) -> UserInfo | None:
         """The user a valid, unexpired token acts as; notes when it was used."""
+        found = self.check_token(token_hash, now)
+        if found is None:
+            return None
+        user, stale = found
+        if stale:
+            self.touch_token(token_hash, now)
+        return user
+
+    def check_token(self, token_hash: str, now: datetime) -> tuple[UserInfo, bool] | None:
+        """Read only: the user a valid, unexpired token acts as, and whether its
+        ``last_used_at`` is due to be written (:meth:`touch_token`)."""
         statement = select(ApiToken, User).join(User).where(ApiToken.token_hash == token_hash)
-        with self._guard("check an API token"):
-            with self._session() as session:
-                found = session.execute(statement).first()
-                if found is None:
-                    return None
-                token, user = found
-                if token.expires_at is not None and token.expires_at <= now:
-                    return None
-                info = _user(user)
-                stale = _stale(token.last_used_at, now)
-                token_id = token.id
-            if stale:
-                with self._session(write=True) as session:
-                    session.execute(
-                        update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
-                    )
-            return info
+        with self._guard("check an API token"), self._session() as session:
+            found = session.execute(statement).first()
+            if found is None:
+                return None
+            token, user = found
+            if token.expires_at is not None and token.expires_at <= now:
+                return None
+            return user_info(user), _stale(token.last_used_at, now)
+
+    def touch_token(self, token_hash: str, now: datetime) -> None:
+        """Note that a token was used at ``now``."""
+        statement = (
+            update(ApiToken).where(ApiToken.token_hash == token_hash).values(last_used_at=now)
+        )
+        with self._guard("note an API token's use"), self._session(write=True) as session:
+            session.execute(statement)
 
     # -- browser sessions -----------------------------------------------------------------
 
@@ -287,23 +298,36 @@ class WebQueries:
         self, token_hash: str, now: datetime, *, extend_to: datetime
     ) -> tuple[UserInfo, str] | None:
         """(user, CSRF token) of a live session, whose expiry slides to ``extend_to``."""
+        found = self.check_web_session(token_hash, now)
+        if found is None:
+            return None
+        user, csrf, stale = found
+        if stale:
+            self.touch_web_session(token_hash, now, extend_to=extend_to)
+        return user, csrf
+
+    def check_web_session(
+        self, token_hash: str, now: datetime
+    ) -> tuple[UserInfo, str, bool] | None:
+        """Read only: (user, CSRF token, whether the session's expiry is due to slide with
+        :meth:`touch_web_session`) of a live session."""
         statement = select(WebSession, User).join(User).where(WebSession.token_hash == token_hash)
-        with self._guard("check a session"):
-            with self._session() as session:
-                found = session.execute(statement).first()
-                if found is None or found[0].expires_at <= now:
-                    return None
-                web_session, user = found
-                result = (_user(user), web_session.csrf_token)
-                stale = _stale(web_session.last_seen_at, now)
-            if stale:
-                with self._session(write=True) as session:
-                    session.execute(
-                        update(WebSession)
-                        .where(WebSession.token_hash == token_hash)
-                        .values(last_seen_at=now, expires_at=extend_to)
-                    )
-            return result
+        with self._guard("check a session"), self._session() as session:
+            found = session.execute(statement).first()
+            if found is None or found[0].expires_at <= now:
+                return None
+            web_session, user = found
+            return user_info(user), web_session.csrf_token, _stale(web_session.last_seen_at, now)
+
+    def touch_web_session(self, token_hash: str, now: datetime, *, extend_to: datetime) -> None:
+        """Note that a session was seen at ``now``; it now expires at ``extend_to``."""
+        statement = (
+            update(WebSession)
+            .where(WebSession.token_hash == token_hash)
+            .values(last_seen_at=now, expires_at=extend_to)
+        )
+        with self._guard("extend a session"), self._session(write=True) as session:
+            session.execute(statement)
 
     def delete_web_session(self, token_hash: str) -> None:
         with self._guard("end a session"), self._session(write=True) as session:
@@ -365,7 +389,7 @@ class WebQueries:
             where.append(AuditEntry.id < before_id)
         statement = select(AuditEntry).where(*where).order_by(AuditEntry.id.desc()).limit(limit)
         with self._guard("read the audit log"), self._session() as session:
-            return [_audit_info(row) for row in session.scalars(statement)]
+            return [audit_info(row) for row in session.scalars(statement)]
 
     # -- notes and tags -------------------------------------------------------------------
 
@@ -379,17 +403,17 @@ class WebQueries:
             row = Note(recording_id=rec_id, user_id=user.id, username=user.username, text=body)
             session.add(row)
             session.flush()
-            return _note(row)
+            return note_info(row)
 
     def notes(self, rec_id: int) -> list[NoteInfo]:
         statement = select(Note).where(Note.recording_id == rec_id).order_by(Note.id)
         with self._guard(f"read the notes of {rec_id}"), self._session() as session:
-            return [_note(row) for row in session.scalars(statement)]
+            return [note_info(row) for row in session.scalars(statement)]
 
     def get_note(self, note_id: int) -> NoteInfo | None:
         with self._guard(f"read note {note_id}"), self._session() as session:
             row = session.get(Note, note_id)
-            return None if row is None else _note(row)
+            return None if row is None else note_info(row)
 
     def delete_note(self, note_id: int) -> bool:
         with self._guard(f"delete note {note_id}"), self._session(write=True) as session:
@@ -465,7 +489,7 @@ class WebQueries:
             rows = list(session.scalars(statement))
             more = len(rows) > query.limit
             rows = rows[: query.limit]
-            items = [_recording_info(row) for row in rows]
+            items = [recording_info(row) for row in rows]
             total: int | None = None
             if query.with_total:
                 capped = select(Recording.id).where(*where).limit(COUNT_CAP + 1).subquery()
@@ -484,7 +508,7 @@ class WebQueries:
         statement = select(Recording).where(Recording.id == rec_id, *_scope_where(scope))
         with self._guard(f"read recording {rec_id}"), self._session() as session:
             row = session.scalar(statement)
-            return None if row is None else _recording_info(row)
+            return None if row is None else recording_info(row)
 
     def get_many_visible(self, rec_ids: Iterable[int], scope: Scope | None) -> list[RecordingInfo]:
         """The recordings among ``rec_ids`` that exist and ``scope`` allows, newest first."""
@@ -497,7 +521,7 @@ class WebQueries:
             .order_by(Recording.start_time.desc(), Recording.id.desc())
         )
         with self._guard("read recordings"), self._session() as session:
-            return [_recording_info(row) for row in session.scalars(statement)]
+            return [recording_info(row) for row in session.scalars(statement)]
 
     def delete_recording(self, rec_id: int) -> RecordingInfo:
         """Remove a finished recording's row with its notes and tags; returns what it was.
@@ -508,7 +532,7 @@ class WebQueries:
                 raise CatalogError(f"cannot delete recording {rec_id}: no such recording")
             if row.status == STATUS_RECORDING:
                 raise CatalogError(f"cannot delete recording {rec_id}: it is still recording")
-            info = _recording_info(row)
+            info = recording_info(row)
             # Explicit, so it does not depend on the backend enforcing ON DELETE CASCADE.
             session.execute(delete(Note).where(Note.recording_id == rec_id))
             session.execute(delete(RecordingTag).where(RecordingTag.recording_id == rec_id))
@@ -652,59 +676,3 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
     except (ValueError, TypeError, CatalogError) as exc:
         raise CatalogError(f"invalid cursor {cursor[:40]!r}") from exc
     return value, last_id
-
-
-def _user(row: User) -> UserInfo:
-    return UserInfo(
-        id=row.id,
-        username=row.username,
-        role=row.role,
-        extensions=tuple(row.extensions or ()),
-        devices=tuple(row.devices or ()),
-        must_change_password=bool(row.must_change_password),
-        created_at=row.created_at,
-        last_login_at=row.last_login_at,
-    )
-
-
-def _token(row: ApiToken, username: str) -> TokenInfo:
-    return TokenInfo(
-        id=row.id,
-        user_id=row.user_id,
-        username=username,
-        name=row.name,
-        prefix=row.prefix,
-        created_at=row.created_at,
-        last_used_at=row.last_used_at,
-        expires_at=row.expires_at,
-    )
-
-
-def _audit_info(row: AuditEntry) -> AuditInfo:
-    return AuditInfo(
-        id=row.id,
-        at=row.at,
-        user_id=row.user_id,
-        username=row.username,
-        action=row.action,
-        recording_id=row.recording_id,
-        client_address=row.client_address,
-        detail=dict(row.detail or {}),
-    )
-
-
-def _note(row: Note) -> NoteInfo:
-    return NoteInfo(
-        id=row.id,
-        recording_id=row.recording_id,
-        user_id=row.user_id,
-        username=row.username,
-        text=row.text,
-        created_at=row.created_at,
-    )
-
-
-def _recording_info(row: Recording) -> RecordingInfo:
-    from callrec.catalog.store import _info
-
-    return _info(row)

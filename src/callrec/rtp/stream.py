@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from callrec.exceptions import RtpError
+from callrec.rtp.counters import StreamCounters
 from callrec.rtp.packet import HEADER_SIZE, RTP_VERSION, RtpPacket, is_rtcp
 from callrec.rtp.sequence import SEQ_MOD, SequenceExtender, seq_delta, ts_delta
 
@@ -49,24 +50,6 @@ _HISTORY_MASK = (1 << _HISTORY_BITS) - 1
 _FIXED_HEADER = struct.Struct("!BBHII")
 #: First byte of the common packet: version 2, no padding, no extension, no CSRC.
 _PLAIN_FIRST_BYTE = RTP_VERSION << 6
-
-
-@dataclass(slots=True)
-class StreamCounters:
-    """Per-session packet counters. ``received`` counts every datagram on the port; the
-    others say what became of some of them, or (``lost``) what never came."""
-
-    received: int = 0
-    lost: int = 0
-    late: int = 0
-    duplicate: int = 0
-    foreign: int = 0  # from another address, or a stray SSRC that never took over
-    malformed: int = 0
-    other: int = 0  # RTCP, telephone-event, comfort noise, other payload types
-    ssrc_changes: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

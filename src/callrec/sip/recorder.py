@@ -23,8 +23,9 @@ from typing import Final
 import numpy as np
 
 from callrec.codecs import Codec
+from callrec.rtp.counters import StreamCounters
 from callrec.rtp.packet import is_rtcp
-from callrec.rtp.stream import Audio, MediaStream, StreamCounters
+from callrec.rtp.stream import Audio, MediaStream
 
 #: How far behind the clock a silent channel may fall before it is padded. Larger than the
 #: stream core's hold time (0.2 s) plus network jitter, so a late packet is never overtaken.
@@ -184,11 +185,7 @@ class StereoRecorder:
 
     def counters(self) -> StreamCounters:
         """Both directions' counters added up (what one catalogue row can hold)."""
-        total = StreamCounters()
-        for stream in self.streams:
-            for name, value in stream.counters.as_dict().items():
-                setattr(total, name, getattr(total, name) + value)
-        return total
+        return self.streams[CALLER].counters + self.streams[CALLEE].counters
 
     def channel_counters(self) -> list[dict[str, int]]:
         return [stream.counters.as_dict() for stream in self.streams]
