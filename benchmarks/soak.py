@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from callrec.config import Settings
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from callrec.soak import churn
 
 
@@ -29,8 +29,10 @@ async def main_async(args: argparse.Namespace) -> int:
             media_port_max=0,
             recordings_dir=Path(tmp) / "recordings",
             database_url=f"sqlite:///{tmp}/catalog.db",
+            web_enabled=False,
+            sip_enabled=False,
         )
-        server = RecordingServer(settings)
+        server = Service(settings)
         await server.start()
         began = time.perf_counter()
         try:

@@ -19,7 +19,7 @@ import numpy as np
 from callrec.codecs import get_codec
 from callrec.rtp.packet import RtpPacket
 from callrec.rtp.stream import MediaStream
-from callrec.server.session import render
+from callrec.server.source import render
 
 
 def build(codec_name: str, count: int) -> list[bytes]:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from callrec.cli import app
 from callrec.phone import PhoneCall
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from tests.server.conftest import server_settings
 from tests.server.test_recording import encoded, rtp_packets
 
@@ -22,7 +22,7 @@ def filled(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     settings = server_settings(tmp_path)
 
     async def fill() -> None:
-        srv = RecordingServer(settings)
+        srv = Service(settings)
         await srv.start()
         try:
             for sid, remote, device in (

@@ -35,7 +35,7 @@ from callrec.loadgen import (
     verify_recording,
 )
 from callrec.rtp.packet import RtpPacket
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -54,7 +54,7 @@ def _settings(tmp_path: Path) -> Settings:
 @pytest.mark.parametrize("codec", ["PCMA", "G722"])
 async def test_load_against_a_server_loses_nothing_and_verifies(tmp_path: Path, codec: str) -> None:
     settings = _settings(tmp_path)
-    server = RecordingServer(settings)
+    server = Service(settings)
     await server.start()
     try:
         options = LoadOptions(calls=5, seconds=2, ramp=50, codec=codec, verify=5, senders=1)

@@ -12,6 +12,9 @@ import pytest
 
 from callrec.catalog import ROLE_ADMIN, ROLE_LISTENER, Catalog
 from callrec.config import Settings
+from callrec.engine import CatalogWriter, LiveRegistry
+from callrec.service import build_engine
+from callrec.usb.importer import Importer
 from callrec.web.app import create_app
 from callrec.web.security import new_api_token
 from tests.media.localfile_utils import DATA_DIR
@@ -49,16 +52,26 @@ async def web(tmp_path: Path, catalog: Catalog) -> AsyncIterator[Web]:
         database_url=f"sqlite:///{tmp_path / 'callrec.db'}",
         usb_import_max_bytes=20_000,
     )
-    app = create_app(settings, catalog)
+    # The parts `callrec serve` gives the web app for uploads: the catalogue writer and an
+    # importer on a recording engine.
+    writer = CatalogWriter(catalog)
+    engine = build_engine(settings, writer, LiveRegistry())
+    await engine.start()
+    importer = Importer(engine, catalog, max_bytes=settings.usb_import_max_bytes)
+    app = create_app(settings, catalog, writer=writer, importer=importer)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://callrec.test") as client:
-        yield Web(
-            client=client,
-            catalog=catalog,
-            root=settings.recordings_dir,
-            admin=_token(catalog, "admin", ROLE_ADMIN),
-            listener=_token(catalog, "listener", ROLE_LISTENER),
-        )
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://callrec.test") as client:
+            yield Web(
+                client=client,
+                catalog=catalog,
+                root=settings.recordings_dir,
+                admin=_token(catalog, "admin", ROLE_ADMIN),
+                listener=_token(catalog, "listener", ROLE_LISTENER),
+            )
+    finally:
+        await engine.stop()
+        await writer.close()
 
 
 def _file(name: str, upload_name: str | None = None) -> dict[str, tuple[str, bytes, str]]:

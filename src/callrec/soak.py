@@ -10,12 +10,34 @@ import asyncio
 import os
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from callrec.codecs import get_codec
 from callrec.phone import PhoneCall, build_packets
-from callrec.server.app import RecordingServer
+
+
+class Held(Protocol):
+    """What a server holds now (see :meth:`callrec.service.Service.held`)."""
+
+    @property
+    def ports(self) -> int: ...
+
+    @property
+    def recordings(self) -> int: ...
+
+    @property
+    def connections(self) -> int: ...
+
+
+class Server(Protocol):
+    """A recording server running in this process."""
+
+    @property
+    def control_port(self) -> int: ...
+
+    def held(self) -> Held: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,32 +70,36 @@ class ChurnReport:
         ]
 
 
-def usage(server: RecordingServer) -> Usage:
+def usage(server: Server) -> Usage:
     rss = 0
     with open("/proc/self/status", encoding="ascii") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
+    held = server.held()
     return Usage(
         fds=len(os.listdir("/proc/self/fd")),
         threads=threading.active_count(),
         rss_kib=rss,
-        ports_in_use=server.ports.in_use,
-        sessions=len(server.sessions),
-        connections=len(server._connections),
+        ports_in_use=held.ports,
+        sessions=held.recordings,
+        connections=held.connections,
     )
 
 
-async def _settle(server: RecordingServer, seconds: float = 5.0) -> None:
+async def _settle(server: Server, seconds: float = 5.0) -> None:
     """Wait (bounded) until the server has let go of every session and connection."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
-    while (server.sessions or server._connections) and loop.time() < end:
+    while loop.time() < end:
+        held = server.held()
+        if not (held.recordings or held.connections):
+            break
         await asyncio.sleep(0.02)
 
 
 async def churn(
-    server: RecordingServer,
+    server: Server,
     cycles: int,
     *,
     codec: str = "PCMA",

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from callrec.catalog import Catalog, DuplicatePathError, FinishRecording
-from callrec.server.batching import Batcher
+from callrec.engine.batching import Batcher
 from tests.catalog.factory import new_recording
 
 

@@ -6,8 +6,8 @@ import wave
 from pathlib import Path
 
 from callrec.catalog import Catalog, StreamCounters
+from callrec.engine.recovery import recover_unfinished
 from callrec.media.wav import WavWriter
-from callrec.server.recovery import recover_unfinished
 from tests.catalog.factory import new_recording
 
 

@@ -22,7 +22,7 @@ from callrec.media.localrecord import (
 )
 from callrec.media.wav import read_wav_info
 from callrec.phone import build_packets, record_call, run_phone
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from tests.media.localfile_utils import decode_payloads, tone
 from tests.server.conftest import server_settings
 
@@ -225,7 +225,7 @@ def test_phone_records_locally_what_it_streams_to_the_server(tmp_path: Path) -> 
     settings = server_settings(tmp_path)
 
     async def call() -> list[Path]:
-        server = RecordingServer(settings)
+        server = Service(settings)
         await server.start()
         try:
             result = await record_call(

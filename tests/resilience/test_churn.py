@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from callrec.soak import churn
 
 CYCLES = 400
 
 
-async def test_churn_returns_to_baseline(server: RecordingServer) -> None:
+async def test_churn_returns_to_baseline(server: Service) -> None:
     report = await churn(server, CYCLES)
     print("\n".join(report.lines()))
     assert report.failed == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from callrec.phone import PhoneCall
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from tests.server.conftest import server_settings
 from tests.server.test_recording import rtp_packets
 
@@ -46,13 +46,13 @@ def fill(path: Path, leave: int) -> Path:
     return filler
 
 
-async def start(srv: RecordingServer, sid: str) -> tuple[PhoneCall, dict[str, str]]:
+async def start(srv: Service, sid: str) -> tuple[PhoneCall, dict[str, str]]:
     call = PhoneCall("127.0.0.1", srv.control_port, session_id=sid, codec="PCMA")
     return call, await call.start()
 
 
 async def test_disk_fills_mid_call_then_space_returns(small_fs: Path, tmp_path: Path) -> None:
-    srv = RecordingServer(
+    srv = Service(
         server_settings(
             tmp_path,
             recordings_dir=small_fs,
@@ -110,9 +110,7 @@ async def test_disk_fills_mid_call_then_space_returns(small_fs: Path, tmp_path: 
 
 
 async def test_reserve_refuses_before_the_disk_is_full(small_fs: Path, tmp_path: Path) -> None:
-    srv = RecordingServer(
-        server_settings(tmp_path, recordings_dir=small_fs, disk_reserve_bytes=256 * 1024)
-    )
+    srv = Service(server_settings(tmp_path, recordings_dir=small_fs, disk_reserve_bytes=256 * 1024))
     await srv.start()
     try:
         filler = fill(small_fs, leave=200 * 1024)
@@ -131,7 +129,7 @@ async def test_reserve_refuses_before_the_disk_is_full(small_fs: Path, tmp_path:
 
 
 async def test_busy_per_device(tmp_path: Path) -> None:
-    srv = RecordingServer(server_settings(tmp_path, max_sessions_per_device=2))
+    srv = Service(server_settings(tmp_path, max_sessions_per_device=2))
     await srv.start()
     try:
         calls = [

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from callrec.phone import PhoneCall
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from tests.server.conftest import server_settings
 from tests.server.test_recording import encoded, rtp_packets
 
@@ -21,8 +21,8 @@ IDLE_TIMEOUT = 1.0
 
 
 @pytest.fixture
-async def strict_server(tmp_path: Path) -> AsyncIterator[RecordingServer]:
-    srv = RecordingServer(
+async def strict_server(tmp_path: Path) -> AsyncIterator[Service]:
+    srv = Service(
         server_settings(tmp_path, connection_idle_timeout=IDLE_TIMEOUT, max_bad_requests=5)
     )
     await srv.start()
@@ -78,7 +78,7 @@ async def blast(port: int, data: bytes) -> bool:
 
 
 async def test_hostile_control_peers_do_not_starve_a_phone(
-    strict_server: RecordingServer,
+    strict_server: Service,
 ) -> None:
     port = strict_server.control_port
     rng = random.Random(1234)
@@ -117,9 +117,9 @@ async def test_hostile_control_peers_do_not_starve_a_phone(
     for _, w in idle:
         w.close()
     for _ in range(100):
-        if not strict_server._connections:
+        if not strict_server.phone.connections:
             break
         await asyncio.sleep(0.05)
-    assert not strict_server._connections
+    assert not strict_server.phone.connections
     (rec,) = strict_server.catalog.find()
     assert rec.status == "complete" and rec.duration == 1.0

@@ -10,7 +10,7 @@ import numpy as np
 
 from callrec.phone import PhoneCall
 from callrec.rtp.packet import RtpPacket
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from tests.codecs.utils import needs_ffmpeg
 from tests.server.test_recording import (
     encoded,
@@ -49,7 +49,7 @@ def hostile_datagrams(i: int, real: RtpPacket) -> list[bytes]:
 
 
 @needs_ffmpeg
-async def test_hostile_rtp_from_the_peer_address(server: RecordingServer) -> None:
+async def test_hostile_rtp_from_the_peer_address(server: Service) -> None:
     codec = "PCMA"
     # Start near the wrap of both sequence and timestamp, as a long call would be.
     packets = rtp_packets(codec, encoded(codec), seq0=65500, ts0=(1 << 32) - 4000)

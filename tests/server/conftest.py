@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from callrec.config import Settings
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 
 
 def server_settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -20,14 +20,17 @@ def server_settings(tmp_path: Path, **overrides: object) -> Settings:
         recordings_dir=tmp_path / "recordings",
         database_url=f"sqlite:///{tmp_path / 'catalog.db'}",
         sync_interval=0.1,
+        # The phone front end alone unless a test asks for more.
+        web_enabled=False,
+        sip_enabled=False,
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RecordingServer]:
-    srv = RecordingServer(server_settings(tmp_path))
+async def server(tmp_path: Path) -> AsyncIterator[Service]:
+    srv = Service(server_settings(tmp_path))
     await srv.start()
     try:
         yield srv

@@ -9,7 +9,7 @@ import pytest
 
 from callrec.control import ControlMessage
 from callrec.phone import PhoneCall
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from tests.server.conftest import server_settings
 from tests.server.test_recording import encoded, only_recording, read_wav, rtp_packets
 
@@ -19,7 +19,7 @@ START = (
 )
 
 
-async def exchange(server: RecordingServer, data: bytes, *, wait_close: bool = False) -> bytes:
+async def exchange(server: Service, data: bytes, *, wait_close: bool = False) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.control_port)
     writer.write(data)
     await writer.drain()
@@ -35,7 +35,7 @@ def answer_of(raw: bytes) -> dict[str, str]:
     return ControlMessage.parse(raw.strip(b"\r\n\0")).as_dict()
 
 
-async def assert_still_serving(server: RecordingServer, session_id: str = "after") -> None:
+async def assert_still_serving(server: Service, session_id: str = "after") -> None:
     call = PhoneCall("127.0.0.1", server.control_port, session_id=session_id, codec="PCMA")
     answer = await call.start()
     assert answer["result"] == "success"
@@ -58,9 +58,7 @@ async def assert_still_serving(server: RecordingServer, session_id: str = "after
         (b"&".join(b"k%d=v" % i for i in range(10_000)) + b"\n", "too_large"),
     ],
 )
-async def test_bad_requests_are_answered_failed(
-    server: RecordingServer, data: bytes, reason: str
-) -> None:
+async def test_bad_requests_are_answered_failed(server: Service, data: bytes, reason: str) -> None:
     answer = answer_of(await exchange(server, data))
     assert answer["result"] == "failed"
     assert answer["reason"] == reason
@@ -70,12 +68,12 @@ async def test_bad_requests_are_answered_failed(
     )
 
 
-async def test_too_many_fields_within_size_limit(server: RecordingServer) -> None:
+async def test_too_many_fields_within_size_limit(server: Service) -> None:
     data = b"cmd=RecordStartRequest&id=1&" + b"&".join(b"k%d=" % i for i in range(200)) + b"\n"
     assert answer_of(await exchange(server, data))["reason"] == "too_many_fields"
 
 
-async def test_a_megabyte_without_terminator_is_refused_and_closed(server: RecordingServer) -> None:
+async def test_a_megabyte_without_terminator_is_refused_and_closed(server: Service) -> None:
     answer = await exchange(
         server, b"cmd=RecordStartRequest&id=" + b"9" * (1 << 20), wait_close=True
     )
@@ -87,7 +85,7 @@ async def test_a_megabyte_without_terminator_is_refused_and_closed(server: Recor
     await assert_still_serving(server)
 
 
-async def test_duplicate_id_on_the_connection(server: RecordingServer) -> None:
+async def test_duplicate_id_on_the_connection(server: Service) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.control_port)
     start = START.format(id="77", codec="PCMA").encode() + b"\n"
     writer.write(start)
@@ -107,7 +105,7 @@ async def test_duplicate_id_on_the_connection(server: RecordingServer) -> None:
     assert len(server.catalog.find()) == 1
 
 
-async def test_non_utf8_and_traversal_in_every_text_field(server: RecordingServer) -> None:
+async def test_non_utf8_and_traversal_in_every_text_field(server: Service) -> None:
     hostile = "../../../../etc/passwd"
     fields = {
         "device": hostile,
@@ -158,7 +156,7 @@ async def test_non_utf8_and_traversal_in_every_text_field(server: RecordingServe
 
 
 async def test_busy_when_session_limit_reached(tmp_path: Path) -> None:
-    srv = RecordingServer(server_settings(tmp_path, max_sessions=1))
+    srv = Service(server_settings(tmp_path, max_sessions=1))
     await srv.start()
     try:
         a = PhoneCall("127.0.0.1", srv.control_port, session_id="a", codec="PCMA")
@@ -180,7 +178,7 @@ async def test_busy_when_port_range_exhausted(tmp_path: Path) -> None:
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    srv = RecordingServer(server_settings(tmp_path, media_port_min=port, media_port_max=port))
+    srv = Service(server_settings(tmp_path, media_port_min=port, media_port_max=port))
     await srv.start()
     try:
         a = PhoneCall("127.0.0.1", srv.control_port, session_id="a", codec="PCMA")
@@ -200,7 +198,7 @@ async def test_busy_when_port_range_exhausted(tmp_path: Path) -> None:
         await srv.stop()
 
 
-async def test_hostile_rtp_is_counted_and_survived(server: RecordingServer) -> None:
+async def test_hostile_rtp_is_counted_and_survived(server: Service) -> None:
     call = PhoneCall("127.0.0.1", server.control_port, session_id="h", codec="PCMA")
     answer = await call.start()
     good = rtp_packets("PCMA", encoded("PCMA"))[:20]
@@ -231,7 +229,7 @@ async def test_hostile_rtp_is_counted_and_survived(server: RecordingServer) -> N
 
 
 async def test_max_duration_closes_the_recording(tmp_path: Path) -> None:
-    srv = RecordingServer(server_settings(tmp_path, max_duration=0.3))
+    srv = Service(server_settings(tmp_path, max_duration=0.3))
     await srv.start()
     try:
         call = PhoneCall("127.0.0.1", srv.control_port, session_id="long", codec="PCMA")

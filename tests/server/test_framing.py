@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 
 START = (
     b"cmd=RecordStartRequest&id={id}&device=0c383e0e709a&remote_number=2011&remote_name="
@@ -39,7 +39,7 @@ async def read_answer(reader: asyncio.StreamReader, term: bytes) -> bytes:
 @pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
 @pytest.mark.parametrize("term", [b"", b"\r\n", b"\n", b"\0"], ids=["none", "crlf", "lf", "nul"])
 async def test_start_and_stop_in_every_framing(
-    server: RecordingServer, term: bytes, bytewise: bool
+    server: Service, term: bytes, bytewise: bool
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.control_port)
     sock = writer.get_extra_info("socket")
@@ -61,7 +61,7 @@ async def test_start_and_stop_in_every_framing(
     assert rec.status == "complete" and rec.direction == "in"
 
 
-async def test_two_sessions_on_one_connection_in_one_write(server: RecordingServer) -> None:
+async def test_two_sessions_on_one_connection_in_one_write(server: Service) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.control_port)
     writer.write(START.replace(b"{id}", b"a") + b"\n" + START.replace(b"{id}", b"b") + b"\n")
     first = await asyncio.wait_for(reader.readline(), 5)

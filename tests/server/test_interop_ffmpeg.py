@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from callrec.phone import PhoneCall
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from tests.codecs.utils import needs_ffmpeg
 from tests.server.conftest import speech_like_signal
 from tests.server.test_recording import only_recording, read_wav
@@ -39,7 +39,7 @@ def run_ffmpeg(*args: str, data: bytes | None = None) -> bytes:
 @needs_ffmpeg
 @pytest.mark.parametrize("codec", ["PCMA", "PCMU", "G722"])
 async def test_ffmpeg_rtp_stream_is_recorded_exactly(
-    server: RecordingServer, tmp_path: Path, codec: str
+    server: Service, tmp_path: Path, codec: str
 ) -> None:
     encoder, raw_format, rate = FFMPEG_ENCODER[codec]
     source = tmp_path / "in.wav"

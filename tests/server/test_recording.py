@@ -15,7 +15,7 @@ import soundfile
 from callrec.codecs import get_codec
 from callrec.phone import PhoneCall
 from callrec.rtp.packet import RtpPacket
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from tests.codecs.utils import DATA_DIR, FFMPEG_INPUT, needs_ffmpeg
 
 ENCODED = {"PCMA": "signal.alaw", "PCMU": "signal.ulaw", "G722": "signal.g722"}
@@ -95,7 +95,7 @@ def reference_with_gaps(codec: str, packets: list[RtpPacket], kept: list[int]) -
 
 
 async def record(
-    server: RecordingServer,
+    server: Service,
     codec: str,
     datagrams: list[bytes | RtpPacket],
     *,
@@ -113,7 +113,7 @@ async def record(
     return answer
 
 
-def read_wav(server: RecordingServer, rec_id: int) -> tuple[np.ndarray, int]:
+def read_wav(server: Service, rec_id: int) -> tuple[np.ndarray, int]:
     rec = server.catalog.get(rec_id)
     assert rec is not None
     with wave.open(str(server.root / rec.path), "rb") as w:
@@ -121,7 +121,7 @@ def read_wav(server: RecordingServer, rec_id: int) -> tuple[np.ndarray, int]:
         return np.frombuffer(w.readframes(w.getnframes()), "<i2"), w.getframerate()
 
 
-def only_recording(server: RecordingServer):  # type: ignore[no-untyped-def]
+def only_recording(server: Service):  # type: ignore[no-untyped-def]
     rows = server.catalog.find(limit=10)
     assert len(rows) == 1
     return rows[0]
@@ -129,7 +129,7 @@ def only_recording(server: RecordingServer):  # type: ignore[no-untyped-def]
 
 @needs_ffmpeg
 @pytest.mark.parametrize("codec", ["PCMA", "PCMU", "G722"])
-async def test_record_each_codec_equals_ffmpeg_decode(server: RecordingServer, codec: str) -> None:
+async def test_record_each_codec_equals_ffmpeg_decode(server: Service, codec: str) -> None:
     data = encoded(codec)
     packets = rtp_packets(codec, data)
     answer = await record(server, codec, packets, remote_name="Иван Петров", local_name="Desk")
@@ -168,9 +168,7 @@ async def test_record_each_codec_equals_ffmpeg_decode(server: RecordingServer, c
 
 @needs_ffmpeg
 @pytest.mark.parametrize("codec", ["PCMA", "G722"])
-async def test_loss_reorder_duplicates_with_fixed_pattern(
-    server: RecordingServer, codec: str
-) -> None:
+async def test_loss_reorder_duplicates_with_fixed_pattern(server: Service, codec: str) -> None:
     packets = rtp_packets(codec, encoded(codec))
     lost = {5, 6, 20, 41, 77}
     order = [i for i in range(len(packets)) if i not in lost]
@@ -192,7 +190,7 @@ async def test_loss_reorder_duplicates_with_fixed_pattern(
 
 
 @needs_ffmpeg
-async def test_new_ssrc_after_hold_continues_same_recording(server: RecordingServer) -> None:
+async def test_new_ssrc_after_hold_continues_same_recording(server: Service) -> None:
     codec = "PCMU"
     packets = rtp_packets(codec, encoded(codec))
     first = packets[:40]
@@ -216,7 +214,7 @@ async def test_new_ssrc_after_hold_continues_same_recording(server: RecordingSer
     assert not samples[40 * 160 : 40 * 160 + hold].any()
 
 
-async def test_foreign_source_is_counted_not_recorded(server: RecordingServer) -> None:
+async def test_foreign_source_is_counted_not_recorded(server: Service) -> None:
     codec = "PCMA"
     packets = rtp_packets(codec, encoded(codec))[:20]
     call = PhoneCall("127.0.0.1", server.control_port, session_id="f1", codec=codec)
@@ -237,7 +235,7 @@ async def test_foreign_source_is_counted_not_recorded(server: RecordingServer) -
     assert rec.packets_foreign == 5 and rec.packets_received == 25
 
 
-async def test_connection_dropped_mid_call_keeps_recording(server: RecordingServer) -> None:
+async def test_connection_dropped_mid_call_keeps_recording(server: Service) -> None:
     codec = "PCMA"
     packets = rtp_packets(codec, encoded(codec))[:30]
     call = PhoneCall("127.0.0.1", server.control_port, session_id="drop", codec=codec)
@@ -259,7 +257,7 @@ async def test_connection_dropped_mid_call_keeps_recording(server: RecordingServ
 async def test_shutdown_finalises_open_recordings(tmp_path: Path) -> None:
     from tests.server.conftest import server_settings
 
-    srv = RecordingServer(server_settings(tmp_path))
+    srv = Service(server_settings(tmp_path))
     await srv.start()
     call = PhoneCall("127.0.0.1", srv.control_port, session_id="sd", codec="PCMA")
     assert (await call.start())["result"] == "success"
@@ -277,7 +275,7 @@ async def test_shutdown_finalises_open_recordings(tmp_path: Path) -> None:
 
 
 async def test_stop_right_after_the_last_packet_keeps_every_packet(
-    server: RecordingServer,
+    server: Service,
 ) -> None:
     # A busy server may not have read the socket yet when the stop arrives: what the
     # kernel queued before the stop still belongs to the recording.
@@ -285,9 +283,8 @@ async def test_stop_right_after_the_last_packet_keeps_every_packet(
     call = PhoneCall("127.0.0.1", server.control_port, session_id="q", codec="PCMA")
     assert (await call.start())["result"] == "success"
     # Stand in for a loop too busy to read: the datagrams stay queued in the kernel.
-    (session,) = server.sessions.values()
-    assert session.sock is not None
-    server.media.remove(session.sock)
+    (session,) = server.phone.sessions.values()
+    session.source.stop_reading()
     await call.send_packets(packets, realtime=False)
     assert (await call.stop())["result"] == "success"
     await call.close()

@@ -1,21 +1,22 @@
-"""The recorder's batch decode: one decoder call per run of payloads, one write per pump,
+"""The phone source's batch decode: one decoder call per run of payloads, one write per pump,
 the same PCM as one decode and one write per packet."""
 
 from __future__ import annotations
 
-import logging
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from callrec.codecs import CODECS, Codec
+from callrec.engine.engine import write_frames
+from callrec.engine.ports import PortRange
 from callrec.media import wav as wav_module
 from callrec.media.wav import WavTooLargeError, WavWriter
 from callrec.rtp.packet import RtpPacket
 from callrec.rtp.stream import MediaStream, Silence
-from callrec.server.session import RecordingSession, SessionLog, render
+from callrec.server.receiver import MediaReceiver
+from callrec.server.source import PhoneSource, render
 
 
 def payloads(codec: Codec, count: int) -> list[bytes]:
@@ -44,26 +45,16 @@ def test_batch_decode_equals_decode_per_packet(name: str) -> None:
     assert b"".join(parts) == expected
 
 
-def session(tmp_path: Path, codec: Codec) -> RecordingSession:
+def source(codec: Codec) -> PhoneSource:
+    ports = PortRange("127.0.0.1", 0, 0)
     stream = MediaStream(
         payload_type=codec.payload_type,
         clock_rate=codec.clock_rate,
         timestamp_units=codec.timestamp_units,
         peer_ip="127.0.0.1",
     )
-    return RecordingSession(
-        key=("127.0.0.1", "dev", "s1"),
-        rec_id=1,
-        codec=codec,
-        stream=stream,
-        writer=WavWriter(tmp_path / "a.wav", sample_rate=codec.sample_rate),
-        path=tmp_path / "a.wav",
-        relpath="a.wav",
-        port=0,
-        started_at=datetime.now(UTC),
-        started_mono=0.0,
-        fields={},
-        log=SessionLog(logging.getLogger(__name__), {"session": "s1"}),
+    return PhoneSource(
+        codec=codec, stream=stream, sock=ports.bind(), ports=ports, receiver=MediaReceiver()
     )
 
 
@@ -73,13 +64,15 @@ def test_pump_at_the_size_limit_keeps_the_packets_that_fit(
     # Room for 2.5 packets of PCM: the pump keeps the first two, as one write per packet did.
     monkeypatch.setattr(wav_module, "max_data_size", lambda channels: 800)
     codec = CODECS["PCMA"]
-    s = session(tmp_path, codec)
+    s = source(codec)
+    writer = WavWriter(tmp_path / "a.wav", sample_rate=codec.sample_rate)
     for i, payload in enumerate(payloads(codec, 4)):
         data = RtpPacket(
             payload_type=8, sequence_number=i, timestamp=160 * i, ssrc=7, payload=payload
         ).serialize()
         s.stream.receive(data, "127.0.0.1", 0.02 * i)
     with pytest.raises(WavTooLargeError):
-        s.pump(0.0)
-    assert s.writer.duration == pytest.approx(0.04)
-    s.writer.close()
+        write_frames((writer,), s.pump(0.0), s.cut_points)
+    assert writer.duration == pytest.approx(0.04)
+    writer.close()
+    s.close()

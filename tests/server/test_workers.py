@@ -17,10 +17,11 @@ import pytest
 
 from callrec.catalog import Catalog
 from callrec.config import Settings
+from callrec.engine import LiveSession
 from callrec.exceptions import ConfigError
 from callrec.phone import PhoneCall
-from callrec.server.app import LiveSession, RecordingServer
-from callrec.server.workers import WorkerPool, port_slices, slice_settings
+from callrec.service import Service
+from callrec.service.workers import port_slices, slice_settings
 from tests.server.conftest import server_settings
 from tests.server.test_crash import free_port
 from tests.server.test_recording import encoded, rtp_packets
@@ -153,7 +154,7 @@ async def test_calls_spread_over_both_processes_and_every_one_is_recorded(
     assert proc.returncode == 0
     # A clean shutdown: each worker stopped on its SIGTERM, none was killed.
     logs = "".join(p.read_text() for p in tmp_path.glob("server-*.log"))
-    assert "worker 1] callrec.server.app: recording server stopped" in logs
+    assert "worker 1] callrec.service.root: recording server stopped" in logs
     assert " ERROR " not in logs and "Traceback" not in logs
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     recs = catalog.find()
@@ -285,15 +286,11 @@ async def test_main_process_shows_and_counts_the_workers_sessions(tmp_path: Path
     settings = server_settings(
         tmp_path, workers=2, media_port_min=low, media_port_max=high, sync_interval=0.1
     )
-    server = RecordingServer(slice_settings(settings, 0))
-    await server.start()
+    server = Service(settings)
     events: list[tuple[str, LiveSession]] = []
-    server.add_session_observer(lambda event, live: events.append((event, live)))
-    from dataclasses import replace
-
-    pool = WorkerPool(replace(settings, control_port=server.control_port), server)
+    server.live.add_observer(lambda event, live: events.append((event, live)))
     try:
-        await pool.start()
+        await server.start()
         deadline = time.monotonic() + 30
         while len(_listeners(server.control_port)) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -304,25 +301,24 @@ async def test_main_process_shows_and_counts_the_workers_sessions(tmp_path: Path
         assert remote
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            live = {s.session_id: s for s in server.live_sessions()}
+            live = {s.session_id: s for s in server.live.live_sessions()}
             if len(live) == 12 and all(live[i].counters["received"] == 100 for i in remote):
                 break
             await asyncio.sleep(0.2)
         assert set(live) == {c.session_id for c in calls}
         assert all(live[i].counters["received"] == 100 and live[i].duration == 2.0 for i in remote)
-        assert server.total_sessions == 12
+        assert server.live.total_sessions == 12
         for call in calls:
             assert (await call.stop())["result"] == "success"
             await call.close()
         deadline = time.monotonic() + 10
-        while server.live_sessions() and time.monotonic() < deadline:
+        while server.live.live_sessions() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert server.live_sessions() == []
+        assert server.live.live_sessions() == []
         finished = {live.session_id for event, live in events if event == "finished"}
         started = {live.session_id for event, live in events if event == "started"}
         assert started == finished == {c.session_id for c in calls}
     finally:
-        await pool.stop()
         await server.stop()
 
 
@@ -368,20 +364,18 @@ def test_serve_workers_option_is_documented() -> None:
 async def test_a_worker_that_cannot_start_does_not_hold_the_port_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import callrec.server.workers as workers
+    import callrec.service.root as root
+    import callrec.service.workers as workers
 
     # The child unpickles its target by name: os._exit(settings, ...) fails there at once.
-    monkeypatch.setattr(workers, "worker_main", os._exit)
+    monkeypatch.setattr(root, "worker_main", os._exit)
     low, high = _port_range()
     settings = server_settings(tmp_path, workers=2, media_port_min=low, media_port_max=high)
-    server = RecordingServer(slice_settings(settings, 0))
-    await server.start(listen=False)
-    pool = WorkerPool(settings, server)
+    server = Service(settings)
     started = time.monotonic()
     try:
-        await pool.start()
+        await server.start()
         assert time.monotonic() - started < workers.READY_SECONDS / 2
         assert "media worker 1 did not start" in caplog.text
     finally:
-        await pool.stop()
         await server.stop()

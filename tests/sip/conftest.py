@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from callrec.catalog import SipAccountStore
-from callrec.server.app import RecordingServer
+from callrec.service import Service
 from callrec.sip.auth import ha1
 from callrec.sip.server import SipServer
 from tests.server.conftest import server_settings
@@ -17,6 +17,7 @@ from tests.server.conftest import server_settings
 
 def sip_settings(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
     values: dict[str, object] = dict(
+        sip_enabled=True,
         sip_host="127.0.0.1",
         sip_port=0,
         web_enabled=False,
@@ -29,7 +30,7 @@ def sip_settings(tmp_path: Path, **overrides: object):  # type: ignore[no-untype
 
 @dataclass
 class SipEnv:
-    server: RecordingServer
+    server: Service
     sip: SipServer
 
     @property
@@ -41,7 +42,7 @@ class SipEnv:
     ) -> None:
         store = SipAccountStore(self.server.catalog)
         realm = self.sip.settings.sip_realm
-        await self.server.in_db(
+        await self.server.writer.run(
             store.add,
             user,
             realm=realm,
@@ -53,22 +54,17 @@ class SipEnv:
 
 
 async def start_env(tmp_path: Path, **overrides: object) -> SipEnv:
-    settings = sip_settings(tmp_path, **overrides)
-    server = RecordingServer(settings)
-    await server.start()
-    sip = SipServer(
-        settings, catalog=server.catalog, in_db=server.in_db, ports=server.ports, root=server.root
-    )
+    server = Service(sip_settings(tmp_path, **overrides))
     try:
-        await sip.start()
+        await server.start()
     except BaseException:
         await server.stop()
         raise
-    return SipEnv(server=server, sip=sip)
+    assert server.sip is not None
+    return SipEnv(server=server, sip=server.sip)
 
 
 async def stop_env(env: SipEnv) -> None:
-    await env.sip.stop()
     await env.server.stop()
 
 

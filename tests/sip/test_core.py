@@ -526,27 +526,97 @@ def info(phone: Phone, value: str, *, to: str) -> SipRequest:
     return phone.request("INFO", f"sip:callrec@{US}:5060", to, headers=[("Record", value)])
 
 
+def started(core: SipCore, start: StartRecording, now: float = 0.0) -> list[Action]:
+    """The I/O layer's word that the engine opened the segment."""
+    core.recording_started(start.call, start.segment, now)
+    return core.pop_actions()
+
+
 def test_info_record_on_off_from_either_side() -> None:
     s = establish()
     out = feed(s.core, info(s.alice, "on", to="bob"), ALICE)
-    assert statuses(out, ALICE) == [200]
+    # Answered only once the recording engine has opened the recording.
+    assert statuses(out, ALICE) == []
     assert messages(out, BOB) == []  # never relayed
     [start] = [a for a in out if isinstance(a, StartRecording)]
     assert (start.segment, start.trigger, start.direction) == (1, "info", "out")
     assert (start.caller.number, start.callee.number) == ("alice", "bob")
     assert start.caller.account == "alice" and start.sip_call_id == s.invite.call_id
+    assert statuses(started(s.core, start), ALICE) == [200]
     out = feed(s.core, info(s.alice, "on", to="bob"), ALICE)  # already on: fine, no new segment
     assert statuses(out, ALICE) == [200] and not any(isinstance(a, StartRecording) for a in out)
     out = feed(s.core, info(s.bob, "OFF", to="alice"), BOB)
     assert statuses(out, BOB) == [200]
     assert [a.reason for a in out if isinstance(a, StopRecording)] == ["record_off"]
     out = feed(s.core, info(s.bob, "on", to="alice"), BOB)
-    assert [a.segment for a in out if isinstance(a, StartRecording)] == [2]
+    [start] = [a for a in out if isinstance(a, StartRecording)]
+    assert start.segment == 2
+    assert statuses(started(s.core, start), BOB) == [200]
     out = feed(s.core, info(s.bob, "toggle", to="alice"), BOB)
     assert statuses(out, BOB) == [400]
     # Hanging up stops the open segment.
     out = feed(s.core, s.alice.request("BYE", f"sip:callrec@{US}:5060", "bob"), ALICE)
     assert [a.reason for a in out if isinstance(a, StopRecording)] == ["hangup"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [("busy", 503), ("disk_full", 503), ("unsupported_codec", 488), ("internal", 500)],
+)
+def test_a_refused_recording_is_answered_and_forgotten(reason: str, status: int) -> None:
+    s = establish()
+    out = feed(s.core, info(s.alice, "on", to="bob"), ALICE)
+    [start] = [a for a in out if isinstance(a, StartRecording)]
+    s.core.recording_refused(start.call, start.segment, reason, 0.0)
+    [answer] = messages(s.core.pop_actions(), ALICE)
+    assert isinstance(answer, SipResponse) and answer.status == status
+    assert answer.reason.endswith(f"(recording refused: {reason})")
+    assert answer.header("Warning") == f'399 callrec "recording refused: {reason}"'
+    # The core does not believe it records: the next Record: on is a new attempt.
+    out = feed(s.core, info(s.alice, "on", to="bob"), ALICE)
+    assert [a.segment for a in out if isinstance(a, StartRecording)] == [2]
+    # Word about the old segment changes nothing now.
+    s.core.recording_started(start.call, start.segment, 0.0)
+    assert s.core.pop_actions() == []
+
+
+def test_record_off_while_the_recording_opens() -> None:
+    s = establish()
+    [start] = [
+        a
+        for a in feed(s.core, info(s.alice, "on", to="bob"), ALICE)
+        if isinstance(a, StartRecording)
+    ]
+    out = feed(s.core, info(s.alice, "off", to="bob"), ALICE)
+    # Both INFOs are answered; the I/O layer finishes the segment once it is open.
+    assert statuses(out, ALICE) == [200, 200]
+    assert [a.reason for a in out if isinstance(a, StopRecording)] == ["record_off"]
+    assert started(s.core, start) == []
+
+
+def test_the_engine_ending_a_segment_lets_the_next_record_on_start_one() -> None:
+    s = establish()
+    [start] = [
+        a
+        for a in feed(s.core, info(s.alice, "on", to="bob"), ALICE)
+        if isinstance(a, StartRecording)
+    ]
+    started(s.core, start)
+    s.core.recording_stopped(start.call, start.segment)  # max_duration, disk_full ...
+    out = feed(s.core, info(s.alice, "on", to="bob"), ALICE)
+    assert [a.segment for a in out if isinstance(a, StartRecording)] == [2]
+
+
+def test_every_stop_reason_of_the_core_is_one_of_the_engine() -> None:
+    from callrec.engine import STOP_REASONS
+    from callrec.sip import core as core_module
+
+    reasons = {core_module.STOP_HANGUP, core_module.STOP_RECORD_OFF, "shutdown", "no_ack"}
+    assert reasons <= STOP_REASONS
+    # ... and what the core hangs up with on its own (end_call) is among them.
+    s = establish(bob_policy="always")
+    s.core.end_call(next(iter(s.core.calls)), "shutdown", 1.0)
+    assert [a.reason for a in s.core.pop_actions() if isinstance(a, StopRecording)] == ["shutdown"]
 
 
 def test_info_for_no_dialog_is_481() -> None:
@@ -567,7 +637,8 @@ def test_policy_never_refuses_with_403() -> None:
     assert not any(isinstance(a, StartRecording) for a in out)
     # The other party's own policy still applies to its own Record key.
     out = feed(s.core, info(s.bob, "on", to="alice"), BOB)
-    assert statuses(out, BOB) == [200]
+    [start] = [a for a in out if isinstance(a, StartRecording)]
+    assert statuses(started(s.core, start), BOB) == [200]
 
 
 def test_policy_always_records_from_the_answer() -> None:

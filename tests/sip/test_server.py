@@ -20,10 +20,9 @@ from typer.testing import CliRunner
 from callrec.catalog import Catalog, NewRecording, SipAccountStore
 from callrec.cli import app
 from callrec.config import Settings
+from callrec.engine.recovery import recover_unfinished
 from callrec.exceptions import ConfigError
 from callrec.media.wav import WavWriter
-from callrec.server.components import build_components
-from callrec.server.recovery import recover_unfinished
 from callrec.sip.auth import ha1
 from callrec.sip.message import SipResponse, StreamFramer, parse_message
 from callrec.sip.server import check_sip_settings
@@ -261,26 +260,25 @@ async def test_tcp_options_and_register(tmp_path: Path) -> None:
         await stop_env(env)
 
 
-async def test_component_starts_and_survives_a_taken_port(tmp_path: Path) -> None:
-    from callrec.server.app import RecordingServer
+async def test_a_taken_sip_port_leaves_the_server_recording(tmp_path: Path) -> None:
+    from callrec.service import Service
 
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     blocker.bind(("127.0.0.1", 0))
     taken = blocker.getsockname()[1]
     try:
         settings = server_settings(
-            tmp_path, web_enabled=False, sip_host="127.0.0.1", sip_port=taken, sip_tcp=False
+            tmp_path, sip_enabled=True, sip_host="127.0.0.1", sip_port=taken, sip_tcp=False
         )
-        server = RecordingServer(settings)
-        await server.start()
+        server = Service(settings)
         try:
-            [component] = build_components(settings, server)
-            await component.start()  # logs an error, does not raise
-            await component.stop()
+            await server.start()  # logs an error, does not raise
+            assert server.sip is not None and server.control_port
         finally:
             await server.stop()
-        settings = server_settings(tmp_path / "off", web_enabled=False, sip_enabled=False)
-        assert build_components(settings, server) == []
+        off = Service(server_settings(tmp_path / "off", sip_enabled=False))
+        assert off.sip is None
+        off.catalog.close()
     finally:
         blocker.close()
 
@@ -295,8 +293,10 @@ async def test_outbound_proxy_mode_end_to_end(tmp_path: Path) -> None:
     proxy = await start_env(tmp_path / "proxy", sip_upstream=f"{host}:{port}", sip_tcp=False)
     # Policy-only accounts on the proxy: alice may record, bob may not.
     store = SipAccountStore(proxy.server.catalog)
-    await proxy.server.in_db(store.add, "alice", realm="callrec", ha1_md5=None, ha1_sha256=None)
-    await proxy.server.in_db(
+    await proxy.server.writer.run(
+        store.add, "alice", realm="callrec", ha1_md5=None, ha1_sha256=None
+    )
+    await proxy.server.writer.run(
         store.add, "bob", realm="callrec", ha1_md5=None, ha1_sha256=None, policy="never"
     )
     await proxy.sip.reload_accounts()
@@ -406,8 +406,8 @@ def test_sip_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_port_pairs_are_even_and_odd() -> None:
+    from callrec.engine.ports import PortRange
     from callrec.exceptions import ResourceError
-    from callrec.server.ports import PortRange
 
     for ports in (PortRange("127.0.0.1", 0, 0), PortRange("127.0.0.1", 47101, 47106)):
         taken = []

@@ -1,28 +1,68 @@
-"""Importing phone-local files into the catalogue (SQLite, and PostgreSQL when reachable)."""
+"""Importing phone-local files into the catalogue through the recording engine (SQLite, and
+PostgreSQL when reachable)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from callrec.catalog import Catalog
+from callrec.config import Settings
+from callrec.engine import CatalogWriter, LiveRegistry
+from callrec.engine import engine as engine_module
 from callrec.exceptions import CatalogError, ConfigError, LocalFileError
-from callrec.media import localimport
-from callrec.media.localimport import (
+from callrec.media.wav import read_wav_info
+from callrec.service import build_engine
+from callrec.usb.importer import (
+    DEFAULT_IMPORT_DIR,
+    DEFAULT_MAX_BYTES,
+    Importer,
     ImportTooLargeError,
-    import_bytes,
-    import_file,
     name_time,
 )
-from callrec.media.wav import read_wav_info
 from tests.media.localfile_utils import DATA_DIR
 
 PHONE_TZ = timezone(timedelta(hours=3))
+
+
+@asynccontextmanager
+async def importer(
+    catalog: Catalog,
+    root: Path,
+    *,
+    import_dir: str = DEFAULT_IMPORT_DIR,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> AsyncIterator[Importer]:
+    """An importer over ``catalog`` with recordings under ``root``, as `callrec serve` has."""
+    writer = CatalogWriter(catalog)
+    engine = build_engine(Settings(recordings_dir=root), writer, LiveRegistry())
+    await engine.start()
+    try:
+        yield Importer(engine, catalog, import_dir=import_dir, max_bytes=max_bytes)
+    finally:
+        await engine.stop()
+        await writer.close()
+
+
+async def import_file(catalog: Catalog, root: Path, path: Path, **kw: Any) -> Any:
+    """One import of the file at ``path`` (``import_dir``, ``max_bytes``: the importer's)."""
+    options = {k: kw.pop(k) for k in ("import_dir", "max_bytes") if k in kw}
+    async with importer(catalog, root, **options) as imp:
+        return await imp.import_file(path, **kw)
+
+
+async def import_bytes(catalog: Catalog, root: Path, data: bytes, **kw: Any) -> Any:
+    options = {k: kw.pop(k) for k in ("import_dir", "max_bytes") if k in kw}
+    async with importer(catalog, root, **options) as imp:
+        return await imp.import_bytes(data, **kw)
 
 
 def _files(root: Path) -> list[str]:
@@ -38,12 +78,12 @@ def _drive(tmp_path: Path, name: str, source: str = "pcma-rtp.wav") -> Path:
     return path
 
 
-def test_import_catalogues_a_playable_wav_and_keeps_the_original(
+async def test_import_catalogues_a_playable_wav_and_keeps_the_original(
     catalog: Catalog, tmp_path: Path
 ) -> None:
     root = tmp_path / "recordings"
     source = _drive(tmp_path, "Record_20261126161130.wav", "g722-bare.wav")
-    result = import_file(catalog, root, source, device="0c383e0e709a", tz=PHONE_TZ)
+    result = await import_file(catalog, root, source, device="0c383e0e709a", tz=PHONE_TZ)
     assert not result.duplicate and result.problems == ()
     rec = result.recording
     assert rec == catalog.get(rec.id)
@@ -83,26 +123,26 @@ def test_import_catalogues_a_playable_wav_and_keeps_the_original(
     }
 
 
-def test_the_same_file_twice_is_recognised(catalog: Catalog, tmp_path: Path) -> None:
+async def test_the_same_file_twice_is_recognised(catalog: Catalog, tmp_path: Path) -> None:
     root = tmp_path / "recordings"
-    first = import_file(catalog, root, _drive(tmp_path, "Record_20261126161130.wav"))
+    first = await import_file(catalog, root, _drive(tmp_path, "Record_20261126161130.wav"))
     before = _files(root)
     # Copied off the drive again, under another name: still the same recording.
-    again = import_file(catalog, root, _drive(tmp_path, "copy of it.wav"))
+    again = await import_file(catalog, root, _drive(tmp_path, "copy of it.wav"))
     assert again.duplicate and again.recording == first.recording
     assert again.original_sha256 == first.original_sha256
     assert _files(root) == before
     assert catalog.count() == 1
     # The upload path recognises it too.
     data = (DATA_DIR / "pcma-rtp.wav").read_bytes()
-    assert import_bytes(catalog, root, data, name="upload.wav").duplicate
+    assert (await import_bytes(catalog, root, data, name="upload.wav")).duplicate
 
 
-def test_same_name_other_content_gets_its_own_files(catalog: Catalog, tmp_path: Path) -> None:
+async def test_same_name_other_content_gets_its_own_files(catalog: Catalog, tmp_path: Path) -> None:
     root = tmp_path / "recordings"
     name = "Record_20261126161130.wav"
-    a = import_file(catalog, root, _drive(tmp_path, name, "pcma-rtp.wav"))
-    b = import_bytes(
+    a = await import_file(catalog, root, _drive(tmp_path, name, "pcma-rtp.wav"))
+    b = await import_bytes(
         catalog, root, (DATA_DIR / "g722-bare.wav").read_bytes(), name=name, tz=PHONE_TZ
     )
     assert not b.duplicate and a.recording.id != b.recording.id
@@ -110,8 +150,8 @@ def test_same_name_other_content_gets_its_own_files(catalog: Catalog, tmp_path: 
     assert b.recording.original_path == "usb/2026-11-26/Record_20261126161130_1.orig"
 
 
-def test_damaged_file_is_imported_as_recovered(catalog: Catalog, tmp_path: Path) -> None:
-    result = import_file(
+async def test_damaged_file_is_imported_as_recovered(catalog: Catalog, tmp_path: Path) -> None:
+    result = await import_file(
         catalog, tmp_path / "rec", _drive(tmp_path, "Record_20260101000000.wav", "truncated.wav")
     )
     rec = result.recording
@@ -130,45 +170,49 @@ def test_damaged_file_is_imported_as_recovered(catalog: Catalog, tmp_path: Path)
         ("standard.wav", r"^a standard RIFF/WAVE file"),
     ],
 )
-def test_unreadable_files_are_refused_cleanly(
+async def test_unreadable_files_are_refused_cleanly(
     catalog: Catalog, tmp_path: Path, source: str, message: str
 ) -> None:
     root = tmp_path / "recordings"
     with pytest.raises(LocalFileError, match=message):
-        import_file(catalog, root, _drive(tmp_path, "Record_1.wav", source))
+        await import_file(catalog, root, _drive(tmp_path, "Record_1.wav", source))
     assert catalog.count() == 0
     assert not root.exists() or _files(root) == []
 
 
-def test_size_limit(catalog: Catalog, tmp_path: Path) -> None:
+async def test_size_limit(catalog: Catalog, tmp_path: Path) -> None:
     path = _drive(tmp_path, "Record_1.wav")
     with pytest.raises(ImportTooLargeError) as caught:
-        import_file(catalog, tmp_path / "rec", path, max_bytes=8675)
+        await import_file(catalog, tmp_path / "rec", path, max_bytes=8675)
     assert str(caught.value) == (
         "file is 8676 bytes, over the import limit of 8675 bytes (setting usb_import_max_bytes)"
     )
     assert caught.value.reason == "too_large"
     with pytest.raises(ImportTooLargeError):
-        import_bytes(catalog, tmp_path / "rec", path.read_bytes(), name="x", max_bytes=100)
-    assert import_file(catalog, tmp_path / "rec", path, max_bytes=8676).recording.id
+        await import_bytes(catalog, tmp_path / "rec", path.read_bytes(), name="x", max_bytes=100)
+    assert (await import_file(catalog, tmp_path / "rec", path, max_bytes=8676)).recording.id
 
 
-def test_missing_file(catalog: Catalog, tmp_path: Path) -> None:
+async def test_missing_file(catalog: Catalog, tmp_path: Path) -> None:
     with pytest.raises(LocalFileError, match=r"^cannot read .*nope\.wav: No such file"):
-        import_file(catalog, tmp_path, tmp_path / "nope.wav")
+        await import_file(catalog, tmp_path, tmp_path / "nope.wav")
 
 
 @pytest.mark.parametrize("import_dir", ["../outside", "/abs", "", "a/../../b", "."])
-def test_import_dir_must_stay_under_root(catalog: Catalog, tmp_path: Path, import_dir: str) -> None:
+async def test_import_dir_must_stay_under_root(
+    catalog: Catalog, tmp_path: Path, import_dir: str
+) -> None:
     with pytest.raises(ConfigError, match="usb_import_dir"):
-        import_file(catalog, tmp_path / "rec", _drive(tmp_path, "R.wav"), import_dir=import_dir)
+        await import_file(
+            catalog, tmp_path / "rec", _drive(tmp_path, "R.wav"), import_dir=import_dir
+        )
 
 
-def test_upload_name_cannot_leave_the_folder(catalog: Catalog, tmp_path: Path) -> None:
+async def test_upload_name_cannot_leave_the_folder(catalog: Catalog, tmp_path: Path) -> None:
     root = tmp_path / "recordings"
     data = (DATA_DIR / "pcma-rtp.wav").read_bytes()
     now = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
-    result = import_bytes(
+    result = await import_bytes(
         catalog, root, data, name="..\\..\\..\\etc/passwd", file_time=now, import_dir="phones/usb"
     )
     rec = result.recording
@@ -178,50 +222,61 @@ def test_upload_name_cannot_leave_the_folder(catalog: Catalog, tmp_path: Path) -
     assert all((root / p).resolve().is_relative_to(root.resolve()) for p in _files(root))
 
 
-def test_start_time_falls_back_to_the_file_time_then_now(catalog: Catalog, tmp_path: Path) -> None:
+async def test_start_time_falls_back_to_the_file_time_then_now(
+    catalog: Catalog, tmp_path: Path
+) -> None:
     path = _drive(tmp_path, "nameless.wav")
     mtime = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
     os.utime(path, (mtime, mtime))
-    rec = import_file(catalog, tmp_path / "rec", path).recording
+    rec = (await import_file(catalog, tmp_path / "rec", path)).recording
     # The file's last write ends the recording.
     assert rec.start_time == datetime(2026, 3, 1, 11, 59, 59, tzinfo=UTC)
     before = datetime.now(UTC)
     data = (DATA_DIR / "g722-bare.wav").read_bytes()
-    late = import_bytes(catalog, tmp_path / "rec", data, name="upload").recording
+    late = (await import_bytes(catalog, tmp_path / "rec", data, name="upload")).recording
     assert before <= late.start_time <= datetime.now(UTC)
     assert late.extra["import"]["start_time_from"] == "import_time"
 
 
-def test_catalogue_failure_removes_the_files(
+async def test_catalogue_failure_leaves_no_files(
     catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def refuse(*args: object) -> int:
         raise CatalogError("cannot create a recording: disk I/O error")
 
-    monkeypatch.setattr(catalog, "create_recording", refuse)
+    monkeypatch.setattr(catalog, "create_recordings", refuse)
     root = tmp_path / "rec"
     with pytest.raises(CatalogError, match="disk I/O error"):
-        import_file(catalog, root, _drive(tmp_path, "Record_20261126161130.wav"))
+        await import_file(catalog, root, _drive(tmp_path, "Record_20261126161130.wav"))
+    # The row comes first: without it no file was made.
     assert _files(root) == []
 
 
-def test_a_file_name_taken_meanwhile_moves_to_the_next(
+async def test_a_file_name_taken_meanwhile_moves_to_the_next(
     catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "rec"
-    real = localimport.write_wav
+    real = engine_module._write_original
     calls: list[Path] = []
 
-    def racing_write(info: object, data: bytes, path: Path) -> object:
+    def racing_write(path: Path, data: bytes) -> None:
         calls.append(path)
         if len(calls) == 1:
-            raise FileExistsError(path)  # another import created it after our check
-        return real(info, data, path)  # type: ignore[arg-type]
+            # Another program creates the WAV's name after the claim looked at the disk.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".wav").write_bytes(b"not ours")
+        real(path, data)
 
-    monkeypatch.setattr(localimport, "write_wav", racing_write)
-    result = import_file(catalog, root, _drive(tmp_path, "Record_20261126161130.wav"))
-    assert [p.name for p in calls] == ["Record_20261126161130.wav", "Record_20261126161130_1.wav"]
+    monkeypatch.setattr(engine_module, "_write_original", racing_write)
+    result = await import_file(catalog, root, _drive(tmp_path, "Record_20261126161130.wav"))
+    assert [p.name for p in calls] == ["Record_20261126161130.orig", "Record_20261126161130_1.orig"]
     assert result.recording.path.endswith("/Record_20261126161130_1.wav")
+    folder = root / "usb/2026-11-26"
+    # Theirs is left alone, ours (the original written for the first name) is gone.
+    assert (folder / "Record_20261126161130.wav").read_bytes() == b"not ours"
+    assert not (folder / "Record_20261126161130.orig").exists()
+    # The row that claimed the taken name was given back.
+    assert catalog.count() == 1
 
 
 @pytest.mark.parametrize(
@@ -237,18 +292,18 @@ def test_a_file_name_taken_meanwhile_moves_to_the_next(
         ("Record_.wav", None),
     ],
 )
-def test_name_time(name: str, expected: datetime | None) -> None:
+async def test_name_time(name: str, expected: datetime | None) -> None:
     parsed = name_time(name, PHONE_TZ)
     assert parsed == (None if expected is None else expected.replace(tzinfo=PHONE_TZ))
 
 
-def test_name_time_defaults_to_the_local_zone() -> None:
+async def test_name_time_defaults_to_the_local_zone() -> None:
     parsed = name_time("Record_20261126161130.wav")
     assert parsed is not None and parsed.tzinfo is not None
     assert parsed.replace(tzinfo=None) == datetime(2026, 11, 26, 16, 11, 30)
 
 
-def test_find_original_checks_its_argument(catalog: Catalog) -> None:
+async def test_find_original_checks_its_argument(catalog: Catalog) -> None:
     assert catalog.find_original("0" * 64) is None
     with pytest.raises(CatalogError, match="sha256 must be 64 lowercase hex digits"):
         catalog.find_original("XYZ")

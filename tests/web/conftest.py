@@ -18,8 +18,8 @@ import pytest_asyncio
 
 from callrec.catalog import Catalog
 from callrec.phone import record_call
-from callrec.server.app import RecordingServer
-from callrec.web import WebComponent
+from callrec.service import Service
+from callrec.web import WebServer
 from callrec.web.security import hash_password, new_api_token
 from tests.server.conftest import server_settings, speech_like_signal
 
@@ -83,8 +83,8 @@ CALLS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class Site:
-    server: RecordingServer
-    web: WebComponent
+    server: Service
+    web: WebServer
     base: str
     tokens: dict[str, str] = field(default_factory=dict)
     recs: dict[str, int] = field(default_factory=dict)
@@ -101,7 +101,7 @@ class Site:
         return await make_call(self.server, **call)
 
 
-async def make_call(server: RecordingServer, *, codec: str, seconds: float, **kw: Any) -> int:
+async def make_call(server: Service, *, codec: str, seconds: float, **kw: Any) -> int:
     """One whole call by the phone simulator; returns the recording's id."""
     rate = 16000 if codec == "G722" else 8000
     result = await record_call(
@@ -134,17 +134,17 @@ def add_users(catalog: Catalog) -> dict[str, str]:
 
 
 async def start_site(tmp: Path, *, users: bool = True, **overrides: Any) -> Site:
-    settings = server_settings(tmp, web_host="127.0.0.1", web_port=0, **overrides)
-    server = RecordingServer(settings)
-    await server.start()
+    settings = server_settings(tmp, web_enabled=True, web_host="127.0.0.1", web_port=0, **overrides)
+    server = Service(settings)
+    # The users exist before the web server starts (else it creates a first admin).
+    server.catalog.migrate()
     tokens = add_users(server.catalog) if users else {}
-    web = WebComponent(settings, server)
-    await web.start()
-    return Site(server=server, web=web, base=web.url, tokens=tokens)
+    await server.start()
+    assert server.web is not None
+    return Site(server=server, web=server.web, base=server.web.url, tokens=tokens)
 
 
 async def stop_site(site: Site) -> None:
-    await site.web.stop()
     await site.server.stop()
 
 

@@ -1,4 +1,4 @@
-"""The web component inside `callrec serve`: first start, configuration, shutdown."""
+"""The web server inside `callrec serve`: first start, configuration, shutdown."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import pytest
 
 from callrec.config import Settings
 from callrec.exceptions import ConfigError
-from callrec.server.app import RecordingServer
-from callrec.server.components import build_components
-from callrec.web import WebComponent
-from callrec.web.component import check_web_settings
+from callrec.service import Service
+from callrec.web import WebServer
+from callrec.web.server import check_web_settings
 from tests.server.conftest import server_settings
 from tests.web.conftest import start_site, stop_site
 
@@ -64,15 +63,15 @@ async def test_stop_ends_open_event_streams(tmp_path: Path) -> None:
     await site.server.stop()
 
 
-def test_components_follow_the_settings(tmp_path: Path) -> None:
-    on = server_settings(tmp_path, web_port=0, web_host="127.0.0.1")
-    server = RecordingServer(on)
+def test_the_web_server_follows_the_settings(tmp_path: Path) -> None:
+    on = Service(server_settings(tmp_path, web_enabled=True, web_port=0, web_host="127.0.0.1"))
+    off = Service(server_settings(tmp_path, web_enabled=False))
     try:
-        assert WebComponent in [type(c) for c in build_components(on, server)]
-        off = server_settings(tmp_path, web_enabled=False)
-        assert WebComponent not in [type(c) for c in build_components(off, server)]
+        assert isinstance(on.web, WebServer)
+        assert off.web is None
     finally:
-        server.catalog.close()
+        on.catalog.close()
+        off.catalog.close()
 
 
 @pytest.mark.parametrize(
@@ -110,13 +109,10 @@ async def test_a_busy_web_port_is_reported(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        settings = server_settings(tmp_path, web_host="127.0.0.1", web_port=port)
-        server = RecordingServer(settings)
-        await server.start()
+        settings = server_settings(tmp_path, web_enabled=True, web_host="127.0.0.1", web_port=port)
+        server = Service(settings)
         try:
-            web = WebComponent(settings, server)
             with pytest.raises(OSError, match=f"web UI cannot listen on 127.0.0.1:{port}"):
-                await web.start()
-            await web.stop()
+                await server.start()
         finally:
             await server.stop()

@@ -92,7 +92,7 @@ def serve(
     )
     # Alembic narrates every plugin it loads at INFO; only its warnings matter to an operator.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
-    from callrec.server.app import run
+    from callrec.service import run
 
     try:
         run(settings)

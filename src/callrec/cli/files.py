@@ -349,29 +349,26 @@ def file_import(
     Each becomes a playable WAV under recordings_dir/usb_import_dir with the phone's original
     kept beside it; a file imported before is recognised by its SHA-256.
     """
-    from callrec.catalog import Catalog
-    from callrec.media.localimport import ImportResult, import_file
+    import asyncio
+
+    from callrec.service import importing
+    from callrec.usb.importer import ImportResult
 
     settings, _ = _settings(config)
-    root = settings.recordings_dir
-    catalog = Catalog(settings.database_url)
-    try:
-        catalog.migrate()
-        batch = collect(paths)
+    batch = collect(paths)
+    # One event loop for the whole batch: the importer's engine and catalogue writer live
+    # on it between the files.
+    with asyncio.Runner() as runner:
+        context = importing(settings)
+        importer = runner.run(context.__aenter__())
+        try:
 
-        def work(item: Item) -> ImportResult:
-            return import_file(
-                catalog,
-                root,
-                item.source,
-                device=device,
-                max_bytes=settings.usb_import_max_bytes,
-                import_dir=settings.usb_import_dir,
-            )
+            def work(item: Item) -> ImportResult:
+                return runner.run(importer.import_file(item.source, device=device))
 
-        results = run_batch(batch, "importing", work)
-    finally:
-        catalog.close()
+            results = run_batch(batch, "importing", work)
+        finally:
+            runner.run(context.__aexit__(None, None, None))
     if as_json:
         rows: list[dict[str, Any]] = [
             {

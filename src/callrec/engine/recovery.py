@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from callrec.catalog import Catalog, RecordingInfo
+from callrec.engine.spec import CRASH
 from callrec.media.wav import WavRepairError, repair_wav
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def recover_unfinished(
             catalog.finish_recording(
                 rec.id,
                 status="failed",
-                stop_reason="crash",
+                stop_reason=CRASH,
                 end_time=rec.start_time,
                 duration=0.0,
                 size_bytes=0 if missing else path.stat().st_size,
@@ -48,7 +49,7 @@ def recover_unfinished(
         catalog.finish_recording(
             rec.id,
             status="recovered",
-            stop_reason="crash",
+            stop_reason=CRASH,
             end_time=max(end_time, rec.start_time),
             duration=info.duration,
             size_bytes=info.size_bytes,

@@ -269,6 +269,11 @@ class WavWriter:
         return self._accepted - self._written
 
     @property
+    def room(self) -> int:
+        """Data bytes :meth:`write` still accepts before the file is at its largest."""
+        return self._max_data - self._accepted
+
+    @property
     def closed(self) -> bool:
         return self._fd < 0
 

@@ -1,91 +1,109 @@
-"""One recording session: RTP in on its own UDP port, decoded audio out to a WAV file."""
+"""A phone session as a media source: RTP in on its own UDP port, decoded PCM out.
+
+The socket is read in batches with every other session's by
+:class:`~callrec.server.receiver.MediaReceiver`, which hands each datagram to the session's
+:class:`~callrec.rtp.stream.MediaStream`; the engine pumps the source every tick and drains it
+at the end, and this module turns what the stream released into PCM.
+"""
 
 from __future__ import annotations
 
-import logging
 import socket
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 from callrec.codecs import Codec
 from callrec.codecs.base import PCM_SAMPLE_WIDTH, Decoder
-from callrec.control import ControlConnection
-from callrec.media.wav import WavTooLargeError, WavWriter
+from callrec.engine.ports import PortRange, drain_socket
+from callrec.rtp.counters import StreamCounters
 from callrec.rtp.stream import MediaStream, Piece
-from callrec.server.ports import drain_socket
-
-logger = logging.getLogger(__name__)
+from callrec.server.receiver import MediaReceiver
 
 
-class SessionLog(logging.LoggerAdapter[logging.Logger]):
-    """Puts the session's id in every line about it."""
+class PhoneSource:
+    """One phone session's audio; see the module docstring."""
 
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        assert self.extra is not None
-        return f"[{self.extra['session']}] {msg}", kwargs
-
-
-@dataclass(eq=False, slots=True, kw_only=True)
-class RecordingSession:
-    """Everything the server holds for one call being recorded."""
-
-    key: tuple[str, str, str]  # (peer ip, device, phone's id)
-    rec_id: int
-    codec: Codec
-    stream: MediaStream
-    writer: WavWriter
-    path: Path
-    relpath: str
-    port: int
-    started_at: datetime
-    started_mono: float
-    fields: dict[str, str]
-    log: SessionLog
-    sock: socket.socket | None = None
-    #: The control connection's core, told when we end the session ourselves.
-    control: ControlConnection | None = None
-    decoder: Decoder = field(init=False)
-    finishing: bool = False
-
-    def __post_init__(self) -> None:
-        self.decoder = self.codec.decoder()
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        stream: MediaStream,
+        sock: socket.socket,
+        ports: PortRange,
+        receiver: MediaReceiver,
+    ) -> None:
+        self.codec = codec
+        self.stream = stream
+        self.decoder: Decoder = codec.decoder()
+        self._sock: socket.socket | None = sock
+        self._port: int = sock.getsockname()[1]
+        self._ports = ports
+        self._receiver = receiver
+        #: Called when the source is closed: its front end forgets the session.
+        self.on_close: Callable[[], None] = _nothing
+        self._pieces: list[Piece] = []
+        self._reading = False
 
     @property
-    def session_id(self) -> str:
-        return self.key[2]
+    def media_port(self) -> int:
+        return self._port
 
-    def pump(self, now: float) -> None:
-        """Decode what the stream released and hand it to the writer (memory only)."""
+    def start_reading(self) -> None:
+        """From now on the receiver hands this session's datagrams to its stream."""
+        if self._sock is not None and not self._reading:
+            self._receiver.add(self._sock, self.stream.receive)
+            self._reading = True
+
+    def stop_reading(self) -> None:
+        """Datagrams stay queued in the kernel until :meth:`drain` reads them (the way a loop
+        too busy to read leaves them)."""
+        if self._sock is not None and self._reading:
+            self._receiver.remove(self._sock)
+            self._reading = False
+
+    # -- MediaSource ---------------------------------------------------------------------
+
+    def pump(self, now: float) -> Sequence[bytes]:
+        """Decode what the stream released (memory only)."""
         self.stream.flush(now)
-        self._write_out()
+        return self._render()
 
-    def drain(self, now: float) -> None:
+    def drain(self, now: float) -> Sequence[bytes]:
         """The end: what the kernel still queues for us (sent before the stop, not yet read
-        when the loop is busy) and everything held is written, gaps and all."""
-        if self.sock is not None:
-            for data, source in drain_socket(self.sock):
+        when the loop is busy) and everything held, gaps and all."""
+        sock = self._sock
+        if sock is not None:
+            self.stop_reading()
+            for data, source in drain_socket(sock):
                 self.stream.receive(data, source, now)
         self.stream.flush(now, everything=True)
-        self._write_out()
+        return self._render()
 
-    def _write_out(self) -> None:
-        pieces = self.stream.pop_pieces()
+    def cut_points(self) -> Sequence[int]:
+        """Packet boundaries in the last PCM, so a file at its largest keeps whole packets."""
+        return list(accumulate(_pcm_sizes(self._pieces, self.codec)))
+
+    def counters(self) -> StreamCounters:
+        return self.stream.counters
+
+    def close(self) -> None:
+        self.stop_reading()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+            self._ports.release(self._port)
+        self.on_close()
+
+    def _render(self) -> Sequence[bytes]:
+        pieces = self._pieces = self.stream.pop_pieces()
         if not pieces:
-            return
+            return ()
         parts = render(pieces, self.codec, self.decoder)
-        pcm = parts[0] if len(parts) == 1 else b"".join(parts)
-        try:
-            self.writer.write(pcm)
-        except WavTooLargeError:
-            # At the size limit keep what fits, packet by packet, as one write per packet did.
-            view = memoryview(pcm)
-            pos = 0
-            for size in _pcm_sizes(pieces, self.codec):
-                self.writer.write(view[pos : pos + size])  # raises at the one that overflows
-                pos += size
-            raise
+        return (parts[0] if len(parts) == 1 else b"".join(parts),)
+
+
+def _nothing() -> None:
+    pass
 
 
 def render(pieces: list[Piece], codec: Codec, decoder: Decoder) -> list[bytes]:

@@ -3,40 +3,40 @@
 One Python process reads at most one core's worth of RTP. With ``workers = N`` the main
 process runs everything it runs alone (catalogue migrations and start-up recovery first, the
 web UI, SIP, and a share of the calls) and starts N - 1 *media workers*: processes that only
-record calls. Every process listens on the control port with ``SO_REUSEPORT``, so the kernel
+record phones' calls (each a :class:`~callrec.service.root.Service` with an engine and the
+phone front end). Every process listens on the control port with ``SO_REUSEPORT``, so the kernel
 spreads the phones' connections over them; a session lives and ends on the connection that
 started it (one connection per session, PROTOCOL.md), so it never has to move. The UDP port
 range is cut into N slices, one per process, so each owns its media ports and a crashed
 worker's recordings are known by their ports.
 
 All processes write the same catalogue (SQLite in WAL mode with a busy timeout, or
-PostgreSQL). Workers tell the main process over a pipe when a session starts or finishes and,
-every ``PROGRESS_SECONDS``, how far each has come, so the live page and the metrics show every
-call. When a worker dies (``kill -9``, a crash) the main process finishes its open recordings
-as start-up recovery would and starts a new worker on the same slice; when the main process
-goes away, its workers see the pipe close and shut down gracefully (each open recording
-finalised).
+PostgreSQL). Workers tell the main process over a pipe when a recording starts or finishes
+and, every ``PROGRESS_SECONDS``, how far each has come; the main process's live registry
+mirrors them, so the live page and the metrics show every call. When a worker dies
+(``kill -9``, a crash) the main process finishes its open recordings as start-up recovery
+would and starts a new worker on the same slice; when the main process goes away, its workers
+see the pipe close and shut down gracefully (each open recording finalised).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import multiprocessing
-import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from callrec.config import Settings
-
-if TYPE_CHECKING:
-    from callrec.server.app import RecordingServer
+from callrec.engine import CatalogWriter, LiveRegistry
+from callrec.engine.recovery import recover_unfinished
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,9 @@ def slice_settings(settings: Settings, index: int) -> Settings:
     return dataclasses.replace(settings, **changes)
 
 
+#: The entry point of a worker process: (the whole server's settings, index, pipe).
+WorkerMain = Callable[[Settings, int, Connection], None]
+
 # -- messages from a worker (tuples: cheap to pickle, no class to import) ------------------
 #   ("started", LiveSession) | ("finished", LiveSession)
 #   ("progress", total_sessions, [LiveSession, ...])   every PROGRESS_SECONDS
@@ -93,11 +96,24 @@ class _Worker:
 
 class WorkerPool:
     """The main process's side: starts, watches, restarts and stops the media workers, and
-    feeds what they report into the main process's :class:`RecordingServer`."""
+    feeds what they report into the main process's live registry."""
 
-    def __init__(self, settings: Settings, server: RecordingServer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        live: LiveRegistry,
+        writer: CatalogWriter,
+        root: Path,
+        target: WorkerMain,
+    ) -> None:
         self.settings = settings
-        self.server = server
+        #: What a worker process runs: ``target(settings, index, pipe)`` (a module-level
+        #: function, as the spawned process finds it by name).
+        self.target = target
+        self.live = live
+        self.writer = writer
+        self.root = root
         slices = port_slices(settings.media_port_min, settings.media_port_max, settings.workers)
         self._workers = [_Worker(i, low, high) for i, (low, high) in enumerate(slices) if i]
         self._context = multiprocessing.get_context("spawn")
@@ -131,7 +147,7 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=worker_main,
+            target=self.target,
             args=(self.settings, worker.index, theirs),
             name=f"callrec-worker-{worker.index}",
             daemon=False,
@@ -173,20 +189,20 @@ class WorkerPool:
                 except Exception:
                     logger.exception("bad message from worker %d", worker.index)
                     break
-                if not _call_soon(loop, self._handle, worker, message):
+                if not call_soon(loop, self._handle, worker, message):
                     break
         process.join()
         # After every message it sent: the loop runs callbacks in order.
-        _call_soon(loop, _resolve, gone)
+        call_soon(loop, _resolve, gone)
 
     def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "ready":
             worker.ready.set()
         elif kind in ("started", "finished"):
-            self.server.remote_event(kind, message[1])
+            self.live.remote_event(kind, message[1])
         elif kind == "progress":
-            self.server.remote_progress(worker.index, message[1], message[2])
+            self.live.remote_progress(worker.index, message[1], message[2])
 
     async def _watch(
         self, worker: _Worker, process: BaseProcess, gone: asyncio.Future[None]
@@ -213,16 +229,14 @@ class WorkerPool:
             logger.warning("media worker %d restarted", worker.index)
 
     async def _recover(self, worker: _Worker) -> None:
-        from callrec.server.recovery import recover_unfinished
-
         def mine(rec: Any) -> bool:
             return bool(rec.source == "server" and worker.low <= rec.media_port <= worker.high)
 
         try:
-            await self.server.in_db(recover_unfinished, self.server.catalog, self.server.root, mine)
+            await self.writer.run(recover_unfinished, self.writer.catalog, self.root, mine)
         except Exception:
             logger.exception("recovery of worker %d's recordings failed", worker.index)
-        self.server.forget_remote(worker.low, worker.high)
+        self.live.forget_remote(worker.low, worker.high)
 
     async def stop(self) -> None:
         """SIGTERM every worker (each finalises its recordings), SIGKILL what is left."""
@@ -245,65 +259,12 @@ class WorkerPool:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-# -- the worker process ----------------------------------------------------------------------
-
-
-def worker_main(settings: Settings, index: int, conn: Connection) -> None:
-    """Entry point of media worker ``index`` (a spawned process)."""
-    from callrec.server.app import prepare_process, run_loop
-
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",
-    )
-    prepare_process()
-    # Ctrl-C in a terminal reaches the whole process group: the main process decides.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    run_loop(_serve_worker(slice_settings(settings, index), conn))
-
-
-async def _serve_worker(settings: Settings, conn: Connection) -> None:
-    from callrec.server.app import RecordingServer
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    server = RecordingServer(settings, recover=False)
-
-    def send(message: tuple[Any, ...]) -> None:
-        try:
-            conn.send(message)  # small; the main process's pipe thread reads at once
-        except (OSError, ValueError):
-            stop.set()  # the main process is gone
-
-    def watch_pipe() -> None:
-        # Thread: the main process never writes, so recv() returns only when it has gone.
-        with contextlib.suppress(EOFError, OSError):
-            conn.recv()
-        _call_soon(loop, stop.set)
-
-    server.add_session_observer(lambda event, live: send((event, live)))
-    threading.Thread(target=watch_pipe, name="callrec-main-watch", daemon=True).start()
-    await server.start()
-    send(("ready",))
-    try:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
-            except TimeoutError:
-                send(("progress", server.total_sessions, server.live_sessions()))
-    finally:
-        await server.stop()
-        send(("progress", server.total_sessions, []))
-        conn.close()
-
-
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> bool:
+def call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> bool:
     """From a thread; False when the loop is closed (the main process is exiting)."""
     try:
         loop.call_soon_threadsafe(callback, *args)

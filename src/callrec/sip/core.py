@@ -101,6 +101,11 @@ PASSED_RESPONSE_HEADERS: Final = frozenset(
 AUTH_REQUEST_HEADERS: Final = frozenset({"Authorization", "Proxy-Authorization"})
 AUTH_RESPONSE_HEADERS: Final = frozenset({"WWW-Authenticate", "Proxy-Authenticate"})
 SDP: Final = "application/sdp"
+#: Stop reasons of recordings (the engine's vocabulary, see callrec.engine.spec).
+STOP_HANGUP: Final = "hangup"
+STOP_RECORD_OFF: Final = "record_off"
+#: How a Record: on is answered when the recording engine refuses the recording, by reason.
+REFUSAL_STATUS: Final = {"busy": 503, "disk_full": 503, "unsupported_codec": 488}
 _MAC = re.compile(r"(?<![0-9a-fA-F])([0-9a-fA-F]{12})(?![0-9a-fA-F])")
 
 
@@ -213,6 +218,8 @@ class Call:
     recording: bool = False
     forced: bool = False  # a policy "always" records this call; Record: off is refused
     segment: int = 0
+    #: The ``INFO Record: on`` waiting for the engine to say whether the segment started.
+    pending_record: tuple[ServerTransaction, SipRequest] | None = None
     end_reason: str = ""
     byes_pending: int = 0
     log: logging.LoggerAdapter[logging.Logger] = field(init=False)
@@ -268,11 +275,14 @@ class SipCore:
         self._calls: dict[str, Call] = {}
         self._by_invite: dict[tuple[str, str, str], Call] = {}
         self._dialogs: dict[tuple[str, str], tuple[Call, Leg]] = {}
+        #: The time of the latest input, for answers given where no time is passed in.
+        self._now = 0.0
 
     # -- the interface ---------------------------------------------------------------------
 
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """One datagram (or one framed stream message) from ``peer``."""
+        self._now = now
         if is_keepalive(data):
             return
         try:
@@ -287,6 +297,7 @@ class SipCore:
             self._on_request(message, peer, now)
 
     def handle_timers(self, now: float) -> None:
+        self._now = now
         for key, stx in list(self._server_txs.items()):
             deadline = stx.next_deadline()
             if deadline is not None and deadline <= now:
@@ -312,6 +323,7 @@ class SipCore:
 
     def end_call(self, ref: str, reason: str, now: float) -> None:
         """Hang up both legs of a call (media timeout, shutdown)."""
+        self._now = now
         call = self._calls.get(ref)
         if call is None:
             return
@@ -1029,7 +1041,7 @@ class SipCore:
         if not call.fire(CI.BYE):
             return
         call.end_reason = call.end_reason or f"{leg.role}_hangup"
-        self._stop_recording(call, "hangup")
+        self._stop_recording(call, STOP_HANGUP)
         self._send_bye(call, call.other(leg), now)
         if call.byes_pending == 0:
             self._bye_done(call, now)
@@ -1056,7 +1068,9 @@ class SipCore:
     def _call_done(self, call: Call, reason: str) -> None:
         if call.ref not in self._calls:
             return
-        self._stop_recording(call, reason)
+        # Only a recording of a call that ends some other way is still on here (the BYEs
+        # and end_call stopped theirs with their own reason).
+        self._stop_recording(call, STOP_HANGUP)
         call.state = C.ENDED
         del self._calls[call.ref]
         for leg in (call.a, call.b):
@@ -1156,12 +1170,16 @@ class SipCore:
         if value == "off" and call.forced:
             self._respond(tx, request, 403, now, reason="Forbidden (this call is always recorded)")
             return
-        self._respond(tx, request, 200, now)
         call.log.info("Record: %s from the %s", value, leg.role)
-        if value == "on":
-            self._start_recording(call, "info")
+        if value == "off":
+            self._respond(tx, request, 200, now)
+            self._stop_recording(call, STOP_RECORD_OFF)
+        elif call.recording:
+            self._respond(tx, request, 200, now)  # already on (or being turned on)
         else:
-            self._stop_recording(call, "record_off")
+            # Answered when the I/O layer says whether the recording started.
+            call.pending_record = (tx, request)
+            self._start_recording(call, "info")
 
     def _start_recording(self, call: Call, trigger: str) -> None:
         if call.recording:
@@ -1185,7 +1203,57 @@ class SipCore:
         if not call.recording:
             return
         call.recording = False
+        # A Record: on still waiting is answered: it was taken, and is now over.
+        self._answer_pending_record(call, 200, None, self._now)
         self._actions.append(StopRecording(call=call.ref, reason=reason))
+
+    def _answer_pending_record(
+        self, call: Call, status: int, refusal: str | None, now: float
+    ) -> None:
+        pending, call.pending_record = call.pending_record, None
+        if pending is None:
+            return
+        tx, request = pending
+        if refusal is None:
+            self._respond(tx, request, status, now)
+            return
+        self._respond(
+            tx,
+            request,
+            status,
+            now,
+            reason=f"{reason_phrase(status)} (recording refused: {refusal})",
+            headers=[("Warning", f'399 callrec "recording refused: {refusal}"')],
+        )
+
+    # -- what the I/O layer tells us of recordings -------------------------------------------
+
+    def recording_started(self, ref: str, segment: int, now: float) -> None:
+        """The engine opened the recording of ``segment``: a waiting Record: on gets 200."""
+        self._now = now
+        call = self._calls.get(ref)
+        if call is None or call.segment != segment or not call.recording:
+            return
+        self._answer_pending_record(call, 200, None, now)
+
+    def recording_refused(self, ref: str, segment: int, reason: str, now: float) -> None:
+        """The engine refused (or failed) to record ``segment``, for ``reason`` (``busy``,
+        ``disk_full``...): the call is not recorded, and a waiting Record: on is answered as
+        :data:`REFUSAL_STATUS` says."""
+        self._now = now
+        call = self._calls.get(ref)
+        if call is None or call.segment != segment or not call.recording:
+            return
+        call.recording = False
+        call.log.warning("recording segment %d refused: %s", segment, reason)
+        self._answer_pending_record(call, REFUSAL_STATUS.get(reason, 500), reason, now)
+
+    def recording_stopped(self, ref: str, segment: int) -> None:
+        """The engine ended ``segment`` on its own (``max_duration``, ``disk_full``...): the
+        call is no longer recorded, and a new Record: on starts a new segment."""
+        call = self._calls.get(ref)
+        if call is not None and call.segment == segment and call.recording:
+            call.recording = False
 
     # -- responses and transactions --------------------------------------------------------
 

@@ -1,41 +1,36 @@
-"""The asyncio layer of the SIP side: sockets, media relay, recording files, catalogue rows.
+"""The asyncio layer of the SIP side: sockets, the core's actions, relays and recordings.
 
-Protocol decisions live in :class:`callrec.sip.core.SipCore` and
-:class:`callrec.sip.recorder.StereoRecorder`; this module only moves datagrams between them
-and sockets, and carries out the core's actions. Every socket callback hands its bytes to a
-core and then :meth:`SipServer._after` applies what came out and re-arms the one timer.
-Catalogue calls run on the recording server's catalogue thread (:meth:`RecordingServer.in_db`),
-file closing on the default executor; the loop only relays, decodes and appends.
+Protocol decisions live in :class:`callrec.sip.core.SipCore`; this module only moves datagrams
+between it and sockets and carries out its actions. Every socket callback hands its bytes to
+the core and then :meth:`SipServer._after` applies what came out and re-arms the one timer.
+Media is relayed by :mod:`callrec.sip.relay`; a recording is a source of the recording engine
+(:mod:`callrec.sip.recording`), which admits it like any other call (``busy``, disk reserve),
+writes and flushes it off the event loop, and catalogues it in batches. The core hears back
+whether a recording started (:meth:`SipCore.recording_started` / ``recording_refused``), so
+it answers ``INFO Record: on`` only then.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import logging
 import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import Any, Final
 
-from callrec.catalog import Catalog, NewRecording, SipAccountStore, StreamCounters
+from callrec.catalog import Catalog, SipAccountStore
 from callrec.codecs import get_codec
 from callrec.config import Settings
-from callrec.exceptions import ConfigError, ResourceError
-from callrec.media.naming import FIELDS as NAME_FIELDS
-from callrec.media.naming import UnsafePathError, recording_path, unique_path
-from callrec.media.wav import WavError, WavInfo, WavWriter, repair_wav
-from callrec.server.ports import PortRange
+from callrec.engine import PortRange, RecordingEngine
+from callrec.engine.spec import HANGUP, STOP_REASONS
+from callrec.exceptions import CallrecError, ConfigError
 from callrec.sip.accounts import POLICIES, Account
 from callrec.sip.core import CoreConfig, SipCore
 from callrec.sip.errors import SipProtocolError
 from callrec.sip.events import (
     Action,
     CallEnded,
-    CallParty,
     MediaUpdate,
     StartRecording,
     StopRecording,
@@ -45,130 +40,15 @@ from callrec.sip.headers import split_hostport
 from callrec.sip.message import StreamFramer
 from callrec.sip.peer import Peer
 from callrec.sip.recorder import CALLEE, CALLER, StereoRecorder
-
-if TYPE_CHECKING:
-    from callrec.server.app import RecordingServer
+from callrec.sip.recording import SipSource, recording_spec
+from callrec.sip.relay import CallMedia, Relays
 
 logger = logging.getLogger(__name__)
 
-#: Suffix of the mono mix written beside each stereo recording.
-MIX_SUFFIX = ".mix.wav"
-#: How often (in sync ticks) open recordings' counters are saved to the catalogue.
-CHECKPOINT_TICKS = 20
 #: Largest SIP message over TCP; UDP datagrams are limited by the socket anyway.
-MAX_TCP_MESSAGE = 65536
+MAX_TCP_MESSAGE: Final = 65536
 #: How long stop() waits for BYEs and open recordings to be finished.
-SHUTDOWN_GRACE = 2.0
-
-InDb = Callable[..., Awaitable[Any]]
-
-
-class _CallLog(logging.LoggerAdapter[logging.Logger]):
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        assert self.extra is not None
-        return f"[{self.extra['call']}] {msg}", kwargs
-
-
-@dataclass(eq=False, slots=True, kw_only=True)
-class SipRecording:
-    """One recorded segment: a stereo file, its mono mix, and (soon) a catalogue row."""
-
-    recorder: StereoRecorder
-    writer: WavWriter
-    mix: WavWriter
-    path: Path
-    relpath: str
-    mix_path: Path
-    mix_relpath: str
-    started_mono: float
-    created: asyncio.Task[int] | None = None
-    finishing: bool = False
-
-
-#: Socket kinds of a relay side: RTP on an even port, RTCP on the next one.
-RTP = 0
-RTCP = 1
-
-
-@dataclass(eq=False, slots=True, kw_only=True)
-class CallMedia:
-    """The relay of one call: an RTP/RTCP port pair facing each side, and the recording."""
-
-    ref: str
-    #: The RTP port facing each side (CALLER, CALLEE); RTCP is on the port after it.
-    ports: tuple[int, int]
-    #: [side][RTP or RTCP]
-    sockets: tuple[tuple[socket.socket, socket.socket], tuple[socket.socket, socket.socket]]
-    log: logging.LoggerAdapter[logging.Logger]
-    transports: list[list[asyncio.DatagramTransport | None]] = field(
-        default_factory=lambda: [[None, None], [None, None]]
-    )
-    #: [side][kind]: where that side receives: from its SDP, or latched from its packets.
-    targets: list[list[tuple[str, int] | None]] = field(
-        default_factory=lambda: [[None, None], [None, None]]
-    )
-    sdp_ips: list[str | None] = field(default_factory=lambda: [None, None])
-    signalling_ips: list[str] = field(default_factory=lambda: ["", ""])
-    codec: str | None = None
-    payload_type: int | None = None
-    recording: SipRecording | None = None
-    relayed: list[int] = field(default_factory=lambda: [0, 0])
-    foreign: list[int] = field(default_factory=lambda: [0, 0])
-    closed: bool = False
-
-    def update(self, event: MediaUpdate) -> None:
-        for side, announced, sig in (
-            (CALLER, event.caller, event.caller_signalling_ip),
-            (CALLEE, event.callee, event.callee_signalling_ip),
-        ):
-            self.signalling_ips[side] = sig
-            self.sdp_ips[side] = announced[0] if announced else None
-            self.targets[side][RTP] = announced
-            # RTCP goes to the port after RTP (RFC 3550 11; a=rtcp is not passed on).
-            self.targets[side][RTCP] = (announced[0], announced[1] + 1) if announced else None
-        if event.codec is not None:
-            self.codec = event.codec
-            self.payload_type = event.payload_type
-
-    def received(
-        self, side: int, kind: int, data: bytes, addr: tuple[str, int], now: float
-    ) -> None:
-        """A datagram on the ``kind`` port facing ``side``, from ``addr``."""
-        ip = addr[0]
-        if ip != self.sdp_ips[side] and ip != self.signalling_ips[side]:
-            self.foreign[side] += 1
-            return
-        if ip != self.sdp_ips[side] or self.targets[side][kind] is None:
-            # Behind NAT the SDP names a private address: answer where the packets come from.
-            self.targets[side][kind] = addr
-        other = 1 - side
-        transport, target = self.transports[other][kind], self.targets[other][kind]
-        if transport is not None and target is not None:
-            transport.sendto(data, target)
-            if kind == RTP:
-                self.relayed[side] += 1
-        rec = self.recording
-        if kind == RTP and rec is not None and not rec.finishing:
-            rec.recorder.receive(side, data, now)
-
-
-class _RelayProtocol(asyncio.DatagramProtocol):
-    def __init__(
-        self, media: CallMedia, side: int, kind: int, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self._media = media
-        self._side = side
-        self._kind = kind
-        self._time = loop.time
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._media.received(
-            self._side, self._kind, data, (str(addr[0]), int(addr[1])), self._time()
-        )
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a phone that is not listening yet: nothing to do.
-        logger.debug("UDP error on relay port: %s", exc)
+SHUTDOWN_GRACE: Final = 2.0
 
 
 class _SipDatagramProtocol(asyncio.DatagramProtocol):
@@ -189,29 +69,32 @@ class SipServer:
         self,
         settings: Settings,
         *,
-        catalog: Catalog,
-        in_db: InDb,
+        engine: RecordingEngine,
         ports: PortRange,
-        root: Path,
+        catalog: Catalog,
     ) -> None:
         check_sip_settings(settings)
         self.settings = settings
-        self.catalog = catalog
+        self.engine = engine
+        #: Read for the accounts (the CLI changes them from outside).
         self.accounts_store = SipAccountStore(catalog)
-        self._in_db = in_db
-        self.ports = ports
-        self.root = root
+        self.relays = Relays(ports)
         self.core: SipCore | None = None
-        self.media: dict[str, CallMedia] = {}
         self._accounts: dict[str, Account] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp: dict[tuple[str, int], asyncio.StreamWriter] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._tick_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
         self._addresses: dict[str, str] = {}
+        self._applying = False
         self._closing = False
+
+    @property
+    def media(self) -> dict[str, CallMedia]:
+        """The relays of the calls in progress, by call reference."""
+        return self.relays.calls
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -252,7 +135,7 @@ class SipServer:
             local_address=self._local_address,
             media_address=self._media_address,
         )
-        self._tick_task = asyncio.create_task(self._tick_loop(), name="callrec-sip-tick")
+        self._refresh_task = asyncio.create_task(self._refresh_loop(), name="callrec-sip-accounts")
         mode = f"outbound proxy for {settings.sip_upstream}" if upstream else "registrar"
         logger.info(
             "SIP %s listening on %s UDP %d%s, %d account(s)",
@@ -285,15 +168,15 @@ class SipServer:
                 self.core.end_call(ref, "shutdown", loop.time())
             self._after()
         for media in list(self.media.values()):
-            self._spawn(self._finish_recording(media, "shutdown"))
+            self._spawn(self._stop_recording(media, "shutdown"))
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_GRACE)
-        if self._tick_task is not None:
-            self._tick_task.cancel()
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
         if self._timer is not None:
             self._timer.cancel()
         for media in list(self.media.values()):
-            self._close_media(media)
+            self.relays.close(media)
         for writer in list(self._tcp.values()):
             writer.close()
         if self._tcp_server is not None:
@@ -307,7 +190,7 @@ class SipServer:
 
     async def reload_accounts(self) -> None:
         """Re-read the accounts from the catalogue (the CLI changes them from outside)."""
-        rows = await self._in_db(self.accounts_store.all)
+        rows = await asyncio.to_thread(self.accounts_store.all)
         self._accounts.clear()
         for row in rows:
             try:
@@ -353,11 +236,17 @@ class SipServer:
         core = self.core
         if core is None:
             return
-        for action in core.pop_actions():
-            try:
-                self._apply(action)
-            except Exception:
-                logger.exception("could not carry out %s (a bug)", type(action).__name__)
+        self._applying = True
+        try:
+            # Carrying out an action can give the core new input (a refused recording).
+            while actions := core.pop_actions():
+                for action in actions:
+                    try:
+                        self._apply(action)
+                    except Exception:
+                        logger.exception("could not carry out %s (a bug)", type(action).__name__)
+        finally:
+            self._applying = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -388,11 +277,11 @@ class SipServer:
         elif isinstance(action, StopRecording):
             media = self.media.get(action.call)
             if media is not None:
-                self._spawn(self._finish_recording(media, action.reason))
+                self._spawn(self._stop_recording(media, action.reason))
         elif isinstance(action, CallEnded):
             media = self.media.get(action.call)
             if media is not None:
-                self._spawn(self._end_media(media, action.reason))
+                self._spawn(self._end_media(media))
 
     def _send(self, data: bytes, peer: Peer) -> None:
         if peer.transport == "udp":
@@ -481,324 +370,137 @@ class SipServer:
 
     def allocate(self, call: str) -> tuple[int, int]:
         """An RTP/RTCP port pair facing each side of a new call; ResourceError('busy')."""
-        caller = self.ports.bind_pair()
-        try:
-            callee = self.ports.bind_pair()
-        except ResourceError:
-            for sock in caller:
-                self.ports.release(int(sock.getsockname()[1]))
-                sock.close()
-            raise
-        ports = (int(caller[0].getsockname()[1]), int(callee[0].getsockname()[1]))
-        media = CallMedia(
-            ref=call,
-            ports=ports,
-            sockets=(caller, callee),
-            log=_CallLog(logger, {"call": call}),
-        )
-        self.media[call] = media
-        self._spawn(self._open_relay(media))
-        return ports
+        media = self.relays.allocate(call)
+        self._spawn(self.relays.open(media))
+        return media.ports
 
-    async def _open_relay(self, media: CallMedia) -> None:
-        loop = asyncio.get_running_loop()
-        for side in (CALLER, CALLEE):
-            for kind in (RTP, RTCP):
-                if media.closed:
-                    return
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda side=side, kind=kind: _RelayProtocol(media, side, kind, loop),  # type: ignore[misc]
-                    sock=media.sockets[side][kind],
-                )
-                if media.closed:
-                    transport.close()
-                    return
-                media.transports[side][kind] = transport
-
-    async def _end_media(self, media: CallMedia, reason: str) -> None:
-        await self._finish_recording(media, reason)
-        self._close_media(media)
-
-    def _close_media(self, media: CallMedia) -> None:
-        if media.closed:
-            return
-        media.closed = True
-        for side in (CALLER, CALLEE):
-            for kind in (RTP, RTCP):
-                transport = media.transports[side][kind]
-                if transport is not None:
-                    transport.close()
-                else:
-                    media.sockets[side][kind].close()
-                self.ports.release(media.ports[side] + kind)
-        self.media.pop(media.ref, None)
-        media.log.info(
-            "relay closed: %d packets caller->callee, %d callee->caller, %d foreign",
-            media.relayed[CALLER],
-            media.relayed[CALLEE],
-            sum(media.foreign),
-        )
+    async def _end_media(self, media: CallMedia) -> None:
+        # The core stopped the recording before it ended the call; this is for one whose
+        # stop is still under way.
+        await self._stop_recording(media, HANGUP)
+        self.relays.close(media)
 
     # -- recordings ----------------------------------------------------------------------
 
     def _start_recording(self, event: StartRecording) -> None:
+        """The core wants this segment recorded: the source takes RTP at once, the engine
+        opens the recording meanwhile, and the core hears whether it did."""
         media = self.media.get(event.call)
         if media is None or media.recording is not None:
+            self._refused(event, "internal", "the call has no relay or records already")
             return
         if media.codec is None or media.payload_type is None:
-            media.log.warning("cannot record: no codec negotiated")
+            self._refused(event, "unsupported_codec", "no codec negotiated")
+            return
+        try:
+            codec = get_codec(media.codec)
+        except CallrecError as exc:
+            self._refused(event, "unsupported_codec", str(exc))
             return
         loop = asyncio.get_running_loop()
-        codec = get_codec(media.codec)
-        started_at = datetime.now(UTC)
-        local, remote = (
-            (event.caller, event.callee)
-            if event.direction == "out"
-            else (event.callee, event.caller)
-        )
-        fields = {
-            "dir": event.direction,
-            "local_number": local.number,
-            "remote_number": remote.number,
-            "local_name": local.name,
-            "remote_name": remote.name,
-            "device": local.device or local.account or "",
-            "codec": codec.name,
-            "id": f"{event.call}-{event.segment}",
-        }
-        try:
-            path = unique_path(
-                recording_path(
-                    self.settings.filename_template,
-                    root=self.root,
-                    start=started_at.astimezone(),
-                    fields={k: fields.get(k, "") for k in NAME_FIELDS},
-                )
-            )
-            writer = _create_writer(path, codec.sample_rate, channels=2)
-            path = writer.path
-            mix_path = path.with_name(path.stem + MIX_SUFFIX)
-            try:
-                mix = WavWriter(mix_path, sample_rate=codec.sample_rate, channels=1)
-            except BaseException:
-                writer.abort()
-                path.unlink(missing_ok=True)
-                raise
-        except (OSError, UnsafePathError, ResourceError) as exc:
-            media.log.error("cannot start recording: %s", exc)
-            return
-        rec = SipRecording(
-            recorder=StereoRecorder(
+        source = SipSource(
+            StereoRecorder(
                 codec=codec,
                 payload_type=media.payload_type,
                 origin=loop.time(),
                 reorder_window=self.settings.reorder_window,
                 max_gap=self.settings.max_gap_seconds,
             ),
-            writer=writer,
-            mix=mix,
-            path=path,
-            relpath=path.relative_to(self.root).as_posix(),
-            mix_path=mix_path,
-            mix_relpath=mix_path.relative_to(self.root).as_posix(),
-            started_mono=loop.time(),
+            call=event.call,
+            segment=event.segment,
+            # The port facing our own phone: the caller's when it made the call.
+            media_port=media.ports[CALLER if event.direction == "out" else CALLEE],
+            on_close=lambda src: self._source_closed(media, src),
         )
-        media.recording = rec
-        new = NewRecording(
-            source="sip",
-            session_id=event.sip_call_id,
-            device=fields["device"],
-            direction=event.direction,
-            local_number=local.number,
-            local_name=local.name,
-            remote_number=remote.number,
-            remote_name=remote.name,
-            codec=codec.name,
-            peer_address=local.address,
-            media_port=media.ports[CALLER if local is event.caller else CALLEE],
-            start_time=started_at,
-            sample_rate=codec.sample_rate,
-            channels=2,
-            path=rec.relpath,
-            extra={
-                "sip": {
-                    "call": event.call,
-                    "segment": event.segment,
-                    "trigger": event.trigger,
-                    "left": "caller",
-                    "right": "callee",
-                    "caller": _party(event.caller),
-                    "callee": _party(event.callee),
-                    "mix": rec.mix_relpath,
-                    **event.extra,
-                },
-                # Files that belong to this row and that start-up recovery repairs with it.
-                "companions": [{"path": rec.mix_relpath, "channels": 1}],
-            },
-        )
-        rec.created = asyncio.create_task(self._create_row(new))
-        rec.created.add_done_callback(lambda task: self._created(media, rec, task))
+        media.recording = source
+        spec = recording_spec(event, codec, source.media_port)
+        source.opening = asyncio.create_task(self._open_recording(media, source, spec, event))
+        self._tasks.add(source.opening)
+        source.opening.add_done_callback(self._tasks.discard)
+
+    async def _open_recording(
+        self, media: CallMedia, source: SipSource, spec: Any, event: StartRecording
+    ) -> None:
+        try:
+            source.recording = await self.engine.open(spec, lambda: source)
+        except CallrecError as exc:
+            if media.recording is source:
+                media.recording = None
+            self._refused(event, getattr(exc, "reason", "internal"), str(exc))
+            return
+        except Exception:
+            media.log.exception("cannot start recording (a bug)")
+            if media.recording is source:
+                media.recording = None
+            self._refused(event, "internal", "internal error")
+            return
         media.log.info(
             "recording segment %d (%s, %s) to %s",
             event.segment,
             event.trigger,
-            codec.name,
-            rec.relpath,
+            spec.codec.name,
+            source.recording.relpath,
         )
-
-    async def _create_row(self, new: NewRecording) -> int:
-        return int(await self._in_db(self.catalog.create_recording, new))
-
-    def _created(self, media: CallMedia, rec: SipRecording, task: asyncio.Task[int]) -> None:
-        if task.cancelled() or task.exception() is None:
+        if source.stop_reason is not None:
+            # The call stopped recording (or ended) while the recording opened.
+            await self.engine.finish(source.recording, source.stop_reason)
             return
-        media.log.error("cannot catalogue %s: %s", rec.relpath, task.exception())
-        rec.finishing = True
-        if media.recording is rec:
-            media.recording = None
-        rec.writer.abort()
-        rec.mix.abort()
-        rec.path.unlink(missing_ok=True)
-        rec.mix_path.unlink(missing_ok=True)
-
-    async def _finish_recording(self, media: CallMedia, reason: str) -> None:
-        rec = media.recording
-        if rec is None or rec.finishing:
-            return
-        rec.finishing = True
-        media.recording = None
-        loop = asyncio.get_running_loop()
-        status = "complete"
-        info: WavInfo | None = None
-        try:
-            stereo, mono = rec.recorder.drain()
-            rec.writer.write(stereo)
-            rec.mix.write(mono)
-            info = await loop.run_in_executor(None, rec.writer.close)
-            await loop.run_in_executor(None, rec.mix.close)
-        except (OSError, WavError):
-            media.log.exception("could not finalise %s; keeping what was written", rec.relpath)
-            rec.writer.abort()
-            rec.mix.abort()
-            reason = "write_error"
-            try:
-                info = await loop.run_in_executor(None, _repair_pair, rec)
-            except (OSError, WavError):
-                media.log.exception("could not repair %s", rec.relpath)
-                status = "failed"
-        if rec.created is None:
-            return
-        try:
-            rec_id = await rec.created
-        except Exception:
-            return  # _created cleaned up
-        counters = StreamCounters(**rec.recorder.counters().as_dict())
-        try:
-            await self._in_db(
-                self.catalog.finish_recording,
-                rec_id,
-                status=status,
-                stop_reason=reason,
-                end_time=datetime.now(UTC),
-                duration=info.duration if info else rec.writer.duration,
-                size_bytes=info.size_bytes if info else 0,
-                sha256=info.sha256 if info else None,
-                counters=counters,
+        if self.core is not None:
+            self.core.recording_started(
+                event.call, event.segment, asyncio.get_running_loop().time()
             )
-        except Exception:
-            media.log.exception("could not catalogue the end of %s", rec.relpath)
-            return
-        media.log.info(
-            "recording #%d stopped (%s): %.2f s", rec_id, reason, info.duration if info else 0.0
+            self._after()
+
+    def _refused(self, event: StartRecording, reason: str, detail: str) -> None:
+        logger.warning(
+            "[%s] recording segment %d refused (%s): %s", event.call, event.segment, reason, detail
         )
+        if self.core is not None and not self._closing:
+            self.core.recording_refused(
+                event.call, event.segment, reason, asyncio.get_running_loop().time()
+            )
+            if not self._applying:
+                self._after()
+
+    async def _stop_recording(self, media: CallMedia, reason: str) -> None:
+        """Finish the call's recording (or have it finished as soon as it is open)."""
+        source = media.recording
+        if source is None:
+            return
+        media.recording = None
+        if reason not in STOP_REASONS:
+            media.log.warning("stop reason %r is not one of the engine's; using hangup", reason)
+            reason = HANGUP
+        if source.recording is None:
+            source.stop_reason = reason
+            if source.opening is not None:
+                await asyncio.wait([source.opening])
+            return
+        await self.engine.finish(source.recording, reason)
+
+    def _source_closed(self, media: CallMedia, source: SipSource) -> None:
+        """The engine ended a recording (a stop above, or its own: max_duration, disk_full
+        ...): the relay stops feeding it and the core may record a new segment."""
+        if media.recording is source:
+            media.recording = None
+        if self.core is not None:
+            self.core.recording_stopped(source.call, source.segment)
 
     # -- periodic work -------------------------------------------------------------------
 
-    async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.settings.sync_interval
+    async def _refresh_loop(self) -> None:
         refresh = self.settings.sip_account_refresh
-        next_refresh = loop.time() + refresh
-        ticks = 0
         while True:
-            await asyncio.sleep(interval)
-            ticks += 1
-            now = loop.time()
-            for media in list(self.media.values()):
-                rec = media.recording
-                if rec is None or rec.finishing:
-                    continue
-                try:
-                    stereo, mono = rec.recorder.pump(now)
-                    rec.writer.write(stereo)
-                    rec.mix.write(mono)
-                    rec.writer.flush()
-                    rec.mix.flush()
-                except (OSError, WavError):
-                    media.log.exception("write failed; closing the recording")
-                    self._spawn(self._finish_recording(media, "error"))
-                    continue
-                limit = self.settings.max_duration
-                if limit and now - rec.started_mono >= limit:
-                    self._spawn(self._finish_recording(media, "max_duration"))
-            if ticks % CHECKPOINT_TICKS == 0:
-                await self._checkpoint()
-            if now >= next_refresh:
-                next_refresh = now + refresh
-                try:
-                    await self.reload_accounts()
-                except Exception:
-                    logger.exception("could not re-read the SIP accounts")
-
-    async def _checkpoint(self) -> None:
-        snapshot: dict[int, StreamCounters] = {}
-        for media in self.media.values():
-            rec = media.recording
-            if rec is None or rec.created is None or not rec.created.done():
-                continue
-            if rec.created.cancelled() or rec.created.exception() is not None:
-                continue
-            snapshot[rec.created.result()] = StreamCounters(**rec.recorder.counters().as_dict())
-        if snapshot:
+            await asyncio.sleep(refresh)
             try:
-                await self._in_db(self.catalog.checkpoint, snapshot)
+                await self.reload_accounts()
             except Exception:
-                logger.exception("SIP counter checkpoint failed")
+                logger.exception("could not re-read the SIP accounts")
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _party(party: CallParty) -> dict[str, Any]:
-    return {
-        "number": party.number,
-        "name": party.name,
-        "account": party.account,
-        "device": party.device,
-        "address": party.address,
-    }
-
-
-def _repair_pair(rec: SipRecording) -> WavInfo:
-    info = repair_wav(rec.path, sample_rate=rec.recorder.sample_rate, channels=2)
-    repair_wav(rec.mix_path, sample_rate=rec.recorder.sample_rate, channels=1)
-    return info
-
-
-def _create_writer(path: Path, sample_rate: int, *, channels: int) -> WavWriter:
-    """A writer on a new file; another call may have taken the same name this second."""
-    for _ in range(100):
-        try:
-            return WavWriter(path, sample_rate=sample_rate, channels=channels)
-        except FileExistsError:
-            path = unique_path(path)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise ResourceError(f"cannot create {path}: {exc}", reason="disk_full") from exc
-            raise
-    raise ResourceError(f"cannot find a free file name near {path}", reason="internal")
 
 
 def check_sip_settings(settings: Settings) -> None:
@@ -830,39 +532,3 @@ def check_sip_settings(settings: Settings) -> None:
             split_hostport(text)
         except SipProtocolError as exc:
             raise ConfigError(f"sip_upstream must be HOST[:PORT], got {upstream!r}") from exc
-
-
-class SipComponent:
-    """``callrec serve``'s SIP front end (registered in :mod:`callrec.server.components`)."""
-
-    def __init__(self, settings: Settings, server: RecordingServer) -> None:
-        self.sip = SipServer(
-            settings,
-            catalog=server.catalog,
-            in_db=server.in_db,
-            ports=server.ports,
-            root=server.root,
-        )
-        self._started = False
-
-    async def start(self) -> None:
-        settings = self.sip.settings
-        try:
-            await self.sip.start()
-        except OSError as exc:
-            # The recording server is the primary job: it keeps running without SIP.
-            logger.error(
-                "SIP disabled: cannot listen on %s port %d: %s",
-                settings.sip_host,
-                settings.sip_port,
-                exc,
-            )
-            return
-        self._started = True
-
-    async def stop(self) -> None:
-        if self._started:
-            await self.sip.stop()
-
-    def __repr__(self) -> str:
-        return "<SipComponent>"

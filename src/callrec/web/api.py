@@ -29,8 +29,8 @@ from callrec.catalog import (
     UserInfo,
 )
 from callrec.catalog.webrecords import COUNT_CAP, MAX_PAGE_SIZE, SORTS
+from callrec.engine import LiveSession
 from callrec.exceptions import CatalogError
-from callrec.server.app import LiveSession
 from callrec.web.auth import (
     Principal,
     api_csrf,
@@ -275,7 +275,7 @@ async def health(request: Request, response: Response) -> dict[str, Any]:
         database = True
     except CatalogError:
         database = False
-    recording = ctx.server is not None
+    recording = ctx.recording is not None
     if not database:
         response.status_code = 503
     return {
@@ -457,7 +457,7 @@ async def remove_recording(request: Request, principal: Principal, rec_id: int) 
     ctx = ctx_of(request)
     await visible_recording(ctx, principal, rec_id)
     try:
-        rec = await ctx.db(ctx.catalog.delete_recording, rec_id)
+        rec = await ctx.write(ctx.catalog.delete_recording, rec_id)
     except CatalogError as exc:
         raise HTTPException(409, str(exc)) from exc
     path = recording_file(ctx, rec)
@@ -571,7 +571,7 @@ async def create_note(request: Request, principal: Principal, rec_id: int, text:
     ctx = ctx_of(request)
     await visible_recording(ctx, principal, rec_id)
     try:
-        note = await ctx.db(ctx.catalog.add_note, rec_id, user=principal.user, text=text)
+        note = await ctx.write(ctx.catalog.add_note, rec_id, user=principal.user, text=text)
     except CatalogError as exc:
         raise BadRequest(str(exc)) from exc
     await audit(request, "note_add", principal, recording_id=rec_id, note_id=note.id, text=text)
@@ -594,7 +594,7 @@ async def remove_note(request: Request, principal: Principal, note_id: int) -> i
     await visible_recording(ctx, principal, note.recording_id)
     if not principal.is_admin and note.user_id != principal.user.id:
         raise HTTPException(403, "only its author or an admin may delete a note")
-    await ctx.db(ctx.catalog.delete_note, note_id)
+    await ctx.write(ctx.catalog.delete_note, note_id)
     await audit(
         request,
         "note_delete",
@@ -629,9 +629,9 @@ async def change_tag(
     await visible_recording(ctx, principal, rec_id)
     try:
         if add:
-            changed = await ctx.db(ctx.catalog.add_tag, rec_id, tag)
+            changed = await ctx.write(ctx.catalog.add_tag, rec_id, tag)
         else:
-            changed = await ctx.db(ctx.catalog.remove_tag, rec_id, tag)
+            changed = await ctx.write(ctx.catalog.remove_tag, rec_id, tag)
     except CatalogError as exc:
         raise BadRequest(str(exc)) from exc
     if changed:
@@ -688,7 +688,7 @@ async def create_user(request: Request, principal: Admin, body: UserIn) -> dict[
     ctx = ctx_of(request)
     try:
         password_hash = await ctx.db(hash_password, body.password)
-        user = await ctx.db(
+        user = await ctx.write(
             ctx.catalog.create_user,
             body.username,
             password_hash=password_hash,
@@ -713,7 +713,7 @@ async def update_user(
         password_hash = None
         if body.password is not None:
             password_hash = await ctx.db(hash_password, body.password)
-        user = await ctx.db(
+        user = await ctx.write(
             ctx.catalog.update_user,
             user_id,
             role=body.role,
@@ -741,7 +741,7 @@ async def delete_user(request: Request, principal: Admin, user_id: int) -> Respo
     await api_csrf(request, principal)
     ctx = ctx_of(request)
     try:
-        user = await ctx.db(ctx.catalog.delete_user, user_id)
+        user = await ctx.write(ctx.catalog.delete_user, user_id)
     except CatalogError as exc:
         raise BadRequest(str(exc)) from exc
     await audit(request, "user_delete", principal, target=user.username)
@@ -770,7 +770,7 @@ async def issue_token(
     ctx = ctx_of(request)
     token, token_hash, prefix = new_api_token()
     expires = datetime.now(UTC) + timedelta(days=days) if days else None
-    info = await ctx.db(
+    info = await ctx.write(
         ctx.catalog.create_token,
         principal.user.id,
         name=name,
@@ -793,7 +793,7 @@ async def revoke_token(request: Request, principal: User, token_id: int) -> Resp
 async def drop_token(request: Request, principal: Principal, token_id: int) -> None:
     ctx = ctx_of(request)
     owner = None if principal.is_admin else principal.user.id
-    if not await ctx.db(ctx.catalog.delete_token, token_id, user_id=owner):
+    if not await ctx.write(ctx.catalog.delete_token, token_id, user_id=owner):
         raise HTTPException(404, f"no token {token_id}")
     await audit(request, "token_revoke", principal, token_id=token_id)
 

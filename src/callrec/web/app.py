@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from callrec import __version__
 from callrec.catalog import Catalog
 from callrec.config import Settings
+from callrec.engine import CatalogWriter, LiveView
 from callrec.web import api, pages, upload
 from callrec.web.auth import (
     Forbidden,
@@ -28,7 +29,7 @@ from callrec.web.metrics import WebMetrics
 from callrec.web.recordings import BadRequest
 
 if TYPE_CHECKING:
-    from callrec.server.app import RecordingServer
+    from callrec.usb.importer import Importer
 
 HERE: Final = Path(__file__).parent
 
@@ -46,9 +47,15 @@ SECURITY_HEADERS: Final = {
 
 
 def create_app(
-    settings: Settings, catalog: Catalog, server: RecordingServer | None = None
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    writer: CatalogWriter,
+    recording: LiveView | None = None,
+    importer: Importer | None = None,
 ) -> FastAPI:
-    """The web app over ``catalog`` (and the live sessions of ``server``, when given)."""
+    """The web app over ``catalog``, writing through ``writer``; with the recording engine's
+    live view (``recording``) and its USB ``importer`` when given."""
     app = FastAPI(
         title="callrec",
         version=__version__,
@@ -65,10 +72,12 @@ def create_app(
     ctx = WebContext(
         settings=settings,
         catalog=catalog,
-        server=server,
+        writer=writer,
+        recording=recording,
+        importer=importer,
         root=root,
-        live=LiveHub(server),
-        metrics=WebMetrics(catalog, server),
+        live=LiveHub(recording),
+        metrics=WebMetrics(catalog, recording),
     )
     app.state.ctx = ctx
     app.include_router(api.public)

@@ -19,13 +19,14 @@ from starlette.concurrency import run_in_threadpool
 
 from callrec.catalog import Catalog, NewAuditEntry, Scope, UserInfo
 from callrec.config import Settings
+from callrec.engine import CatalogWriter, LiveView
 from callrec.web.live import LiveHub
 from callrec.web.media import PeaksCache
 from callrec.web.metrics import WebMetrics
 from callrec.web.security import LoginThrottle, digest, same
 
 if TYPE_CHECKING:
-    from callrec.server.app import RecordingServer
+    from callrec.usb.importer import Importer
 
 SESSION_COOKIE: Final = "callrec_session"
 #: Double-submit cookie protecting the sign-in form, which comes before any session.
@@ -41,8 +42,13 @@ class WebContext:
     """Everything the routes share; one per app, at ``app.state.ctx``."""
 
     settings: Settings
+    #: Read here (any thread); written only through ``writer``.
     catalog: Catalog
-    server: RecordingServer | None
+    writer: CatalogWriter
+    #: The recordings in progress; None when the app runs without a recording engine.
+    recording: LiveView | None
+    #: Imports uploaded phone-local files (through the recording engine), when there is one.
+    importer: Importer | None
     root: Path
     live: LiveHub
     metrics: WebMetrics
@@ -50,8 +56,12 @@ class WebContext:
     peaks: PeaksCache = field(default_factory=PeaksCache)
 
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a (blocking) catalogue call on a worker thread."""
+        """Run a (blocking) catalogue read, or other blocking work, on a worker thread."""
         return await run_in_threadpool(fn, *args, **kwargs)
+
+    async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a catalogue write on the catalogue writer, the one thread that writes."""
+        return await self.writer.run(fn, *args, **kwargs)
 
     def session_lifetime(self) -> timedelta:
         return timedelta(hours=self.settings.web_session_hours)
@@ -121,19 +131,25 @@ async def optional_principal(request: Request) -> Principal | None:
     authorization = request.headers.get("authorization", "")
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
-        user = await ctx.db(ctx.catalog.user_for_token, digest(credentials.strip()), now)
-        if user is not None:
+        token_hash = digest(credentials.strip())
+        token = await ctx.db(ctx.catalog.check_token, token_hash, now)
+        if token is not None:
+            user, stale = token
+            if stale:
+                ctx.writer.submit(ctx.catalog.touch_token, token_hash, now)
             found = Principal(user=user, via="token")
     elif cookie := request.cookies.get(SESSION_COOKIE):
         session_hash = digest(cookie)
-        result = await ctx.db(
-            ctx.catalog.web_session_user,
-            session_hash,
-            now,
-            extend_to=now + ctx.session_lifetime(),
-        )
+        result = await ctx.db(ctx.catalog.check_web_session, session_hash, now)
         if result is not None:
-            user, csrf = result
+            user, csrf, stale = result
+            if stale:
+                ctx.writer.submit(
+                    ctx.catalog.touch_web_session,
+                    session_hash,
+                    now,
+                    extend_to=now + ctx.session_lifetime(),
+                )
             found = Principal(user=user, via="session", csrf=csrf, session_hash=session_hash)
     request.state.principal = found
     return found
@@ -183,7 +199,7 @@ async def audit(
         client_address=client_address(request),
         detail=detail,
     )
-    await ctx.db(ctx.catalog.audit, entry)
+    await ctx.write(ctx.catalog.audit, entry)
 
 
 def raise_http(status: int, detail: str) -> None:

@@ -1,8 +1,8 @@
 """Calls being recorded right now, for the live page (Server-Sent Events) and the API.
 
-The hub watches the recording server through its observer hook and wakes every listener
-when a session starts or finishes; between events, listeners send a fresh snapshot every
-:data:`TICK` seconds so durations and counters move.
+The hub watches the engine's live view (phone sessions and SIP calls alike) through its
+observer hook and wakes every listener when a recording starts or finishes; between events,
+listeners send a fresh snapshot every :data:`TICK` seconds so durations and counters move.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from callrec.catalog import Scope
-
-if TYPE_CHECKING:
-    from callrec.server.app import LiveSession, RecordingServer
+from callrec.engine import LiveSession, LiveView
 
 #: Seconds between snapshots on an open event stream.
 TICK: Final = 1.0
@@ -30,24 +28,24 @@ def live_dict(live: LiveSession) -> dict[str, Any]:
 
 
 class LiveHub:
-    def __init__(self, server: RecordingServer | None) -> None:
-        self._server = server
+    def __init__(self, view: LiveView | None) -> None:
+        self._view = view
         self._wakeups: set[asyncio.Event] = set()
         self._closed = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
-        if server is not None:
-            self._unsubscribe = server.add_session_observer(self._on_session)
+        if view is not None:
+            self._unsubscribe = view.add_observer(self._on_session)
 
     def _on_session(self, event: str, live: LiveSession) -> None:
         for wakeup in self._wakeups:
             wakeup.set()
 
     def sessions(self, scope: Scope | None) -> list[LiveSession]:
-        if self._server is None:
+        if self._view is None:
             return []
         return [
             s
-            for s in self._server.live_sessions()
+            for s in self._view.live_sessions()
             if scope is None
             or scope.allows(
                 local_number=s.local_number, remote_number=s.remote_number, device=s.device

@@ -1,8 +1,9 @@
-"""Prometheus metrics at ``/metrics``: the recording core's sessions, packets and bytes, the
-catalogue's recordings by status, and the web server's own requests.
+"""Prometheus metrics at ``/metrics``: the recording engine's calls, packets and bytes (phone
+sessions and SIP calls alike, with ``--workers`` those of every process), the catalogue's
+recordings by status, and the web server's own requests.
 
-Core figures are read when scraped (live sessions) or accumulated from the server's session
-observer (finished sessions), so the counters are totals since the process started, as
+Engine figures are read when scraped (live recordings) or accumulated from the live view's
+observer (finished recordings), so the counters are totals since the process started, as
 Prometheus counters should be.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,10 +20,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callrec.catalog import STATUSES, Catalog
+from callrec.engine import FINISHED, LiveSession, LiveView
 from callrec.exceptions import CatalogError
-
-if TYPE_CHECKING:
-    from callrec.server.app import LiveSession, RecordingServer
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class _CoreCollector(Collector):
         total = CounterMetricFamily(
             "callrec_sessions", "Recording sessions started since the server started."
         )
-        total.add_metric([], m.server.total_sessions if m.server is not None else 0)
+        total.add_metric([], m.view.total_sessions if m.view is not None else 0)
         yield total
         for name in PACKET_COUNTERS:
             family = CounterMetricFamily(
@@ -85,9 +84,9 @@ class _CoreCollector(Collector):
 class WebMetrics:
     """One registry per web app (tests run several apps in one process)."""
 
-    def __init__(self, catalog: Catalog, server: RecordingServer | None) -> None:
+    def __init__(self, catalog: Catalog, view: LiveView | None) -> None:
         self.catalog = catalog
-        self.server = server
+        self.view = view
         self.finished_packets = dict.fromkeys(PACKET_COUNTERS, 0)
         self.finished_bytes = 0
         #: What the collector reports; set by :meth:`render` just before collecting.
@@ -108,11 +107,11 @@ class WebMetrics:
         )
         self.registry.register(_CoreCollector(self))
         self._unsubscribe: Callable[[], None] | None = None
-        if server is not None:
-            self._unsubscribe = server.add_session_observer(self._on_session)
+        if view is not None:
+            self._unsubscribe = view.add_observer(self._on_session)
 
     def _on_session(self, event: str, live: LiveSession) -> None:
-        if event == "finished":
+        if event == FINISHED:
             for name in PACKET_COUNTERS:
                 self.finished_packets[name] += live.counters.get(name, 0)
             self.finished_bytes += live.bytes_written
@@ -130,7 +129,7 @@ class WebMetrics:
         except CatalogError:
             logger.exception("cannot count recordings for the metrics")
             self.status_counts = None
-        self.live = self.server.live_sessions() if self.server is not None else []
+        self.live = self.view.live_sessions() if self.view is not None else []
         return generate_latest(self.registry)
 
     def middleware(self, app: ASGIApp) -> ASGIApp:

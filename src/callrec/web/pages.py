@@ -288,7 +288,7 @@ async def login(request: Request) -> Response:
     user = found[0]
     ctx.throttle.succeeded(username)
     cookie_value = new_secret()
-    await ctx.db(
+    await ctx.write(
         ctx.catalog.create_web_session,
         digest(cookie_value),
         user_id=user.id,
@@ -297,7 +297,7 @@ async def login(request: Request) -> Response:
         client_address=client,
         user_agent=request.headers.get("user-agent", ""),
     )
-    await ctx.db(ctx.catalog.record_login, user.id)
+    await ctx.write(ctx.catalog.record_login, user.id)
     principal = Principal(user=user, via="session")
     await audit(request, "sign_in", principal)
     response = redirect("/account" if user.must_change_password else target)
@@ -318,7 +318,7 @@ async def logout(request: Request, principal: SignedIn) -> Response:
     await _form(request, principal)
     ctx = ctx_of(request)
     if principal.session_hash:
-        await ctx.db(ctx.catalog.delete_web_session, principal.session_hash)
+        await ctx.write(ctx.catalog.delete_web_session, principal.session_hash)
     await audit(request, "sign_out", principal)
     response = redirect("/login")
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -543,7 +543,7 @@ async def account_password(request: Request, principal: PageUser) -> Response:
         password_hash = await ctx.db(hash_password, new)
     except PasswordPolicyError as exc:
         return await _account(request, principal, status_code=400, error=str(exc))
-    await ctx.db(
+    await ctx.write(
         ctx.catalog.update_user,
         principal.user.id,
         password_hash=password_hash,
@@ -615,7 +615,7 @@ async def users_add(request: Request, principal: PageAdmin) -> Response:
         password = new_one_time_password()
     try:
         password_hash = await ctx.db(hash_password, password)
-        user = await ctx.db(
+        user = await ctx.write(
             ctx.catalog.create_user,
             _field(form, "username"),
             password_hash=password_hash,
@@ -639,7 +639,7 @@ async def users_update(request: Request, user_id: int, principal: PageAdmin) -> 
     extensions = _words(_field(form, "extensions"))
     devices = _words(_field(form, "devices"))
     try:
-        user = await ctx.db(
+        user = await ctx.write(
             ctx.catalog.update_user, user_id, role=role, extensions=extensions, devices=devices
         )
     except CatalogError as exc:
@@ -663,7 +663,7 @@ async def users_reset(request: Request, user_id: int, principal: PageAdmin) -> R
     password = new_one_time_password()
     password_hash = await ctx.db(hash_password, password)
     try:
-        user: UserInfo = await ctx.db(
+        user: UserInfo = await ctx.write(
             ctx.catalog.update_user,
             user_id,
             password_hash=password_hash,
@@ -680,7 +680,7 @@ async def users_delete(request: Request, user_id: int, principal: PageAdmin) -> 
     ctx = ctx_of(request)
     await _form(request, principal)
     try:
-        user = await ctx.db(ctx.catalog.delete_user, user_id)
+        user = await ctx.write(ctx.catalog.delete_user, user_id)
     except CatalogError as exc:
         return await _users(request, principal, status_code=400, error=str(exc))
     await audit(request, "user_delete", principal, target=user.username)

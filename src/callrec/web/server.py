@@ -1,4 +1,4 @@
-"""The web front end as a component of ``callrec serve``: uvicorn on the server's own loop."""
+"""The web front end of ``callrec serve``: uvicorn on the server's own event loop."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import uvicorn
 
 from callrec.catalog import ROLE_ADMIN, Catalog
 from callrec.config import Settings
+from callrec.engine import CatalogWriter, LiveView
 from callrec.exceptions import ConfigError
 from callrec.web.app import create_app
 from callrec.web.security import hash_password, new_one_time_password
@@ -20,7 +21,7 @@ from callrec.web.security import hash_password, new_one_time_password
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from callrec.server.app import RecordingServer
+    from callrec.usb.importer import Importer
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +64,25 @@ def ensure_first_admin(catalog: Catalog, *, announce: bool = True) -> str | None
     return password
 
 
-class WebComponent:
+class WebServer:
     """Serves the web UI and REST API on ``web_host:web_port`` inside the running loop."""
 
-    def __init__(self, settings: Settings, server: RecordingServer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        catalog: Catalog,
+        writer: CatalogWriter,
+        recording: LiveView | None = None,
+        importer: Importer | None = None,
+    ) -> None:
         check_web_settings(settings)
         self.settings = settings
-        self.server = server
-        self.app: FastAPI = create_app(settings, server.catalog, server)
+        self.catalog = catalog
+        self.writer = writer
+        self.app: FastAPI = create_app(
+            settings, catalog, writer=writer, recording=recording, importer=importer
+        )
         self._uvicorn: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
@@ -88,8 +100,7 @@ class WebComponent:
         return f"http://{shown}:{self.port}"
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, ensure_first_admin, self.server.catalog)
+        await self.writer.run(ensure_first_admin, self.catalog)
         family = socket.AF_INET6 if ":" in self.settings.web_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:

@@ -2,13 +2,15 @@
 
 The body is ``multipart/form-data`` with the file in the field ``file`` (its file name is the
 recording's, ``Record_[SystemTime].wav``) and optionally the phone's MAC in ``device``. The
-import is :func:`callrec.media.localimport.import_bytes`, as ``callrec file import`` does it:
-a playable WAV beside the kept original, source ``usb``, duplicates recognised by SHA-256.
+import is :meth:`callrec.usb.importer.Importer.import_bytes` on the server's recording engine,
+as ``callrec file import`` does it: a playable WAV beside the kept original, source ``usb``,
+duplicates recognised by SHA-256.
 
 Answers: 201 and the new recording; 200 and the existing one when the file was imported
 before (``duplicate: true``); 411 without a Content-Length; 413 over ``usb_import_max_bytes``
 (checked on the Content-Length before the body is read, and on the file); 422 when the file
-is not a phone recording callrec can decode (the detail says why). Admins only.
+is not a phone recording callrec can decode (the detail says why); 507 when the disk is full
+(under the reserve). Admins only.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.datastructures import UploadFile
 
 from callrec.exceptions import LocalFileError
-from callrec.media.localimport import ImportResult, ImportTooLargeError, import_bytes
+from callrec.usb.importer import ImportFailedError, ImportResult, ImportTooLargeError
 from callrec.web.api import bearer
 from callrec.web.auth import Principal, api_csrf, audit, ctx_of, require_admin
 from callrec.web.recordings import recording_dict
@@ -43,6 +45,7 @@ Admin = Annotated[Principal, Depends(require_admin)]
         411: {"description": "No Content-Length."},
         413: {"description": "Over usb_import_max_bytes."},
         422: {"description": "Not a phone recording callrec can decode."},
+        507: {"description": "The disk is full (under the reserve)."},
     },
 )
 async def import_upload(request: Request, principal: Admin, response: Response) -> dict[str, Any]:
@@ -67,21 +70,18 @@ async def import_upload(request: Request, principal: Admin, response: Response) 
         name = upload.filename or DEFAULT_NAME
     finally:
         await form.close()
+    if ctx.importer is None:
+        raise HTTPException(503, "this server does not record: nothing can be imported")
     try:
-        result: ImportResult = await ctx.db(
-            import_bytes,
-            ctx.catalog,
-            ctx.root,
-            data,
-            name=name,
-            device=device if isinstance(device, str) else "",
-            max_bytes=limit,
-            import_dir=ctx.settings.usb_import_dir,
+        result: ImportResult = await ctx.importer.import_bytes(
+            data, name=name, device=device if isinstance(device, str) else ""
         )
     except ImportTooLargeError as exc:
         raise HTTPException(413, str(exc)) from exc
     except LocalFileError as exc:
         raise HTTPException(422, f"{name}: {exc}") from exc
+    except ImportFailedError as exc:
+        raise HTTPException(507 if exc.reason == "disk_full" else 500, str(exc)) from exc
     await audit(
         request,
         "import",

@@ -1,0 +1,46 @@
+"""The recording engine: one lifecycle that every source of recordings feeds.
+
+Phone sessions (:mod:`callrec.server`), SIP calls (:mod:`callrec.sip`) and USB imports
+(:mod:`callrec.usb`) describe a recording with a :class:`RecordingSpec`, feed it through a
+:class:`MediaSource`, and leave the rest to :class:`RecordingEngine`: admission, the file name
+claimed through the catalogue row, the files, the writes and flushes off the event loop, the
+counter checkpoints, the finish and its stop reason, the catalogue row (batched on the one
+:class:`CatalogWriter`), and the observers of the :class:`LiveRegistry`. Front ends are given
+what they need of it (the engine, the port range, the writer, the read-only :class:`LiveView`)
+by the composition root, :mod:`callrec.service`.
+"""
+
+from callrec.engine.admission import Admission
+from callrec.engine.engine import Finished, Recording, RecordingEngine
+from callrec.engine.live import FINISHED, STARTED, LiveRegistry, LiveSession, LiveView, Observer
+from callrec.engine.ports import PortRange
+from callrec.engine.spec import (
+    STOP_REASONS,
+    Companion,
+    FileSource,
+    MediaSource,
+    Original,
+    RecordingSpec,
+)
+from callrec.engine.writer import CatalogWriter
+
+__all__ = [
+    "FINISHED",
+    "STARTED",
+    "STOP_REASONS",
+    "Admission",
+    "CatalogWriter",
+    "Companion",
+    "FileSource",
+    "Finished",
+    "LiveRegistry",
+    "LiveSession",
+    "LiveView",
+    "MediaSource",
+    "Observer",
+    "Original",
+    "PortRange",
+    "Recording",
+    "RecordingEngine",
+    "RecordingSpec",
+]

@@ -1,0 +1,91 @@
+"""Who may start recording now: the session limits and the disk reserve, for every source.
+
+Answered from memory and one ``statvfs``, before anything is created. A recording is counted
+from the moment it is admitted (while its row and file are still being made), so a burst of
+starts cannot overshoot ``max_sessions`` while the first of them wait for the catalogue.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from callrec.exceptions import ResourceError
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One admitted recording; give it back with :meth:`Admission.release`."""
+
+    device: str
+    counted: bool
+
+
+class Admission:
+    """Session limits (``max_sessions``, ``max_sessions_per_device``) and the disk reserve
+    (``disk_reserve_bytes``, ``disk_reserve_percent``) of one engine."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_sessions: int,
+        max_sessions_per_device: int,
+        disk_reserve_bytes: int,
+        disk_reserve_percent: float,
+    ) -> None:
+        self.root = root
+        self.max_sessions = max_sessions
+        self.max_sessions_per_device = max_sessions_per_device
+        self.disk_reserve_bytes = disk_reserve_bytes
+        self.disk_reserve_percent = disk_reserve_percent
+        self._sessions = 0
+        self._per_device: Counter[str] = Counter()
+        self.closing = False
+
+    @property
+    def sessions(self) -> int:
+        """Calls admitted and not yet finished."""
+        return self._sessions
+
+    def admit(self, device: str, *, live: bool = True) -> Ticket:
+        """Admit a recording or raise :class:`ResourceError` with the answer's reason:
+        ``busy`` (shutting down, or a limit reached) or ``disk_full`` (under the reserve).
+        Only ``live`` recordings (calls) count against the session limits."""
+        if self.closing:
+            raise ResourceError("server is shutting down", reason="busy")
+        if live:
+            if self._sessions >= self.max_sessions:
+                raise ResourceError(f"{self._sessions} sessions already", reason="busy")
+            if self._per_device[device] >= self.max_sessions_per_device:
+                raise ResourceError(
+                    f"device {device!r} has {self._per_device[device]} sessions", reason="busy"
+                )
+        self.check_disk()
+        if live:
+            self._sessions += 1
+            self._per_device[device] += 1
+        return Ticket(device=device, counted=live)
+
+    def release(self, ticket: Ticket) -> None:
+        if not ticket.counted:
+            return
+        self._sessions -= 1
+        self._per_device[ticket.device] -= 1
+        if self._per_device[ticket.device] <= 0:
+            del self._per_device[ticket.device]
+
+    def check_disk(self) -> None:
+        """Refuse new work while free space is under the reserve: running calls need it."""
+        try:
+            usage = shutil.disk_usage(self.root)
+        except OSError as exc:
+            raise ResourceError(f"cannot stat {self.root}: {exc}", reason="disk_full") from exc
+        reserve = max(self.disk_reserve_bytes, int(usage.total * self.disk_reserve_percent / 100))
+        if usage.free < reserve:
+            raise ResourceError(
+                f"{usage.free} bytes free under {self.root}, reserve is {reserve}",
+                reason="disk_full",
+            )

@@ -1,0 +1,671 @@
+"""The recording engine: one lifecycle for every recording, whatever brought the call.
+
+    open -> write -> checkpoint -> finish -> catalogue -> notify
+
+* **open** (:meth:`RecordingEngine.open`): admission from memory (session limits, disk
+  reserve: :mod:`callrec.engine.admission`), then the front end's media source is made (it
+  binds its port), then the catalogue row claims the file name (row first: a crash can leave a
+  row without a file, which recovery marks failed, never a file that no row knows), then the
+  files (the WAV, its companions such as the SIP mono mix, an imported original), then the
+  live registry hears of it.
+* **write**: every ``sync_interval`` one tick pumps each live recording's source (decoding in
+  memory, no system call) and then flushes every file of the tick together on the media I/O
+  thread, so the event loop never waits for a disk. A full disk or a failing one ends the
+  recordings it hit (``disk_full``, ``write_error``) with what they have.
+* **checkpoint**: every ``CHECKPOINT_TICKS`` ticks the counters of all recordings, whatever
+  their source, go to the catalogue in one transaction.
+* **finish** (:meth:`RecordingEngine.finish`): the source is drained and closed, the files
+  are closed (fsync, SHA-256) off the loop, or repaired when that fails; one stop-reason
+  vocabulary for all sources (:mod:`callrec.engine.spec`).
+* **catalogue**: the final row goes through the catalogue writer's batches.
+* **notify**: observers (the live view, metrics, and later webhooks and jobs) are told.
+
+A one-shot recording made from a file (a USB import) runs the same steps, its writes all at
+once on a worker thread (:meth:`RecordingEngine.record_file`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import errno
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Generic, TypeVar
+
+from callrec.catalog import DuplicatePathError, FinishRecording, NewRecording
+from callrec.engine.admission import Admission, Ticket
+from callrec.engine.live import LiveRegistry, LiveSession
+from callrec.engine.spec import (
+    DISK_FULL,
+    IMPORTED,
+    INTERNAL_ERROR,
+    MAX_DURATION,
+    MAX_SIZE,
+    SHUTDOWN,
+    STOP_REASONS,
+    WRITE_ERROR,
+    WRITE_FAILURES,
+    FileSource,
+    MediaSource,
+    RecordingSpec,
+    companion_path,
+    original_path,
+)
+from callrec.engine.writer import CatalogWriter
+from callrec.exceptions import ResourceError
+from callrec.media.naming import UnsafePathError, recording_path
+from callrec.media.wav import (
+    SAMPLE_WIDTH,
+    WavError,
+    WavInfo,
+    WavTooLargeError,
+    WavWriter,
+    repair_wav,
+)
+
+logger = logging.getLogger(__name__)
+
+#: How often (in ticks) the counters of the open recordings are saved to the catalogue.
+CHECKPOINT_TICKS: Final = 20
+#: Most names tried (``<stem>``, ``<stem>_1`` ...) before a start is refused.
+MAX_NAME_TRIES: Final = 1000
+#: A one-shot recording flushes its file whenever this much PCM is buffered.
+FILE_FLUSH_BYTES: Final = 1 << 20
+
+S = TypeVar("S", bound=MediaSource)
+
+
+class RecordingLog(logging.LoggerAdapter[logging.Logger]):
+    """Puts the recording's session id (phone id, SIP call) in every line about it."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        assert self.extra is not None
+        return f"[{self.extra['session']}] {msg}", kwargs
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class Recording(Generic[S]):
+    """A recording the engine holds open; front ends keep it as their handle."""
+
+    rec_id: int
+    spec: RecordingSpec
+    source: S
+    #: The recording's own file first, then its companions.
+    writers: tuple[WavWriter, ...]
+    path: Path
+    relpath: str
+    started_at: datetime
+    started_mono: float
+    log: logging.LoggerAdapter[logging.Logger]
+    ticket: Ticket
+    finishing: bool = False
+    #: Set when the recording has finished (its row final, observers told).
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """How a recording ended."""
+
+    rec_id: int
+    status: str
+    stop_reason: str
+    info: WavInfo | None
+
+
+class RecordingEngine:
+    """Runs every recording of one process; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        writer: CatalogWriter,
+        live: LiveRegistry,
+        admission: Admission,
+        filename_template: str,
+        sync_interval: float,
+        max_duration: float,
+    ) -> None:
+        self.root = root
+        self.writer = writer
+        self.live = live
+        self.admission = admission
+        self.filename_template = filename_template
+        self.sync_interval = sync_interval
+        self.max_duration = max_duration
+        #: Recordings being written, by catalogue id (one-shot ones too, while they write).
+        self.recordings: dict[int, Recording[Any]] = {}
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-io")
+        self._tick_task: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[Any]] = set()
+        live.attach(self._live_snapshots)
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tick_task = asyncio.create_task(self._tick_loop(), name="callrec-tick")
+
+    @property
+    def closing(self) -> bool:
+        return self.admission.closing
+
+    async def stop(self) -> None:
+        """Refuse new recordings, finish every open one (``shutdown``) and wait for them."""
+        self.admission.closing = True
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        for rec in list(self.recordings.values()):
+            if rec.spec.live:
+                self.spawn_finish(rec, SHUTDOWN)
+        while self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
+        self._io.shutdown(wait=True)
+
+    # -- open ------------------------------------------------------------------------------
+
+    async def open(self, spec: RecordingSpec, make_source: Callable[[], S]) -> Recording[S]:
+        """Admit, make the source, claim the name, create the files, register it live.
+
+        Raises :class:`ResourceError` (``busy``, ``disk_full``, ``internal``: the reason a
+        front end answers with) or what ``make_source`` raises. When opening fails after
+        ``make_source`` returned, the source is closed."""
+        ticket = self.admission.admit(spec.device, live=spec.live)
+        try:
+            started_at = spec.start_time or datetime.now(UTC)
+            wanted = self._wanted_path(spec, started_at)
+            source = make_source()
+        except BaseException:
+            self.admission.release(ticket)
+            raise
+        try:
+            rec = await self._create(spec, source, wanted, started_at, ticket)
+        except BaseException:
+            self.admission.release(ticket)
+            _close_quietly(source)
+            raise
+        self.recordings[rec.rec_id] = rec
+        self.live.started(self.snapshot(rec), counted=spec.live)
+        rec.log.info(
+            "recording %s from %s (%s) to %s%s",
+            spec.codec.name,
+            spec.peer_address or spec.source,
+            spec.device or "?",
+            rec.relpath,
+            f" on UDP {source.media_port}" if source.media_port else "",
+        )
+        return rec
+
+    def _wanted_path(self, spec: RecordingSpec, started_at: datetime) -> Path:
+        if spec.path is not None:
+            path = self.root.joinpath(*spec.path.parts)
+            if not path.resolve().is_relative_to(self.root):
+                raise ResourceError(f"{spec.path} is outside the recordings", reason="internal")
+            return path
+        try:
+            return recording_path(
+                self.filename_template,
+                root=self.root,
+                start=started_at.astimezone(),
+                fields=spec.name_fields,
+            )
+        except UnsafePathError as exc:
+            raise ResourceError(str(exc), reason="internal") from exc
+
+    async def _create(
+        self,
+        spec: RecordingSpec,
+        source: S,
+        wanted: Path,
+        started_at: datetime,
+        ticket: Ticket,
+    ) -> Recording[S]:
+        """Create the row under the first name free on disk and in the catalogue among
+        ``wanted``, ``<stem>_1``, ... (the row is the claim: paths are unique there), then
+        the files."""
+        for n in range(MAX_NAME_TRIES):
+            path = wanted if n == 0 else wanted.with_name(f"{wanted.stem}_{n}{wanted.suffix}")
+            files = [path, *(companion_path(path, c) for c in spec.companions)]
+            if spec.original is not None:
+                files.append(original_path(path, spec.original))
+            if any(os.path.lexists(f) for f in files):
+                continue
+            try:
+                rec_id = int(
+                    await self.writer.creates(self._new_row(spec, source, path, files, started_at))
+                )
+            except DuplicatePathError:
+                continue
+            log = RecordingLog(logger, {"session": spec.session_id or f"#{rec_id}"})
+            try:
+                writers = await self._create_files(spec, path)
+            except FileExistsError:
+                # Another program took the name since we looked: give the claim back.
+                log.warning("%s was taken meanwhile; trying the next name", path)
+                await self.writer.run(self.writer.catalog.abandon_recording, rec_id)
+                continue
+            except OSError as exc:
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                await self._finish_row(
+                    rec_id,
+                    status="failed",
+                    reason=DISK_FULL if full else WRITE_ERROR,
+                    end_time=datetime.now(UTC),
+                    info=None,
+                    duration=0.0,
+                    counters=None,
+                    log=log,
+                )
+                if full:
+                    raise ResourceError(f"cannot create {path}: {exc}", reason="disk_full") from exc
+                raise
+            return Recording(
+                rec_id=rec_id,
+                spec=spec,
+                source=source,
+                writers=tuple(writers),
+                path=path,
+                relpath=path.relative_to(self.root).as_posix(),
+                started_at=started_at,
+                started_mono=asyncio.get_running_loop().time(),
+                log=log,
+                ticket=ticket,
+            )
+        raise ResourceError(f"no free file name near {wanted}", reason="internal")
+
+    async def _create_files(self, spec: RecordingSpec, path: Path) -> list[WavWriter]:
+        """The original (imports), the recording's WAV and its companions' (all ``O_EXCL``);
+        on failure none of them is left."""
+        writers: list[WavWriter] = []
+        original: Path | None = None
+        try:
+            if spec.original is not None:
+                made = original_path(path, spec.original)
+                await asyncio.get_running_loop().run_in_executor(
+                    None, _write_original, made, spec.original.data
+                )
+                original = made
+            rate = spec.codec.sample_rate
+            writers.append(WavWriter(path, sample_rate=rate, channels=spec.channels))
+            for companion in spec.companions:
+                writers.append(
+                    WavWriter(
+                        companion_path(path, companion),
+                        sample_rate=rate,
+                        channels=companion.channels,
+                    )
+                )
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+                writer.path.unlink(missing_ok=True)
+            if original is not None:
+                original.unlink(missing_ok=True)
+            raise
+        return writers
+
+    def _new_row(
+        self,
+        spec: RecordingSpec,
+        source: MediaSource,
+        path: Path,
+        files: list[Path],
+        started_at: datetime,
+    ) -> NewRecording:
+        def rel(p: Path) -> str:
+            return p.relative_to(self.root).as_posix()
+
+        extra: dict[str, Any] = copy.deepcopy(dict(spec.extra))
+        if spec.companions:
+            companions = []
+            for companion, file in zip(spec.companions, files[1:], strict=False):
+                companions.append({"path": rel(file), "channels": companion.channels})
+                if companion.link is not None:
+                    section, key = companion.link
+                    extra.setdefault(section, {})[key] = rel(file)
+            # Files that belong to this row and that start-up recovery repairs with it.
+            extra["companions"] = companions
+        original = spec.original
+        return NewRecording(
+            source=spec.source,
+            session_id=spec.session_id,
+            device=spec.device,
+            direction=spec.direction,
+            local_number=spec.local_number,
+            local_name=spec.local_name,
+            remote_number=spec.remote_number,
+            remote_name=spec.remote_name,
+            codec=spec.codec.name,
+            peer_address=spec.peer_address,
+            peer_port=spec.peer_port,
+            media_port=source.media_port,
+            start_time=started_at,
+            sample_rate=spec.codec.sample_rate,
+            channels=spec.channels,
+            path=rel(path),
+            extra=extra,
+            original_path=rel(files[-1]) if original is not None else None,
+            original_sha256=original.sha256 if original is not None else None,
+        )
+
+    # -- write -----------------------------------------------------------------------------
+
+    def write(self, rec: Recording[Any], frames: Sequence[bytes]) -> None:
+        """Hand each output's PCM to its file: :func:`write_frames`."""
+        write_frames(rec.writers, frames, rec.source.cut_points)
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        ticks = 0
+        while True:
+            await asyncio.sleep(self.sync_interval)
+            ticks += 1
+            now = loop.time()
+            due: list[Recording[Any]] = []
+            for rec in list(self.recordings.values()):
+                if rec.finishing or not rec.spec.live:
+                    continue
+                try:
+                    self.write(rec, rec.source.pump(now))  # decode, buffer: no system call
+                except WavTooLargeError:
+                    rec.log.error("recording too large; closing it")
+                    self.spawn_finish(rec, MAX_SIZE)
+                    continue
+                except Exception:
+                    # A bug in one source must not stop the recording of every other call.
+                    rec.log.exception("pumping the media source failed (a bug); closing it")
+                    self.spawn_finish(rec, INTERNAL_ERROR)
+                    continue
+                due.append(rec)
+                if self.max_duration and now - rec.started_mono >= self.max_duration:
+                    self.spawn_finish(rec, MAX_DURATION)
+            # All writes of the tick, coalesced, on the I/O thread: the loop keeps reading.
+            failed = await loop.run_in_executor(self._io, _flush_files, due)
+            for rec, exc in failed:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    rec.log.error("disk full; closing the recording with what it has")
+                    self.spawn_finish(rec, DISK_FULL)
+                else:
+                    rec.log.error("write failed (%s); closing the recording", exc)
+                    self.spawn_finish(rec, WRITE_ERROR)
+            if ticks % CHECKPOINT_TICKS == 0:
+                await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Save the counters of every open recording, all sources, in one transaction."""
+        snapshot = {
+            rec.rec_id: rec.source.counters().copy()
+            for rec in self.recordings.values()
+            if rec.spec.live
+        }
+        if not snapshot:
+            return
+        try:
+            await self.writer.run(self.writer.catalog.checkpoint, snapshot)
+        except Exception:
+            logger.exception("counter checkpoint failed")
+
+    # -- finish ----------------------------------------------------------------------------
+
+    def spawn_finish(self, rec: Recording[Any], reason: str) -> None:
+        """Finish ``rec`` in a task of its own (the engine's own decisions, shutdown)."""
+        task = asyncio.create_task(self.finish(rec, reason))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def finish(
+        self,
+        rec: Recording[Any],
+        reason: str,
+        *,
+        stop_fields: dict[str, str] | None = None,
+        damaged: bool = False,
+    ) -> Finished | None:
+        """End ``rec``: drain and close its source, close (or repair) its files, catalogue
+        the final row, tell the observers. None when it was already finishing."""
+        if reason not in STOP_REASONS:
+            raise ValueError(f"unknown stop reason {reason!r}")
+        if rec.finishing:
+            return None
+        rec.finishing = True
+        loop = asyncio.get_running_loop()
+        frames: Sequence[bytes] = ()
+        try:
+            frames = rec.source.drain(loop.time())
+        except Exception:
+            rec.log.exception("could not read out the media source")
+        _close_quietly(rec.source)
+        status = "complete"
+        info: WavInfo | None = None
+        try:
+            try:
+                self.write(rec, frames)
+            except WavTooLargeError:
+                reason = MAX_SIZE
+            info = await loop.run_in_executor(None, _close_files, rec.writers)
+        except (OSError, WavError):
+            # Disk full or failing: keep what reached the files, with headers that say so.
+            rec.log.exception("could not finalise %s; keeping what was written", rec.relpath)
+            for writer in rec.writers:
+                writer.abort()
+            if reason not in WRITE_FAILURES:
+                reason = WRITE_ERROR
+            try:
+                info = await loop.run_in_executor(None, _repair_files, rec.writers)
+            except (OSError, WavError):
+                rec.log.exception("could not repair %s", rec.relpath)
+                status = "failed"
+        if status == "complete" and damaged:
+            status = "recovered"
+        duration = info.duration if info else rec.writers[0].duration
+        end_time = datetime.now(UTC)
+        if not rec.spec.live:
+            end_time = rec.started_at + timedelta(seconds=duration)
+        counters = rec.source.counters().copy() if rec.spec.live else None
+        try:
+            await self._finish_row(
+                rec.rec_id,
+                status=status,
+                reason=reason,
+                end_time=end_time,
+                info=info,
+                duration=duration,
+                counters=counters,
+                stop_fields=stop_fields,
+                log=rec.log,
+            )
+        finally:
+            self.recordings.pop(rec.rec_id, None)
+            self.admission.release(rec.ticket)
+            self.live.finished(self.snapshot(rec))
+            rec.done.set()
+        rec.log.info("stopped (%s): %.2f s, %s", reason, duration, counters or "")
+        return Finished(rec.rec_id, status, reason, info)
+
+    async def _finish_row(
+        self,
+        rec_id: int,
+        *,
+        status: str,
+        reason: str,
+        end_time: datetime,
+        info: WavInfo | None,
+        duration: float,
+        counters: Any,
+        log: logging.LoggerAdapter[logging.Logger],
+        stop_fields: dict[str, str] | None = None,
+    ) -> None:
+        try:
+            await self.writer.finishes(
+                FinishRecording(
+                    rec_id=rec_id,
+                    status=status,
+                    stop_reason=reason,
+                    end_time=end_time,
+                    duration=duration,
+                    size_bytes=info.size_bytes if info else 0,
+                    sha256=info.sha256 if info else None,
+                    counters=counters,
+                    phone_stop_reason=(stop_fields or {}).get("reason"),
+                    stop_fields=stop_fields,
+                )
+            )
+        except Exception:
+            # The row stays 'recording' and start-up recovery will finish it from the file.
+            log.exception("could not catalogue the end of recording %d", rec_id)
+
+    # -- one-shot recordings ---------------------------------------------------------------
+
+    async def record_file(self, spec: RecordingSpec, source: FileSource) -> Finished:
+        """Open, write everything ``source`` holds (on a worker thread), finish as
+        ``imported``: the lifecycle of a recording made from a file. Once open, the
+        recording is finished even if the caller is cancelled (:meth:`stop` waits for it)."""
+        rec = await self.open(spec, lambda: source)
+        task = asyncio.create_task(self._record_all(rec, source))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        return await asyncio.shield(task)
+
+    async def _record_all(self, rec: Recording[Any], source: FileSource) -> Finished:
+        loop = asyncio.get_running_loop()
+        reason = IMPORTED
+        try:
+            await loop.run_in_executor(None, self._write_all, rec, source)
+        except WavTooLargeError:
+            rec.log.error("%s is larger than a WAV file can be; kept what fits", rec.relpath)
+            reason = MAX_SIZE
+        except (OSError, WavError) as exc:
+            rec.log.error("could not write %s: %s", rec.relpath, exc)
+            full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason = DISK_FULL if full else WRITE_ERROR
+        except Exception:
+            rec.log.exception("could not write %s (a bug)", rec.relpath)
+            reason = INTERNAL_ERROR
+        finished = await self.finish(rec, reason, damaged=source.damaged)
+        assert finished is not None  # nothing else finishes a one-shot recording
+        return finished
+
+    def _write_all(self, rec: Recording[Any], source: FileSource) -> None:
+        for frames in source.chunks():
+            self.write(rec, frames)
+            if any(w.bytes_buffered >= FILE_FLUSH_BYTES for w in rec.writers):
+                for writer in rec.writers:
+                    writer.flush()
+
+    # -- live view ---------------------------------------------------------------------------
+
+    def snapshot(self, rec: Recording[Any]) -> LiveSession:
+        spec = rec.spec
+        writer = rec.writers[0]
+        return LiveSession(
+            rec_id=rec.rec_id,
+            source=spec.source,
+            session_id=spec.session_id,
+            device=spec.device,
+            direction=spec.direction,
+            local_number=spec.local_number,
+            local_name=spec.local_name,
+            remote_number=spec.remote_number,
+            remote_name=spec.remote_name,
+            codec=spec.codec.name,
+            peer_address=spec.peer_address,
+            media_port=rec.source.media_port or 0,
+            started_at=rec.started_at,
+            duration=writer.duration,
+            bytes_written=writer.frames_written * SAMPLE_WIDTH * writer.channels,
+            counters=rec.source.counters().as_dict(),
+        )
+
+    def _live_snapshots(self) -> list[LiveSession]:
+        return [
+            self.snapshot(rec)
+            for rec in self.recordings.values()
+            if rec.spec.live and not rec.finishing
+        ]
+
+
+def write_frames(
+    writers: Sequence[WavWriter],
+    frames: Sequence[bytes],
+    cut_points: Callable[[], Sequence[int]],
+) -> None:
+    """Hand each output's PCM to its file (memory only). At a file's largest size what fits
+    is kept, cut where ``cut_points`` allows (packet boundaries of the first output; else at
+    a frame), and :class:`WavTooLargeError` is raised."""
+    for index, (writer, pcm) in enumerate(zip(writers, frames, strict=False)):
+        if not pcm:
+            continue
+        try:
+            writer.write(pcm)
+        except WavTooLargeError:
+            room = writer.room
+            cuts = cut_points() if index == 0 else ()
+            if cuts:
+                keep = max((c for c in cuts if c <= room), default=0)
+            else:
+                frame = SAMPLE_WIDTH * writer.channels
+                keep = room - room % frame
+            if keep:
+                writer.write(memoryview(pcm)[:keep])
+            raise
+
+
+def _flush_files(recordings: list[Recording[Any]]) -> list[tuple[Recording[Any], OSError]]:
+    """Flush each recording's files (runs on the I/O thread); returns the failures."""
+    failed: list[tuple[Recording[Any], OSError]] = []
+    for rec in recordings:
+        if rec.finishing:
+            continue  # its close() flushes, on its own
+        for writer in rec.writers:
+            try:
+                writer.flush()
+            except ValueError:
+                break  # closed meanwhile by its finish
+            except OSError as exc:
+                failed.append((rec, exc))
+                break
+    return failed
+
+
+def _close_files(writers: tuple[WavWriter, ...]) -> WavInfo:
+    """Close every file (each fsynced); what the recording's own file holds."""
+    info = writers[0].close()
+    for writer in writers[1:]:
+        writer.close()
+    return info
+
+
+def _repair_files(writers: tuple[WavWriter, ...]) -> WavInfo:
+    info = repair_wav(
+        writers[0].path, sample_rate=writers[0].sample_rate, channels=writers[0].channels
+    )
+    for writer in writers[1:]:
+        repair_wav(writer.path, sample_rate=writer.sample_rate, channels=writer.channels)
+    return info
+
+
+def _write_original(path: Path, data: bytes) -> None:
+    """The original file, exclusively created and on disk before its recording is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("xb") as out:
+        try:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+
+def _close_quietly(source: MediaSource) -> None:
+    try:
+        source.close()
+    except Exception:
+        logger.exception("closing media source %r failed", source)

@@ -1,0 +1,298 @@
+"""The composition root: builds everything ``callrec serve`` runs and owns its order.
+
+One place knows how the parts fit together; each part is given what it needs as arguments:
+
+* the catalogue (reads) and the :class:`~callrec.engine.CatalogWriter` (the one thread that
+  writes it), the media port range, the :class:`~callrec.engine.LiveRegistry` and the
+  :class:`~callrec.engine.RecordingEngine` over them;
+* the front ends: the phone control listener (:mod:`callrec.server`), SIP (:mod:`callrec.sip`),
+  the web UI (:mod:`callrec.web`, given the live *view*, the writer and the USB importer);
+* with ``--workers N``, the pool of media worker processes, each running a :class:`Service`
+  of its own with only the phone front end (:mod:`callrec.service.workers`).
+
+Start order: the catalogue is migrated and what a crash left open is recovered, then the
+engine ticks, the workers start, and the front ends open their ports (phone control last
+among the recording ones, so a phone never meets half a server). Stop order is the reverse:
+front ends first (no new work; SIP hangs up and the phone listener finishes its sessions),
+then the workers, then the engine (whatever is still open ends ``shutdown``), then the writer
+(its queued writes done, the catalogue closed). Signals belong to :func:`serve_forever`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from callrec.catalog import Catalog
+from callrec.config import Settings
+from callrec.engine import (
+    Admission,
+    CatalogWriter,
+    LiveRegistry,
+    LiveSession,
+    PortRange,
+    RecordingEngine,
+)
+from callrec.engine.recovery import recover_unfinished
+from callrec.server.listener import PhoneServer
+from callrec.service.process import prepare_process, run_loop
+from callrec.service.workers import (
+    PROGRESS_SECONDS,
+    WorkerPool,
+    call_soon,
+    slice_settings,
+)
+from callrec.sip.server import SipServer
+from callrec.usb.importer import Importer
+from callrec.web.server import WebServer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a :class:`Service` holds at one moment (for soak tests and operators)."""
+
+    ports: int
+    recordings: int
+    connections: int
+
+
+def build_engine(settings: Settings, writer: CatalogWriter, live: LiveRegistry) -> RecordingEngine:
+    """The recording engine of a process, with the settings' limits."""
+    root = settings.recordings_dir.resolve()
+    return RecordingEngine(
+        root=root,
+        writer=writer,
+        live=live,
+        admission=Admission(
+            root,
+            max_sessions=settings.max_sessions,
+            max_sessions_per_device=settings.max_sessions_per_device,
+            disk_reserve_bytes=settings.disk_reserve_bytes,
+            disk_reserve_percent=settings.disk_reserve_percent,
+        ),
+        filename_template=settings.filename_template,
+        sync_interval=settings.sync_interval,
+        max_duration=settings.max_duration,
+    )
+
+
+class Service:
+    """Everything one ``callrec serve`` process runs, built from its settings.
+
+    ``worker`` is True in a media worker process: it records its share of the phones' calls
+    and nothing else (the main process migrates, recovers, serves SIP and the web)."""
+
+    def __init__(self, settings: Settings, *, worker: bool = False) -> None:
+        self.settings = settings
+        self.worker = worker
+        pooled = settings.workers > 1 and not worker
+        # The main process of a pool records on the first slice of the media ports.
+        own = slice_settings(settings, 0) if pooled else settings
+        self.root = settings.recordings_dir.resolve()
+        self.catalog = Catalog(settings.database_url)
+        self.writer = CatalogWriter(self.catalog)
+        self.ports = PortRange(own.media_host, own.media_port_min, own.media_port_max)
+        self.live = LiveRegistry()
+        self.engine = build_engine(settings, self.writer, self.live)
+        self.phone = PhoneServer(own, engine=self.engine, ports=self.ports)
+        self.importer = Importer(
+            self.engine,
+            self.catalog,
+            import_dir=settings.usb_import_dir,
+            max_bytes=settings.usb_import_max_bytes,
+        )
+        self.sip: SipServer | None = None
+        if own.sip_enabled:
+            self.sip = SipServer(own, engine=self.engine, ports=self.ports, catalog=self.catalog)
+        self.web: WebServer | None = None
+        if own.web_enabled:
+            self.web = WebServer(
+                own,
+                catalog=self.catalog,
+                writer=self.writer,
+                recording=self.live,
+                importer=self.importer,
+            )
+        self.workers: WorkerPool | None = None
+        self._started: list[Any] = []
+        self._stopped = False
+
+    @property
+    def control_port(self) -> int:
+        """The phones' TCP control port."""
+        return self.phone.control_port
+
+    def held(self) -> Held:
+        """What this process holds now: media ports, open recordings, control connections."""
+        return Held(
+            ports=self.ports.in_use,
+            recordings=len(self.engine.recordings),
+            connections=self.phone.connections,
+        )
+
+    async def start(self, *, stop: asyncio.Event | None = None) -> None:
+        """Recover, start the engine, the workers and the front ends; stops early (leaving
+        what started to :meth:`stop`) once ``stop`` is set."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.worker:
+            await self.writer.run(self.catalog.migrate)
+            recovered = await self.writer.run(recover_unfinished, self.catalog, self.root)
+            if recovered:
+                logger.warning("start-up recovery finished %d recordings", len(recovered))
+        await self.engine.start()
+        if self.settings.workers > 1 and not self.worker:
+            port = self.phone.reserve_control_port()
+            self.workers = WorkerPool(
+                dataclasses.replace(self.settings, control_port=port),
+                live=self.live,
+                writer=self.writer,
+                root=self.root,
+                target=worker_main,
+            )
+            self._started.append(self.workers)
+            await self.workers.start()
+        await self.phone.listen()
+        self._started.append(self.phone)
+        if self.sip is not None and not (stop and stop.is_set()):
+            try:
+                await self.sip.start()
+                self._started.append(self.sip)
+            except OSError as exc:
+                # Recording phones is the primary job: it goes on without SIP.
+                logger.error(
+                    "SIP disabled: cannot listen on %s port %d: %s",
+                    self.settings.sip_host,
+                    self.settings.sip_port,
+                    exc,
+                )
+        if self.web is not None and not (stop and stop.is_set()):
+            await self.web.start()
+            self._started.append(self.web)
+
+    async def stop(self) -> None:
+        """Front ends first, then the workers, the engine and the catalogue writer."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for part in (self.web, self.sip, self.phone, self.workers):
+            if part is not None and part in self._started:
+                try:
+                    await part.stop()
+                except Exception:
+                    logger.exception("error stopping %s", type(part).__name__)
+        await self.engine.stop()
+        await self.writer.close()
+        self.catalog.close()
+        logger.info("recording server stopped")
+
+
+async def serve_forever(settings: Settings) -> None:
+    """Run a :class:`Service` until SIGTERM/SIGINT, then shut it down gracefully."""
+    # Signals first: a SIGTERM that arrives during start-up still shuts down gracefully.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service = Service(settings)
+    try:
+        await service.start(stop=stop)
+        started = time.monotonic()
+        await stop.wait()
+        logger.info("shutting down after %.0f s", time.monotonic() - started)
+    finally:
+        await service.stop()
+
+
+def run(settings: Settings) -> None:
+    """``callrec serve``: this process records, until a signal ends it."""
+    prepare_process()
+    run_loop(serve_forever(settings))
+
+
+@asynccontextmanager
+async def importing(settings: Settings) -> AsyncIterator[Importer]:
+    """An importer of phone-local files with a recording engine of its own and no front
+    ends (``callrec file import``): the catalogue migrated, the writer closed at the end."""
+    catalog = Catalog(settings.database_url)
+    writer = CatalogWriter(catalog)
+    try:
+        await writer.run(catalog.migrate)
+        engine = build_engine(settings, writer, LiveRegistry())
+        await engine.start()
+        try:
+            yield Importer(
+                engine,
+                catalog,
+                import_dir=settings.usb_import_dir,
+                max_bytes=settings.usb_import_max_bytes,
+            )
+        finally:
+            await engine.stop()
+    finally:
+        await writer.close()
+        catalog.close()
+
+
+# -- a media worker process (see callrec.service.workers) ------------------------------------
+
+
+def worker_main(settings: Settings, index: int, conn: Connection) -> None:
+    """Entry point of media worker ``index`` (a spawned process)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",
+    )
+    prepare_process()
+    # Ctrl-C in a terminal reaches the whole process group: the main process decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run_loop(_serve_worker(slice_settings(settings, index), conn))
+
+
+async def _serve_worker(settings: Settings, conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    service = Service(settings, worker=True)
+    live = service.live
+
+    def send(message: tuple[Any, ...]) -> None:
+        try:
+            conn.send(message)  # small; the main process's pipe thread reads at once
+        except (OSError, ValueError):
+            stop.set()  # the main process is gone
+
+    def watch_pipe() -> None:
+        # Thread: the main process never writes, so recv() returns only when it has gone.
+        with contextlib.suppress(EOFError, OSError):
+            conn.recv()
+        call_soon(loop, stop.set)
+
+    def progress(sessions: list[LiveSession]) -> tuple[Any, ...]:
+        return ("progress", live.local_total, sessions)
+
+    live.add_observer(lambda event, snapshot: send((event, snapshot)))
+    threading.Thread(target=watch_pipe, name="callrec-main-watch", daemon=True).start()
+    await service.start()
+    send(("ready",))
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
+            except TimeoutError:
+                send(progress(live.local_sessions()))
+    finally:
+        await service.stop()
+        send(progress([]))
+        conn.close()
