@@ -29,7 +29,7 @@ from rich.console import Console
 
 from callrec.cli.loadtest import print_problems, progress_view, report_table
 from callrec.exceptions import CallrecError
-from callrec.loadgen import LATE_TICK_MS, LoadOptions, LoadReport, run_async, run_loadtest
+from callrec.sim.loadgen import LATE_TICK_MS, LoadOptions, LoadReport, run_async, run_loadtest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from callrec.codecs import get_codec
-from callrec.loadgen import (
+from callrec.sim.loadgen import (
     AudioLoop,
     FileCheck,
     LoadError,

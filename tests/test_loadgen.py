@@ -20,7 +20,9 @@ import pytest
 
 from callrec.codecs import get_codec
 from callrec.config import Settings
-from callrec.loadgen import (
+from callrec.rtp.packet import RtpPacket
+from callrec.server.app import RecordingServer
+from callrec.sim.loadgen import (
     AudioLoop,
     LoadError,
     LoadOptions,
@@ -34,8 +36,6 @@ from callrec.loadgen import (
     sample_indices,
     verify_recording,
 )
-from callrec.rtp.packet import RtpPacket
-from callrec.server.app import RecordingServer
 
 
 def _settings(tmp_path: Path) -> Settings:

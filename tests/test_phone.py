@@ -15,7 +15,8 @@ import pytest
 from callrec.codecs import get_codec
 from callrec.control.message import ControlMessage
 from callrec.exceptions import CallrecError
-from callrec.phone import (
+from callrec.rtp.packet import RtpPacket
+from callrec.sim.phone import (
     PhoneCall,
     PhoneError,
     build_packets,
@@ -27,7 +28,6 @@ from callrec.phone import (
     resample,
     run_phone,
 )
-from callrec.rtp.packet import RtpPacket
 
 CODECS = ["PCMA", "PCMU", "G722"]
 

@@ -21,8 +21,8 @@ from callrec.media.localrecord import (
     record_packets,
 )
 from callrec.media.wav import read_wav_info
-from callrec.phone import build_packets, record_call, run_phone
 from callrec.server.app import RecordingServer
+from callrec.sim.phone import build_packets, record_call, run_phone
 from tests.media.localfile_utils import decode_payloads, tone
 from tests.server.conftest import server_settings
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from callrec.server.app import RecordingServer
-from callrec.soak import churn
+from callrec.sim.soak import churn
 
 CYCLES = 400
 

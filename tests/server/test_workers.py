@@ -18,9 +18,9 @@ import pytest
 from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.exceptions import ConfigError
-from callrec.phone import PhoneCall
 from callrec.server.app import LiveSession, RecordingServer
 from callrec.server.workers import WorkerPool, port_slices, slice_settings
+from callrec.sim.phone import PhoneCall
 from tests.server.conftest import server_settings
 from tests.server.test_crash import free_port
 from tests.server.test_recording import encoded, rtp_packets

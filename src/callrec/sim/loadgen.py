@@ -187,7 +187,7 @@ class AudioLoop:
     @classmethod
     def build(cls, codec: Codec, pcm: npt.ArrayLike | None = None) -> AudioLoop:
         """Encode ``pcm`` (default: :func:`test_signal` of :data:`LOOP_SECONDS`) once."""
-        from callrec.phone import build_packets
+        from callrec.sim.phone import build_packets
 
         if pcm is None:
             pcm = test_signal(LOOP_SECONDS, codec.sample_rate)
@@ -212,7 +212,7 @@ class AudioLoop:
         codec = get_codec(options.codec)
         if options.audio is None:
             return cls.build(codec)
-        from callrec.phone import load_audio
+        from callrec.sim.phone import load_audio
 
         pcm = load_audio(options.audio, codec.sample_rate)
         return cls.build(codec, pcm[: round(LOOP_SECONDS * codec.sample_rate)])

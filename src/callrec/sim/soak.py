@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from callrec.codecs import get_codec
-from callrec.phone import PhoneCall, build_packets
 from callrec.server.app import RecordingServer
+from callrec.sim.phone import PhoneCall, build_packets
 
 
 @dataclass(frozen=True, slots=True)
