@@ -158,7 +158,7 @@ class LoadOptions:
 # -- the audio ------------------------------------------------------------------------------
 
 
-def test_signal(seconds: float, rate: int, seed: int = 7) -> Pcm:
+def speech_signal(seconds: float, rate: int, seed: int = 7) -> Pcm:
     """A deterministic speech-like signal with sound in every 20 ms frame: tones, a warble
     and a little noise. No frame decodes to digital silence, which verification relies on."""
     t = np.arange(round(seconds * rate)) / rate
@@ -186,11 +186,11 @@ class AudioLoop:
 
     @classmethod
     def build(cls, codec: Codec, pcm: npt.ArrayLike | None = None) -> AudioLoop:
-        """Encode ``pcm`` (default: :func:`test_signal` of :data:`LOOP_SECONDS`) once."""
+        """Encode ``pcm`` (default: :func:`speech_signal` of :data:`LOOP_SECONDS`) once."""
         from callrec.sim.phone import build_packets
 
         if pcm is None:
-            pcm = test_signal(LOOP_SECONDS, codec.sample_rate)
+            pcm = speech_signal(LOOP_SECONDS, codec.sample_rate)
         packets = build_packets(pcm, codec, ssrc=0, packet_ms=PACKET_MS)
         if not packets:
             raise LoadError("the audio loop is empty")
