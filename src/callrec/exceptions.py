@@ -23,7 +23,7 @@ The tree tells the peer's fault from ours::
     ├── media.player.PlayerError   no audio output, or the player failed
     ├── media.localrecord.LocalRecordError  local (USB) recording options that do not work
     ├── sim.phone.PhoneError       the phone simulator could not complete a call
-    └── sim.loadgen.LoadError      a load test that cannot run (options, server start-up)
+    └── sim.loadrun.LoadError      a load test that cannot run (options, server start-up)
 
 Any other exception escaping a protocol core is a bug and is logged as one.
 """
