@@ -22,7 +22,8 @@ from callrec.media.localrecord import (
 )
 from callrec.media.wav import read_wav_info
 from callrec.server.app import RecordingServer
-from callrec.sim.phone import build_packets, record_call, run_phone
+from callrec.sim.call import record_call, run_phone
+from callrec.sim.phone import build_packets
 from tests.media.localfile_utils import decode_payloads, tone
 from tests.server.conftest import server_settings
 

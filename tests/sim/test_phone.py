@@ -16,6 +16,7 @@ from callrec.codecs import get_codec
 from callrec.control.message import ControlMessage
 from callrec.exceptions import CallrecError
 from callrec.rtp.packet import RtpPacket
+from callrec.sim.call import parse_server, record_call, run_phone
 from callrec.sim.phone import (
     PhoneCall,
     PhoneError,
@@ -23,10 +24,7 @@ from callrec.sim.phone import (
     fit_duration,
     load_audio,
     mix,
-    parse_server,
-    record_call,
     resample,
-    run_phone,
 )
 
 CODECS = ["PCMA", "PCMU", "G722"]

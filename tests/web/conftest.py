@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from callrec.catalog import Catalog
 from callrec.server.app import RecordingServer
-from callrec.sim.phone import record_call
+from callrec.sim.call import record_call
 from callrec.web import WebComponent
 from callrec.web.security import hash_password, new_api_token
 from tests.server.conftest import server_settings, speech_like_signal

@@ -94,9 +94,9 @@ def loadtest(
     Exit status 1 when a call fails, loss is over --max-loss or a recording does not match
     what was sent.
     """
+    from callrec.sim.call import parse_server
     from callrec.sim.loadrun import TERMINATORS, LoadOptions
     from callrec.sim.loadtest import run_loadtest
-    from callrec.sim.phone import parse_server
 
     try:
         term = TERMINATORS[terminator.lower()]
