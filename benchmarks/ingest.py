@@ -29,7 +29,10 @@ from rich.console import Console
 
 from callrec.cli.loadtest import print_problems, progress_view, report_table
 from callrec.exceptions import CallrecError
-from callrec.loadgen import LATE_TICK_MS, LoadOptions, LoadReport, run_async, run_loadtest
+from callrec.sim.loadrun import LoadOptions
+from callrec.sim.loadtest import run_loadtest
+from callrec.sim.report import LATE_TICK_MS, LoadReport
+from callrec.sim.senders import run_async
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -27,24 +27,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from callrec.codecs import get_codec
-from callrec.loadgen import (
-    AudioLoop,
+from callrec.sim.audioloop import AudioLoop
+from callrec.sim.loadrun import LoadError, LoadOptions, MediaTarget, Progress
+from callrec.sim.loadtest import raise_descriptor_limit
+from callrec.sim.meters import ProcessMeter, udp_socket_stats
+from callrec.sim.report import (
     FileCheck,
-    LoadError,
-    LoadOptions,
     LoadReport,
-    MediaTarget,
-    ProcessMeter,
-    Progress,
     RecorderTotals,
-    die_with_parent,
     make_report,
-    raise_descriptor_limit,
-    run_load,
     sample_indices,
-    udp_socket_stats,
     verify_recording,
 )
+from callrec.sim.senders import run_load
+from callrec.sim.spawn import die_with_parent
 
 GST_LAUNCH = "gst-launch-1.0"
 #: Depayloader and decoder per codec (G.722 through FFmpeg's decoder, from gstreamer1.0-libav).

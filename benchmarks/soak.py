@@ -16,7 +16,7 @@ from pathlib import Path
 
 from callrec.config import Settings
 from callrec.service import Service
-from callrec.soak import churn
+from callrec.sim.soak import churn
 
 
 async def main_async(args: argparse.Namespace) -> int:

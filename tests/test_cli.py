@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from callrec.cli import app
-from callrec.phone import PhoneCall
 from callrec.service import Service
+from callrec.sim.phone import PhoneCall
 from tests.server.conftest import server_settings
 from tests.server.test_recording import encoded, rtp_packets
 

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from callrec.codecs import Codec, get_codec
 from callrec.media.localfile import HEADER_SIZE, build_file
-from callrec.phone import build_packets
+from callrec.sim.phone import build_packets
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "localfile"
 #: Fixed RTP identifiers, so the files never change.

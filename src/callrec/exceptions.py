@@ -22,8 +22,8 @@ The tree tells the peer's fault from ours::
     │   └── OutputExistsError      the output exists and replacing it was not asked for
     ├── media.player.PlayerError   no audio output, or the player failed
     ├── media.localrecord.LocalRecordError  local (USB) recording options that do not work
-    ├── phone.PhoneError           the phone simulator could not complete a call
-    └── loadgen.LoadError          a load test that cannot run (options, server start-up)
+    ├── sim.phone.PhoneError       the phone simulator could not complete a call
+    └── sim.loadrun.LoadError      a load test that cannot run (options, server start-up)
 
 Any other exception escaping a protocol core is a bug and is logged as one.
 """

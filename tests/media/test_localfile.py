@@ -19,8 +19,8 @@ from callrec.media.localfile import (
     payloads,
     scan,
 )
-from callrec.phone import build_packets
 from callrec.rtp.packet import RtpPacket
+from callrec.sim.phone import build_packets
 from tests.media.localfile_utils import decode_payloads, tone
 
 CODECS = ["PCMA", "PCMU", "G722"]

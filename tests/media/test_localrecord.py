@@ -21,8 +21,9 @@ from callrec.media.localrecord import (
     record_packets,
 )
 from callrec.media.wav import read_wav_info
-from callrec.phone import build_packets, record_call, run_phone
 from callrec.service import Service
+from callrec.sim.call import record_call, run_phone
+from callrec.sim.phone import build_packets
 from tests.media.localfile_utils import decode_payloads, tone
 from tests.server.conftest import server_settings
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from callrec.service import Service
-from callrec.soak import churn
+from callrec.sim.soak import churn
 
 CYCLES = 400
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from callrec.catalog import Catalog
 from callrec.codecs import get_codec
-from callrec.phone import PhoneCall
+from callrec.sim.phone import PhoneCall
 from tests.server.test_crash import free_port, start_server
 from tests.server.test_recording import encoded, rtp_packets
 

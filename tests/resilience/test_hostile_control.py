@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from callrec.phone import PhoneCall
 from callrec.service import Service
+from callrec.sim.phone import PhoneCall
 from tests.server.conftest import server_settings
 from tests.server.test_recording import encoded, rtp_packets
 

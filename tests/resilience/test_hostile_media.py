@@ -8,9 +8,9 @@ import struct
 
 import numpy as np
 
-from callrec.phone import PhoneCall
 from callrec.rtp.packet import RtpPacket
 from callrec.service import Service
+from callrec.sim.phone import PhoneCall
 from tests.codecs.utils import needs_ffmpeg
 from tests.server.test_recording import (
     encoded,

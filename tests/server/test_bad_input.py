@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from callrec.control import ControlMessage
-from callrec.phone import PhoneCall
 from callrec.service import Service
+from callrec.sim.phone import PhoneCall
 from tests.server.conftest import server_settings
 from tests.server.test_recording import encoded, only_recording, read_wav, rtp_packets
 

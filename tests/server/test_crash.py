@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from callrec.catalog import Catalog
-from callrec.phone import PhoneCall
+from callrec.sim.phone import PhoneCall
 from tests.codecs.utils import needs_ffmpeg
 from tests.server.test_recording import encoded, ffmpeg_decode, rtp_packets
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from callrec.phone import PhoneCall
 from callrec.service import Service
+from callrec.sim.phone import PhoneCall
 from tests.codecs.utils import needs_ffmpeg
 from tests.server.conftest import speech_like_signal
 from tests.server.test_recording import only_recording, read_wav

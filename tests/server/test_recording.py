@@ -13,9 +13,9 @@ import pytest
 import soundfile
 
 from callrec.codecs import get_codec
-from callrec.phone import PhoneCall
 from callrec.rtp.packet import RtpPacket
 from callrec.service import Service
+from callrec.sim.phone import PhoneCall
 from tests.codecs.utils import DATA_DIR, FFMPEG_INPUT, needs_ffmpeg
 
 ENCODED = {"PCMA": "signal.alaw", "PCMU": "signal.ulaw", "G722": "signal.g722"}

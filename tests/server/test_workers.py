@@ -19,9 +19,9 @@ from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.engine import LiveSession
 from callrec.exceptions import ConfigError
-from callrec.phone import PhoneCall
 from callrec.service import Service
 from callrec.service.workers import port_slices, slice_settings
+from callrec.sim.phone import PhoneCall
 from tests.server.conftest import server_settings
 from tests.server.test_crash import free_port
 from tests.server.test_recording import encoded, rtp_packets

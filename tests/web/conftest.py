@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 
 from callrec.catalog import Catalog
-from callrec.phone import record_call
 from callrec.service import Service
+from callrec.sim.call import record_call
 from callrec.web import WebServer
 from callrec.web.security import hash_password, new_api_token
 from tests.server.conftest import server_settings, speech_like_signal

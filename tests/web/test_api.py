@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from callrec.phone import PhoneCall
+from callrec.sim.phone import PhoneCall
 from tests.codecs.utils import needs_ffmpeg
 from tests.web.conftest import CALLS, DEVICE_A, Site
 

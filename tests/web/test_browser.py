@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from callrec.codecs import get_codec
-from callrec.phone import PhoneCall, build_packets
+from callrec.sim.phone import PhoneCall, build_packets
 from tests.server.conftest import speech_like_signal
 from tests.web.conftest import USERS, Site
 

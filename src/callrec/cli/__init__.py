@@ -146,7 +146,7 @@ def phone(
 ) -> None:
     """Behave like a phone recording one call to a server; print what the server answered."""
     from callrec.media.localrecord import DEFAULT_MAX_BYTES
-    from callrec.phone import run_phone
+    from callrec.sim.call import run_phone
 
     try:
         result = run_phone(

@@ -1,6 +1,6 @@
 """``callrec loadtest``: many simulated phones against a server, and what it made of them.
 
-The engine is :mod:`callrec.loadgen`; this module parses options and shows the live progress
+The engine is :mod:`callrec.sim.loadtest`; this module parses options and shows the live progress
 and the final table (both also used by ``benchmarks/ingest.py`` and
 ``benchmarks/peer_gstreamer.py``).
 """
@@ -23,7 +23,8 @@ from callrec.cli import ConfigOption, _settings, app, console, err_console
 from callrec.exceptions import CallrecError
 
 if TYPE_CHECKING:
-    from callrec.loadgen import LoadReport, Progress
+    from callrec.sim.loadrun import Progress
+    from callrec.sim.report import LoadReport
 
 #: Seconds between two plain progress lines when the output is not a terminal.
 PLAIN_PROGRESS_EVERY = 5.0
@@ -93,8 +94,9 @@ def loadtest(
     Exit status 1 when a call fails, loss is over --max-loss or a recording does not match
     what was sent.
     """
-    from callrec.loadgen import TERMINATORS, LoadOptions, run_loadtest
-    from callrec.phone import parse_server
+    from callrec.sim.call import parse_server
+    from callrec.sim.loadrun import TERMINATORS, LoadOptions
+    from callrec.sim.loadtest import run_loadtest
 
     try:
         term = TERMINATORS[terminator.lower()]

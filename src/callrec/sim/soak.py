@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from callrec.codecs import get_codec
-from callrec.phone import PhoneCall, build_packets
+from callrec.sim.phone import PhoneCall, build_packets
 
 
 class Held(Protocol):

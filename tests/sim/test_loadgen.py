@@ -20,22 +20,14 @@ import pytest
 
 from callrec.codecs import get_codec
 from callrec.config import Settings
-from callrec.loadgen import (
-    AudioLoop,
-    LoadError,
-    LoadOptions,
-    MediaTarget,
-    ProcessMeter,
-    ServerTarget,
-    load_callrec,
-    process_cpu_seconds,
-    process_rss_kib,
-    run_load,
-    sample_indices,
-    verify_recording,
-)
 from callrec.rtp.packet import RtpPacket
 from callrec.service import Service
+from callrec.sim.audioloop import AudioLoop
+from callrec.sim.loadrun import LoadError, LoadOptions, MediaTarget, ServerTarget
+from callrec.sim.loadtest import load_callrec
+from callrec.sim.meters import ProcessMeter, process_cpu_seconds, process_rss_kib
+from callrec.sim.report import sample_indices, verify_recording
+from callrec.sim.senders import run_load
 
 
 def _settings(tmp_path: Path) -> Settings:

@@ -15,19 +15,17 @@ import pytest
 from callrec.codecs import get_codec
 from callrec.control.message import ControlMessage
 from callrec.exceptions import CallrecError
-from callrec.phone import (
+from callrec.rtp.packet import RtpPacket
+from callrec.sim.call import parse_server, record_call, run_phone
+from callrec.sim.phone import (
     PhoneCall,
     PhoneError,
     build_packets,
     fit_duration,
     load_audio,
     mix,
-    parse_server,
-    record_call,
     resample,
-    run_phone,
 )
-from callrec.rtp.packet import RtpPacket
 
 CODECS = ["PCMA", "PCMU", "G722"]
 
