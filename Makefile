@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test check lint typecheck sysdeps clean fuzz bench bench-deps
+.PHONY: run test check lint typecheck imports sysdeps clean fuzz bench bench-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,11 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck
+# The shape of the code: no import cycles, no forbidden arrows (docs/architecture.md).
+imports: $(STAMP)
+	$(BIN)/python tools/check_imports.py
+
+check: lint typecheck imports
 
 test: $(TEST_STAMP) sysdeps check
 	$(BIN)/pytest -q

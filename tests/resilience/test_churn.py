@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from callrec.service import Service
+from callrec.sim.phone import PhoneCall
 from callrec.sim.soak import churn
 
 CYCLES = 400
+
+
+async def test_a_call_holds_what_the_churn_counts(server: Service) -> None:
+    # The baseline check below can fail: a call in progress is seen holding its port,
+    # its recording and its connection (the test server binds any free port, 0..0).
+    call = PhoneCall("127.0.0.1", server.control_port, session_id="held", codec="PCMA")
+    assert (await call.start())["result"] == "success"
+    held = server.held()
+    assert (held.ports, held.recordings, held.connections) == (1, 1, 1)
+    assert (await call.stop())["result"] == "success"
+    await call.close()
 
 
 async def test_churn_returns_to_baseline(server: Service) -> None:

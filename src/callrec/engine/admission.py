@@ -43,6 +43,8 @@ class Admission:
         self.disk_reserve_percent = disk_reserve_percent
         self._sessions = 0
         self._per_device: Counter[str] = Counter()
+        #: Recordings admitted and not yet finished, calls and imports alike.
+        self.admitted = 0
         self.closing = False
 
     @property
@@ -67,9 +69,11 @@ class Admission:
         if live:
             self._sessions += 1
             self._per_device[device] += 1
+        self.admitted += 1
         return Ticket(device=device, counted=live)
 
     def release(self, ticket: Ticket) -> None:
+        self.admitted -= 1
         if not ticket.counted:
             return
         self._sessions -= 1

@@ -145,6 +145,9 @@ class RecordingEngine:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-io")
         self._tick_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[Any]] = set()
+        #: Set while no recording is open (nothing being written or finished).
+        self.idle = asyncio.Event()
+        self.idle.set()
         live.attach(self._live_snapshots)
 
     # -- life cycle ----------------------------------------------------------------------
@@ -178,17 +181,18 @@ class RecordingEngine:
         front end answers with) or what ``make_source`` raises. When opening fails after
         ``make_source`` returned, the source is closed."""
         ticket = self.admission.admit(spec.device, live=spec.live)
+        self.idle.clear()
         try:
             started_at = spec.start_time or datetime.now(UTC)
             wanted = self._wanted_path(spec, started_at)
             source = make_source()
         except BaseException:
-            self.admission.release(ticket)
+            self._release(ticket)
             raise
         try:
             rec = await self._create(spec, source, wanted, started_at, ticket)
         except BaseException:
-            self.admission.release(ticket)
+            self._release(ticket)
             _close_quietly(source)
             raise
         self.recordings[rec.rec_id] = rec
@@ -202,6 +206,11 @@ class RecordingEngine:
             f" on UDP {source.media_port}" if source.media_port else "",
         )
         return rec
+
+    def _release(self, ticket: Ticket) -> None:
+        self.admission.release(ticket)
+        if not self.admission.admitted:
+            self.idle.set()
 
     def _wanted_path(self, spec: RecordingSpec, started_at: datetime) -> Path:
         if spec.path is not None:
@@ -483,7 +492,7 @@ class RecordingEngine:
             )
         finally:
             self.recordings.pop(rec.rec_id, None)
-            self.admission.release(rec.ticket)
+            self._release(rec.ticket)
             self.live.finished(self.snapshot(rec))
             rec.done.set()
         rec.log.info("stopped (%s): %.2f s, %s", reason, duration, counters or "")

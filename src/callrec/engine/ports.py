@@ -13,7 +13,8 @@ RCVBUF_BYTES = 256 * 1024
 
 
 class PortRange:
-    """Hands out UDP sockets bound to free ports of ``[low, high]`` (0..0: any port)."""
+    """Hands out UDP sockets bound to free ports of ``[low, high]`` (0..0: any port); every
+    port handed out counts in :attr:`in_use` until :meth:`release`."""
 
     def __init__(self, host: str, low: int, high: int) -> None:
         self.host = host
@@ -33,7 +34,10 @@ class PortRange:
     def bind(self) -> socket.socket:
         """A bound non-blocking UDP socket; ResourceError('busy') when none is free."""
         if self.low == 0:
-            return self._try(0) or self._exhausted()
+            # Any port the kernel picks; counted all the same, so `in_use` stays true.
+            sock = self._try(0) or self._exhausted()
+            self._in_use.add(sock.getsockname()[1])
+            return sock
         for _ in range(self.size):
             port = self._cursor
             self._cursor = self.low if port >= self.high else port + 1
@@ -59,6 +63,7 @@ class PortRange:
                 port = rtp.getsockname()[1]
                 rtcp = self._try(port + 1) if port % 2 == 0 and port < 65535 else None
                 if rtcp is not None:
+                    self._in_use.update((port, port + 1))
                     return rtp, rtcp
                 rtp.close()
             raise ResourceError("no free even/odd UDP port pair", reason="busy")
