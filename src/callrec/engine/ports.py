@@ -35,9 +35,9 @@ class PortRange:
         """A bound non-blocking UDP socket; ResourceError('busy') when none is free."""
         if self.low == 0:
             # Any port the kernel picks; counted all the same, so `in_use` stays true.
-            sock = self._try(0) or self._exhausted()
-            self._in_use.add(sock.getsockname()[1])
-            return sock
+            any_port = self._try(0) or self._exhausted()
+            self._in_use.add(any_port.getsockname()[1])
+            return any_port
         for _ in range(self.size):
             port = self._cursor
             self._cursor = self.low if port >= self.high else port + 1
