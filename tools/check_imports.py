@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "src"
@@ -64,8 +64,8 @@ CORE_MAY_NOT = {"asyncio", "socket", "selectors", "uvloop", "sqlalchemy"}
 CORE_MAY_NOT_SUBPACKAGES = {"catalog", "engine", "server", "sip", "web", "usb", "service", "cli"}
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -136,13 +136,14 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def check(paths: Iterable[Path]) -> tuple[list[str], dict[str, set[str]]]:
-    modules = {module_name(p): p for p in paths}
+def check(root: Path = ROOT) -> tuple[list[str], dict[str, set[str]]]:
+    """The problems in the ``callrec`` package under ``root``, and its subpackage graph."""
+    modules = {module_name(p, root): p for p in sorted((root / PACKAGE).rglob("*.py"))}
     problems: list[str] = []
     module_graph: dict[str, set[str]] = {m: set() for m in modules}
     package_graph: dict[str, set[str]] = {}
     for name, path in sorted(modules.items()):
-        rel = path.relative_to(ROOT.parent)
+        rel = path.relative_to(root.parent)
         own = subpackage(name)
         package_graph.setdefault(own, set())
         core = own in CORE_PACKAGES or name in CORE_MODULES
@@ -177,8 +178,7 @@ def check(paths: Iterable[Path]) -> tuple[list[str], dict[str, set[str]]]:
 
 
 def main(argv: list[str]) -> int:
-    paths = sorted((ROOT / PACKAGE).rglob("*.py"))
-    problems, graph = check(paths)
+    problems, graph = check()
     if "--graph" in argv:
         for node in sorted(graph):
             print(f"{node} -> {', '.join(sorted(graph[node])) or '-'}")

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from callrec.catalog import Catalog, FinishRecording, NewRecording
+from callrec.catalog import Catalog, DuplicatePathError, FinishRecording, NewRecording
 from callrec.engine.batching import Batcher
+from callrec.exceptions import CatalogError
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +38,15 @@ class CatalogWriter:
         self._closed = False
         #: New recording rows, one transaction per batch: ``await creates(new)`` -> row id
         #: (or raises :class:`~callrec.catalog.DuplicatePathError` for that row alone).
-        self.creates: Batcher[NewRecording, int] = Batcher(catalog.create_recordings, self.run)
+        self.creates: Batcher[NewRecording, int] = Batcher(self._create, self.run)
         #: Finished recordings, one transaction per batch.
-        self.finishes: Batcher[FinishRecording, None] = Batcher(catalog.finish_recordings, self.run)
+        self.finishes: Batcher[FinishRecording, None] = Batcher(self._finish, self.run)
+
+    def _create(self, news: Sequence[NewRecording]) -> list[int | DuplicatePathError]:
+        return self.catalog.create_recordings(news)
+
+    def _finish(self, items: Sequence[FinishRecording]) -> list[CatalogError | None]:
+        return self.catalog.finish_recordings(items)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` on the catalogue thread; its result or its exception."""

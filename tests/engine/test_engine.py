@@ -1,0 +1,412 @@
+"""The recording engine's one lifecycle, driven by a media source of the tests' own.
+
+Real files (opened by a standard reader), a real SQLite catalogue through the catalogue
+writer, the engine's own tick on the event loop: only the source is the tests'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+
+from callrec.catalog import Catalog
+from callrec.codecs import get_codec
+from callrec.config import Settings
+from callrec.engine import (
+    STOP_REASONS,
+    CatalogWriter,
+    Companion,
+    LiveRegistry,
+    LiveSession,
+    RecordingEngine,
+    RecordingSpec,
+)
+from callrec.engine import engine as engine_module
+from callrec.exceptions import ResourceError
+from callrec.media.wav import WavWriter
+from callrec.rtp.counters import StreamCounters
+from callrec.service import build_engine
+
+PCMA = get_codec("PCMA")
+#: 20 ms of a 440 Hz tone at 8 kHz, as int16 little-endian.
+FRAME = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype("<i2").tobytes()
+
+
+class Source:
+    """A media source that releases ``frame`` at each pump, on each of ``outputs``."""
+
+    def __init__(
+        self,
+        *,
+        outputs: int = 1,
+        frame: bytes = FRAME,
+        port: int | None = 4242,
+        fail: bool = False,
+    ) -> None:
+        self.outputs = outputs
+        self.frame = frame
+        self.port = port
+        self.fail = fail
+        self.pumped = 0
+        self.closed = 0
+        self.stats = StreamCounters()
+
+    @property
+    def media_port(self) -> int | None:
+        return self.port
+
+    def _out(self, frame: bytes) -> Sequence[bytes]:
+        stereo = np.repeat(np.frombuffer(frame, "<i2"), 2).astype("<i2").tobytes()
+        return (frame,) if self.outputs == 1 else (stereo, frame)
+
+    def pump(self, now: float) -> Sequence[bytes]:
+        if self.fail:
+            raise RuntimeError("a bug in this source")
+        self.pumped += 1
+        self.stats.received += 1
+        return self._out(self.frame)
+
+    def drain(self, now: float) -> Sequence[bytes]:
+        return self._out(self.frame)
+
+    def cut_points(self) -> Sequence[int]:
+        return ()
+
+    def counters(self) -> StreamCounters:
+        return self.stats
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def spec(source: str = "server", **kw: Any) -> RecordingSpec:
+    values: dict[str, Any] = dict(
+        source=source,
+        session_id=f"s-{source}",
+        codec=PCMA,
+        device="0c383e0e709a",
+        direction="out",
+        local_number="3001",
+        remote_number="2011",
+        peer_address="127.0.0.1",
+        name_fields={
+            "dir": "out",
+            "local_number": "3001",
+            "remote_number": "2011",
+            "device": "0c383e0e709a",
+            "id": source,
+        },
+    )
+    values.update(kw)
+    return RecordingSpec(**values)
+
+
+class Rig:
+    def __init__(self, engine: RecordingEngine, catalog: Catalog, root: Path) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self.root = root
+        self.events: list[tuple[str, LiveSession]] = []
+        engine.live.add_observer(lambda event, live: self.events.append((event, live)))
+
+
+@pytest.fixture
+async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    made: list[tuple[RecordingEngine, CatalogWriter, Catalog]] = []
+
+    async def make(**overrides: Any) -> Rig:
+        values: dict[str, Any] = dict(
+            recordings_dir=tmp_path / "rec",
+            database_url=f"sqlite:///{tmp_path / 'c.db'}",
+            sync_interval=0.02,
+        )
+        values.update(overrides)
+        settings = Settings(**values)
+        catalog = Catalog(settings.database_url)
+        catalog.migrate()
+        writer = CatalogWriter(catalog)
+        engine = build_engine(settings, writer, LiveRegistry())
+        await engine.start()
+        made.append((engine, writer, catalog))
+        return Rig(engine, catalog, settings.recordings_dir.resolve())
+
+    yield make
+    for engine, writer, catalog in made:
+        await engine.stop()
+        await writer.close()
+        catalog.close()
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_open_write_finish_catalogue_notify(make_rig: Callable[..., Any]) -> None:
+    rig: Rig = await make_rig()
+    source = Source()
+    rec = await rig.engine.open(spec(), lambda: source)
+    row = rig.catalog.get(rec.rec_id)
+    assert row is not None and row.status == "recording" and row.media_port == 4242
+    assert rec.relpath == f"{rec.relpath[:10]}/out_3001_2011_0c383e0e709a_{rec.relpath[-23:]}"
+    await until(lambda: source.pumped >= 5, "five ticks")
+    finished = await rig.engine.finish(rec, "phone_stop", stop_fields={"reason": "hangup"})
+    assert finished is not None and (finished.status, finished.stop_reason) == (
+        "complete",
+        "phone_stop",
+    )
+    row = rig.catalog.get(rec.rec_id)
+    assert row is not None
+    assert (row.status, row.stop_reason, row.phone_stop_reason) == (
+        "complete",
+        "phone_stop",
+        "hangup",
+    )
+    # Every pump's PCM and the drain's, in a file a standard reader opens.
+    samples, rate = soundfile.read(str(rig.root / row.path), dtype="int16")
+    assert rate == 8000 and len(samples) == 160 * (source.pumped + 1)
+    assert samples[:160].tobytes() == FRAME
+    assert row.duration == pytest.approx(len(samples) / 8000)
+    assert row.sha256 == hashlib.sha256((rig.root / row.path).read_bytes()).hexdigest()
+    assert row.packets_received == source.pumped
+    assert source.closed == 1
+    assert [(event, live.rec_id, live.source) for event, live in rig.events] == [
+        ("started", rec.rec_id, "server"),
+        ("finished", rec.rec_id, "server"),
+    ]
+    assert rig.engine.recordings == {} and rig.engine.idle.is_set()
+    # A second finish is a no-op.
+    assert await rig.engine.finish(rec, "shutdown") is None
+
+
+async def test_flushes_run_on_the_media_io_thread_not_the_event_loop(
+    make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    real = WavWriter.flush
+
+    def flush(self: WavWriter) -> None:
+        threads.append(threading.current_thread().name)
+        real(self)
+
+    monkeypatch.setattr(WavWriter, "flush", flush)
+    rig: Rig = await make_rig()
+    sources = [Source(), Source(outputs=2)]
+    recs = [
+        await rig.engine.open(spec("server"), lambda: sources[0]),
+        await rig.engine.open(
+            spec("sip", channels=2, companions=(Companion(suffix=".mix.wav"),)),
+            lambda: sources[1],
+        ),
+    ]
+    await until(lambda: len(threads) >= 8, "flushes")
+    for rec in recs:
+        await rig.engine.finish(rec, "hangup")
+    assert threads and all(name.startswith("media-io") for name in threads), set(threads)
+
+
+async def test_admission_counts_recordings_still_being_opened(
+    make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig: Rig = await make_rig(max_sessions=2, max_sessions_per_device=16)
+    real = rig.catalog.create_recordings
+    release = threading.Event()
+
+    def slow(news: Any) -> Any:
+        release.wait(5)  # the catalogue is slow: the opens wait for their rows
+        return real(news)
+
+    monkeypatch.setattr(rig.catalog, "create_recordings", slow)
+    opens = [
+        asyncio.ensure_future(rig.engine.open(spec(session_id=str(i)), Source)) for i in range(3)
+    ]
+    await asyncio.sleep(0)  # each open is admitted before it waits for the catalogue
+    done, _ = await asyncio.wait(opens, timeout=1, return_when=asyncio.FIRST_COMPLETED)
+    (refused,) = done
+    with pytest.raises(ResourceError) as caught:
+        refused.result()
+    assert caught.value.reason == "busy"
+    release.set()
+    recs = [await o for o in opens if o is not refused]
+    assert len(recs) == 2
+    for rec in recs:
+        await rig.engine.finish(rec, "shutdown")
+    # Finished recordings give their places back.
+    rec = await rig.engine.open(spec(), Source)
+    await rig.engine.finish(rec, "shutdown")
+
+
+async def test_per_device_limit_holds_across_sources(make_rig: Callable[..., Any]) -> None:
+    rig: Rig = await make_rig(max_sessions_per_device=1)
+    phone = await rig.engine.open(spec("server", device="aa"), Source)
+    with pytest.raises(ResourceError, match="device 'aa'") as caught:
+        await rig.engine.open(spec("sip", device="aa"), Source)
+    assert caught.value.reason == "busy"
+    await rig.engine.finish(phone, "phone_stop")
+
+
+async def test_disk_reserve_refuses_calls_and_imports(make_rig: Callable[..., Any]) -> None:
+    rig: Rig = await make_rig(disk_reserve_bytes=1 << 62)
+    for live in (True, False):
+        source = Source()
+        with pytest.raises(ResourceError, match="reserve") as caught:
+            await rig.engine.open(spec(live=live), lambda s=source: s)
+        assert caught.value.reason == "disk_full"
+        assert source.closed == 0  # never made: admission comes first
+    assert rig.catalog.count() == 0 and rig.engine.idle.is_set()
+
+
+async def test_a_failing_open_closes_the_source_and_frees_its_place(
+    make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig: Rig = await make_rig(max_sessions=1)
+
+    def broken(news: Any) -> Any:
+        raise OSError("catalogue on fire")
+
+    monkeypatch.setattr(rig.catalog, "create_recordings", broken)
+    source = Source()
+    with pytest.raises(Exception, match="catalogue on fire"):
+        await rig.engine.open(spec(), lambda: source)
+    assert source.closed == 1 and rig.engine.idle.is_set()
+    monkeypatch.undo()
+    rec = await rig.engine.open(spec(), Source)  # the place was given back
+    await rig.engine.finish(rec, "shutdown")
+
+
+async def test_one_stop_reason_vocabulary(make_rig: Callable[..., Any]) -> None:
+    assert {"phone_stop", "hangup", "record_off", "connection_lost", "shutdown"} <= STOP_REASONS
+    assert {"max_duration", "max_size", "disk_full", "write_error", "crash", "imported"} <= (
+        STOP_REASONS
+    )
+    rig: Rig = await make_rig()
+    rec = await rig.engine.open(spec(), Source)
+    with pytest.raises(ValueError, match="unknown stop reason 'error'"):
+        await rig.engine.finish(rec, "error")
+    assert not rec.finishing
+    await rig.engine.finish(rec, "hangup")
+
+
+async def test_companions_and_their_links_in_the_row(make_rig: Callable[..., Any]) -> None:
+    rig: Rig = await make_rig()
+    mix = Companion(suffix=".mix.wav", channels=1, link=("sip", "mix"))
+    source = Source(outputs=2)
+    rec = await rig.engine.open(
+        spec("sip", channels=2, companions=(mix,), extra={"sip": {"segment": 1}}),
+        lambda: source,
+    )
+    await until(lambda: source.pumped >= 3, "three ticks")
+    await rig.engine.finish(rec, "hangup")
+    row = rig.catalog.get(rec.rec_id)
+    assert row is not None and row.channels == 2
+    mix_path = PurePosixPath(row.path).with_name(PurePosixPath(row.path).stem + ".mix.wav")
+    assert row.extra["sip"] == {"segment": 1, "mix": str(mix_path)}
+    assert row.extra["companions"] == [{"path": str(mix_path), "channels": 1}]
+    stereo, _ = soundfile.read(str(rig.root / row.path), dtype="int16")
+    mono, _ = soundfile.read(str(rig.root / mix_path), dtype="int16")
+    assert stereo.shape == (len(mono), 2) and len(mono) == 160 * (source.pumped + 1)
+    assert np.array_equal(stereo[:, 0], mono) and np.array_equal(stereo[:, 1], mono)
+
+
+async def test_a_name_taken_on_disk_or_in_the_catalogue_moves_on(
+    make_rig: Callable[..., Any],
+) -> None:
+    rig: Rig = await make_rig(filename_template="fixed.wav")
+    (rig.root / "fixed.wav").write_bytes(b"someone else's")
+    first = await rig.engine.open(spec(), Source)
+    second = await rig.engine.open(spec(), Source)
+    assert (first.relpath, second.relpath) == ("fixed_1.wav", "fixed_2.wav")
+    for rec in (first, second):
+        await rig.engine.finish(rec, "shutdown")
+    assert (rig.root / "fixed.wav").read_bytes() == b"someone else's"
+
+
+async def test_one_checkpoint_for_all_sources(
+    make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig: Rig = await make_rig()
+    batches: list[set[int]] = []
+    real = rig.catalog.checkpoint
+
+    def checkpoint(counters: Any) -> None:
+        batches.append(set(counters))
+        real(counters)
+
+    monkeypatch.setattr(rig.catalog, "checkpoint", checkpoint)
+    phone = await rig.engine.open(spec("server"), Source)
+    sip = await rig.engine.open(spec("sip"), Source)
+    await until(lambda: bool(batches), "a checkpoint", timeout=10)
+    assert batches[0] == {phone.rec_id, sip.rec_id}
+    row = rig.catalog.get(sip.rec_id)
+    assert row is not None and row.status == "recording" and row.packets_received > 0
+    for rec in (phone, sip):
+        await rig.engine.finish(rec, "shutdown")
+
+
+async def test_max_duration_ends_a_recording_of_any_source(make_rig: Callable[..., Any]) -> None:
+    rig: Rig = await make_rig(max_duration=0.1)
+    source = Source()
+    rec = await rig.engine.open(spec("sip"), lambda: source)
+    await asyncio.wait_for(rec.done.wait(), 5)
+    row = rig.catalog.get(rec.rec_id)
+    assert row is not None and (row.status, row.stop_reason) == ("complete", "max_duration")
+    assert source.closed == 1  # its front end hears of it through the source
+
+
+async def test_a_failing_source_ends_its_recording_only(make_rig: Callable[..., Any]) -> None:
+    rig: Rig = await make_rig()
+    bad, good = Source(fail=True), Source()
+    broken = await rig.engine.open(spec("sip"), lambda: bad)
+    healthy = await rig.engine.open(spec("server"), lambda: good)
+    await asyncio.wait_for(broken.done.wait(), 5)
+    row = rig.catalog.get(broken.rec_id)
+    assert row is not None and row.stop_reason == "internal_error"
+    before = good.pumped
+    await until(lambda: good.pumped > before + 2, "the other recording to go on")
+    await rig.engine.finish(healthy, "phone_stop")
+
+
+async def test_at_the_largest_size_what_fits_is_kept(
+    make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from callrec.media import wav as wav_module
+
+    monkeypatch.setattr(wav_module, "max_data_size", lambda channels: 1000)
+    rig: Rig = await make_rig()
+    rec = await rig.engine.open(spec(), Source)
+    await asyncio.wait_for(rec.done.wait(), 5)
+    row = rig.catalog.get(rec.rec_id)
+    assert row is not None and (row.status, row.stop_reason) == ("complete", "max_size")
+    assert row.size_bytes == 44 + 1000 and row.duration == pytest.approx(500 / 8000)
+
+
+async def test_stop_finishes_every_open_recording(make_rig: Callable[..., Any]) -> None:
+    rig: Rig = await make_rig()
+    recs = [await rig.engine.open(spec(session_id=str(i)), Source) for i in range(3)]
+    await rig.engine.stop()
+    for rec in recs:
+        row = rig.catalog.get(rec.rec_id)
+        assert row is not None and (row.status, row.stop_reason) == ("complete", "shutdown")
+    with pytest.raises(ResourceError, match="shutting down"):
+        await rig.engine.open(spec(), Source)
+
+
+def test_write_frames_cuts_at_a_frame_without_cut_points(tmp_path: Path) -> None:
+    writer = WavWriter(tmp_path / "s.wav", sample_rate=8000, channels=2)
+    writer._max_data = 10  # type: ignore[attr-defined] - a tiny file
+    with pytest.raises(engine_module.WavTooLargeError):
+        engine_module.write_frames((writer,), (b"\x01\x00" * 20,), lambda: ())
+    assert writer.frames_written == 2  # 8 of the 10 bytes: whole stereo frames only
+    writer.close()
