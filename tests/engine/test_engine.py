@@ -29,7 +29,7 @@ from callrec.engine import (
     RecordingEngine,
     RecordingSpec,
 )
-from callrec.engine import engine as engine_module
+from callrec.engine import files as files_module
 from callrec.exceptions import ResourceError
 from callrec.media.wav import WavWriter
 from callrec.rtp.counters import StreamCounters
@@ -406,7 +406,7 @@ async def test_stop_finishes_every_open_recording(make_rig: Callable[..., Any]) 
 def test_write_frames_cuts_at_a_frame_without_cut_points(tmp_path: Path) -> None:
     writer = WavWriter(tmp_path / "s.wav", sample_rate=8000, channels=2)
     writer._max_data = 10  # type: ignore[attr-defined] - a tiny file
-    with pytest.raises(engine_module.WavTooLargeError):
-        engine_module.write_frames((writer,), (b"\x01\x00" * 20,), lambda: ())
+    with pytest.raises(files_module.WavTooLargeError):
+        files_module.write_frames((writer,), (b"\x01\x00" * 20,), lambda: ())
     assert writer.frames_written == 2  # 8 of the 10 bytes: whole stereo frames only
     writer.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from callrec.codecs import CODECS, Codec
-from callrec.engine.engine import write_frames
+from callrec.engine.files import write_frames
 from callrec.engine.ports import PortRange
 from callrec.media import wav as wav_module
 from callrec.media.wav import WavTooLargeError, WavWriter

@@ -17,7 +17,7 @@ import pytest
 from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveRegistry
-from callrec.engine import engine as engine_module
+from callrec.engine import files as files_module
 from callrec.exceptions import CatalogError, ConfigError, LocalFileError
 from callrec.media.wav import read_wav_info
 from callrec.service import build_engine
@@ -256,7 +256,7 @@ async def test_a_file_name_taken_meanwhile_moves_to_the_next(
     catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "rec"
-    real = engine_module._write_original
+    real = files_module.write_original
     calls: list[Path] = []
 
     def racing_write(path: Path, data: bytes) -> None:
@@ -267,7 +267,7 @@ async def test_a_file_name_taken_meanwhile_moves_to_the_next(
             path.with_suffix(".wav").write_bytes(b"not ours")
         real(path, data)
 
-    monkeypatch.setattr(engine_module, "_write_original", racing_write)
+    monkeypatch.setattr(files_module, "write_original", racing_write)
     result = await import_file(catalog, root, _drive(tmp_path, "Record_20261126161130.wav"))
     assert [p.name for p in calls] == ["Record_20261126161130.orig", "Record_20261126161130_1.orig"]
     assert result.recording.path.endswith("/Record_20261126161130_1.wav")

@@ -11,9 +11,10 @@ by the composition root, :mod:`callrec.service`.
 """
 
 from callrec.engine.admission import Admission
-from callrec.engine.engine import Finished, Recording, RecordingEngine
+from callrec.engine.engine import RecordingEngine
 from callrec.engine.live import FINISHED, STARTED, LiveRegistry, LiveSession, LiveView, Observer
 from callrec.engine.ports import PortRange
+from callrec.engine.recording import Finished, Recording
 from callrec.engine.spec import (
     STOP_REASONS,
     Companion,

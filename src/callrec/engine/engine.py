@@ -33,14 +33,15 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 from callrec.catalog import DuplicatePathError, FinishRecording, NewRecording
+from callrec.engine import files
 from callrec.engine.admission import Admission, Ticket
 from callrec.engine.live import LiveRegistry, LiveSession
+from callrec.engine.recording import Finished, Recording, RecordingLog, S
 from callrec.engine.spec import (
     DISK_FULL,
     IMPORTED,
@@ -66,7 +67,6 @@ from callrec.media.wav import (
     WavInfo,
     WavTooLargeError,
     WavWriter,
-    repair_wav,
 )
 
 logger = logging.getLogger(__name__)
@@ -77,46 +77,6 @@ CHECKPOINT_TICKS: Final = 20
 MAX_NAME_TRIES: Final = 1000
 #: A one-shot recording flushes its file whenever this much PCM is buffered.
 FILE_FLUSH_BYTES: Final = 1 << 20
-
-S = TypeVar("S", bound=MediaSource)
-
-
-class RecordingLog(logging.LoggerAdapter[logging.Logger]):
-    """Puts the recording's session id (phone id, SIP call) in every line about it."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        assert self.extra is not None
-        return f"[{self.extra['session']}] {msg}", kwargs
-
-
-@dataclass(eq=False, slots=True, kw_only=True)
-class Recording(Generic[S]):
-    """A recording the engine holds open; front ends keep it as their handle."""
-
-    rec_id: int
-    spec: RecordingSpec
-    source: S
-    #: The recording's own file first, then its companions.
-    writers: tuple[WavWriter, ...]
-    path: Path
-    relpath: str
-    started_at: datetime
-    started_mono: float
-    log: logging.LoggerAdapter[logging.Logger]
-    ticket: Ticket
-    finishing: bool = False
-    #: Set when the recording has finished (its row final, observers told).
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """How a recording ended."""
-
-    rec_id: int
-    status: str
-    stop_reason: str
-    info: WavInfo | None
 
 
 class RecordingEngine:
@@ -298,7 +258,7 @@ class RecordingEngine:
             if spec.original is not None:
                 made = original_path(path, spec.original)
                 await asyncio.get_running_loop().run_in_executor(
-                    None, _write_original, made, spec.original.data
+                    None, files.write_original, made, spec.original.data
                 )
                 original = made
             rate = spec.codec.sample_rate
@@ -368,7 +328,7 @@ class RecordingEngine:
 
     def write(self, rec: Recording[Any], frames: Sequence[bytes]) -> None:
         """Hand each output's PCM to its file: :func:`write_frames`."""
-        write_frames(rec.writers, frames, rec.source.cut_points)
+        files.write_frames(rec.writers, frames, rec.source.cut_points)
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -396,7 +356,7 @@ class RecordingEngine:
                 if self.max_duration and now - rec.started_mono >= self.max_duration:
                     self.spawn_finish(rec, MAX_DURATION)
             # All writes of the tick, coalesced, on the I/O thread: the loop keeps reading.
-            failed = await loop.run_in_executor(self._io, _flush_files, due)
+            failed = await loop.run_in_executor(self._io, files.flush_files, due)
             for rec, exc in failed:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     rec.log.error("disk full; closing the recording with what it has")
@@ -458,7 +418,7 @@ class RecordingEngine:
                 self.write(rec, frames)
             except WavTooLargeError:
                 reason = MAX_SIZE
-            info = await loop.run_in_executor(None, _close_files, rec.writers)
+            info = await loop.run_in_executor(None, files.close_files, rec.writers)
         except (OSError, WavError):
             # Disk full or failing: keep what reached the files, with headers that say so.
             rec.log.exception("could not finalise %s; keeping what was written", rec.relpath)
@@ -467,7 +427,7 @@ class RecordingEngine:
             if reason not in WRITE_FAILURES:
                 reason = WRITE_ERROR
             try:
-                info = await loop.run_in_executor(None, _repair_files, rec.writers)
+                info = await loop.run_in_executor(None, files.repair_files, rec.writers)
             except (OSError, WavError):
                 rec.log.exception("could not repair %s", rec.relpath)
                 status = "failed"
@@ -598,79 +558,6 @@ class RecordingEngine:
             for rec in self.recordings.values()
             if rec.spec.live and not rec.finishing
         ]
-
-
-def write_frames(
-    writers: Sequence[WavWriter],
-    frames: Sequence[bytes],
-    cut_points: Callable[[], Sequence[int]],
-) -> None:
-    """Hand each output's PCM to its file (memory only). At a file's largest size what fits
-    is kept, cut where ``cut_points`` allows (packet boundaries of the first output; else at
-    a frame), and :class:`WavTooLargeError` is raised."""
-    for index, (writer, pcm) in enumerate(zip(writers, frames, strict=False)):
-        if not pcm:
-            continue
-        try:
-            writer.write(pcm)
-        except WavTooLargeError:
-            room = writer.room
-            cuts = cut_points() if index == 0 else ()
-            if cuts:
-                keep = max((c for c in cuts if c <= room), default=0)
-            else:
-                frame = SAMPLE_WIDTH * writer.channels
-                keep = room - room % frame
-            if keep:
-                writer.write(memoryview(pcm)[:keep])
-            raise
-
-
-def _flush_files(recordings: list[Recording[Any]]) -> list[tuple[Recording[Any], OSError]]:
-    """Flush each recording's files (runs on the I/O thread); returns the failures."""
-    failed: list[tuple[Recording[Any], OSError]] = []
-    for rec in recordings:
-        if rec.finishing:
-            continue  # its close() flushes, on its own
-        for writer in rec.writers:
-            try:
-                writer.flush()
-            except ValueError:
-                break  # closed meanwhile by its finish
-            except OSError as exc:
-                failed.append((rec, exc))
-                break
-    return failed
-
-
-def _close_files(writers: tuple[WavWriter, ...]) -> WavInfo:
-    """Close every file (each fsynced); what the recording's own file holds."""
-    info = writers[0].close()
-    for writer in writers[1:]:
-        writer.close()
-    return info
-
-
-def _repair_files(writers: tuple[WavWriter, ...]) -> WavInfo:
-    info = repair_wav(
-        writers[0].path, sample_rate=writers[0].sample_rate, channels=writers[0].channels
-    )
-    for writer in writers[1:]:
-        repair_wav(writer.path, sample_rate=writer.sample_rate, channels=writer.channels)
-    return info
-
-
-def _write_original(path: Path, data: bytes) -> None:
-    """The original file, exclusively created and on disk before its recording is."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("xb") as out:
-        try:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
 
 
 def _close_quietly(source: MediaSource) -> None:

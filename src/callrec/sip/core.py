@@ -21,9 +21,20 @@ Two deployments (``CoreConfig.upstream``):
   us; the phones' calls go upstream. Authentication is the upstream's business: challenges
   and credentials pass through unchanged.
 
-``Record: on`` / ``Record: off`` INFOs are answered here and never relayed: 200, 403 when
-the sender's account policy forbids it, 481 outside a call, 400 for another value. Each
+``Record: on`` / ``Record: off`` INFOs are answered here and never relayed: 403 when the
+sender's account policy forbids it, 481 outside a call, 400 for another value; ``Record: on``
+gets its 200 only when the I/O layer reports that the recording engine opened the recording
+(:meth:`SipCore.recording_started`), or the engine's refusal (:meth:`SipCore.recording_refused`:
+503 busy or disk full, 488 without a codec to record, 500 otherwise, with a ``Warning``). Each
 Record on ... off is its own recording (see docs/sip.md for why).
+
+Why one module of this size: it is one state machine. Every handler reads and changes the same
+call table, dialog index, transaction maps and action queue, and most of them hand off to each
+other (an answer starts a recording, a BYE ends one, a timeout hangs up); split across modules
+they would share private state through arguments or back-references, which is harder to follow
+than one file whose sections follow the life of a call. The parts that stand alone are already
+their own modules: messages, headers, SDP, digest authentication, transactions, dialogs and the
+registrar.
 """
 
 from __future__ import annotations
