@@ -84,9 +84,15 @@ class Settings:
     connection_idle_timeout: float = _doc(
         "Seconds a control connection with no active session may stay open silent.", 30.0
     )
-    max_sessions: int = _doc("Most concurrent recording sessions (more answer busy).", 5000)
+    max_sessions: int = _doc(
+        "Most calls recorded at once, phone sessions and SIP calls together (more answer busy; "
+        "SIP's Record: on gets 503).",
+        5000,
+    )
     max_sessions_per_device: int = _doc(
-        "Most concurrent sessions one device (MAC) may hold (more answer busy).", 16
+        "Most calls one device (MAC; for SIP the phone's MAC or account) may record at once "
+        "(more answer busy).",
+        16,
     )
     max_connections: int = _doc(
         "Most open control connections; more are closed at once (guards descriptor use).", 10000
@@ -95,15 +101,18 @@ class Settings:
         "Refused messages in a row after which a control connection is closed.", 5
     )
     disk_reserve_bytes: int = _doc(
-        "Free space under recordings_dir below which new sessions answer disk_full.",
+        "Free space under recordings_dir below which new recordings (calls, SIP, imports) are "
+        "refused with disk_full.",
         100 * 1024 * 1024,
     )
     disk_reserve_percent: float = _doc(
-        "Free space, in percent of the filesystem, below which new sessions answer disk_full.",
+        "Free space, in percent of the filesystem, below which new recordings are refused "
+        "with disk_full.",
         1.0,
     )
     max_duration: float = _doc(
-        "Longest recording in seconds; then it is closed with reason max_duration. 0: no limit.",
+        "Longest recording (phone session or SIP segment) in seconds; then it is closed with "
+        "reason max_duration. 0: no limit.",
         6 * 3600.0,
     )
     log_level: str = _doc("Logging level: DEBUG, INFO, WARNING, ERROR.", "INFO")
