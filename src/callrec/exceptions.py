@@ -9,9 +9,10 @@ The tree tells the peer's fault from ours::
     │   ├── sip.errors.SipProtocolError  a SIP message we refuse; answered with its status
     │   │   └── sip.sdp.SdpError   an SDP body we cannot anchor or record (488)
     │   └── LocalFileError         a phone-local (USB) recording we cannot read
-    │       └── media.localimport.ImportTooLargeError  over the import size limit
+    │       └── usb.importer.ImportTooLargeError  over the import size limit
     ├── UnsupportedCodecError      a codec name or payload type we do not implement
     ├── ResourceError              we cannot take more work: ports, sessions, disk
+    ├── usb.importer.ImportFailedError  a good file we could not store (disk full ...)
     ├── ConfigError                a setting that does not validate
     ├── CatalogError               the catalogue refused an operation
     ├── media.wav.WavError         a WAV file we cannot write or read back
