@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import errno
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -116,10 +117,6 @@ class RecordingEngine:
         self.root.mkdir(parents=True, exist_ok=True)
         self._tick_task = asyncio.create_task(self._tick_loop(), name="callrec-tick")
 
-    @property
-    def closing(self) -> bool:
-        return self.admission.closing
-
     async def stop(self) -> None:
         """Refuse new recordings, finish every open one (``shutdown``) and wait for them."""
         self.admission.closing = True
@@ -130,7 +127,9 @@ class RecordingEngine:
                 self.spawn_finish(rec, SHUTDOWN)
         while self._finishing:
             await asyncio.gather(*self._finishing, return_exceptions=True)
-        self._io.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self._io.shutdown, wait=True)
+        )
 
     # -- open ------------------------------------------------------------------------------
 
@@ -201,14 +200,14 @@ class RecordingEngine:
         the files."""
         for n in range(MAX_NAME_TRIES):
             path = wanted if n == 0 else wanted.with_name(f"{wanted.stem}_{n}{wanted.suffix}")
-            files = [path, *(companion_path(path, c) for c in spec.companions)]
+            paths = [path, *(companion_path(path, c) for c in spec.companions)]
             if spec.original is not None:
-                files.append(original_path(path, spec.original))
-            if any(os.path.lexists(f) for f in files):
+                paths.append(original_path(path, spec.original))
+            if any(os.path.lexists(p) for p in paths):
                 continue
             try:
                 rec_id = int(
-                    await self.writer.creates(self._new_row(spec, source, path, files, started_at))
+                    await self.writer.creates(self._new_row(spec, source, paths, started_at))
                 )
             except DuplicatePathError:
                 continue
@@ -284,17 +283,19 @@ class RecordingEngine:
         self,
         spec: RecordingSpec,
         source: MediaSource,
-        path: Path,
-        files: list[Path],
+        paths: list[Path],
         started_at: datetime,
     ) -> NewRecording:
+        """The row of a recording whose files will be ``paths``: its own, its companions',
+        then its original's."""
+
         def rel(p: Path) -> str:
             return p.relative_to(self.root).as_posix()
 
         extra: dict[str, Any] = copy.deepcopy(dict(spec.extra))
         if spec.companions:
             companions = []
-            for companion, file in zip(spec.companions, files[1:], strict=False):
+            for companion, file in zip(spec.companions, paths[1:], strict=False):
                 companions.append({"path": rel(file), "channels": companion.channels})
                 if companion.link is not None:
                     section, key = companion.link
@@ -318,9 +319,9 @@ class RecordingEngine:
             start_time=started_at,
             sample_rate=spec.codec.sample_rate,
             channels=spec.channels,
-            path=rel(path),
+            path=rel(paths[0]),
             extra=extra,
-            original_path=rel(files[-1]) if original is not None else None,
+            original_path=rel(paths[-1]) if original is not None else None,
             original_sha256=original.sha256 if original is not None else None,
         )
 
