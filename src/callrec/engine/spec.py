@@ -125,6 +125,20 @@ class RecordingSpec:
     #: start plus its duration.
     live: bool = True
 
+    def who(self) -> dict[str, str]:
+        """The fields that say whose call it is, as the catalogue row and the live view
+        name them."""
+        return {
+            "session_id": self.session_id,
+            "device": self.device,
+            "direction": self.direction,
+            "local_number": self.local_number,
+            "local_name": self.local_name,
+            "remote_number": self.remote_number,
+            "remote_name": self.remote_name,
+            "peer_address": self.peer_address,
+        }
+
 
 class MediaSource(Protocol):
     """Where a recording's audio comes from. All methods run on the event loop and must not
