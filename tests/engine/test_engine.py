@@ -359,7 +359,7 @@ async def test_max_duration_ends_a_recording_of_any_source(make_rig: Callable[..
     rig: Rig = await make_rig(max_duration=0.1)
     source = Source()
     rec = await rig.engine.open(spec("sip"), lambda: source)
-    await asyncio.wait_for(rec.done.wait(), 5)
+    await asyncio.wait_for(rec.wait_ended(), 5)
     row = rig.catalog.get(rec.rec_id)
     assert row is not None and (row.status, row.stop_reason) == ("complete", "max_duration")
     assert source.closed == 1  # its front end hears of it through the source
@@ -370,7 +370,7 @@ async def test_a_failing_source_ends_its_recording_only(make_rig: Callable[..., 
     bad, good = Source(fail=True), Source()
     broken = await rig.engine.open(spec("sip"), lambda: bad)
     healthy = await rig.engine.open(spec("server"), lambda: good)
-    await asyncio.wait_for(broken.done.wait(), 5)
+    await asyncio.wait_for(broken.wait_ended(), 5)
     row = rig.catalog.get(broken.rec_id)
     assert row is not None and row.stop_reason == "internal_error"
     before = good.pumped
@@ -386,7 +386,7 @@ async def test_at_the_largest_size_what_fits_is_kept(
     monkeypatch.setattr(wav_module, "max_data_size", lambda channels: 1000)
     rig: Rig = await make_rig()
     rec = await rig.engine.open(spec(), Source)
-    await asyncio.wait_for(rec.done.wait(), 5)
+    await asyncio.wait_for(rec.wait_ended(), 5)
     row = rig.catalog.get(rec.rec_id)
     assert row is not None and (row.status, row.stop_reason) == ("complete", "max_size")
     assert row.size_bytes == 44 + 1000 and row.duration == pytest.approx(500 / 8000)

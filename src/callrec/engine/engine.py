@@ -448,7 +448,7 @@ class RecordingEngine:
             self.recordings.pop(rec.rec_id, None)
             self._release(rec.ticket)
             self.live.finished(self.snapshot(rec))
-            rec.done.set()
+            rec.mark_ended()
         rec.log.info("stopped (%s): %.2f s, %s", reason, duration, counters or "")
         return Finished(rec.rec_id, status, reason, info)
 

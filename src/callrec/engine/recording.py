@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -40,8 +40,23 @@ class Recording(Generic[S]):
     log: logging.LoggerAdapter[logging.Logger]
     ticket: Ticket
     finishing: bool = False
-    #: Set when the recording has finished (its row final, observers told).
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: True once the recording has finished (its row final, observers told).
+    ended: bool = False
+    #: Made only when someone waits (a call holds thousands of these: no Event each).
+    _ended_waiter: asyncio.Future[None] | None = None
+
+    async def wait_ended(self) -> None:
+        """Return once the recording has finished: its row is final, observers were told."""
+        if self.ended:
+            return
+        if self._ended_waiter is None:
+            self._ended_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._ended_waiter)
+
+    def mark_ended(self) -> None:
+        self.ended = True
+        if self._ended_waiter is not None and not self._ended_waiter.done():
+            self._ended_waiter.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,7 +134,7 @@ class PhoneServer:
             self._control_sock.close()
         for rec in list(self.sessions.values()):
             self.engine.spawn_finish(rec, SHUTDOWN)
-        waits = [rec.done.wait() for rec in list(self.sessions.values())]
+        waits = [rec.wait_ended() for rec in list(self.sessions.values())]
         if waits:
             await asyncio.gather(*waits)
         if self._read_task is not None:

@@ -23,6 +23,20 @@ from callrec.server.receiver import MediaReceiver
 class PhoneSource:
     """One phone session's audio; see the module docstring."""
 
+    # Thousands are alive at once: no per-instance dict.
+    __slots__ = (
+        "_pieces",
+        "_port",
+        "_ports",
+        "_reading",
+        "_receiver",
+        "_sock",
+        "codec",
+        "decoder",
+        "on_close",
+        "stream",
+    )
+
     def __init__(
         self,
         *,

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callrec.catalog import Catalog
 from callrec.config import Settings
@@ -52,9 +52,11 @@ from callrec.service.workers import (
     call_soon,
     slice_settings,
 )
-from callrec.sip.server import SipServer
 from callrec.usb.importer import Importer
-from callrec.web.server import WebServer
+
+if TYPE_CHECKING:
+    from callrec.sip.server import SipServer
+    from callrec.web.server import WebServer
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +115,17 @@ class Service:
             import_dir=settings.usb_import_dir,
             max_bytes=settings.usb_import_max_bytes,
         )
+        # The front ends a process does not run are not even imported: the web stack (FastAPI,
+        # pydantic, uvicorn) alone costs a media worker about 20 MiB.
         self.sip: SipServer | None = None
         if own.sip_enabled:
+            from callrec.sip.server import SipServer
+
             self.sip = SipServer(own, engine=self.engine, ports=self.ports, catalog=self.catalog)
         self.web: WebServer | None = None
         if own.web_enabled:
+            from callrec.web.server import WebServer
+
             self.web = WebServer(
                 own,
                 catalog=self.catalog,
