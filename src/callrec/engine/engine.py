@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import errno
 import functools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
 from callrec.catalog import DuplicatePathError, FinishRecording, NewRecording
@@ -78,6 +80,8 @@ CHECKPOINT_TICKS: Final = 20
 MAX_NAME_TRIES: Final = 1000
 #: A one-shot recording flushes its file whenever this much PCM is buffered.
 FILE_FLUSH_BYTES: Final = 1 << 20
+#: The empty mapping a recording's spec keeps in place of what only its row needed.
+NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 class RecordingEngine:
@@ -236,7 +240,9 @@ class RecordingEngine:
                 raise
             return Recording(
                 rec_id=rec_id,
-                spec=spec,
+                # What only the row needed is not kept for the recording's life (an import's
+                # original can be hundreds of megabytes).
+                spec=dataclasses.replace(spec, name_fields=NOTHING, extra=NOTHING, original=None),
                 source=source,
                 writers=tuple(writers),
                 path=path,

@@ -301,8 +301,9 @@ class PhoneServer:
 
         rec = await self.engine.open(spec, make_source)
         source = rec.source
+        session_id = request.session_id  # not the request: it is not kept for the whole call
         # From now on the control core knows the session, and hears when it ends.
-        source.on_close = lambda: self._ended(key, conn, request.session_id, source)
+        source.on_close = lambda: self._ended(key, conn, session_id, source)
         self.sessions[key] = rec
         source.start_reading()
         return rec
