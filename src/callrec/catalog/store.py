@@ -14,24 +14,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from types import SimpleNamespace, TracebackType
 from typing import Any, TypeVar, cast
 
 from alembic import command
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Engine,
     Table,
     bindparam,
     create_engine,
     delete,
-    event,
     func,
     insert,
     or_,
@@ -39,12 +34,19 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import ConnectionPoolEntry
 
+from callrec.catalog.database import (
+    MIGRATION_LOCK_KEY,
+    POSTGRES_CONNECT_TIMEOUT,
+    WRITE_OPTION,
+    alembic_config,
+    configure_sqlite,
+    failure_reason,
+    make_parent_dir,
+    parse_url,
+)
 from callrec.catalog.mappers import recording_info
 from callrec.catalog.models import Recording, clean_text
 from callrec.catalog.records import (
@@ -67,21 +69,6 @@ from callrec.rtp.counters import StreamCounters
 
 _log = logging.getLogger(__name__)
 
-#: Package resource holding env.py and versions/; no alembic.ini is needed anywhere.
-MIGRATIONS = "callrec.catalog:migrations"
-
-#: How long a SQLite writer waits for another writer's lock before "database is locked".
-#: Writes are single-row or one batched checkpoint, so seconds mean something is wrong.
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-
-#: Seconds to wait for a PostgreSQL server before giving up on opening the catalogue.
-POSTGRES_CONNECT_TIMEOUT = 10
-
-#: Execution option marking a connection that will write: on SQLite it takes the write lock
-#: up front (BEGIN IMMEDIATE), so a read-then-write transaction never fails half-way with
-#: SQLITE_BUSY after another writer committed (busy_timeout cannot help in that case).
-_WRITE_OPTION = "callrec_write"
-
 #: Stop-request fields that repeat a column (phone field name -> column); they are kept in
 #: ``extra["stop"]`` only when the phone sent a value other than the stored one.
 _STOP_FIELD_COLUMNS = {
@@ -98,9 +85,6 @@ _STOP_FIELD_COLUMNS = {
 #: Stop-request fields that say nothing beyond the call itself.
 _STOP_FIELDS_DROPPED = frozenset({"cmd"})
 
-#: PostgreSQL advisory lock held while migrating ("callrec" in ASCII).
-_MIGRATION_LOCK_KEY = int.from_bytes(b"callrec", "big")
-
 _recordings = cast(Table, Recording.__table__)
 
 #: At most this many values in one ``IN (...)`` of a batch (SQLite caps bound parameters).
@@ -110,22 +94,6 @@ _IN_CHUNK = 500
 #: column of PostgreSQL 32-bit (and binding a bigger value to it is an error).
 _SQLITE_IDS = range(-(2**63), 2**63)
 _POSTGRES_IDS = range(-(2**31), 2**31)
-
-
-def alembic_config() -> Config:
-    """An Alembic configuration for the catalogue's migrations, built without any ini file."""
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    config.set_main_option("path_separator", "os")
-    return config
-
-
-def head_revision() -> str:
-    """The newest migration revision shipped with this version of callrec."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if head is None:  # pragma: no cover - the package always ships migrations
-        raise CatalogError("no catalogue migrations are installed")
-    return head
 
 
 class DuplicatePathError(CatalogError):
@@ -163,13 +131,13 @@ class Catalog(WebQueries):
     """
 
     def __init__(self, url: str) -> None:
-        parsed = _parse_url(url)
+        parsed = parse_url(url)
         self._display = parsed.render_as_string(hide_password=True)
         self._closed = False
         is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {}
         if is_sqlite:
-            _make_parent_dir(parsed, self._display)
+            make_parent_dir(parsed, self._display)
         else:
             kwargs["pool_pre_ping"] = True
             if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
@@ -179,15 +147,17 @@ class Catalog(WebQueries):
         except (ArgumentError, NoSuchModuleError, ImportError, TypeError) as exc:
             raise CatalogError(f"cannot open catalogue {self._display}: {exc}") from exc
         if is_sqlite:
-            _configure_sqlite(engine)
+            configure_sqlite(engine)
         self._engine = engine
-        self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         try:
             with engine.connect():
                 pass
         except (SQLAlchemyError, sqlite3.Error) as exc:
             engine.dispose()
-            raise CatalogError(f"cannot open catalogue {self._display}: {_reason(exc)}") from exc
+            raise CatalogError(
+                f"cannot open catalogue {self._display}: {failure_reason(exc)}"
+            ) from exc
         _log.debug("catalogue %s opened", self._display)
 
     def __repr__(self) -> str:
@@ -222,7 +192,7 @@ class Catalog(WebQueries):
                 # Two servers starting at once: the second waits, then finds nothing to do.
                 # (On SQLite, BEGIN IMMEDIATE already serialises them.)
                 connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
                 )
             before = MigrationContext.configure(connection).get_current_revision()
             config = alembic_config()
@@ -582,60 +552,9 @@ class Catalog(WebQueries):
         try:
             yield
         except (SQLAlchemyError, sqlite3.Error, CommandError) as exc:
-            raise CatalogError(f"cannot {action} in {self._display}: {_reason(exc)}") from exc
-
-
-def _parse_url(url: str) -> URL:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise CatalogError(f"invalid catalogue URL {url!r}: {exc}") from exc
-    if parsed.drivername == "postgresql":
-        # psycopg (3) is the driver we ship for; SQLAlchemy's default would be psycopg2.
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
-def _make_parent_dir(url: URL, display: str) -> None:
-    database = url.database
-    if (
-        not database
-        or database == ":memory:"
-        or url.query.get("uri")
-        or database.startswith("file:")
-    ):
-        return
-    try:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CatalogError(f"cannot open catalogue {display}: {exc}") from exc
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
-        # Take transaction control from the sqlite3 module (which skips BEGIN before SELECT
-        # and DDL), so reads are repeatable and migrations are transactional.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            # WAL: the web pages read while the server writes, neither blocks the other.
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-def _reason(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+            raise CatalogError(
+                f"cannot {action} in {self._display}: {failure_reason(exc)}"
+            ) from exc
 
 
 def _counter_values(counters: StreamCounters) -> dict[str, int]:
