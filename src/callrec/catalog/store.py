@@ -39,6 +39,7 @@ from callrec.catalog.batch import (
     new_row_values,
     new_stop_fields,
 )
+from callrec.catalog.browsing import BrowsingQueries
 from callrec.catalog.database import (
     MIGRATION_LOCK_KEY,
     POSTGRES_CONNECT_TIMEOUT,
@@ -58,14 +59,14 @@ from callrec.catalog.records import (
     require_counters,
     utcnow,
 )
-from callrec.catalog.webstore import WebQueries
+from callrec.catalog.webaccounts import AccountQueries
 from callrec.exceptions import CatalogError
 from callrec.rtp.counters import StreamCounters
 
 _log = logging.getLogger(__name__)
 
 
-class Catalog(RecordingReads, WebQueries):
+class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
     """Recording rows in a SQLite file (the default) or a PostgreSQL database.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/callrec.db`` (the parent directory is
