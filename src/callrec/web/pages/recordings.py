@@ -115,7 +115,7 @@ def _party(number: str, name: str) -> Markup:
 
 
 _env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    loader=jinja2.FileSystemLoader(Path(__file__).parent.parent / "templates"),
     autoescape=True,
     trim_blocks=True,
     lstrip_blocks=True,
