@@ -16,7 +16,12 @@ from callrec import __version__
 from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
-from callrec.web import api, pages, upload
+from callrec.web import pages, upload
+from callrec.web.api import accounts as accounts_api
+from callrec.web.api import live as live_api
+from callrec.web.api import notes as notes_api
+from callrec.web.api import recordings as recordings_api
+from callrec.web.api import status as status_api
 from callrec.web.auth import (
     Forbidden,
     SignInRequired,
@@ -80,8 +85,13 @@ def create_app(
         metrics=WebMetrics(catalog, recording),
     )
     app.state.ctx = ctx
-    app.include_router(api.public)
-    app.include_router(api.router)
+    # The API's routers, in the order of its OpenAPI description.
+    app.include_router(status_api.public)
+    app.include_router(status_api.router)
+    app.include_router(recordings_api.router)
+    app.include_router(notes_api.router)
+    app.include_router(live_api.router)
+    app.include_router(accounts_api.router)
     app.include_router(upload.router)  # POST /api/v1/recordings/import (issue 3)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

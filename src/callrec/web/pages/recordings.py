@@ -24,7 +24,9 @@ from callrec.catalog import AUDIT_ACTIONS, ROLES, UserInfo
 from callrec.catalog.records import STATUSES
 from callrec.catalog.webrecords import SORTS
 from callrec.exceptions import CatalogError
-from callrec.web import api
+from callrec.web.api.accounts import audit_rows, drop_token, issue_token
+from callrec.web.api.notes import change_tag, create_note, remove_note
+from callrec.web.api.recordings import bulk_response, remove_recording
 from callrec.web.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -415,7 +417,7 @@ async def _devices(request: Request, principal: Principal) -> list[str]:
 async def recordings_zip(request: Request, principal: PageUser) -> Response:
     form = await _form(request, principal)
     ids = parse_ids([v for v in form.getlist("id") if isinstance(v, str)])
-    return await api.bulk_response(request, principal, ids)
+    return await bulk_response(request, principal, ids)
 
 
 @router.get("/recordings/{rec_id:int}")
@@ -447,14 +449,14 @@ async def recording_page(request: Request, rec_id: int, principal: PageUser) -> 
 @router.post("/recordings/{rec_id:int}/notes")
 async def note_add(request: Request, rec_id: int, principal: PageUser) -> Response:
     form = await _form(request, principal)
-    await api.create_note(request, principal, rec_id, _field(form, "text"))
+    await create_note(request, principal, rec_id, _field(form, "text"))
     return redirect(f"/recordings/{rec_id}#notes", "Note added.")
 
 
 @router.post("/recordings/{rec_id:int}/notes/{note_id:int}/delete")
 async def note_delete(request: Request, rec_id: int, note_id: int, principal: PageUser) -> Response:
     await _form(request, principal)
-    await api.remove_note(request, principal, note_id)
+    await remove_note(request, principal, note_id)
     return redirect(f"/recordings/{rec_id}#notes", "Note deleted.")
 
 
@@ -462,14 +464,14 @@ async def note_delete(request: Request, rec_id: int, note_id: int, principal: Pa
 async def tag_add(request: Request, rec_id: int, principal: PageUser) -> Response:
     form = await _form(request, principal)
     for tag in _words(_field(form, "tag")):
-        await api.change_tag(request, principal, rec_id, tag, add=True)
+        await change_tag(request, principal, rec_id, tag, add=True)
     return redirect(f"/recordings/{rec_id}#tags")
 
 
 @router.post("/recordings/{rec_id:int}/tags/remove")
 async def tag_remove(request: Request, rec_id: int, principal: PageUser) -> Response:
     form = await _form(request, principal)
-    await api.change_tag(request, principal, rec_id, _field(form, "tag"), add=False)
+    await change_tag(request, principal, rec_id, _field(form, "tag"), add=False)
     return redirect(f"/recordings/{rec_id}#tags")
 
 
@@ -478,7 +480,7 @@ async def recording_delete(request: Request, rec_id: int, principal: PageUser) -
     if not principal.is_admin:
         raise Forbidden("deleting recordings needs the admin role")
     await _form(request, principal)
-    await api.remove_recording(request, principal, rec_id)
+    await remove_recording(request, principal, rec_id)
     return redirect("/recordings", f"Recording {rec_id} deleted.")
 
 
@@ -564,14 +566,14 @@ async def account_token(request: Request, principal: PageUser) -> Response:
         raise BadRequest("days must be a number") from exc
     if days is not None and days <= 0:
         raise BadRequest("days must be > 0")
-    _info, token = await api.issue_token(request, principal, _field(form, "name"), days)
+    _info, token = await issue_token(request, principal, _field(form, "name"), days)
     return await _account(request, principal, new_token=token)
 
 
 @router.post("/account/tokens/{token_id:int}/revoke")
 async def account_token_revoke(request: Request, token_id: int, principal: PageUser) -> Response:
     await _form(request, principal)
-    await api.drop_token(request, principal, token_id)
+    await drop_token(request, principal, token_id)
     return redirect("/account", "Token revoked.")
 
 
@@ -694,7 +696,7 @@ async def audit_page(request: Request, principal: PageAdmin) -> Response:
     error = ""
     entries: list[Any] = []
     try:
-        entries = await api.audit_rows(
+        entries = await audit_rows(
             request, limit=100, before_id=int(before) if before and before.isdigit() else None
         )
     except (BadRequest, CatalogError) as exc:
