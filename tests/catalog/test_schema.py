@@ -18,9 +18,9 @@ from sqlalchemy import Column, Integer, MetaData, inspect, text
 
 import callrec
 from callrec.catalog import Catalog, NewRecording, RecordingInfo, head_revision
+from callrec.catalog.database import SQLITE_BUSY_TIMEOUT_MS, alembic_config
 from callrec.catalog.models import Base, Recording
 from callrec.catalog.search_index import include_name
-from callrec.catalog.store import SQLITE_BUSY_TIMEOUT_MS, alembic_config
 from callrec.exceptions import CatalogError
 
 from .factory import new_recording

@@ -246,7 +246,7 @@ def test_cursor_pages_cover_everything_once_while_rows_arrive(filled: Catalog, s
 
 
 def test_counts_are_capped(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
-    import callrec.catalog.webstore as webstore
+    import callrec.catalog.browsing as webstore
 
     monkeypatch.setattr(webstore, "COUNT_CAP", 5)
     for n in range(8):

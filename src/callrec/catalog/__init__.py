@@ -13,6 +13,8 @@ Everything that comes out is a plain :class:`RecordingInfo` with timezone-aware 
 datetimes; every failure is a :class:`callrec.exceptions.CatalogError`.
 """
 
+from callrec.catalog.batch import DuplicatePathError, FinishRecording
+from callrec.catalog.database import head_revision
 from callrec.catalog.records import (
     DIRECTIONS,
     FINAL_STATUSES,
@@ -26,7 +28,7 @@ from callrec.catalog.records import (
     RecordingInfo,
 )
 from callrec.catalog.sipaccounts import SipAccountInfo, SipAccountStore  # issue 6
-from callrec.catalog.store import Catalog, DuplicatePathError, FinishRecording, head_revision
+from callrec.catalog.store import Catalog
 from callrec.catalog.webrecords import (
     AUDIT_ACTIONS,
     ROLE_ADMIN,

@@ -1,7 +1,8 @@
 """Rows to plain values: each ORM row becomes the frozen dataclass the catalogue hands out.
 
-Kept apart from the queries so that every query module (:mod:`callrec.catalog.store`,
-:mod:`callrec.catalog.webstore`) maps rows the same way without importing the others.
+Kept apart from the queries so that every query module (:mod:`callrec.catalog.reads`,
+:mod:`callrec.catalog.webaccounts`, :mod:`callrec.catalog.browsing`) maps rows the same way
+without importing the others.
 """
 
 from __future__ import annotations

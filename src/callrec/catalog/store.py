@@ -1,5 +1,7 @@
 """The catalogue: the one object the rest of callrec uses to read and write recording rows.
 
+This module opens and closes the database, migrates its schema and writes recording rows (one
+or a batch per transaction); the reads and the web's queries are mixed in from their modules.
 Calls block on the database; the server runs them off the event loop. A :class:`Catalog` may be
 shared between threads: every call takes its own connection from the engine's pool and commits
 (or rolls back) before it returns.
@@ -7,152 +9,64 @@ shared between threads: every call takes its own connection from the engine's po
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from types import SimpleNamespace, TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from alembic import command
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Engine,
-    Table,
-    bindparam,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    or_,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy import bindparam, create_engine, delete, select, text, update
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import ConnectionPoolEntry
 
-from callrec.catalog.mappers import recording_info
-from callrec.catalog.models import Recording, clean_text
+from callrec.catalog.batch import (
+    FINISH_READ_COLUMNS,
+    IN_CHUNK,
+    POSTGRES_IDS,
+    RECORDINGS,
+    SQLITE_IDS,
+    DuplicatePathError,
+    FinishRecording,
+    check_finish,
+    chunks,
+    counter_values,
+    insert_new,
+    new_row_values,
+    new_stop_fields,
+)
+from callrec.catalog.browsing import BrowsingQueries
+from callrec.catalog.database import (
+    MIGRATION_LOCK_KEY,
+    POSTGRES_CONNECT_TIMEOUT,
+    WRITE_OPTION,
+    alembic_config,
+    configure_sqlite,
+    failure_reason,
+    make_parent_dir,
+    parse_url,
+)
+from callrec.catalog.models import Recording
+from callrec.catalog.reads import RecordingReads
 from callrec.catalog.records import (
     COUNTER_COLUMNS,
-    DIRECTIONS,
-    FINAL_STATUSES,
     STATUS_RECORDING,
-    STATUSES,
     NewRecording,
-    RecordingInfo,
-    require_aware,
-    require_choice,
     require_counters,
-    require_sha256,
     utcnow,
 )
-from callrec.catalog.webstore import WebQueries
+from callrec.catalog.webaccounts import AccountQueries
 from callrec.exceptions import CatalogError
 from callrec.rtp.counters import StreamCounters
 
 _log = logging.getLogger(__name__)
 
-#: Package resource holding env.py and versions/; no alembic.ini is needed anywhere.
-MIGRATIONS = "callrec.catalog:migrations"
 
-#: How long a SQLite writer waits for another writer's lock before "database is locked".
-#: Writes are single-row or one batched checkpoint, so seconds mean something is wrong.
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-
-#: Seconds to wait for a PostgreSQL server before giving up on opening the catalogue.
-POSTGRES_CONNECT_TIMEOUT = 10
-
-#: Execution option marking a connection that will write: on SQLite it takes the write lock
-#: up front (BEGIN IMMEDIATE), so a read-then-write transaction never fails half-way with
-#: SQLITE_BUSY after another writer committed (busy_timeout cannot help in that case).
-_WRITE_OPTION = "callrec_write"
-
-#: Stop-request fields that repeat a column (phone field name -> column); they are kept in
-#: ``extra["stop"]`` only when the phone sent a value other than the stored one.
-_STOP_FIELD_COLUMNS = {
-    "id": "session_id",
-    "device": "device",
-    "dir": "direction",
-    "codec": "codec",
-    "local_number": "local_number",
-    "local_name": "local_name",
-    "remote_number": "remote_number",
-    "remote_name": "remote_name",
-    "reason": "phone_stop_reason",
-}
-#: Stop-request fields that say nothing beyond the call itself.
-_STOP_FIELDS_DROPPED = frozenset({"cmd"})
-
-#: PostgreSQL advisory lock held while migrating ("callrec" in ASCII).
-_MIGRATION_LOCK_KEY = int.from_bytes(b"callrec", "big")
-
-_recordings = cast(Table, Recording.__table__)
-
-#: At most this many values in one ``IN (...)`` of a batch (SQLite caps bound parameters).
-_IN_CHUNK = 500
-
-#: Ids outside these ranges cannot be in the table: SQLite rowids are 64-bit, an INTEGER
-#: column of PostgreSQL 32-bit (and binding a bigger value to it is an error).
-_SQLITE_IDS = range(-(2**63), 2**63)
-_POSTGRES_IDS = range(-(2**31), 2**31)
-
-
-def alembic_config() -> Config:
-    """An Alembic configuration for the catalogue's migrations, built without any ini file."""
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    config.set_main_option("path_separator", "os")
-    return config
-
-
-def head_revision() -> str:
-    """The newest migration revision shipped with this version of callrec."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if head is None:  # pragma: no cover - the package always ships migrations
-        raise CatalogError("no catalogue migrations are installed")
-    return head
-
-
-class DuplicatePathError(CatalogError):
-    """Another recording already has this file path (the path is the name's claim)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FinishRecording:
-    """The arguments of one :meth:`Catalog.finish_recording`, for :meth:`Catalog.finish_recordings`.
-
-    Not validated on construction: :meth:`Catalog.finish_recordings` reports a bad value as
-    that item's error, so one bad item does not stop the others.
-    """
-
-    rec_id: int
-    status: str
-    stop_reason: str
-    end_time: datetime
-    duration: float
-    size_bytes: int
-    sha256: str | None
-    counters: StreamCounters | None
-    phone_stop_reason: str | None = None
-    stop_fields: Mapping[str, str] | None = None
-
-
-class Catalog(WebQueries):
+class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
     """Recording rows in a SQLite file (the default) or a PostgreSQL database.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/callrec.db`` (the parent directory is
@@ -163,13 +77,13 @@ class Catalog(WebQueries):
     """
 
     def __init__(self, url: str) -> None:
-        parsed = _parse_url(url)
+        parsed = parse_url(url)
         self._display = parsed.render_as_string(hide_password=True)
         self._closed = False
         is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {}
         if is_sqlite:
-            _make_parent_dir(parsed, self._display)
+            make_parent_dir(parsed, self._display)
         else:
             kwargs["pool_pre_ping"] = True
             if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
@@ -179,15 +93,17 @@ class Catalog(WebQueries):
         except (ArgumentError, NoSuchModuleError, ImportError, TypeError) as exc:
             raise CatalogError(f"cannot open catalogue {self._display}: {exc}") from exc
         if is_sqlite:
-            _configure_sqlite(engine)
+            configure_sqlite(engine)
         self._engine = engine
-        self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         try:
             with engine.connect():
                 pass
         except (SQLAlchemyError, sqlite3.Error) as exc:
             engine.dispose()
-            raise CatalogError(f"cannot open catalogue {self._display}: {_reason(exc)}") from exc
+            raise CatalogError(
+                f"cannot open catalogue {self._display}: {failure_reason(exc)}"
+            ) from exc
         _log.debug("catalogue %s opened", self._display)
 
     def __repr__(self) -> str:
@@ -222,7 +138,7 @@ class Catalog(WebQueries):
                 # Two servers starting at once: the second waits, then finds nothing to do.
                 # (On SQLite, BEGIN IMMEDIATE already serialises them.)
                 connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
                 )
             before = MigrationContext.configure(connection).get_current_revision()
             config = alembic_config()
@@ -241,7 +157,7 @@ class Catalog(WebQueries):
 
     def create_recording(self, rec: NewRecording) -> int:
         """Add a row in status ``recording``; returns its id."""
-        row = Recording(**_new_row_values(rec))
+        row = Recording(**new_row_values(rec))
         with self._guard("create a recording"):
             try:
                 with self._session(write=True) as session:
@@ -270,7 +186,7 @@ class Catalog(WebQueries):
         with self._guard("create recordings"):
             try:
                 with self._write_engine.begin() as connection:
-                    results = _insert_new(connection, news)
+                    results = insert_new(connection, news)
             except IntegrityError:
                 # Another writer catalogued one of these paths since the batch looked
                 # (PostgreSQL; SQLite's write lock rules that out). Nothing was written.
@@ -297,9 +213,9 @@ class Catalog(WebQueries):
         name it claimed was taken on disk meanwhile, by a program other than callrec. False
         when there was no such row (a finished row is never removed here)."""
         statement = (
-            delete(_recordings)
-            .where(_recordings.c.id == rec_id)
-            .where(_recordings.c.status == STATUS_RECORDING)
+            delete(RECORDINGS)
+            .where(RECORDINGS.c.id == rec_id)
+            .where(RECORDINGS.c.status == STATUS_RECORDING)
         )
         with self._guard(f"abandon recording {rec_id}"), self._write_engine.begin() as connection:
             return bool(connection.execute(statement).rowcount)
@@ -320,14 +236,14 @@ class Catalog(WebQueries):
             {
                 "b_id": rec_id,
                 "b_now": now,
-                **{f"b_{k}": v for k, v in _counter_values(counters[rec_id]).items()},
+                **{f"b_{k}": v for k, v in counter_values(counters[rec_id]).items()},
             }
             for rec_id in sorted(counters)
         ]
         statement = (
-            update(_recordings)
-            .where(_recordings.c.id == bindparam("b_id"))
-            .where(_recordings.c.status == STATUS_RECORDING)
+            update(RECORDINGS)
+            .where(RECORDINGS.c.id == bindparam("b_id"))
+            .where(RECORDINGS.c.status == STATUS_RECORDING)
             .values(
                 updated_at=bindparam("b_now"),
                 **{column: bindparam(f"b_{column}") for column in COUNTER_COLUMNS.values()},
@@ -386,24 +302,24 @@ class Catalog(WebQueries):
         twice is finished by its first item only. A database failure raises
         :class:`CatalogError` and writes nothing.
         """
-        results: list[CatalogError | None] = [_check_finish(item) for item in items]
+        results: list[CatalogError | None] = [check_finish(item) for item in items]
         todo = [index for index, error in enumerate(results) if error is None]
         if not todo:
             return results
-        possible = _SQLITE_IDS if self._engine.dialect.name == "sqlite" else _POSTGRES_IDS
+        possible = SQLITE_IDS if self._engine.dialect.name == "sqlite" else POSTGRES_IDS
         ids = sorted({items[index].rec_id for index in todo if items[index].rec_id in possible})
-        columns = [_recordings.c[name] for name in _FINISH_READ_COLUMNS]
+        columns = [RECORDINGS.c[name] for name in FINISH_READ_COLUMNS]
         action = f"finish recording {items[0].rec_id}" if len(items) == 1 else "finish recordings"
         now = utcnow()
         done: list[tuple[int, str]] = []
         with self._guard(action), self._write_engine.begin() as connection:
             rows: dict[int, dict[str, Any]] = {}
-            for chunk in _chunks(ids, _IN_CHUNK):
+            for chunk in chunks(ids, IN_CHUNK):
                 # Sorted and locked, so two writers on PostgreSQL lock rows in the same order.
                 statement = (
                     select(*columns)
-                    .where(_recordings.c.id.in_(chunk))
-                    .order_by(_recordings.c.id)
+                    .where(RECORDINGS.c.id.in_(chunk))
+                    .order_by(RECORDINGS.c.id)
                     .with_for_update()
                 )
                 rows.update((row.id, dict(row._mapping)) for row in connection.execute(statement))
@@ -433,10 +349,10 @@ class Catalog(WebQueries):
                     "updated_at": now,
                 }
                 if item.counters is not None:
-                    values.update(_counter_values(item.counters))
+                    values.update(counter_values(item.counters))
                 # The row as finish_recording compares it: phone_stop_reason already set.
                 row.update(status=item.status, phone_stop_reason=item.phone_stop_reason)
-                kept = _new_stop_fields(SimpleNamespace(**row), item.stop_fields or {})
+                kept = new_stop_fields(SimpleNamespace(**row), item.stop_fields or {})
                 if kept:
                     extra = dict(row["extra"])
                     previous = extra.get("stop")
@@ -448,8 +364,8 @@ class Catalog(WebQueries):
                 done.append((index, row["session_id"]))
             for names, params in updates.items():
                 finish = (
-                    update(_recordings)
-                    .where(_recordings.c.id == bindparam("b_id"))
+                    update(RECORDINGS)
+                    .where(RECORDINGS.c.id == bindparam("b_id"))
                     .values({name: bindparam(f"b_{name}") for name in names})
                 )
                 connection.execute(finish, params)
@@ -463,82 +379,6 @@ class Catalog(WebQueries):
                 item.stop_reason,
             )
         return results
-
-    # -- reads ----------------------------------------------------------------------------
-
-    def get(self, rec_id: int) -> RecordingInfo | None:
-        """The row with this id, or None."""
-        with self._guard(f"read recording {rec_id}"), self._session() as session:
-            row = session.get(Recording, rec_id)
-            return None if row is None else recording_info(row)
-
-    def unfinished(self) -> list[RecordingInfo]:
-        """Rows still in status ``recording``: after a start-up, those a crash left behind."""
-        statement = (
-            select(Recording).where(Recording.status == STATUS_RECORDING).order_by(Recording.id)
-        )
-        with self._guard("list unfinished recordings"), self._session() as session:
-            return [recording_info(row) for row in session.scalars(statement)]
-
-    def find_original(self, sha256: str) -> RecordingInfo | None:
-        """The first recording imported from a file with this SHA-256, or None (issue 3)."""
-        require_sha256(sha256)
-        statement = (
-            select(Recording)
-            .where(Recording.original_sha256 == sha256)
-            .order_by(Recording.id)
-            .limit(1)
-        )
-        with self._guard("look up an imported file"), self._session() as session:
-            row = session.scalars(statement).first()
-            return None if row is None else recording_info(row)
-
-    def find(
-        self,
-        *,
-        number: str | None = None,
-        device: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        status: str | None = None,
-        direction: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[RecordingInfo]:
-        """Rows matching every given filter, newest start first (ties: newest id first).
-
-        ``number`` is a case-insensitive substring of the local or the remote number (``%``
-        and ``_`` match themselves); ``device`` is matched exactly;
-        ``since <= start_time < until``.
-        """
-        if limit < 0 or offset < 0:
-            raise CatalogError(f"limit and offset must be >= 0, got {limit} and {offset}")
-        where = _filters(number, device, since, until, status, direction)
-        statement = (
-            select(Recording)
-            .where(*where)
-            .order_by(Recording.start_time.desc(), Recording.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        with self._guard("search recordings"), self._session() as session:
-            return [recording_info(row) for row in session.scalars(statement)]
-
-    def count(
-        self,
-        *,
-        number: str | None = None,
-        device: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        status: str | None = None,
-        direction: str | None = None,
-    ) -> int:
-        """How many rows :meth:`find` would return without limit and offset."""
-        where = _filters(number, device, since, until, status, direction)
-        statement = select(func.count()).select_from(Recording).where(*where)
-        with self._guard("count recordings"), self._session() as session:
-            return session.scalar(statement) or 0
 
     def close(self) -> None:
         """Close every pooled connection. Further calls raise :class:`CatalogError`."""
@@ -582,183 +422,6 @@ class Catalog(WebQueries):
         try:
             yield
         except (SQLAlchemyError, sqlite3.Error, CommandError) as exc:
-            raise CatalogError(f"cannot {action} in {self._display}: {_reason(exc)}") from exc
-
-
-def _parse_url(url: str) -> URL:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise CatalogError(f"invalid catalogue URL {url!r}: {exc}") from exc
-    if parsed.drivername == "postgresql":
-        # psycopg (3) is the driver we ship for; SQLAlchemy's default would be psycopg2.
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
-def _make_parent_dir(url: URL, display: str) -> None:
-    database = url.database
-    if (
-        not database
-        or database == ":memory:"
-        or url.query.get("uri")
-        or database.startswith("file:")
-    ):
-        return
-    try:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CatalogError(f"cannot open catalogue {display}: {exc}") from exc
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
-        # Take transaction control from the sqlite3 module (which skips BEGIN before SELECT
-        # and DDL), so reads are repeatable and migrations are transactional.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            # WAL: the web pages read while the server writes, neither blocks the other.
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-def _reason(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _counter_values(counters: StreamCounters) -> dict[str, int]:
-    """Column -> value of each counter."""
-    return {column: getattr(counters, name) for name, column in COUNTER_COLUMNS.items()}
-
-
-def _new_stop_fields(row: object, fields: Mapping[str, str]) -> dict[str, str]:
-    kept: dict[str, str] = {}
-    for key, value in fields.items():
-        if key in _STOP_FIELDS_DROPPED:
-            continue
-        column = _STOP_FIELD_COLUMNS.get(key)
-        if column is not None and getattr(row, column) == value:
-            continue
-        kept[key] = value
-    return kept
-
-
-def _new_row_values(rec: NewRecording) -> dict[str, Any]:
-    """Column -> value of the new ``recording`` row of ``rec`` (its fields are columns)."""
-    values = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
-    values.update(status=STATUS_RECORDING, extra=dict(rec.extra))
-    return values
-
-
-def _insert_new(
-    connection: Connection, news: Sequence[NewRecording]
-) -> list[int | DuplicatePathError]:
-    """Insert the rows of ``news`` whose paths are new; :meth:`Catalog.create_recordings`."""
-    # The stored form of each path: two paths that differ only in characters no backend
-    # can store (see models.clean_text) are the same path in the table.
-    keys = [clean_text(rec.path) for rec in news]
-    existing: set[str] = set()
-    for chunk in _chunks(sorted(set(keys)), _IN_CHUNK):
-        paths = select(_recordings.c.path).where(_recordings.c.path.in_(chunk))
-        existing.update(connection.scalars(paths))
-    results: list[int | DuplicatePathError] = []
-    seen: set[str] = set()
-    todo: list[int] = []
-    for index, (rec, key) in enumerate(zip(news, keys, strict=True)):
-        if key in existing or key in seen:
-            where = "already catalogued" if key in existing else "twice in the batch"
-            results.append(
-                DuplicatePathError(f"cannot create recording: path {rec.path!r} is {where}")
-            )
-            continue
-        seen.add(key)
-        todo.append(index)
-        results.append(0)  # the id, below
-    if todo:
-        # One multi-row INSERT ... RETURNING ("insertmanyvalues"). The rows come back in no
-        # promised order (SQLAlchemy can only order them on SQLite by going row by row), so
-        # each id is matched by its path, unique in the table and in ``todo``.
-        statement = insert(_recordings).returning(_recordings.c.id, _recordings.c.path)
-        inserted = connection.execute(statement, [_new_row_values(news[i]) for i in todo])
-        ids: dict[str, int] = {path: rec_id for rec_id, path in inserted}
-        for index in todo:
-            results[index] = ids[keys[index]]
-    return results
-
-
-#: What finishing a row reads of it: its state and the columns stop fields are compared with.
-_FINISH_READ_COLUMNS = tuple(
-    dict.fromkeys(("id", "status", "session_id", "extra", *_STOP_FIELD_COLUMNS.values()))
-)
-
-
-def _check_finish(item: FinishRecording) -> CatalogError | None:
-    """The error of a bad value in ``item``, checked as :meth:`Catalog.finish_recording` does."""
-    try:
-        require_choice("status", item.status, FINAL_STATUSES)
-        if not item.stop_reason:
-            raise CatalogError("stop_reason must not be empty")
-        require_aware("end_time", item.end_time)
-        if item.duration < 0:
-            raise CatalogError(f"duration must be >= 0, got {item.duration}")
-        if item.size_bytes < 0:
-            raise CatalogError(f"size_bytes must be >= 0, got {item.size_bytes}")
-        require_sha256(item.sha256)
-        if item.counters is not None:
-            require_counters(item.counters)
-    except CatalogError as exc:
-        return exc
-    return None
-
-
-_T = TypeVar("_T")
-
-
-def _chunks(values: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _filters(
-    number: str | None,
-    device: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    status: str | None,
-    direction: str | None,
-) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = []
-    if number:
-        where.append(
-            or_(
-                Recording.local_number.icontains(number, autoescape=True),
-                Recording.remote_number.icontains(number, autoescape=True),
-            )
-        )
-    if device is not None:
-        where.append(Recording.device == device)
-    if since is not None:
-        require_aware("since", since)
-        where.append(Recording.start_time >= since)
-    if until is not None:
-        require_aware("until", until)
-        where.append(Recording.start_time < until)
-    if status is not None:
-        require_choice("status", status, STATUSES)
-        where.append(Recording.status == status)
-    if direction is not None:
-        require_choice("direction", direction, DIRECTIONS)
-        where.append(Recording.direction == direction)
-    return where
+            raise CatalogError(
+                f"cannot {action} in {self._display}: {failure_reason(exc)}"
+            ) from exc

@@ -16,7 +16,12 @@ from callrec import __version__
 from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
-from callrec.web import api, pages, upload
+from callrec.web import upload
+from callrec.web.api import accounts as accounts_api
+from callrec.web.api import live as live_api
+from callrec.web.api import notes as notes_api
+from callrec.web.api import recordings as recordings_api
+from callrec.web.api import status as status_api
 from callrec.web.auth import (
     Forbidden,
     SignInRequired,
@@ -26,6 +31,11 @@ from callrec.web.auth import (
 )
 from callrec.web.live import LiveHub
 from callrec.web.metrics import WebMetrics
+from callrec.web.pages import account as account_pages
+from callrec.web.pages import admin as admin_pages
+from callrec.web.pages import recordings as recordings_pages
+from callrec.web.pages import signin as signin_pages
+from callrec.web.pages.render import error_page, render
 from callrec.web.recordings import BadRequest
 
 if TYPE_CHECKING:
@@ -80,10 +90,18 @@ def create_app(
         metrics=WebMetrics(catalog, recording),
     )
     app.state.ctx = ctx
-    app.include_router(api.public)
-    app.include_router(api.router)
+    # The API's routers, in the order of its OpenAPI description.
+    app.include_router(status_api.public)
+    app.include_router(status_api.router)
+    app.include_router(recordings_api.router)
+    app.include_router(notes_api.router)
+    app.include_router(live_api.router)
+    app.include_router(accounts_api.router)
     app.include_router(upload.router)  # POST /api/v1/recordings/import (issue 3)
-    app.include_router(pages.router)
+    app.include_router(signin_pages.router)
+    app.include_router(recordings_pages.router)
+    app.include_router(account_pages.router)
+    app.include_router(admin_pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.get("/metrics", include_in_schema=False)
@@ -99,7 +117,7 @@ def create_app(
 
     @app.get("/api/docs", include_in_schema=False)
     async def api_docs(request: Request) -> HTMLResponse:
-        return pages.render(request, "api_docs.html", spec=app.openapi(), principal=None)
+        return render(request, "api_docs.html", spec=app.openapi(), principal=None)
 
     @app.get("/api", include_in_schema=False)
     async def api_root() -> RedirectResponse:
@@ -132,19 +150,19 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:
         if _wants_html(request):
-            return pages.error_page(request, 403, exc.detail)
+            return error_page(request, 403, exc.detail)
         return JSONResponse({"detail": exc.detail}, status_code=403)
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> Response:
         if _wants_html(request):
-            return pages.error_page(request, 400, str(exc))
+            return error_page(request, 400, str(exc))
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if _wants_html(request) and exc.status_code >= 400:
-            return pages.error_page(request, exc.status_code, str(exc.detail))
+            return error_page(request, exc.status_code, str(exc.detail))
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
@@ -154,7 +172,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if _wants_html(request):
             first = exc.errors()[0] if exc.errors() else {}
             where = ".".join(str(p) for p in first.get("loc", ()))
-            return pages.error_page(request, 400, f"{where}: {first.get('msg', 'invalid')}")
+            return error_page(request, 400, f"{where}: {first.get('msg', 'invalid')}")
         errors: list[Any] = [
             {k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()
         ]

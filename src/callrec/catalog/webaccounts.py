@@ -1,58 +1,33 @@
-"""The catalogue's queries for the web front end, mixed into :class:`callrec.catalog.Catalog`.
+"""The catalogue's queries for the web's accounts, mixed into :class:`callrec.catalog.Catalog`:
+users, API tokens, browser sessions and the audit log.
 
-Every recording query takes the caller's :class:`Scope` and applies it in SQL, so a restricted
-user's search, count, fetch, ZIP and tag list never see another extension's rows, not even
-as a count. Callers check roles (admin or not); the catalogue checks data.
+Callers check roles (admin or not); the catalogue checks data: a user name is unique whatever
+its case, and the last admin stays an admin.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import (
-    ColumnElement,
-    Engine,
-    and_,
-    column,
-    delete,
-    func,
-    insert,
-    literal,
-    literal_column,
-    or_,
-    select,
-    table,
-    update,
-)
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from callrec.catalog import search_index
-from callrec.catalog.mappers import audit_info, note_info, recording_info, token_info, user_info
-from callrec.catalog.models import Recording
-from callrec.catalog.records import STATUS_RECORDING, RecordingInfo, require_aware, utcnow
-from callrec.catalog.webmodels import ApiToken, AuditEntry, Note, RecordingTag, User, WebSession
+from callrec.catalog.mappers import audit_info, token_info, user_info
+from callrec.catalog.records import require_aware, utcnow
+from callrec.catalog.webmodels import ApiToken, AuditEntry, User, WebSession
 from callrec.catalog.webrecords import (
     AUDIT_ACTIONS,
-    COUNT_CAP,
-    MAX_NOTE_LENGTH,
     ROLE_ADMIN,
     ROLES,
     AuditInfo,
     NewAuditEntry,
-    NoteInfo,
     Scope,
-    SearchPage,
-    SearchQuery,
     TokenInfo,
     UserInfo,
-    normalise_tag,
     normalise_username,
 )
 from callrec.exceptions import CatalogError
@@ -62,16 +37,14 @@ from callrec.exceptions import CatalogError
 TOUCH_INTERVAL_SECONDS = 60
 
 
-class WebQueries:
-    """Users, tokens, sessions, audit log, notes, tags and scoped searches."""
+class AccountQueries:
+    """Users, API tokens, browser sessions and the audit log."""
 
     if TYPE_CHECKING:
 
         def _session(self, *, write: bool = False) -> AbstractContextManager[Session]: ...
 
         def _guard(self, action: str) -> AbstractContextManager[None]: ...
-
-        _engine: Engine
 
     # -- users ----------------------------------------------------------------------------
 
@@ -391,168 +364,6 @@ class WebQueries:
         with self._guard("read the audit log"), self._session() as session:
             return [audit_info(row) for row in session.scalars(statement)]
 
-    # -- notes and tags -------------------------------------------------------------------
-
-    def add_note(self, rec_id: int, *, user: UserInfo, text: str) -> NoteInfo:
-        body = text.strip()
-        if not body or len(body) > MAX_NOTE_LENGTH:
-            raise CatalogError(f"a note must have 1-{MAX_NOTE_LENGTH} characters")
-        with self._guard(f"add a note to {rec_id}"), self._session(write=True) as session:
-            if session.get(Recording, rec_id) is None:
-                raise CatalogError(f"cannot add a note: no recording {rec_id}")
-            row = Note(recording_id=rec_id, user_id=user.id, username=user.username, text=body)
-            session.add(row)
-            session.flush()
-            return note_info(row)
-
-    def notes(self, rec_id: int) -> list[NoteInfo]:
-        statement = select(Note).where(Note.recording_id == rec_id).order_by(Note.id)
-        with self._guard(f"read the notes of {rec_id}"), self._session() as session:
-            return [note_info(row) for row in session.scalars(statement)]
-
-    def get_note(self, note_id: int) -> NoteInfo | None:
-        with self._guard(f"read note {note_id}"), self._session() as session:
-            row = session.get(Note, note_id)
-            return None if row is None else note_info(row)
-
-    def delete_note(self, note_id: int) -> bool:
-        with self._guard(f"delete note {note_id}"), self._session(write=True) as session:
-            result = session.execute(delete(Note).where(Note.id == note_id))
-            return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    def add_tag(self, rec_id: int, tag: str) -> bool:
-        """Tag a recording; False when it already had the tag."""
-        name = normalise_tag(tag)
-        with self._guard(f"tag {rec_id}"), self._session(write=True) as session:
-            if session.get(Recording, rec_id) is None:
-                raise CatalogError(f"cannot tag: no recording {rec_id}")
-            if session.get(RecordingTag, (rec_id, name)) is not None:
-                return False
-            session.add(RecordingTag(recording_id=rec_id, tag=name))
-            return True
-
-    def remove_tag(self, rec_id: int, tag: str) -> bool:
-        name = tag.strip().lower()
-        statement = delete(RecordingTag).where(
-            RecordingTag.recording_id == rec_id, RecordingTag.tag == name
-        )
-        with self._guard(f"untag {rec_id}"), self._session(write=True) as session:
-            return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
-
-    def tags_of(self, rec_ids: Iterable[int]) -> dict[int, list[str]]:
-        """Recording id -> its tags, sorted (ids without tags are absent)."""
-        ids = sorted(set(rec_ids))
-        out: dict[int, list[str]] = {}
-        if not ids:
-            return out
-        statement = (
-            select(RecordingTag.recording_id, RecordingTag.tag)
-            .where(RecordingTag.recording_id.in_(ids))
-            .order_by(RecordingTag.recording_id, RecordingTag.tag)
-        )
-        with self._guard("read tags"), self._session() as session:
-            for rec_id, tag in session.execute(statement):
-                out.setdefault(rec_id, []).append(tag)
-        return out
-
-    def tag_counts(self, scope: Scope | None = None) -> list[tuple[str, int]]:
-        """Every tag on a recording the scope allows, with how many, most used first."""
-        statement = (
-            select(RecordingTag.tag, func.count())
-            .join(Recording, Recording.id == RecordingTag.recording_id)
-            .where(*_scope_where(scope))
-            .group_by(RecordingTag.tag)
-            .order_by(func.count().desc(), RecordingTag.tag)
-        )
-        with self._guard("count tags"), self._session() as session:
-            return [(tag, int(n)) for tag, n in session.execute(statement)]
-
-    # -- recordings, scoped ---------------------------------------------------------------
-
-    def search(self, query: SearchQuery, scope: Scope | None = None) -> SearchPage:
-        """One page of the recordings matching ``query`` that ``scope`` allows."""
-        where = [*_search_where(query, self._engine.dialect.name), *_scope_where(scope)]
-        key, descending = _sort_key(query.sort)
-        order = (key.desc(), Recording.id.desc()) if descending else (key.asc(), Recording.id)
-        page_where = list(where)
-        if query.cursor is not None:
-            value, last_id = _decode_cursor(query.cursor, query.sort)
-            if descending:
-                after = or_(key < value, and_(key == value, Recording.id < last_id))
-            else:
-                after = or_(key > value, and_(key == value, Recording.id > last_id))
-            page_where.append(after)
-        statement = select(Recording).where(*page_where).order_by(*order).limit(query.limit + 1)
-        if query.page is not None:
-            statement = statement.offset((query.page - 1) * query.limit)
-        with self._guard("search recordings"), self._session() as session:
-            rows = list(session.scalars(statement))
-            more = len(rows) > query.limit
-            rows = rows[: query.limit]
-            items = [recording_info(row) for row in rows]
-            total: int | None = None
-            if query.with_total:
-                capped = select(Recording.id).where(*where).limit(COUNT_CAP + 1).subquery()
-                total = session.scalar(select(func.count()).select_from(capped)) or 0
-        next_cursor = _encode_cursor(query.sort, rows[-1]) if more and rows else None
-        exact = total is None or total <= COUNT_CAP
-        return SearchPage(
-            items=items,
-            next_cursor=next_cursor,
-            total=None if total is None else min(total, COUNT_CAP),
-            total_exact=exact,
-        )
-
-    def get_visible(self, rec_id: int, scope: Scope | None) -> RecordingInfo | None:
-        """The recording, if it exists and ``scope`` allows it."""
-        statement = select(Recording).where(Recording.id == rec_id, *_scope_where(scope))
-        with self._guard(f"read recording {rec_id}"), self._session() as session:
-            row = session.scalar(statement)
-            return None if row is None else recording_info(row)
-
-    def get_many_visible(self, rec_ids: Iterable[int], scope: Scope | None) -> list[RecordingInfo]:
-        """The recordings among ``rec_ids`` that exist and ``scope`` allows, newest first."""
-        ids = sorted(set(rec_ids))
-        if not ids:
-            return []
-        statement = (
-            select(Recording)
-            .where(Recording.id.in_(ids), *_scope_where(scope))
-            .order_by(Recording.start_time.desc(), Recording.id.desc())
-        )
-        with self._guard("read recordings"), self._session() as session:
-            return [recording_info(row) for row in session.scalars(statement)]
-
-    def delete_recording(self, rec_id: int) -> RecordingInfo:
-        """Remove a finished recording's row with its notes and tags; returns what it was.
-        (The caller removes the file.) One still being recorded is refused."""
-        with self._guard(f"delete recording {rec_id}"), self._session(write=True) as session:
-            row = session.get(Recording, rec_id, with_for_update=True)
-            if row is None:
-                raise CatalogError(f"cannot delete recording {rec_id}: no such recording")
-            if row.status == STATUS_RECORDING:
-                raise CatalogError(f"cannot delete recording {rec_id}: it is still recording")
-            info = recording_info(row)
-            # Explicit, so it does not depend on the backend enforcing ON DELETE CASCADE.
-            session.execute(delete(Note).where(Note.recording_id == rec_id))
-            session.execute(delete(RecordingTag).where(RecordingTag.recording_id == rec_id))
-            session.execute(delete(Recording).where(Recording.id == rec_id))
-            return info
-
-    def status_counts(self) -> dict[str, int]:
-        """Recordings per status (for metrics)."""
-        statement = select(Recording.status, func.count()).group_by(Recording.status)
-        with self._guard("count recordings by status"), self._session() as session:
-            return {status: int(n) for status, n in session.execute(statement)}
-
-    def devices_seen(self, scope: Scope | None = None) -> list[str]:
-        """Distinct devices of the recordings the scope allows (for the filter list)."""
-        statement = (
-            select(Recording.device).where(*_scope_where(scope)).distinct().order_by("device")
-        )
-        with self._guard("list devices"), self._session() as session:
-            return [d for d in session.scalars(statement) if d]
-
 
 def _require_role(role: str) -> None:
     if role not in ROLES:
@@ -566,113 +377,3 @@ def _admins(session: Session) -> int:
 
 def _stale(last: datetime | None, now: datetime) -> bool:
     return last is None or (now - last).total_seconds() >= TOUCH_INTERVAL_SECONDS
-
-
-def _scope_where(scope: Scope | None) -> list[ColumnElement[bool]]:
-    if scope is None or scope.unrestricted:
-        return []
-    allowed: list[ColumnElement[bool]] = []
-    if scope.extensions:
-        allowed.append(Recording.local_number.in_(scope.extensions))
-        allowed.append(Recording.remote_number.in_(scope.extensions))
-    if scope.devices:
-        allowed.append(func.lower(Recording.device).in_(scope.devices))
-    return [or_(*allowed)]
-
-
-_TEXT_COLUMNS = (
-    Recording.local_number,
-    Recording.remote_number,
-    Recording.local_name,
-    Recording.remote_name,
-    Recording.device,
-)
-
-
-_FTS = table(search_index.FTS_TABLE, column("rowid"))
-_PG_SEARCH_TEXT: ColumnElement[str] = literal_column(f"lower{search_index.SEARCH_TEXT_SQL}")
-
-
-def _word_where(word: str, dialect: str) -> ColumnElement[bool]:
-    """Rows whose numbers, names or device contain ``word``, through the trigram index
-    where one can help (see :mod:`callrec.catalog.search_index`)."""
-    if len(word) >= search_index.MIN_INDEXED:
-        if dialect == "sqlite":
-            phrase = '"' + word.replace('"', '""') + '"'
-            match = literal_column(search_index.FTS_TABLE).op("MATCH")(phrase)
-            return Recording.id.in_(select(_FTS.c.rowid).where(match))
-        if dialect == "postgresql":
-            # Backslash is PostgreSQL's default LIKE escape; the index matches no ESCAPE clause.
-            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            return _PG_SEARCH_TEXT.like(func.lower(f"%{escaped}%"))
-    return or_(*(c.icontains(word, autoescape=True) for c in _TEXT_COLUMNS))
-
-
-def _search_where(query: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = [_word_where(word, dialect) for word in query.words]
-    if query.since is not None:
-        where.append(Recording.start_time >= query.since)
-    if query.until is not None:
-        where.append(Recording.start_time < query.until)
-    if query.direction is not None:
-        where.append(Recording.direction == query.direction)
-    if query.device:
-        where.append(func.lower(Recording.device) == query.device.strip().lower())
-    if query.codec:
-        where.append(Recording.codec == query.codec.strip().upper())
-    if query.status is not None:
-        where.append(Recording.status == query.status)
-    if query.source is not None:
-        where.append(Recording.source == query.source)
-    if query.min_duration is not None:
-        where.append(Recording.duration >= query.min_duration)
-    if query.max_duration is not None:
-        where.append(Recording.duration <= query.max_duration)
-    if query.tag:
-        # IN, not a correlated EXISTS: the tag index gives the few ids at once.
-        tagged = select(RecordingTag.recording_id).where(RecordingTag.tag == query.tag)
-        where.append(Recording.id.in_(tagged))
-    return where
-
-
-def _sort_key(sort: str) -> tuple[ColumnElement[Any], bool]:
-    descending = sort.startswith("-")
-    name = sort.lstrip("-")
-    if name == "duration":
-        # Rows still recording have no duration yet; they sort as the shortest.
-        return func.coalesce(Recording.duration, literal(-1.0)), descending
-    column: ColumnElement[Any] = getattr(Recording, name)
-    return column, descending
-
-
-def _encode_cursor(sort: str, row: Recording) -> str:
-    name = sort.lstrip("-")
-    value: Any = getattr(row, name)
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    elif name == "duration" and value is None:
-        value = -1.0
-    raw = json.dumps({"s": sort, "v": value, "i": row.id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
-        value, last_id, cursor_sort = data["v"], int(data["i"]), data["s"]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise CatalogError(f"invalid cursor {cursor[:40]!r}") from exc
-    if cursor_sort != sort:
-        raise CatalogError(f"the cursor belongs to sort {cursor_sort!r}, not {sort!r}")
-    try:
-        if sort.lstrip("-") == "start_time":
-            value = datetime.fromisoformat(value)
-            require_aware("cursor", value)
-        elif sort.lstrip("-") == "duration":
-            value = float(value)
-        else:
-            value = str(value)
-    except (ValueError, TypeError, CatalogError) as exc:
-        raise CatalogError(f"invalid cursor {cursor[:40]!r}") from exc
-    return value, last_id

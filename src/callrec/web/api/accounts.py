@@ -1,0 +1,346 @@
+"""Users (admin), the caller's API tokens, and the audit log (admin)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from callrec.catalog import AUDIT_ACTIONS, AuditInfo, TokenInfo, UserInfo
+from callrec.exceptions import CatalogError
+from callrec.web.api import Admin, User, bearer
+from callrec.web.auth import Principal, api_csrf, audit, ctx_of
+from callrec.web.recordings import BadRequest, content_disposition, parse_moment, time_zone
+from callrec.web.security import PasswordPolicyError, hash_password, new_api_token
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: str
+    extensions: list[str]
+    devices: list[str]
+    must_change_password: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class UserIn(BaseModel):
+    username: str
+    password: str
+    role: Literal["admin", "listener"] = "listener"
+    extensions: list[str] = Field(default_factory=list)
+    devices: list[str] = Field(default_factory=list)
+
+
+class UserPatch(BaseModel):
+    role: Literal["admin", "listener"] | None = None
+    extensions: list[str] | None = None
+    devices: list[str] | None = None
+    password: str | None = None
+
+
+class TokenIn(BaseModel):
+    name: str = Field(default="", max_length=100)
+    expires_in_days: float | None = Field(default=None, gt=0)
+
+
+class TokenOut(BaseModel):
+    id: int
+    user_id: int
+    username: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="Shown this once; only its SHA-256 is stored.")
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    user_id: int | None
+    username: str
+    action: str
+    recording_id: int | None
+    client_address: str
+    detail: dict[str, Any]
+
+
+def user_out(user: UserInfo) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "extensions": list(user.extensions),
+        "devices": list(user.devices),
+        "must_change_password": user.must_change_password,
+        "created_at": user.created_at,
+        "last_login_at": user.last_login_at,
+    }
+
+
+def token_out(token: TokenInfo) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "user_id": token.user_id,
+        "username": token.username,
+        "name": token.name,
+        "prefix": token.prefix,
+        "created_at": token.created_at,
+        "last_used_at": token.last_used_at,
+        "expires_at": token.expires_at,
+    }
+
+
+def audit_out(entry: AuditInfo) -> dict[str, Any]:
+    return dataclasses.asdict(entry)  # every field of an audit row is for its readers
+
+
+# -- users and tokens ----------------------------------------------------------------------
+
+
+@router.get("/users", response_model=list[UserOut], tags=["users"])
+async def list_users(request: Request, principal: Admin) -> list[dict[str, Any]]:
+    ctx = ctx_of(request)
+    return [user_out(u) for u in await ctx.db(ctx.catalog.list_users)]
+
+
+@router.post("/users", response_model=UserOut, status_code=201, tags=["users"])
+async def create_user(request: Request, principal: Admin, body: UserIn) -> dict[str, Any]:
+    """Add a user (admin). Audited as `user_add`."""
+    await api_csrf(request, principal)
+    ctx = ctx_of(request)
+    try:
+        password_hash = await ctx.db(hash_password, body.password)
+        user = await ctx.write(
+            ctx.catalog.create_user,
+            body.username,
+            password_hash=password_hash,
+            role=body.role,
+            extensions=body.extensions,
+            devices=body.devices,
+        )
+    except (CatalogError, PasswordPolicyError) as exc:
+        raise BadRequest(str(exc)) from exc
+    await audit(request, "user_add", principal, target=user.username, role=user.role)
+    return user_out(user)
+
+
+@router.patch("/users/{user_id:int}", response_model=UserOut, tags=["users"])
+async def update_user(
+    request: Request, principal: Admin, user_id: int, body: UserPatch
+) -> dict[str, Any]:
+    """Change a user's role, restrictions or password (admin). Audited."""
+    await api_csrf(request, principal)
+    ctx = ctx_of(request)
+    try:
+        password_hash = None
+        if body.password is not None:
+            password_hash = await ctx.db(hash_password, body.password)
+        user = await ctx.write(
+            ctx.catalog.update_user,
+            user_id,
+            role=body.role,
+            extensions=body.extensions,
+            devices=body.devices,
+            password_hash=password_hash,
+        )
+    except (CatalogError, PasswordPolicyError) as exc:
+        raise BadRequest(str(exc)) from exc
+    changed = body.model_dump(exclude_none=True, exclude={"password"})
+    await audit(
+        request,
+        "user_update",
+        principal,
+        target=user.username,
+        password_changed=body.password is not None,
+        **changed,
+    )
+    return user_out(user)
+
+
+@router.delete("/users/{user_id:int}", status_code=204, tags=["users"])
+async def delete_user(request: Request, principal: Admin, user_id: int) -> Response:
+    """Remove a user and their tokens (admin); the audit log keeps their name."""
+    await api_csrf(request, principal)
+    ctx = ctx_of(request)
+    try:
+        user = await ctx.write(ctx.catalog.delete_user, user_id)
+    except CatalogError as exc:
+        raise BadRequest(str(exc)) from exc
+    await audit(request, "user_delete", principal, target=user.username)
+    return Response(status_code=204)
+
+
+@router.get("/tokens", response_model=list[TokenOut], tags=["users"])
+async def list_tokens(request: Request, principal: User) -> list[dict[str, Any]]:
+    """The caller's API tokens (an admin sees everyone's)."""
+    ctx = ctx_of(request)
+    owner = None if principal.is_admin else principal.user.id
+    return [token_out(t) for t in await ctx.db(ctx.catalog.list_tokens, owner)]
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["users"])
+async def create_token(request: Request, principal: User, body: TokenIn) -> dict[str, Any]:
+    """A new API token for the caller; the response is the only time it is shown."""
+    await api_csrf(request, principal)
+    info, token = await issue_token(request, principal, body.name, body.expires_in_days)
+    return {**token_out(info), "token": token}
+
+
+async def issue_token(
+    request: Request, principal: Principal, name: str, days: float | None
+) -> tuple[TokenInfo, str]:
+    ctx = ctx_of(request)
+    token, token_hash, prefix = new_api_token()
+    expires = datetime.now(UTC) + timedelta(days=days) if days else None
+    info = await ctx.write(
+        ctx.catalog.create_token,
+        principal.user.id,
+        name=name,
+        token_hash=token_hash,
+        prefix=prefix,
+        expires_at=expires,
+    )
+    await audit(request, "token_create", principal, token_id=info.id, name=info.name)
+    return info, token
+
+
+@router.delete("/tokens/{token_id:int}", status_code=204, tags=["users"])
+async def revoke_token(request: Request, principal: User, token_id: int) -> Response:
+    """Revoke one of the caller's tokens (an admin: anyone's)."""
+    await api_csrf(request, principal)
+    await drop_token(request, principal, token_id)
+    return Response(status_code=204)
+
+
+async def drop_token(request: Request, principal: Principal, token_id: int) -> None:
+    ctx = ctx_of(request)
+    owner = None if principal.is_admin else principal.user.id
+    if not await ctx.write(ctx.catalog.delete_token, token_id, user_id=owner):
+        raise HTTPException(404, f"no token {token_id}")
+    await audit(request, "token_revoke", principal, token_id=token_id)
+
+
+# -- audit log -----------------------------------------------------------------------------
+
+
+async def audit_rows(
+    request: Request,
+    *,
+    limit: int,
+    before_id: int | None,
+) -> list[AuditInfo]:
+    ctx = ctx_of(request)
+    params = request.query_params
+    zone = time_zone(params.get("tz"))
+    action = params.get("action") or None
+    if action is not None and action not in AUDIT_ACTIONS:
+        raise BadRequest(f"action must be one of {', '.join(sorted(AUDIT_ACTIONS))}")
+    rec = params.get("recording_id") or None
+    if rec is not None and not rec.isdigit():
+        raise BadRequest("recording_id must be a number")
+    return await ctx.db(
+        ctx.catalog.audit_entries,
+        since=parse_moment(params["since"], zone) if params.get("since") else None,
+        until=parse_moment(params["until"], zone, end=True) if params.get("until") else None,
+        username=params.get("username") or None,
+        action=action,
+        recording_id=int(rec) if rec else None,
+        before_id=before_id,
+        limit=limit,
+    )
+
+
+AuditFilters = {
+    "since": "Date or ISO date-time.",
+    "until": "Date (inclusive) or ISO date-time.",
+    "username": "Exactly this user.",
+    "action": f"One of {', '.join(sorted(AUDIT_ACTIONS))}.",
+    "recording_id": "Entries about this recording.",
+}
+
+
+@router.get("/audit", response_model=list[AuditOut], tags=["audit"])
+async def audit_log(
+    request: Request,
+    principal: Admin,
+    since: Annotated[str, Query(description=AuditFilters["since"])] = "",
+    until: Annotated[str, Query(description=AuditFilters["until"])] = "",
+    tz: Annotated[str, Query()] = "",
+    username: Annotated[str, Query(description=AuditFilters["username"])] = "",
+    action: Annotated[str, Query(description=AuditFilters["action"])] = "",
+    recording_id: Annotated[str, Query(description=AuditFilters["recording_id"])] = "",
+    before_id: Annotated[int | None, Query(description="Page back: last id seen.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    """The audit log, newest first (admin)."""
+    return [audit_out(e) for e in await audit_rows(request, limit=limit, before_id=before_id)]
+
+
+@router.get(
+    "/audit.csv",
+    tags=["audit"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def audit_export(request: Request, principal: Admin) -> StreamingResponse:
+    """The audit log as CSV, with the same filters as `GET /audit` (admin). The export is
+    itself audited."""
+    await audit(request, "audit_export", principal, filters=dict(request.query_params))
+    return await audit_csv(request)
+
+
+async def audit_csv(request: Request) -> StreamingResponse:
+    first = await audit_rows(request, limit=5000, before_id=None)
+
+    async def rows() -> Any:
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(
+            ["id", "at", "username", "action", "recording_id", "client_address", "detail"]
+        )
+        batch = first
+        while batch:
+            for e in batch:
+                writer.writerow(
+                    [
+                        e.id,
+                        e.at.isoformat(),
+                        e.username,
+                        e.action,
+                        "" if e.recording_id is None else e.recording_id,
+                        e.client_address,
+                        _json(e.detail),
+                    ]
+                )
+            yield text.getvalue()
+            text.seek(0)
+            text.truncate()
+            batch = await audit_rows(request, limit=5000, before_id=batch[-1].id)
+
+    name = f"callrec-audit-{datetime.now().astimezone():%Y-%m-%d_%H%M%S}.csv"
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": content_disposition("attachment", name)},
+    )
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,354 @@
+"""Recordings: search, one recording's metadata, its audio (to play, to download in a
+format, its waveform), its deletion, and ZIP downloads of several."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from callrec.catalog.webrecords import COUNT_CAP, MAX_PAGE_SIZE, SORTS
+from callrec.exceptions import CatalogError
+from callrec.web.api import Admin, User, bearer
+from callrec.web.auth import Principal, api_csrf, audit, ctx_of
+from callrec.web.media import FORMATS, WavLayoutError
+from callrec.web.recordings import (
+    BadRequest,
+    audio_format,
+    content_disposition,
+    converted_response,
+    download_name,
+    file_response,
+    recording_dict,
+    recording_file,
+    search_query,
+    visible_recording,
+    zip_name,
+    zip_response,
+)
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
+
+
+class Counters(BaseModel):
+    received: int
+    lost: int
+    late: int
+    duplicate: int
+    foreign: int
+    malformed: int
+    other: int
+    ssrc_changes: int
+
+
+class QualityOut(BaseModel):
+    expected: int = Field(description="Audio packets that should have arrived.")
+    lost: int
+    late: int
+    duplicate: int
+    loss_percent: float
+    grade: Literal["good", "fair", "poor", "unknown"]
+
+
+class RecordingOut(BaseModel):
+    id: int
+    source: str
+    session_id: str
+    device: str
+    direction: str
+    local_number: str
+    local_name: str
+    remote_number: str
+    remote_name: str
+    codec: str
+    peer_address: str
+    start_time: datetime
+    end_time: datetime | None
+    duration: float | None
+    sample_rate: int
+    channels: int
+    size_bytes: int | None
+    sha256: str | None
+    path: str
+    file_name: str
+    status: str
+    stop_reason: str | None
+    phone_stop_reason: str | None
+    extra: dict[str, Any]
+    counters: Counters
+    quality: QualityOut
+    tags: list[str]
+
+
+class RecordingPage(BaseModel):
+    items: list[RecordingOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+    total: int | None = Field(description=f"Matches in all pages, counted up to {COUNT_CAP}.")
+    total_exact: bool = Field(description=f"False when there are more than {COUNT_CAP}.")
+
+
+class PeaksOut(BaseModel):
+    sample_rate: int
+    duration: float
+    peaks: list[tuple[float, float]] = Field(description="(min, max) per bucket, -1..1.")
+
+
+class BulkIn(BaseModel):
+    ids: list[int] = Field(min_length=1, description="Recording ids to put in the ZIP.")
+
+
+# -- recordings ----------------------------------------------------------------------------
+
+SortParam = Annotated[
+    str,
+    Query(description=f"One of {', '.join(sorted(SORTS))}; `-` is descending."),
+]
+
+
+@router.get("/recordings", response_model=RecordingPage, tags=["recordings"])
+async def list_recordings(
+    request: Request,
+    principal: User,
+    q: Annotated[str, Query(description="Words to find in numbers, names, device.")] = "",
+    since: Annotated[str, Query(description="Start on/after: date or ISO date-time.")] = "",
+    until: Annotated[str, Query(description="Start before; a date includes that day.")] = "",
+    tz: Annotated[str, Query(description="IANA time zone of dates (default UTC).")] = "",
+    direction: Annotated[Literal["", "in", "out"], Query()] = "",
+    device: Annotated[str, Query(description="Device (MAC), exactly.")] = "",
+    codec: Annotated[str, Query(description="PCMA, PCMU or G722.")] = "",
+    status: Annotated[Literal["", "recording", "complete", "recovered", "failed"], Query()] = "",
+    source: Annotated[Literal["", "server", "usb", "sip"], Query()] = "",
+    min_duration: Annotated[str, Query(description="Seconds, inclusive.")] = "",
+    max_duration: Annotated[str, Query(description="Seconds, inclusive.")] = "",
+    tag: Annotated[str, Query()] = "",
+    sort: SortParam = "-start_time",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(description="From `next_cursor`.")] = None,
+    page: Annotated[int | None, Query(ge=1, description="1-based; instead of cursor.")] = None,
+    count: Annotated[bool, Query(description="Count the matches (`total`).")] = True,
+) -> dict[str, Any]:
+    """Search recordings the caller may see. Filters combine with AND."""
+    ctx = ctx_of(request)
+    query = search_query(
+        request.query_params, limit=limit, cursor=cursor, page=page, with_total=count
+    )
+    try:
+        result = await ctx.db(ctx.catalog.search, query, principal.scope)
+    except CatalogError as exc:
+        raise BadRequest(str(exc)) from exc
+    tags = await ctx.db(ctx.catalog.tags_of, [r.id for r in result.items])
+    return {
+        "items": [recording_dict(r, tags.get(r.id)) for r in result.items],
+        "next_cursor": result.next_cursor,
+        "total": result.total,
+        "total_exact": result.total_exact,
+    }
+
+
+@router.get("/recordings/{rec_id:int}", response_model=RecordingOut, tags=["recordings"])
+async def get_recording(request: Request, principal: User, rec_id: int) -> dict[str, Any]:
+    """One recording's metadata, stream counters and quality, and tags."""
+    ctx = ctx_of(request)
+    rec = await visible_recording(ctx, principal, rec_id)
+    tags = await ctx.db(ctx.catalog.tags_of, [rec.id])
+    return recording_dict(rec, tags.get(rec.id))
+
+
+@router.head("/recordings/{rec_id:int}/audio", include_in_schema=False)
+@router.get(
+    "/recordings/{rec_id:int}/audio",
+    tags=["audio"],
+    response_class=Response,
+    responses={
+        200: {"content": {"audio/wav": {}}},
+        206: {"description": "The requested byte range."},
+        416: {"description": "Range not satisfiable."},
+    },
+)
+async def play(request: Request, principal: User, rec_id: int) -> Response:
+    """The WAV for a player: inline, with byte ranges so that it can seek. A request from
+    the start of the file is audited as a `play`."""
+    ctx = ctx_of(request)
+    rec = await visible_recording(ctx, principal, rec_id)
+    response = file_response(
+        request,
+        recording_file(ctx, rec),
+        media_type="audio/wav",
+        disposition=content_disposition("inline", download_name(rec, FORMATS["wav"])),
+    )
+    content_range = response.headers.get("content-range", "")
+    if (
+        request.method == "GET"
+        and response.status_code in (200, 206)
+        and (response.status_code == 200 or content_range.startswith("bytes 0-"))
+    ):
+        await audit(request, "play", principal, recording_id=rec.id)
+    return response
+
+
+@router.head("/recordings/{rec_id:int}/download", include_in_schema=False)
+@router.get(
+    "/recordings/{rec_id:int}/download",
+    tags=["audio"],
+    response_class=Response,
+    responses={200: {"content": {f.media_type: {} for f in FORMATS.values()}}},
+)
+async def download(
+    request: Request,
+    principal: User,
+    rec_id: int,
+    format: Annotated[
+        Literal["wav", "flac", "opus", "mp3"],
+        Query(description="wav: the original file (ranges work); others made by FFmpeg."),
+    ] = "wav",
+) -> Response:
+    """The recording as an attachment. Audited as a `download`."""
+    ctx = ctx_of(request)
+    rec = await visible_recording(ctx, principal, rec_id)
+    fmt = audio_format(format)
+    path = recording_file(ctx, rec)
+    name = download_name(rec, fmt)
+    if fmt.ffmpeg_args is None:
+        response = file_response(
+            request,
+            path,
+            media_type=fmt.media_type,
+            disposition=content_disposition("attachment", name),
+        )
+    elif request.method == "HEAD":
+        if not path.is_file():
+            raise HTTPException(404, "the recording's file is missing")
+        return Response(
+            media_type=fmt.media_type,
+            headers={"content-disposition": content_disposition("attachment", name)},
+        )
+    else:
+        response = await converted_response(path, fmt, name)
+    if request.method == "GET" and response.status_code in (200, 206):
+        await audit(request, "download", principal, recording_id=rec.id, format=fmt.name)
+    return response
+
+
+@router.get("/recordings/{rec_id:int}/peaks", response_model=PeaksOut, tags=["audio"])
+async def peaks(
+    request: Request,
+    principal: User,
+    rec_id: int,
+    buckets: Annotated[int, Query(ge=10, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """The waveform: min and max of the audio in `buckets` equal slices."""
+    ctx = ctx_of(request)
+    rec = await visible_recording(ctx, principal, rec_id)
+    path = recording_file(ctx, rec)
+    try:
+        result = await ctx.db(ctx.peaks.get, path, buckets)
+    except FileNotFoundError as exc:
+        raise HTTPException(404, "the recording's file is missing") from exc
+    except (WavLayoutError, OSError) as exc:
+        raise HTTPException(422, f"cannot read the recording's audio: {exc}") from exc
+    return {"sample_rate": result.sample_rate, "duration": result.duration, "peaks": result.buckets}
+
+
+@router.delete("/recordings/{rec_id:int}", status_code=204, tags=["recordings"])
+async def delete_recording(request: Request, principal: Admin, rec_id: int) -> Response:
+    """Delete the recording, its file, notes and tags (admin). Audited as `delete`."""
+    await api_csrf(request, principal)
+    await remove_recording(request, principal, rec_id)
+    return Response(status_code=204)
+
+
+async def remove_recording(request: Request, principal: Principal, rec_id: int) -> None:
+    ctx = ctx_of(request)
+    await visible_recording(ctx, principal, rec_id)
+    try:
+        rec = await ctx.write(ctx.catalog.delete_recording, rec_id)
+    except CatalogError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    path = recording_file(ctx, rec)
+    removed = []
+    for target in (path, *([ctx.root / rec.original_path] if rec.original_path else [])):
+        try:
+            target.unlink()
+            removed.append(str(target.relative_to(ctx.root)))
+        except FileNotFoundError:
+            pass
+    await audit(
+        request,
+        "delete",
+        principal,
+        recording_id=rec.id,
+        path=rec.path,
+        sha256=rec.sha256,
+        start_time=rec.start_time.isoformat(),
+        local_number=rec.local_number,
+        remote_number=rec.remote_number,
+        files_removed=removed,
+    )
+
+
+# -- bulk download -------------------------------------------------------------------------
+
+
+async def bulk_response(request: Request, principal: Principal, ids: list[int]) -> Response:
+    ctx = ctx_of(request)
+    if not ids:
+        raise BadRequest("select at least one recording")
+    limit = ctx.settings.web_zip_max_files
+    if len(set(ids)) > limit:
+        raise BadRequest(f"at most {limit} recordings per ZIP, {len(set(ids))} asked")
+    recs = await ctx.db(ctx.catalog.get_many_visible, ids, principal.scope)
+    if not recs:
+        raise HTTPException(404, "none of these recordings exist or are visible to you")
+    name = zip_name()
+    await audit(
+        request,
+        "bulk_download",
+        principal,
+        recordings=[r.id for r in recs],
+        count=len(recs),
+        file_name=name,
+    )
+    return zip_response(ctx, recs, name)
+
+
+@router.post(
+    "/recordings/bulk-download",
+    tags=["audio"],
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+async def bulk_download(request: Request, principal: User, body: BulkIn) -> Response:
+    """A ZIP (stored, streamed) of the given recordings' WAV files and an `index.csv`.
+    Ids the caller may not see are left out."""
+    await api_csrf(request, principal)
+    return await bulk_response(request, principal, body.ids)
+
+
+@router.get(
+    "/recordings/bulk-download",
+    tags=["audio"],
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+async def bulk_download_search(request: Request, principal: User) -> Response:
+    """A ZIP of every recording matching the same filters as `GET /recordings` (at most
+    `web_zip_max_files`, newest first)."""
+    ctx = ctx_of(request)
+    query = search_query(
+        request.query_params, limit=min(MAX_PAGE_SIZE, ctx.settings.web_zip_max_files)
+    )
+    ids: list[int] = []
+    cursor: str | None = None
+    while len(ids) < ctx.settings.web_zip_max_files:
+        page = await ctx.db(
+            ctx.catalog.search,
+            search_query(request.query_params, limit=query.limit, cursor=cursor, with_total=False),
+            principal.scope,
+        )
+        ids.extend(r.id for r in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return await bulk_response(request, principal, ids[: ctx.settings.web_zip_max_files])

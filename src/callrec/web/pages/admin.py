@@ -1,0 +1,162 @@
+"""The admin pages: users (add, change, new one-time password, delete) and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, Response
+
+from callrec.catalog import AUDIT_ACTIONS, ROLES, UserInfo
+from callrec.exceptions import CatalogError
+from callrec.web.api.accounts import audit_rows
+from callrec.web.auth import Principal, audit, ctx_of
+from callrec.web.pages.inputs import MustChangePassword, PageAdmin, field, posted_form, words
+from callrec.web.pages.render import redirect, render
+from callrec.web.recordings import BadRequest
+from callrec.web.security import PasswordPolicyError, hash_password, new_one_time_password
+
+router = APIRouter(include_in_schema=False)
+
+
+async def _users(
+    request: Request, principal: Principal, *, status_code: int = 200, **values: Any
+) -> Response:
+    ctx = ctx_of(request)
+    users = await ctx.db(ctx.catalog.list_users)
+    tokens = await ctx.db(ctx.catalog.list_tokens, None)
+    values.setdefault("error", "")
+    values.setdefault("secret", None)
+    return render(
+        request,
+        "users.html",
+        principal=principal,
+        status_code=status_code,
+        users=users,
+        tokens=tokens,
+        roles=sorted(ROLES),
+        **values,
+    )
+
+
+@router.get("/admin/users")
+async def users_page(request: Request, principal: PageAdmin) -> Response:
+    if principal.user.must_change_password:
+        raise MustChangePassword()
+    return await _users(request, principal)
+
+
+@router.post("/admin/users")
+async def users_add(request: Request, principal: PageAdmin) -> Response:
+    ctx = ctx_of(request)
+    form = await posted_form(request, principal)
+    password = field(form, "password")
+    generated = not password
+    if generated:
+        password = new_one_time_password()
+    try:
+        password_hash = await ctx.db(hash_password, password)
+        user = await ctx.write(
+            ctx.catalog.create_user,
+            field(form, "username"),
+            password_hash=password_hash,
+            role=field(form, "role") or "listener",
+            extensions=words(field(form, "extensions")),
+            devices=words(field(form, "devices")),
+            must_change_password=generated,
+        )
+    except (CatalogError, PasswordPolicyError) as exc:
+        return await _users(request, principal, status_code=400, error=str(exc))
+    await audit(request, "user_add", principal, target=user.username, role=user.role)
+    secret = (user.username, password) if generated else None
+    return await _users(request, principal, secret=secret)
+
+
+@router.post("/admin/users/{user_id:int}")
+async def users_update(request: Request, user_id: int, principal: PageAdmin) -> Response:
+    ctx = ctx_of(request)
+    form = await posted_form(request, principal)
+    role = field(form, "role")
+    extensions = words(field(form, "extensions"))
+    devices = words(field(form, "devices"))
+    try:
+        user = await ctx.write(
+            ctx.catalog.update_user, user_id, role=role, extensions=extensions, devices=devices
+        )
+    except CatalogError as exc:
+        return await _users(request, principal, status_code=400, error=str(exc))
+    await audit(
+        request,
+        "user_update",
+        principal,
+        target=user.username,
+        role=role,
+        extensions=extensions,
+        devices=devices,
+    )
+    return redirect("/admin/users", f"Saved {user.username}.")
+
+
+@router.post("/admin/users/{user_id:int}/password")
+async def users_reset(request: Request, user_id: int, principal: PageAdmin) -> Response:
+    ctx = ctx_of(request)
+    await posted_form(request, principal)
+    password = new_one_time_password()
+    password_hash = await ctx.db(hash_password, password)
+    try:
+        user: UserInfo = await ctx.write(
+            ctx.catalog.update_user,
+            user_id,
+            password_hash=password_hash,
+            must_change_password=True,
+        )
+    except CatalogError as exc:
+        return await _users(request, principal, status_code=400, error=str(exc))
+    await audit(request, "user_update", principal, target=user.username, password_changed=True)
+    return await _users(request, principal, secret=(user.username, password))
+
+
+@router.post("/admin/users/{user_id:int}/delete")
+async def users_delete(request: Request, user_id: int, principal: PageAdmin) -> Response:
+    ctx = ctx_of(request)
+    await posted_form(request, principal)
+    try:
+        user = await ctx.write(ctx.catalog.delete_user, user_id)
+    except CatalogError as exc:
+        return await _users(request, principal, status_code=400, error=str(exc))
+    await audit(request, "user_delete", principal, target=user.username)
+    return redirect("/admin/users", f"Deleted {user.username}.")
+
+
+@router.get("/admin/audit")
+async def audit_page(request: Request, principal: PageAdmin) -> Response:
+    params = request.query_params
+    before = params.get("before_id")
+    error = ""
+    entries: list[Any] = []
+    try:
+        entries = await audit_rows(
+            request, limit=100, before_id=int(before) if before and before.isdigit() else None
+        )
+    except (BadRequest, CatalogError) as exc:
+        error = str(exc)
+    filters = {
+        k: params.get(k, "") for k in ("username", "action", "recording_id", "since", "until", "tz")
+    }
+    base = {k: v for k, v in filters.items() if v}
+    older = (
+        "/admin/audit?" + urlencode({**base, "before_id": entries[-1].id})
+        if len(entries) == 100
+        else ""
+    )
+    return render(
+        request,
+        "audit.html",
+        principal=principal,
+        entries=entries,
+        filters=filters,
+        actions=sorted(AUDIT_ACTIONS),
+        error=error,
+        older=older,
+        export="/api/v1/audit.csv?" + urlencode(base),
+    )

@@ -1,0 +1,199 @@
+"""The recordings list, a recording's page with its notes, tags and delete forms, the ZIP of
+the selected recordings, and the live calls page."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+
+from callrec.catalog.records import STATUSES
+from callrec.exceptions import CatalogError
+from callrec.web.api.notes import change_tag, create_note, remove_note
+from callrec.web.api.recordings import bulk_response, remove_recording
+from callrec.web.auth import Forbidden, Principal, ctx_of
+from callrec.web.pages.inputs import PageUser, field, posted_form, words
+from callrec.web.pages.render import redirect, render
+from callrec.web.recordings import (
+    FILTER_PARAMS,
+    BadRequest,
+    parse_ids,
+    quality,
+    search_query,
+    visible_recording,
+)
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_SIZES: Final = (25, 50, 100, 200)
+CODECS: Final = ("PCMA", "PCMU", "G722")
+
+
+# -- recordings ----------------------------------------------------------------------------
+
+
+@router.get("/")
+async def home() -> Response:
+    return RedirectResponse("/recordings", status_code=303)
+
+
+@router.get("/recordings")
+async def recordings_page(request: Request, principal: PageUser) -> Response:
+    ctx = ctx_of(request)
+    params = request.query_params
+    try:
+        limit = int(params.get("limit") or 50)
+    except ValueError:
+        limit = 50
+    limit = limit if limit in PAGE_SIZES else 50
+    error = ""
+    items: list[Any] = []
+    result = None
+    try:
+        query = search_query(params, limit=limit, cursor=params.get("cursor") or None)
+        result = await ctx.db(ctx.catalog.search, query, principal.scope)
+        items = result.items
+    except (BadRequest, CatalogError) as exc:
+        error = str(exc)
+    tags = await ctx.db(ctx.catalog.tags_of, [r.id for r in items])
+    devices = await _devices(request, principal)
+    tag_counts = await ctx.db(ctx.catalog.tag_counts, principal.scope)
+    filters = {k: params.get(k, "") for k in (*FILTER_PARAMS, "tz")}
+    base = {k: v for k, v in filters.items() if v}
+    if limit != 50:
+        base["limit"] = str(limit)
+    next_url = (
+        "/recordings?" + urlencode({**base, "cursor": result.next_cursor})
+        if result and result.next_cursor
+        else ""
+    )
+    first_url = "/recordings?" + urlencode(base) if params.get("cursor") else ""
+    return render(
+        request,
+        "recordings.html",
+        principal=principal,
+        items=items,
+        tags=tags,
+        qualities={r.id: quality(r) for r in items},
+        result=result,
+        error=error,
+        filters=filters,
+        limit=limit,
+        page_sizes=PAGE_SIZES,
+        devices=devices,
+        tag_counts=tag_counts,
+        codecs=CODECS,
+        statuses=sorted(STATUSES),
+        next_url=next_url,
+        first_url=first_url,
+        zip_max=ctx.settings.web_zip_max_files,
+    )
+
+
+#: The device filter's choices: a DISTINCT over every recording, so kept for a while.
+DEVICES_TTL: Final = 60.0
+_device_lists: dict[tuple[str, ...], tuple[float, list[str]]] = {}
+
+
+async def _devices(request: Request, principal: Principal) -> list[str]:
+    ctx = ctx_of(request)
+    scope = principal.scope
+    key = (
+        str(id(ctx)),
+        *(scope.extensions if scope else ()),
+        "|",
+        *(scope.devices if scope else ()),
+    )
+    now = time.monotonic()
+    cached = _device_lists.get(key)
+    if cached is not None and now - cached[0] < DEVICES_TTL:
+        return cached[1]
+    devices = await ctx.db(ctx.catalog.devices_seen, scope)
+    if len(_device_lists) > 1000:
+        _device_lists.clear()
+    _device_lists[key] = (now, devices)
+    return devices
+
+
+@router.post("/recordings/zip")
+async def recordings_zip(request: Request, principal: PageUser) -> Response:
+    form = await posted_form(request, principal)
+    ids = parse_ids([v for v in form.getlist("id") if isinstance(v, str)])
+    return await bulk_response(request, principal, ids)
+
+
+@router.get("/recordings/{rec_id:int}")
+async def recording_page(request: Request, rec_id: int, principal: PageUser) -> Response:
+    ctx = ctx_of(request)
+    rec = await visible_recording(ctx, principal, rec_id)
+    tags = (await ctx.db(ctx.catalog.tags_of, [rec.id])).get(rec.id, [])
+    notes = await ctx.db(ctx.catalog.notes, rec.id)
+    history = (
+        await ctx.db(ctx.catalog.audit_entries, recording_id=rec.id, limit=20)
+        if principal.is_admin
+        else []
+    )
+    shown = {k: v for k, v in rec.extra.items() if v not in ({}, [], "", None)}
+    extra = json.dumps(shown, ensure_ascii=False, indent=1) if shown else ""
+    return render(
+        request,
+        "recording.html",
+        principal=principal,
+        rec=rec,
+        tags=tags,
+        notes=notes,
+        history=history,
+        q=quality(rec),
+        extra=extra,
+    )
+
+
+@router.post("/recordings/{rec_id:int}/notes")
+async def note_add(request: Request, rec_id: int, principal: PageUser) -> Response:
+    form = await posted_form(request, principal)
+    await create_note(request, principal, rec_id, field(form, "text"))
+    return redirect(f"/recordings/{rec_id}#notes", "Note added.")
+
+
+@router.post("/recordings/{rec_id:int}/notes/{note_id:int}/delete")
+async def note_delete(request: Request, rec_id: int, note_id: int, principal: PageUser) -> Response:
+    await posted_form(request, principal)
+    await remove_note(request, principal, note_id)
+    return redirect(f"/recordings/{rec_id}#notes", "Note deleted.")
+
+
+@router.post("/recordings/{rec_id:int}/tags")
+async def tag_add(request: Request, rec_id: int, principal: PageUser) -> Response:
+    form = await posted_form(request, principal)
+    for tag in words(field(form, "tag")):
+        await change_tag(request, principal, rec_id, tag, add=True)
+    return redirect(f"/recordings/{rec_id}#tags")
+
+
+@router.post("/recordings/{rec_id:int}/tags/remove")
+async def tag_remove(request: Request, rec_id: int, principal: PageUser) -> Response:
+    form = await posted_form(request, principal)
+    await change_tag(request, principal, rec_id, field(form, "tag"), add=False)
+    return redirect(f"/recordings/{rec_id}#tags")
+
+
+@router.post("/recordings/{rec_id:int}/delete")
+async def recording_delete(request: Request, rec_id: int, principal: PageUser) -> Response:
+    if not principal.is_admin:
+        raise Forbidden("deleting recordings needs the admin role")
+    await posted_form(request, principal)
+    await remove_recording(request, principal, rec_id)
+    return redirect("/recordings", f"Recording {rec_id} deleted.")
+
+
+# -- live ----------------------------------------------------------------------------------
+
+
+@router.get("/live")
+async def live_page(request: Request, principal: PageUser) -> Response:
+    sessions = ctx_of(request).live.sessions(principal.scope)
+    return render(request, "live.html", principal=principal, sessions=sessions)
