@@ -4,7 +4,7 @@ Every import counts, at module level or inside a function, under ``TYPE_CHECKING
 dependency is a dependency. The check fails (exit status 1, one line per finding) on:
 
 * a cycle between callrec's subpackages (``engine`` -> ``web`` -> ``engine``);
-* a cycle between modules (``catalog/store.py`` <-> ``catalog/webstore.py``);
+* a cycle between modules (two modules of a package importing each other);
 * a forbidden arrow: a front end reaching another front end (the web or SIP reaching the phone
   server's modules, and so on), anything but the command line reaching the composition root,
   the engine reaching a front end, the catalogue reaching past its own values;
