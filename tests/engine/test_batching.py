@@ -13,7 +13,7 @@ import pytest
 
 from callrec.catalog import Catalog, DuplicatePathError, FinishRecording
 from callrec.engine.batching import Batcher
-from tests.catalog.factory import new_recording
+from tests.support.catalog import new_recording
 
 
 class _Thread:
