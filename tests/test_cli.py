@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 
 from callrec.cli import app
 from callrec.service import Service
-from callrec.sim.phone import PhoneCall
-from tests.server.conftest import server_settings
-from tests.server.test_recording import encoded, rtp_packets
+from tests.support.audio import write_wav
+from tests.support.data import encoded
+from tests.support.recording import record
+from tests.support.rtp import rtp_packets
+from tests.support.settings import server_settings
 
 
 @pytest.fixture
@@ -30,15 +32,10 @@ def filled(tmp_path: Path) -> tuple[Path, dict[str, str]]:
                 ("2", "5555", "bb"),
                 ("3", "2012", "aa"),
             ):
-                call = PhoneCall(
-                    "127.0.0.1", srv.control_port, session_id=sid, codec="PCMA",
-                    remote_number=remote, device=device,
-                )  # fmt: skip
-                assert (await call.start())["result"] == "success"
-                await call.send_packets(rtp_packets("PCMA", encoded("PCMA"))[:10], realtime=False)
-                await asyncio.sleep(0.05)
-                await call.stop()
-                await call.close()
+                packets = rtp_packets("PCMA", encoded("PCMA"))[:10]
+                await record(
+                    srv, "PCMA", packets, session_id=sid, remote_number=remote, device=device
+                )
         finally:
             await srv.stop()
 
@@ -100,12 +97,7 @@ def test_config_show(tmp_path: Path) -> None:
 
 def test_phone_reports_refusal(tmp_path: Path) -> None:
     runner = CliRunner()
-    wav = tmp_path / "a.wav"
-    with wave.open(str(wav), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(bytes(1600))
+    wav = write_wav(tmp_path / "a.wav", bytes(1600))
     result = runner.invoke(app, ["phone", "--play", str(wav), "--server", "127.0.0.1:1", "--fast"])
     assert result.exit_code == 1
     assert "phone failed" in result.output or "recording failed" in result.output

@@ -14,7 +14,9 @@ from typer.testing import CliRunner, Result
 from callrec.cli import app
 from callrec.media import player as player_module
 from callrec.media.player import Player, find_player
-from tests.media.localfile_utils import DATA_DIR, ffprobe, needs_ffprobe
+from tests.support.audio import write_wav
+from tests.support.data import LOCALFILE_DATA
+from tests.support.ffmpeg import ffprobe, needs_ffprobe
 
 GOOD = ["big-endian.wav", "g722-bare.wav", "pcma-rtp.wav"]
 DAMAGED = ["datasize-too-big.wav", "lying-datasize.wav", "truncated.wav"]
@@ -35,8 +37,8 @@ def drive(tmp_path: Path) -> Path:
     (root / "2026-11").mkdir(parents=True)
     for i, name in enumerate(sorted(GOOD + DAMAGED + BAD)):
         folder = root / "2026-11" if i % 2 else root
-        shutil.copy(DATA_DIR / name, folder / name)
-    shutil.copy(DATA_DIR / "standard.wav", root / "2026-11" / "already-standard.wav")
+        shutil.copy(LOCALFILE_DATA / name, folder / name)
+    shutil.copy(LOCALFILE_DATA / "standard.wav", root / "2026-11" / "already-standard.wav")
     (root / "notes.txt").write_text("not a .wav: not looked at")
     return root
 
@@ -45,7 +47,7 @@ def drive(tmp_path: Path) -> Path:
 
 
 def test_info_text(tmp_path: Path) -> None:
-    result = run("file", "info", str(DATA_DIR / "truncated.wav"))
+    result = run("file", "info", str(LOCALFILE_DATA / "truncated.wav"))
     assert result.exit_code == 0, result.output
     out = result.output
     assert "codec        PCMA (8000 Hz)" in out
@@ -132,7 +134,7 @@ def test_convert_a_tree_reports_errors_at_the_end(drive: Path, tmp_path: Path) -
 @needs_ffprobe
 @pytest.mark.parametrize(("fmt", "codec"), [("wav", "pcm_s16le"), ("flac", "flac")])
 def test_convert_files_to_a_format(fmt: str, codec: str, tmp_path: Path) -> None:
-    sources = [str(DATA_DIR / "g722-bare.wav"), str(DATA_DIR / "pcma-rtp.wav")]
+    sources = [str(LOCALFILE_DATA / "g722-bare.wav"), str(LOCALFILE_DATA / "pcma-rtp.wav")]
     result = run("file", "convert", *sources, "-o", str(tmp_path), "--format", fmt)
     assert result.exit_code == 0, result.output
     assert "converted 2, skipped 0, failed 0" in result.output
@@ -151,7 +153,7 @@ def test_convert_output_inside_the_input_is_not_read_back(drive: Path) -> None:
 
 
 def test_convert_bad_format() -> None:
-    result = run("file", "convert", str(DATA_DIR / "pcma-rtp.wav"), "-o", "x", "-f", "mp3")
+    result = run("file", "convert", str(LOCALFILE_DATA / "pcma-rtp.wav"), "-o", "x", "-f", "mp3")
     assert result.exit_code == 2
 
 
@@ -160,10 +162,10 @@ def test_convert_bad_format() -> None:
 
 def test_play_without_audio_output_points_at_convert(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(player_module, "find_player", lambda: None)
-    result = run("file", "play", str(DATA_DIR / "pcma-rtp.wav"))
+    result = run("file", "play", str(LOCALFILE_DATA / "pcma-rtp.wav"))
     assert result.exit_code == 1
     assert "no audio output here" in result.output
-    assert f"callrec file convert {DATA_DIR / 'pcma-rtp.wav'} -o DIR" in result.output
+    assert f"callrec file convert {LOCALFILE_DATA / 'pcma-rtp.wav'} -o DIR" in result.output
 
 
 def test_play_hands_a_wav_to_the_player(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -176,7 +178,7 @@ def test_play_hands_a_wav_to_the_player(monkeypatch: pytest.MonkeyPatch, tmp_pat
     )
     fake = Player(name="fakeplay", command=(sys.executable, str(script)))
     monkeypatch.setattr(player_module, "find_player", lambda: fake)
-    result = run("file", "play", str(DATA_DIR / "g722-bare.wav"))
+    result = run("file", "play", str(LOCALFILE_DATA / "g722-bare.wav"))
     assert result.exit_code == 0, result.output
     assert "with fakeplay" in result.output
     assert log.read_text() == "16000 16000"
@@ -187,9 +189,9 @@ def test_play_reports_a_failing_player_and_a_bad_file(
 ) -> None:
     failing = Player(name="failplay", command=(sys.executable, "-c", "import sys; sys.exit(3)"))
     monkeypatch.setattr(player_module, "find_player", lambda: failing)
-    result = run("file", "play", str(DATA_DIR / "pcma-rtp.wav"))
+    result = run("file", "play", str(LOCALFILE_DATA / "pcma-rtp.wav"))
     assert result.exit_code == 1 and "failplay failed (exit 3)" in result.output
-    bad = run("file", "play", str(DATA_DIR / "unknown-codec.wav"))
+    bad = run("file", "play", str(LOCALFILE_DATA / "unknown-codec.wav"))
     assert bad.exit_code == 1 and "codec 'G729' is not supported" in bad.output
 
 
@@ -265,7 +267,7 @@ def test_import_over_the_size_limit(tmp_path: Path) -> None:
         "CALLREC_USB_IMPORT_MAX_BYTES": "1000",
         "CALLREC_CONFIG": "",
     }
-    result = run("file", "import", str(DATA_DIR / "pcma-rtp.wav"), env=env)
+    result = run("file", "import", str(LOCALFILE_DATA / "pcma-rtp.wav"), env=env)
     assert result.exit_code == 1
     assert "over the import limit of 1000 bytes" in result.output
 
@@ -274,12 +276,7 @@ def test_import_over_the_size_limit(tmp_path: Path) -> None:
 
 
 def test_phone_local_only_then_info(tmp_path: Path) -> None:
-    source = tmp_path / "call.wav"
-    with wave.open(str(source), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(bytes(2 * 8000 * 2))  # 2 s of silence
+    source = write_wav(tmp_path / "call.wav", bytes(2 * 8000 * 2))  # 2 s of silence
     usb = tmp_path / "usb"
     result = run(
         "phone", "--play", str(source), "--codec", "PCMU", "--local-record", str(usb),
@@ -296,12 +293,7 @@ def test_phone_local_only_then_info(tmp_path: Path) -> None:
 
 
 def test_phone_local_options_are_checked(tmp_path: Path) -> None:
-    source = tmp_path / "call.wav"
-    with wave.open(str(source), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(bytes(1600))
+    source = write_wav(tmp_path / "call.wav", bytes(1600))
     result = run("phone", "--play", str(source), "--local-record", str(tmp_path),
                  "--local-only", "--resume-at", "1")  # fmt: skip
     assert result.exit_code == 1

@@ -17,7 +17,7 @@ from callrec.service import build_engine
 from callrec.usb.importer import Importer
 from callrec.web.app import create_app
 from callrec.web.security import new_api_token
-from tests.media.localfile_utils import DATA_DIR
+from tests.support.data import LOCALFILE_DATA
 
 URL = "/api/v1/recordings/import"
 
@@ -75,7 +75,7 @@ async def web(tmp_path: Path, catalog: Catalog) -> AsyncIterator[Web]:
 
 
 def _file(name: str, upload_name: str | None = None) -> dict[str, tuple[str, bytes, str]]:
-    data = (DATA_DIR / name).read_bytes()
+    data = (LOCALFILE_DATA / name).read_bytes()
     return {"file": (upload_name or name, data, "audio/wav")}
 
 
@@ -90,7 +90,7 @@ async def test_upload_imports_then_recognises_the_file(web: Web) -> None:
     body = first.json()
     rec = body["recording"]
     assert body["duplicate"] is False and body["problems"] == []
-    original = (DATA_DIR / "g722-bare.wav").read_bytes()
+    original = (LOCALFILE_DATA / "g722-bare.wav").read_bytes()
     assert body["original_sha256"] == hashlib.sha256(original).hexdigest()
     assert (rec["source"], rec["codec"], rec["sample_rate"]) == ("usb", "G722", 16000)
     assert (rec["device"], rec["duration"], rec["status"]) == ("0c383e0e709a", 1.0, "complete")
@@ -157,7 +157,7 @@ async def test_upload_is_for_admins(web: Web) -> None:
 async def test_upload_without_content_length_is_refused(web: Web) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b"--b\r\nContent-Disposition: form-data; name=file; filename=a.wav\r\n\r\n"
-        yield (DATA_DIR / "pcma-rtp.wav").read_bytes() + b"\r\n--b--\r\n"
+        yield (LOCALFILE_DATA / "pcma-rtp.wav").read_bytes() + b"\r\n--b--\r\n"
 
     headers = {**web.admin, "content-type": "multipart/form-data; boundary=b"}
     answer = await web.client.post(URL, headers=headers, content=chunks())

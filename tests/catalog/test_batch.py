@@ -19,20 +19,11 @@ from callrec.catalog import (
     StreamCounters,
 )
 from callrec.exceptions import CatalogError
-
-from .conftest import _reset_pg_schema
-from .factory import T0, new_recording
-
-SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+from tests.support.catalog import SHA, T0, finish_values, get_row, new_recording
+from tests.support.postgres import reset_schema
 
 #: RecordingInfo fields that differ between two rows made from the same values.
 _OWN = {"id", "path", "created_at", "updated_at"}
-
-
-def _get(catalog: Catalog, rec_id: int) -> RecordingInfo:
-    info = catalog.get(rec_id)
-    assert info is not None
-    return info
 
 
 def _id(result: int | DuplicatePathError) -> int:
@@ -47,17 +38,7 @@ def _same_values(a: RecordingInfo, b: RecordingInfo) -> None:
 
 
 def _finish_item(rec_id: int, **overrides: Any) -> FinishRecording:
-    values: dict[str, Any] = {
-        "status": "complete",
-        "stop_reason": "phone_stop",
-        "end_time": T0 + timedelta(hours=1),
-        "duration": 60.0,
-        "size_bytes": 960_044,
-        "sha256": SHA,
-        "counters": None,
-    }
-    values.update(overrides)
-    return FinishRecording(rec_id=rec_id, **values)
+    return FinishRecording(rec_id=rec_id, **finish_values(**overrides))
 
 
 @contextmanager
@@ -115,7 +96,7 @@ def test_create_recordings_returns_ids_in_order(catalog: Catalog) -> None:
     assert len(set(ids)) == len(news)
     for rec_id, rec in zip(ids, news, strict=True):
         assert isinstance(rec_id, int)
-        info = _get(catalog, rec_id)
+        info = get_row(catalog, rec_id)
         assert (info.path, info.session_id, info.status) == (rec.path, rec.session_id, "recording")
     assert catalog.count() == len(news)
 
@@ -126,7 +107,7 @@ def test_create_recordings_stores_what_create_recording_stores(catalog: Catalog)
     for rec_id, rec in zip(ids, news, strict=True):
         assert isinstance(rec_id, int)
         single_id = catalog.create_recording(dataclasses.replace(rec, path=f"single/{rec.path}"))
-        batched, single = _get(catalog, rec_id), _get(catalog, single_id)
+        batched, single = get_row(catalog, rec_id), get_row(catalog, single_id)
         _same_values(batched, single)
         assert batched.path == rec.path
         assert batched.status == "recording"
@@ -134,7 +115,10 @@ def test_create_recordings_stores_what_create_recording_stores(catalog: Catalog)
         assert batched.end_time is None and batched.sha256 is None
         assert batched.created_at.tzinfo is not None
         assert batched.updated_at >= batched.created_at
-    assert [_get(catalog, _id(rec_id)).remote_name for rec_id in ids[2:]] == ["Caller", "a\ufffdb"]
+    assert [get_row(catalog, _id(rec_id)).remote_name for rec_id in ids[2:]] == [
+        "Caller",
+        "a\ufffdb",
+    ]
 
 
 def test_duplicate_paths_fail_only_their_slot(catalog: Catalog) -> None:
@@ -155,12 +139,12 @@ def test_duplicate_paths_fail_only_their_slot(catalog: Catalog) -> None:
     for index in (0, 2, 4):
         rec_id = results[index]
         assert isinstance(rec_id, int)
-        assert _get(catalog, rec_id).path == news[index].path
+        assert get_row(catalog, rec_id).path == news[index].path
     assert catalog.count() == 4
-    assert _get(catalog, old_id).session_id == str(15082 + 1)  # the old row is untouched
+    assert get_row(catalog, old_id).session_id == str(15082 + 1)  # the old row is untouched
     first = results[0]
     assert isinstance(first, int)
-    assert _get(catalog, first).session_id == str(15082 + 2)  # the first of the repeats
+    assert get_row(catalog, first).session_id == str(15082 + 2)  # the first of the repeats
 
 
 def test_paths_equal_once_stored_are_duplicates(catalog: Catalog) -> None:
@@ -210,14 +194,14 @@ def test_batch_of_many_rows(catalog: Catalog) -> None:
     for index in (0, 499, 500, 1001, 1199):
         rec_id = results[index]
         assert isinstance(rec_id, int)
-        assert _get(catalog, rec_id).path == news[index].path
+        assert get_row(catalog, rec_id).path == news[index].path
 
 
 @pytest.fixture
 def pg_catalog(catalog_pg_database: str) -> Iterator[Catalog]:
     """A migrated, empty PostgreSQL catalogue (on SQLite a batch holds the write lock from
     its first statement, so no other writer can slip in: the race exists on PostgreSQL)."""
-    _reset_pg_schema(catalog_pg_database)
+    reset_schema(catalog_pg_database)
     with Catalog(catalog_pg_database) as cat:
         cat.migrate()
         yield cat
@@ -246,9 +230,9 @@ def test_concurrent_duplicate_falls_back_to_single_rows(pg_catalog: Catalog) -> 
     for index in (0, 1, 3, 4):
         rec_id = results[index]
         assert isinstance(rec_id, int)
-        assert _get(catalog, rec_id).path == news[index].path
+        assert get_row(catalog, rec_id).path == news[index].path
     assert catalog.count() == 5
-    assert _get(catalog, sneaked[0]).device == "x"
+    assert get_row(catalog, sneaked[0]).device == "x"
 
 
 def test_invalid_new_recording_is_refused_on_construction() -> None:
@@ -303,7 +287,7 @@ def test_finish_recordings_mix_of_good_and_bad(catalog: Catalog) -> None:
     assert messages[5] == f"cannot finish recording {a}: it is already complete"
     assert all(isinstance(r, CatalogError) for i, r in enumerate(results) if i not in (0, 3))
 
-    info_a = _get(catalog, a)
+    info_a = get_row(catalog, a)
     assert (info_a.status, info_a.stop_reason, info_a.sha256) == ("complete", "phone_stop", SHA)
     assert (info_a.end_time, info_a.duration, info_a.size_bytes) == (
         T0 + timedelta(hours=1),
@@ -312,12 +296,12 @@ def test_finish_recordings_mix_of_good_and_bad(catalog: Catalog) -> None:
     )
     assert info_a.counters == StreamCounters(received=10)  # counters None: last checkpoint
     assert info_a.updated_at >= info_a.created_at
-    info_b = _get(catalog, b)
+    info_b = get_row(catalog, b)
     assert (info_b.status, info_b.stop_reason, info_b.duration) == ("failed", "error", 1.0)
-    info_c = _get(catalog, c)
+    info_c = get_row(catalog, c)
     assert (info_c.status, info_c.stop_reason, info_c.sha256) == ("recovered", "crash", None)
     assert info_c.counters == final
-    info_d = _get(catalog, d)
+    info_d = get_row(catalog, d)
     assert (info_d.status, info_d.end_time) == ("recording", None)
     assert [i.id for i in catalog.unfinished()] == [d]
 
@@ -341,8 +325,8 @@ def test_bad_values_fail_only_their_item(
     assert isinstance(results[0], CatalogError)
     assert message in str(results[0])
     assert results[1] is None
-    assert _get(catalog, bad).status == "recording"
-    assert _get(catalog, good).status == "complete"
+    assert get_row(catalog, bad).status == "recording"
+    assert get_row(catalog, good).status == "complete"
 
 
 def test_all_bad_items_touch_nothing(catalog: Catalog) -> None:
@@ -353,7 +337,7 @@ def test_all_bad_items_touch_nothing(catalog: Catalog) -> None:
         )
     assert all(isinstance(r, CatalogError) for r in results)
     assert seen == []
-    assert _get(catalog, rec_id).status == "recording"
+    assert get_row(catalog, rec_id).status == "recording"
 
 
 def test_ids_that_cannot_exist_are_no_such_recording(catalog: Catalog) -> None:
@@ -367,7 +351,7 @@ def test_ids_that_cannot_exist_are_no_such_recording(catalog: Catalog) -> None:
         f"cannot finish recording {2**31}: no such recording",
         None,
     ]
-    assert _get(catalog, rec_id).status == "complete"
+    assert get_row(catalog, rec_id).status == "complete"
 
 
 #: (extra at start, phone_stop_reason, stop_fields) of rows finished both ways.
@@ -428,8 +412,8 @@ def test_stop_fields_merge_like_finish_recording(catalog: Catalog) -> None:
 
     assert catalog.finish_recordings(items) == [None] * len(items)
     for single, batched in pairs:
-        _same_values(_get(catalog, single), _get(catalog, batched))
-    last = _get(catalog, pairs[5][1])
+        _same_values(get_row(catalog, single), get_row(catalog, batched))
+    last = get_row(catalog, pairs[5][1])
     assert last.extra == {
         "start": {"x_line": "1"},
         "stop": {
@@ -441,9 +425,9 @@ def test_stop_fields_merge_like_finish_recording(catalog: Catalog) -> None:
         },
     }
     assert last.phone_stop_reason == "normal"
-    assert _get(catalog, pairs[0][1]).extra == {}
-    assert _get(catalog, pairs[4][1]).extra == {"stop": {"x": "1"}}
-    assert _get(catalog, pairs[6][1]).extra == {
+    assert get_row(catalog, pairs[0][1]).extra == {}
+    assert get_row(catalog, pairs[4][1]).extra == {"stop": {"x": "1"}}
+    assert get_row(catalog, pairs[6][1]).extra == {
         "stop": {"remote_name": "c\ufffd", "x\ufffd": "\ufffd"}
     }
 
@@ -465,7 +449,7 @@ def test_finish_batch_is_one_transaction(catalog: Catalog) -> None:
     assert results == [None] * 20
     assert catalog.unfinished() == []
     for n, rec_id in enumerate(ids):
-        info = _get(catalog, rec_id)
+        info = get_row(catalog, rec_id)
         assert info.status == "complete"
         assert info.counters == StreamCounters(received=n if n % 2 else 0)
         assert info.extra == ({"stop": {"x_n": str(n)}} if n % 3 else {})

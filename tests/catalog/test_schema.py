@@ -22,8 +22,7 @@ from callrec.catalog.database import SQLITE_BUSY_TIMEOUT_MS, alembic_config
 from callrec.catalog.models import Base, Recording
 from callrec.catalog.search_index import include_name
 from callrec.exceptions import CatalogError
-
-from .factory import new_recording
+from tests.support.catalog import new_recording
 
 PACKAGE_DIR = Path(callrec.__file__).parent
 PYPROJECT = PACKAGE_DIR.parents[1] / "pyproject.toml"

@@ -10,31 +10,13 @@ import pytest
 
 from callrec.catalog import Catalog, RecordingInfo, StreamCounters
 from callrec.exceptions import CatalogError
+from tests.support.catalog import SHA, T0, finish_values, get_row, new_recording
 
-from .factory import T0, new_recording
-
-SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 PLUS_TWO = timezone(timedelta(hours=2))
 
 
-def _get(catalog: Catalog, rec_id: int) -> RecordingInfo:
-    info = catalog.get(rec_id)
-    assert info is not None
-    return info
-
-
 def _finish(catalog: Catalog, rec_id: int, **overrides: object) -> None:
-    values: dict[str, object] = {
-        "status": "complete",
-        "stop_reason": "phone_stop",
-        "end_time": T0 + timedelta(hours=1),
-        "duration": 60.0,
-        "size_bytes": 960_044,
-        "sha256": SHA,
-        "counters": None,
-    }
-    values.update(overrides)
-    catalog.finish_recording(rec_id, **values)  # type: ignore[arg-type]
+    catalog.finish_recording(rec_id, **finish_values(**overrides))
 
 
 def _is_utc(value: datetime | None) -> bool:
@@ -72,7 +54,7 @@ def test_round_trip_of_every_field(catalog: Catalog) -> None:
     rec_id = catalog.create_recording(rec)
     assert isinstance(rec_id, int)
 
-    info = _get(catalog, rec_id)
+    info = get_row(catalog, rec_id)
     assert info.id == rec_id
     for name in (f.name for f in dataclasses.fields(rec)):
         assert getattr(info, name) == getattr(rec, name), name
@@ -110,7 +92,7 @@ def test_round_trip_of_every_field(catalog: Catalog) -> None:
         phone_stop_reason="hangup",
         stop_fields={"cmd": "RecordStopRequest", "id": "15082", "reason": "hangup"},
     )
-    info = _get(catalog, rec_id)
+    info = get_row(catalog, rec_id)
     assert info.status == "complete"
     assert info.finished
     assert info.stop_reason == "phone_stop"
@@ -142,7 +124,7 @@ def test_defaults(catalog: Catalog) -> None:
             path="a.wav",
         )
     )
-    info = _get(catalog, rec_id)
+    info = get_row(catalog, rec_id)
     assert info.source == "server"
     assert info.direction == ""
     assert (info.local_number, info.local_name, info.remote_number, info.remote_name) == (
@@ -162,11 +144,11 @@ def test_get_unknown_id_is_none(catalog: Catalog) -> None:
 
 def test_info_is_a_detached_frozen_value(catalog: Catalog) -> None:
     rec_id = catalog.create_recording(new_recording(extra={"start": {"a": "1"}}))
-    info = _get(catalog, rec_id)
+    info = get_row(catalog, rec_id)
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.status = "complete"  # type: ignore[misc]
     info.extra["start"]["a"] = "changed"
-    assert _get(catalog, rec_id).extra == {"start": {"a": "1"}}
+    assert get_row(catalog, rec_id).extra == {"start": {"a": "1"}}
 
 
 def test_session_ids_repeat_but_paths_do_not(catalog: Catalog) -> None:
@@ -193,7 +175,7 @@ def test_finish_twice(catalog: Catalog) -> None:
         CatalogError, match=rf"^cannot finish recording {rec_id}: it is already failed$"
     ):
         _finish(catalog, rec_id)
-    assert _get(catalog, rec_id).stop_reason == "error"
+    assert get_row(catalog, rec_id).stop_reason == "error"
 
 
 @pytest.mark.parametrize(
@@ -214,7 +196,7 @@ def test_finish_refuses_bad_values(
     rec_id = catalog.create_recording(new_recording())
     with pytest.raises(CatalogError, match=message):
         _finish(catalog, rec_id, **overrides)
-    assert _get(catalog, rec_id).status == "recording"
+    assert get_row(catalog, rec_id).status == "recording"
 
 
 def test_finish_without_counters_keeps_the_last_checkpoint(catalog: Catalog) -> None:
@@ -228,7 +210,7 @@ def test_finish_without_counters_keeps_the_last_checkpoint(catalog: Catalog) -> 
         sha256=None,
         counters=None,
     )
-    info = _get(catalog, rec_id)
+    info = get_row(catalog, rec_id)
     assert (info.status, info.stop_reason, info.sha256) == ("recovered", "crash", None)
     assert info.counters == StreamCounters(received=500, lost=2)
 
@@ -264,7 +246,7 @@ def test_stop_fields_keep_what_changed(catalog: Catalog) -> None:
             "x_quality": "4.2",  # no column for it
         },
     )
-    info = _get(catalog, rec_id)
+    info = get_row(catalog, rec_id)
     assert info.remote_number == "0301234000"  # the start values stay in the columns
     assert info.phone_stop_reason == "normal"
     assert info.extra == {
@@ -281,7 +263,7 @@ def test_stop_fields_keep_what_changed(catalog: Catalog) -> None:
 def test_stop_reason_differing_from_phone_stop_reason_is_kept(catalog: Catalog) -> None:
     rec_id = catalog.create_recording(new_recording())
     _finish(catalog, rec_id, phone_stop_reason=None, stop_fields={"reason": "odd"})
-    assert _get(catalog, rec_id).extra == {"stop": {"reason": "odd"}}
+    assert get_row(catalog, rec_id).extra == {"stop": {"reason": "odd"}}
 
 
 # -- checkpoint / unfinished --------------------------------------------------------------
@@ -293,7 +275,7 @@ def test_checkpoint_updates_many_rows(catalog: Catalog) -> None:
     c = catalog.create_recording(new_recording(2))
     final = StreamCounters(received=10, lost=1)
     _finish(catalog, c, counters=final)
-    before = _get(catalog, a).updated_at
+    before = get_row(catalog, a).updated_at
 
     catalog.checkpoint(
         {
@@ -303,17 +285,17 @@ def test_checkpoint_updates_many_rows(catalog: Catalog) -> None:
             9999: StreamCounters(received=1),  # unknown: ignored
         }
     )
-    assert _get(catalog, a).counters == StreamCounters(received=100, duplicate=2, ssrc_changes=1)
-    assert _get(catalog, b).counters == StreamCounters(received=200, late=1, other=3)
-    assert _get(catalog, c).counters == final
-    assert _get(catalog, a).updated_at >= before
+    assert get_row(catalog, a).counters == StreamCounters(received=100, duplicate=2, ssrc_changes=1)
+    assert get_row(catalog, b).counters == StreamCounters(received=200, late=1, other=3)
+    assert get_row(catalog, c).counters == final
+    assert get_row(catalog, a).updated_at >= before
     assert catalog.get(9999) is None
 
     # Later checkpoints replace, not add.
     catalog.checkpoint({a: StreamCounters(received=150, duplicate=2, ssrc_changes=1)})
-    assert _get(catalog, a).packets_received == 150
+    assert get_row(catalog, a).packets_received == 150
     catalog.checkpoint({})
-    assert _get(catalog, b).packets_received == 200
+    assert get_row(catalog, b).packets_received == 200
 
 
 def test_unfinished(catalog: Catalog) -> None:
@@ -497,7 +479,7 @@ def test_weird_text_survives(catalog: Catalog, text: str) -> None:
         )
     )
     _finish(catalog, rec_id, stop_reason=text, phone_stop_reason=text, stop_fields={"x": text})
-    info = _get(catalog, rec_id)
+    info = get_row(catalog, rec_id)
     for name in (
         "session_id",
         "device",
@@ -528,7 +510,7 @@ def test_unstorable_characters_become_replacement_characters(catalog: Catalog) -
         )
     )
     _finish(catalog, rec_id, stop_fields={"remote_name": "c\x00"})
-    info = _get(catalog, rec_id)
+    info = get_row(catalog, rec_id)
     assert info.remote_name == "a\ufffdb"
     assert info.local_name == "lone \ufffd surrogate"
     assert info.extra == {

@@ -11,8 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from callrec.catalog import Catalog, NewAuditEntry, Scope, SearchQuery, StreamCounters
 from callrec.exceptions import CatalogError
-
-from .factory import T0, new_recording
+from tests.support.catalog import T0, new_recording
 
 
 def finish(catalog: Catalog, rec_id: int, duration: float) -> None:

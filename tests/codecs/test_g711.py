@@ -12,8 +12,8 @@ from callrec.codecs.g711 import (
     ULAW_DECODE_TABLE,
     ULAW_ENCODE_TABLE,
 )
-
-from .utils import DATA_DIR, pcm, samples, snr_db
+from tests.support.audio import pcm, samples, snr_db
+from tests.support.data import CODEC_DATA
 
 #: Every int16 value once.
 ALL_SAMPLES = np.arange(-32768, 32768, dtype=np.int64)
@@ -38,8 +38,8 @@ def test_ulaw_decodes_known_codes(code: int, expected: int) -> None:
 
 
 def test_committed_code_references_are_the_decode_tables() -> None:
-    assert (DATA_DIR / "codes.alaw.ffmpeg.s16le").read_bytes() == ALAW_DECODE_TABLE.tobytes()
-    assert (DATA_DIR / "codes.ulaw.ffmpeg.s16le").read_bytes() == ULAW_DECODE_TABLE.tobytes()
+    assert (CODEC_DATA / "codes.alaw.ffmpeg.s16le").read_bytes() == ALAW_DECODE_TABLE.tobytes()
+    assert (CODEC_DATA / "codes.ulaw.ffmpeg.s16le").read_bytes() == ULAW_DECODE_TABLE.tobytes()
 
 
 def test_tables_have_the_documented_shapes_and_cannot_be_written() -> None:
@@ -94,8 +94,8 @@ def test_encoding_ffmpegs_decoding_gives_the_committed_bytes_back(
 ) -> None:
     # Decoded levels sit inside their own quantisation interval, so re-encoding is exact,
     # except that mu-law's negative zero comes back as its positive zero.
-    reference = (DATA_DIR / f"{filename}.ffmpeg.s16le").read_bytes()
-    expected = (DATA_DIR / filename).read_bytes()
+    reference = (CODEC_DATA / f"{filename}.ffmpeg.s16le").read_bytes()
+    expected = (CODEC_DATA / filename).read_bytes()
     if codec is PCMU:
         expected = expected.replace(b"\x7f", b"\xff")
 

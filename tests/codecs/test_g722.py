@@ -8,16 +8,9 @@ import pytest
 
 from callrec.codecs import G722
 from callrec.codecs.g722 import G722_RTP_CLOCK_RATE, G722_SAMPLE_RATE
-
-from .utils import (
-    DATA_DIR,
-    PACKET_BYTES,
-    decode_in_packets,
-    encode_in_chunks,
-    pcm,
-    samples,
-    snr_db,
-)
+from tests.support.audio import decode_in_packets, encode_in_chunks, pcm, samples, snr_db
+from tests.support.data import CODEC_DATA
+from tests.support.rtp import PACKET_BYTES
 
 
 def multitone(seconds: float = 1.0) -> npt.NDArray[np.int64]:
@@ -39,8 +32,8 @@ def test_a_160_byte_packet_is_160_timestamp_units_and_320_samples() -> None:
 
 
 def test_decoder_keeps_state_between_packets() -> None:
-    encoded = (DATA_DIR / "signal.g722").read_bytes()
-    reference = (DATA_DIR / "signal.g722.ffmpeg.s16le").read_bytes()
+    encoded = (CODEC_DATA / "signal.g722").read_bytes()
+    reference = (CODEC_DATA / "signal.g722.ffmpeg.s16le").read_bytes()
     packets = [encoded[i : i + PACKET_BYTES] for i in range(0, len(encoded), PACKET_BYTES)]
 
     # A fresh decoder per packet loses the predictor state and so the signal.
@@ -51,8 +44,8 @@ def test_decoder_keeps_state_between_packets() -> None:
 
 
 def test_decoders_of_interleaved_streams_do_not_share_state() -> None:
-    first = (DATA_DIR / "signal.g722").read_bytes()[:8000]
-    second = (DATA_DIR / "noise.g722").read_bytes()
+    first = (CODEC_DATA / "signal.g722").read_bytes()[:8000]
+    second = (CODEC_DATA / "noise.g722").read_bytes()
     decoders = G722.decoder(), G722.decoder()
     out: tuple[list[bytes], list[bytes]] = ([], [])
 
@@ -65,7 +58,7 @@ def test_decoders_of_interleaved_streams_do_not_share_state() -> None:
 
 
 def test_decoder_takes_any_bytes_like_payload() -> None:
-    payload = (DATA_DIR / "noise.g722").read_bytes()[:PACKET_BYTES]
+    payload = (CODEC_DATA / "noise.g722").read_bytes()[:PACKET_BYTES]
     expected = G722.decoder().decode(payload)
 
     assert isinstance(expected, bytes)

@@ -13,7 +13,8 @@ import pytest
 
 from callrec.catalog import Catalog, DuplicatePathError, FinishRecording
 from callrec.engine.batching import Batcher
-from tests.catalog.factory import new_recording
+from tests.support.catalog import new_recording
+from tests.support.waiting import wait_for
 
 
 class _Thread:
@@ -23,13 +24,25 @@ class _Thread:
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.gate = threading.Event()
         self.gate.set()
+        #: Batches that reached the thread (held there while the gate is closed).
+        self.arrived = 0
 
     async def __call__(self, fn: Callable[[], Any]) -> Any:
         def held() -> Any:
+            self.arrived += 1
             self.gate.wait(5)
             return fn()
 
         return await asyncio.get_running_loop().run_in_executor(self.pool, held)
+
+    async def holding(self) -> None:
+        """Until a batch is on the thread, held at the gate."""
+        await wait_for(lambda: self.arrived, what="a batch to reach the catalogue thread")
+
+
+def _queued(batcher: Batcher[Any, Any]) -> int:
+    """Requests waiting for the next batch (no public count: the test reads the queue)."""
+    return len(batcher._queue)
 
 
 async def test_requests_queued_while_a_batch_runs_form_the_next_batch() -> None:
@@ -43,9 +56,9 @@ async def test_requests_queued_while_a_batch_runs_form_the_next_batch() -> None:
     batcher: Batcher[int, int] = Batcher(double, thread)
     thread.gate.clear()
     first = asyncio.ensure_future(batcher(1))
-    await asyncio.sleep(0.05)  # the first batch is on the thread, held
+    await thread.holding()  # the first batch is on the thread, held
     rest = [asyncio.ensure_future(batcher(i)) for i in range(2, 7)]
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: _queued(batcher) == 5, what="the other five requests to queue")
     thread.gate.set()
     assert await first == 2
     assert await asyncio.gather(*rest) == [4, 6, 8, 10, 12]
@@ -63,7 +76,8 @@ async def test_an_item_error_goes_to_its_caller_only_and_a_batch_error_to_all() 
     batcher: Batcher[int, int] = Batcher(check, thread, max_batch=3)
     thread.gate.clear()
     calls = [asyncio.ensure_future(batcher(i)) for i in (1, -2, 3, 99, 5)]
-    await asyncio.sleep(0.05)
+    await thread.holding()  # the first three, while 99 and 5 wait for the next batch
+    assert _queued(batcher) == 2
     thread.gate.set()
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert results[0] == 1 and results[2] == 3
@@ -79,7 +93,7 @@ async def test_a_cancelled_caller_does_not_break_its_batch() -> None:
     thread.gate.clear()
     gone = asyncio.ensure_future(batcher(1))
     kept = asyncio.ensure_future(batcher(2))
-    await asyncio.sleep(0.05)
+    await thread.holding()  # both in the batch on the thread
     gone.cancel()
     thread.gate.set()
     assert await kept == 2
@@ -95,7 +109,7 @@ async def test_catalogue_batches_are_rows_in_the_database(tmp_path: Path) -> Non
     thread.gate.clear()
     names = ["a.wav", "b.wav", "a.wav", "c.wav"]
     calls = [asyncio.ensure_future(creates(new_recording(path=n))) for n in names]
-    await asyncio.sleep(0.05)
+    await thread.holding()  # all four in one batch
     thread.gate.set()
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert isinstance(results[2], DuplicatePathError)

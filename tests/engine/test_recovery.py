@@ -8,7 +8,7 @@ from pathlib import Path
 from callrec.catalog import Catalog, StreamCounters
 from callrec.engine.recovery import recover_unfinished
 from callrec.media.wav import WavWriter
-from tests.catalog.factory import new_recording
+from tests.support.catalog import new_recording
 
 
 def test_recovery_outcomes(tmp_path: Path) -> None:

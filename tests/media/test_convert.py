@@ -21,8 +21,8 @@ from callrec.media.convert import (
     output_suffix,
 )
 from callrec.media.localfile import decode, payloads, scan
-from tests.codecs.utils import ffmpeg_decode, needs_ffmpeg
-from tests.media.localfile_utils import DATA_DIR, ffprobe, needs_ffprobe
+from tests.support.data import LOCALFILE_DATA
+from tests.support.ffmpeg import ffmpeg_samples, ffprobe, needs_ffmpeg, needs_ffprobe
 
 #: Committed clean files: name -> (codec, rate of the audio).
 CLEAN = {"pcma-rtp.wav": ("PCMA", 8000), "g722-bare.wav": ("G722", 16000)}
@@ -33,7 +33,7 @@ CLEAN = {"pcma-rtp.wav": ("PCMA", 8000), "g722-bare.wav": ("G722", 16000)}
 def test_wav_opens_in_ffmpeg_with_the_right_format(name: str, tmp_path: Path) -> None:
     _, rate = CLEAN[name]
     out = tmp_path / "out.wav"
-    result = convert_file(DATA_DIR / name, out)
+    result = convert_file(LOCALFILE_DATA / name, out)
     assert result.output == out and result.format == "wav"
     assert result.sample_rate == rate and result.duration == 1.0
     assert ffprobe(out) == {
@@ -49,13 +49,13 @@ def test_wav_opens_in_ffmpeg_with_the_right_format(name: str, tmp_path: Path) ->
 @pytest.mark.parametrize("name", sorted(CLEAN))
 def test_wav_samples_are_ffmpegs_decoding_of_the_payloads(name: str, tmp_path: Path) -> None:
     codec, _ = CLEAN[name]
-    data = (DATA_DIR / name).read_bytes()
+    data = (LOCALFILE_DATA / name).read_bytes()
     info = scan(data)
     raw = tmp_path / "payloads.raw"
     raw.write_bytes(b"".join(payloads(info, data)))
-    out = convert_file(DATA_DIR / name, tmp_path / "out.wav").output
+    out = convert_file(LOCALFILE_DATA / name, tmp_path / "out.wav").output
     samples, _ = soundfile.read(out, dtype="int16")
-    reference = np.frombuffer(ffmpeg_decode(codec, raw), dtype="<i2")
+    reference = ffmpeg_samples(codec, raw)
     np.testing.assert_array_equal(samples, reference)
 
 
@@ -64,13 +64,13 @@ def test_wav_samples_are_ffmpegs_decoding_of_the_payloads(name: str, tmp_path: P
 def test_flac_is_lossless_at_the_codec_rate(name: str, tmp_path: Path) -> None:
     _, rate = CLEAN[name]
     out = tmp_path / "out.flac"
-    result = convert_file(DATA_DIR / name, out, fmt="flac")
+    result = convert_file(LOCALFILE_DATA / name, out, fmt="flac")
     assert result.format == "flac"
     probe = ffprobe(out)
     assert probe["codec"] == "flac" and probe["format"] == "flac"
     assert probe["sample_rate"] == rate and probe["channels"] == 1
     assert probe["duration"] == pytest.approx(1.0)
-    data = (DATA_DIR / name).read_bytes()
+    data = (LOCALFILE_DATA / name).read_bytes()
     expected = np.frombuffer(b"".join(decode(scan(data), data)), dtype="<i2")
     samples, flac_rate = soundfile.read(out, dtype="int16")
     assert flac_rate == rate
@@ -90,7 +90,7 @@ def _opus_input_rate(path: Path) -> int:
 def test_opus_opens_in_ffmpeg(name: str, tmp_path: Path) -> None:
     _, rate = CLEAN[name]
     out = tmp_path / "out.opus"
-    convert_file(DATA_DIR / name, out, fmt="opus")
+    convert_file(LOCALFILE_DATA / name, out, fmt="opus")
     probe = ffprobe(out)
     assert probe["codec"] == "opus" and probe["format"] == "ogg" and probe["channels"] == 1
     # Opus always decodes at 48 kHz; the stream records the rate it was encoded from.
@@ -103,9 +103,9 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "out.wav"
     out.write_bytes(b"keep me")
     with pytest.raises(OutputExistsError, match="exists \\(use --overwrite to replace it\\)"):
-        convert_file(DATA_DIR / "pcma-rtp.wav", out)
+        convert_file(LOCALFILE_DATA / "pcma-rtp.wav", out)
     assert out.read_bytes() == b"keep me"
-    convert_file(DATA_DIR / "pcma-rtp.wav", out, overwrite=True)
+    convert_file(LOCALFILE_DATA / "pcma-rtp.wav", out, overwrite=True)
     assert out.read_bytes()[:4] == b"RIFF"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
 
@@ -123,7 +123,7 @@ def test_output_taken_during_the_conversion_is_not_clobbered(
 
     monkeypatch.setattr(convert_module, "write_wav", slow_write)
     with pytest.raises(OutputExistsError):
-        convert_file(DATA_DIR / "pcma-rtp.wav", out)
+        convert_file(LOCALFILE_DATA / "pcma-rtp.wav", out)
     assert out.read_bytes() == b"someone else"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
 
@@ -138,21 +138,21 @@ def test_output_taken_during_the_conversion_is_not_clobbered(
 )
 def test_unreadable_files_leave_nothing_behind(name: str, message: str, tmp_path: Path) -> None:
     with pytest.raises(LocalFileError, match=message):
-        convert_file(DATA_DIR / name, tmp_path / "out" / "x.flac", fmt="flac")
+        convert_file(LOCALFILE_DATA / name, tmp_path / "out" / "x.flac", fmt="flac")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_damaged_file_converts_what_it_holds(tmp_path: Path) -> None:
-    result = convert_file(DATA_DIR / "truncated.wav", tmp_path / "t.wav")
+    result = convert_file(LOCALFILE_DATA / "truncated.wav", tmp_path / "t.wav")
     assert result.info.damaged and result.duration == pytest.approx(0.6)
 
 
 def test_refuses_to_replace_its_own_source(tmp_path: Path) -> None:
     source = tmp_path / "Record_1.wav"
-    shutil.copy(DATA_DIR / "pcma-rtp.wav", source)
+    shutil.copy(LOCALFILE_DATA / "pcma-rtp.wav", source)
     with pytest.raises(ConvertError, match="is the source file itself"):
         convert_file(source, tmp_path / "." / "Record_1.wav", overwrite=True)
-    assert source.read_bytes() == (DATA_DIR / "pcma-rtp.wav").read_bytes()
+    assert source.read_bytes() == (LOCALFILE_DATA / "pcma-rtp.wav").read_bytes()
 
 
 def test_unknown_format() -> None:
@@ -165,7 +165,7 @@ def test_unknown_format() -> None:
 
 def test_without_ffmpeg_only_wav(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(convert_module.shutil, "which", lambda name: None)
-    data = (DATA_DIR / "pcma-rtp.wav").read_bytes()
+    data = (LOCALFILE_DATA / "pcma-rtp.wav").read_bytes()
     with pytest.raises(ConvertError, match="flac output needs FFmpeg, which is not installed"):
         convert_bytes(data, tmp_path / "x.flac", fmt="flac")
     assert convert_bytes(data, tmp_path / "x.wav").duration == 1.0
@@ -176,7 +176,7 @@ def test_ffmpeg_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     fake.write_text("#!/bin/sh\necho 'Unknown encoder' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setattr(convert_module.shutil, "which", lambda name: str(fake))
-    data = (DATA_DIR / "pcma-rtp.wav").read_bytes()
+    data = (LOCALFILE_DATA / "pcma-rtp.wav").read_bytes()
     with pytest.raises(ConvertError, match=r"FFmpeg could not encode opus \(exit 1\): Unknown"):
         convert_bytes(data, tmp_path / "out" / "x.opus", fmt="opus")
     assert os.listdir(tmp_path / "out") == []

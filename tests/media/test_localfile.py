@@ -21,14 +21,16 @@ from callrec.media.localfile import (
 )
 from callrec.rtp.packet import RtpPacket
 from callrec.sim.phone import build_packets
-from tests.media.localfile_utils import decode_payloads, tone
+from tests.support.audio import decode_payloads, tone
 
 CODECS = ["PCMA", "PCMU", "G722"]
 
 
 def packets_for(name: str, seconds: float = 0.4, *, first_seq: int = 65530) -> list[RtpPacket]:
     codec = get_codec(name)
-    return build_packets(tone(codec, seconds), codec, ssrc=0xABCDEF01, first_seq=first_seq)
+    return build_packets(
+        tone(codec.sample_rate, seconds), codec, ssrc=0xABCDEF01, first_seq=first_seq
+    )
 
 
 def header_bytes(

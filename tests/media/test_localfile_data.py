@@ -11,7 +11,7 @@ import pytest
 
 from callrec.exceptions import LocalFileError
 from callrec.media.localfile import decode, scan
-from tests.media.localfile_utils import DATA_DIR
+from tests.support.data import LOCALFILE_DATA
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_localfile_testdata.py"
 
@@ -28,10 +28,10 @@ def _build() -> dict[str, bytes]:
 
 def test_committed_files_are_what_the_tool_makes() -> None:
     built = _build()
-    committed = {p.name for p in DATA_DIR.iterdir() if p.suffix == ".wav"}
+    committed = {p.name for p in LOCALFILE_DATA.iterdir() if p.suffix == ".wav"}
     assert committed == set(built)
     for name, data in built.items():
-        assert (DATA_DIR / name).read_bytes() == data, f"{name}: rerun {TOOL.name}"
+        assert (LOCALFILE_DATA / name).read_bytes() == data, f"{name}: rerun {TOOL.name}"
 
 
 #: name -> (units, duration, damaged, problems) for the files that can be read.
@@ -102,7 +102,7 @@ def test_every_committed_file_is_covered() -> None:
 @pytest.mark.parametrize("name", sorted(READABLE))
 def test_readable_edge_file(name: str) -> None:
     units, duration, damaged, problems = READABLE[name]
-    info = scan((DATA_DIR / name).read_bytes())
+    info = scan((LOCALFILE_DATA / name).read_bytes())
     assert (info.units, info.duration, info.damaged, info.problems) == (
         units,
         pytest.approx(duration),
@@ -112,7 +112,7 @@ def test_readable_edge_file(name: str) -> None:
 
 
 def test_big_endian_file_decodes_like_its_little_endian_twin() -> None:
-    data = (DATA_DIR / "big-endian.wav").read_bytes()
+    data = (LOCALFILE_DATA / "big-endian.wav").read_bytes()
     info = scan(data)
     assert info.header.byte_order == "big" and info.header.codec == "PCMU"
     assert len(b"".join(decode(info, data))) == 2 * 8000
@@ -121,5 +121,5 @@ def test_big_endian_file_decodes_like_its_little_endian_twin() -> None:
 @pytest.mark.parametrize("name", sorted(UNREADABLE))
 def test_unreadable_edge_file(name: str) -> None:
     with pytest.raises(LocalFileError) as caught:
-        scan((DATA_DIR / name).read_bytes())
+        scan((LOCALFILE_DATA / name).read_bytes())
     assert str(caught.value) == UNREADABLE[name]

@@ -7,7 +7,6 @@ import wave
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from callrec.codecs import get_codec
@@ -24,8 +23,9 @@ from callrec.media.wav import read_wav_info
 from callrec.service import Service
 from callrec.sim.call import record_call, run_phone
 from callrec.sim.phone import build_packets
-from tests.media.localfile_utils import decode_payloads, tone
-from tests.server.conftest import server_settings
+from tests.support.audio import decode_payloads, tone, write_wav
+from tests.support.settings import server_settings
+from tests.support.waiting import wait_idle
 
 CODECS = ["PCMA", "PCMU", "G722"]
 START = datetime(2026, 11, 26, 16, 11, 30)
@@ -35,7 +35,9 @@ START = datetime(2026, 11, 26, 16, 11, 30)
 @pytest.mark.parametrize("rtp_headers", [True, False], ids=["rtp", "bare"])
 def test_simulator_files_read_back_exactly(name: str, rtp_headers: bool, tmp_path: Path) -> None:
     codec = get_codec(name)
-    packets = build_packets(tone(codec, 3.0), codec, ssrc=0x1234, first_seq=65400, first_ts=7)
+    packets = build_packets(
+        tone(codec.sample_rate, 3.0), codec, ssrc=0x1234, first_seq=65400, first_ts=7
+    )
     unit_size = 172 if rtp_headers else 160
     per_file = 40  # 0.8 s a file: three rollovers in what is left of 3 s
     options = LocalRecordOptions(
@@ -80,7 +82,7 @@ def test_simulator_files_read_back_exactly(name: str, rtp_headers: bool, tmp_pat
 
 def test_rollover_in_the_same_second_gets_a_distinct_name(tmp_path: Path) -> None:
     codec = get_codec("PCMA")
-    packets = build_packets(tone(codec, 0.2), codec, ssrc=1)
+    packets = build_packets(tone(codec.sample_rate, 0.2), codec, ssrc=1)
     paths = record_packets(
         packets,
         codec,
@@ -97,7 +99,7 @@ def test_rollover_in_the_same_second_gets_a_distinct_name(tmp_path: Path) -> Non
 
 def test_pause_to_the_end_and_pause_at_the_start(tmp_path: Path) -> None:
     codec = get_codec("PCMU")
-    packets = build_packets(tone(codec, 1.0), codec, ssrc=1)
+    packets = build_packets(tone(codec.sample_rate, 1.0), codec, ssrc=1)
     paths = record_packets(
         packets,
         codec,
@@ -112,7 +114,7 @@ def test_pause_to_the_end_and_pause_at_the_start(tmp_path: Path) -> None:
 
 def test_everything_paused_writes_no_file(tmp_path: Path) -> None:
     codec = get_codec("PCMA")
-    packets = build_packets(tone(codec, 0.2), codec, ssrc=1)
+    packets = build_packets(tone(codec.sample_rate, 0.2), codec, ssrc=1)
     options = LocalRecordOptions(directory=tmp_path / "usb", pauses=((0.0, None),))
     assert record_packets(packets, codec, options) == []
     assert record_packets([], codec, options) == []
@@ -121,7 +123,7 @@ def test_everything_paused_writes_no_file(tmp_path: Path) -> None:
 
 def test_recorder_leaves_header_unannounced_until_closed(tmp_path: Path) -> None:
     codec = get_codec("PCMA")
-    packets = build_packets(tone(codec, 0.2), codec, ssrc=1)
+    packets = build_packets(tone(codec.sample_rate, 0.2), codec, ssrc=1)
     recorder = LocalRecorder(tmp_path, codec=codec, unit_size=172, increment=160, start=START)
     for i, packet in enumerate(packets):
         recorder.write(packet.serialize(), i * 0.02)
@@ -177,23 +179,14 @@ def test_size_limit_must_hold_a_unit(tmp_path: Path) -> None:
     with pytest.raises(LocalRecordError, match="leaves no room after the 76-byte header"):
         LocalRecordOptions(directory=tmp_path, max_bytes=76)
     codec = get_codec("PCMA")
-    packets = build_packets(tone(codec, 0.1), codec, ssrc=1)
+    packets = build_packets(tone(codec.sample_rate, 0.1), codec, ssrc=1)
     with pytest.raises(LocalRecordError, match="cannot hold the 76-byte header and one 172-byte"):
         record_packets(packets, codec, LocalRecordOptions(directory=tmp_path, max_bytes=200))
 
 
-def _wav(path: Path, samples: np.ndarray, rate: int) -> Path:
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(samples.astype("<i2").tobytes())
-    return path
-
-
 def test_run_phone_local_only(tmp_path: Path) -> None:
     codec = get_codec("G722")
-    source = _wav(tmp_path / "call.wav", tone(codec, 2.0), 16000)
+    source = write_wav(tmp_path / "call.wav", tone(codec.sample_rate, 2.0), 16000)
     result = run_phone(
         "127.0.0.1:9",  # never contacted
         codec="G722",
@@ -215,14 +208,14 @@ def test_run_phone_local_only(tmp_path: Path) -> None:
 
 
 def test_run_phone_local_options_need_a_directory(tmp_path: Path) -> None:
-    source = _wav(tmp_path / "call.wav", tone(get_codec("PCMA"), 0.1), 8000)
+    source = write_wav(tmp_path / "call.wav", tone(get_codec("PCMA").sample_rate, 0.1), 8000)
     with pytest.raises(LocalRecordError, match="need --local-record DIR"):
         run_phone("127.0.0.1:9", codec="PCMA", play=source, pause_at=[1.0])
 
 
 def test_phone_records_locally_what_it_streams_to_the_server(tmp_path: Path) -> None:
     codec = get_codec("PCMA")
-    pcm = tone(codec, 1.0)
+    pcm = tone(codec.sample_rate, 1.0)
     settings = server_settings(tmp_path)
 
     async def call() -> list[Path]:
@@ -238,7 +231,7 @@ def test_phone_records_locally_what_it_streams_to_the_server(tmp_path: Path) -> 
                 local=LocalRecordOptions(directory=tmp_path / "usb", start=START),
             )
             assert result.ok, result.error
-            await asyncio.sleep(0.2)
+            await wait_idle(server)  # the server's recording is finished
             return result.local_files
         finally:
             await server.stop()

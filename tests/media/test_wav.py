@@ -333,7 +333,7 @@ CRASHING_WRITER = textwrap.dedent(
         writer.flush()
     writer.write(frame * 3)  # buffered, never flushed
     print("flushed", flush=True)
-    time.sleep(60)
+    time.sleep(60)  # until the test kills it: the crash is the point
     """
 )
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +14,12 @@ import numpy as np
 from callrec.catalog import Catalog
 from callrec.codecs import get_codec
 from callrec.sim.phone import PhoneCall
-from tests.server.test_crash import free_port, start_server
-from tests.server.test_recording import encoded, rtp_packets
+from tests.support.audio import read_wav
+from tests.support.data import encoded
+from tests.support.net import free_tcp_port
+from tests.support.rtp import rtp_packets
+from tests.support.serve import spawn_serve, start_serve, terminate
+from tests.support.waiting import wait_until
 
 PHONES = 50
 ROUNDS = 3
@@ -39,32 +41,23 @@ async def phone(port: int, sid: str, packets: list, sent: dict[str, int], ok: se
         await call.close()
 
 
-def wait_for_line(log: Path, text: str, limit: float) -> bool:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if log.exists() and text in log.read_text(errors="replace"):
-            return True
-        time.sleep(0.005)
-    return False
-
-
 async def test_repeated_kill_9_loses_no_call(tmp_path: Path) -> None:
     rng = random.Random(SEED)
-    port = free_port()
+    port = free_tcp_port()
     data = encoded("PCMA") * 3  # 6 s of audio per phone, more than any round lasts
     packets = rtp_packets("PCMA", data)
     reference = np.frombuffer(get_codec("PCMA").decoder().decode(data), "<i2")
     sent_at_kill: dict[str, int] = {}
     started: set[str] = set()
     for rnd in range(ROUNDS):
-        proc = start_server(tmp_path, port)
+        proc = start_serve(tmp_path, port)
         sent: dict[str, int] = {}
         ok: set[str] = set()
         tasks = [
             asyncio.create_task(phone(port, f"r{rnd}-{i}", packets, sent, ok))
             for i in range(PHONES)
         ]
-        await asyncio.sleep(rng.uniform(1.5, 3.0))
+        await asyncio.sleep(rng.uniform(1.5, 3.0))  # a seeded random moment of the kill
         snapshot = dict(sent)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -76,14 +69,19 @@ async def test_repeated_kill_9_loses_no_call(tmp_path: Path) -> None:
 
     # Killed again in the middle of start-up recovery.
     log = tmp_path / "recovery.log"
-    proc = start_server(tmp_path, port, wait=False, log=log)
-    assert wait_for_line(log, "after a crash", 30)
+    proc = spawn_serve(tmp_path, log=log, control_port=port)
+    # Polled often: the kill must come while the recovery runs.
+    wait_until(
+        lambda: "after a crash" in log.read_text(errors="replace"),
+        what="start-up recovery to begin",
+        timeout=30,
+        interval=0.005,
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
 
-    proc = start_server(tmp_path, port)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
+    proc = start_serve(tmp_path, port)
+    assert terminate(proc, 30) == 0
 
     with Catalog(f"sqlite:///{tmp_path / 'catalog.db'}") as catalog:
         rows = catalog.find(limit=10_000)
@@ -105,9 +103,8 @@ async def test_repeated_kill_9_loses_no_call(tmp_path: Path) -> None:
         if rec.path not in on_disk:
             continue
         assert rec.status == "recovered" and rec.stop_reason == "crash", (sid, rec.status)
-        with wave.open(str(root / rec.path), "rb") as w:
-            assert w.getframerate() == 8000
-            frames = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        frames, rate = read_wav(root / rec.path)
+        assert rate == 8000
         sent_seconds = sent_at_kill.get(sid, 0) * 0.02
         assert len(frames) / 8000 >= sent_seconds - 1.0, (sid, len(frames) / 8000, sent_seconds)
         np.testing.assert_array_equal(frames, reference[: len(frames)])

@@ -14,8 +14,9 @@ import pytest
 
 from callrec.service import Service
 from callrec.sim.phone import PhoneCall
-from tests.server.conftest import server_settings
-from tests.server.test_recording import rtp_packets
+from tests.support.rtp import rtp_packets
+from tests.support.settings import server_settings
+from tests.support.waiting import wait_idle, wait_received
 
 FS_BYTES = 1024 * 1024
 
@@ -69,12 +70,8 @@ async def test_disk_fills_mid_call_then_space_returns(small_fs: Path, tmp_path: 
         packets = rtp_packets("PCMA", bytes(range(256)) * 625)
         for i in range(0, len(packets), 50):
             await call.send_packets(packets[i : i + 50], realtime=False)
-            await asyncio.sleep(0.03)
-        for _ in range(200):
-            rows = srv.catalog.find()
-            if rows and rows[0].status != "recording":
-                break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.03)  # paced, 1 s of audio per 30 ms: the disk fills mid-call
+        await wait_idle(srv, timeout=10)  # the full disk ended the recording
         (rec,) = srv.catalog.find()
         assert rec.status == "complete" and rec.stop_reason == "disk_full"
         path = small_fs / rec.path
@@ -94,7 +91,7 @@ async def test_disk_fills_mid_call_then_space_returns(small_fs: Path, tmp_path: 
         again, answer = await start(srv, "again")
         assert answer["result"] == "success"
         await again.send_packets(rtp_packets("PCMA", bytes(1600)), realtime=False)
-        await asyncio.sleep(0.05)
+        await wait_received(srv, "again", 10)
         assert (await again.stop())["result"] == "success"
         await again.close()
         statuses = {r.session_id: (r.status, r.stop_reason) for r in srv.catalog.find()}

@@ -13,8 +13,10 @@ import pytest
 
 from callrec.service import Service
 from callrec.sim.phone import PhoneCall
-from tests.server.conftest import server_settings
-from tests.server.test_recording import encoded, rtp_packets
+from tests.support.data import encoded
+from tests.support.rtp import rtp_packets
+from tests.support.settings import server_settings
+from tests.support.waiting import wait_for, wait_received
 
 IDLE_CONNECTIONS = 2000
 IDLE_TIMEOUT = 1.0
@@ -54,7 +56,7 @@ async def slowloris(port: int, seconds: float) -> bool:
                 return False
             writer.write(bytes([byte]))
             await writer.drain()
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the attack: one byte every 0.2 s
             if reader.at_eof():
                 return True
         return False
@@ -103,7 +105,7 @@ async def test_hostile_control_peers_do_not_starve_a_phone(
     answered_in = time.monotonic() - began
     assert answer["result"] == "success"
     await call.send_packets(rtp_packets("PCMA", encoded("PCMA"))[:50], realtime=False)
-    await asyncio.sleep(0.05)
+    await wait_received(strict_server, "good", 50)
     assert (await call.stop())["result"] == "success"
     await call.close()
     assert answered_in < 3.0, f"start answered after {answered_in:.2f} s"
@@ -116,10 +118,9 @@ async def test_hostile_control_peers_do_not_starve_a_phone(
     assert all(closed)
     for _, w in idle:
         w.close()
-    for _ in range(100):
-        if not strict_server.phone.connections:
-            break
-        await asyncio.sleep(0.05)
-    assert not strict_server.phone.connections
+    await wait_for(
+        lambda: strict_server.held().connections == 0,
+        what="the server to let go of every connection",
+    )
     (rec,) = strict_server.catalog.find()
     assert rec.status == "complete" and rec.duration == 1.0

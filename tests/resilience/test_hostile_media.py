@@ -3,7 +3,6 @@ real stream's audio is unharmed (equal, sample for sample, to FFmpeg's decode)."
 
 from __future__ import annotations
 
-import asyncio
 import struct
 
 import numpy as np
@@ -11,14 +10,11 @@ import numpy as np
 from callrec.rtp.packet import RtpPacket
 from callrec.service import Service
 from callrec.sim.phone import PhoneCall
-from tests.codecs.utils import needs_ffmpeg
-from tests.server.test_recording import (
-    encoded,
-    ffmpeg_decode,
-    only_recording,
-    read_wav,
-    rtp_packets,
-)
+from tests.support.data import encoded
+from tests.support.ffmpeg import ffmpeg_samples, needs_ffmpeg
+from tests.support.recording import only_recording, read_recording
+from tests.support.rtp import rtp_packets
+from tests.support.waiting import wait_received
 
 
 def hostile_datagrams(i: int, real: RtpPacket) -> list[bytes]:
@@ -63,12 +59,12 @@ async def test_hostile_rtp_from_the_peer_address(server: Service) -> None:
         stream.extend(extra)
         hostile += len(extra)
     await call.send_packets(stream, realtime=False)
-    await asyncio.sleep(0.1)
+    await wait_received(server, "hm", len(stream))
     assert (await call.stop())["result"] == "success"
     await call.close()
     rec = only_recording(server)
-    samples, _ = read_wav(server, rec.id)
-    np.testing.assert_array_equal(samples, ffmpeg_decode(codec, encoded(codec)))
+    samples, _ = read_recording(server, rec.id)
+    np.testing.assert_array_equal(samples, ffmpeg_samples(codec, encoded(codec)))
     assert rec.packets_lost == 0 and rec.ssrc_changes == 0
     assert rec.packets_received == len(packets) + hostile
     refused = rec.packets_malformed + rec.packets_other + rec.packets_foreign + rec.packets_late

@@ -10,8 +10,11 @@ import pytest
 from callrec.control import ControlMessage
 from callrec.service import Service
 from callrec.sim.phone import PhoneCall
-from tests.server.conftest import server_settings
-from tests.server.test_recording import encoded, only_recording, read_wav, rtp_packets
+from tests.support.data import encoded
+from tests.support.recording import only_recording, read_recording, record
+from tests.support.rtp import rtp_packets
+from tests.support.settings import server_settings
+from tests.support.waiting import wait_idle, wait_received
 
 START = (
     "cmd=RecordStartRequest&id={id}&device=0c383e0e709a&remote_number=2011&remote_name="
@@ -36,13 +39,7 @@ def answer_of(raw: bytes) -> dict[str, str]:
 
 
 async def assert_still_serving(server: Service, session_id: str = "after") -> None:
-    call = PhoneCall("127.0.0.1", server.control_port, session_id=session_id, codec="PCMA")
-    answer = await call.start()
-    assert answer["result"] == "success"
-    await call.send_packets(rtp_packets("PCMA", encoded("PCMA"))[:5], realtime=False)
-    await asyncio.sleep(0.05)
-    assert (await call.stop())["result"] == "success"
-    await call.close()
+    await record(server, "PCMA", rtp_packets("PCMA", encoded("PCMA"))[:5], session_id=session_id)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +126,7 @@ async def test_non_utf8_and_traversal_in_every_text_field(server: Service) -> No
     )
     assert (await call.start())["result"] == "success"
     await call.send_packets(rtp_packets("PCMU", encoded("PCMU"))[:5], realtime=False)
-    await asyncio.sleep(0.05)
+    await wait_received(server, "../../id", 5)
     await call.stop()
     await call.close()
     # Raw Latin-1 bytes (not UTF-8) in names.
@@ -199,8 +196,6 @@ async def test_busy_when_port_range_exhausted(tmp_path: Path) -> None:
 
 
 async def test_hostile_rtp_is_counted_and_survived(server: Service) -> None:
-    call = PhoneCall("127.0.0.1", server.control_port, session_id="h", codec="PCMA")
-    answer = await call.start()
     good = rtp_packets("PCMA", encoded("PCMA"))[:20]
     junk: list[bytes] = [
         b"",
@@ -216,12 +211,9 @@ async def test_hostile_rtp_is_counted_and_survived(server: Service) -> None:
         mixed.append(p.serialize())
         if i < len(junk):
             mixed.append(junk[i])
-    await call.send_packets(mixed, realtime=False)
-    await asyncio.sleep(0.05)
-    await call.stop()
-    await call.close()
+    answer = await record(server, "PCMA", mixed, session_id="h")
     rec = only_recording(server)
-    samples, _ = read_wav(server, rec.id)
+    samples, _ = read_recording(server, rec.id)
     assert len(samples) == 20 * 160
     assert rec.packets_malformed + rec.packets_other == len(junk)
     assert rec.packets_received == len(mixed)
@@ -235,11 +227,8 @@ async def test_max_duration_closes_the_recording(tmp_path: Path) -> None:
         call = PhoneCall("127.0.0.1", srv.control_port, session_id="long", codec="PCMA")
         assert (await call.start())["result"] == "success"
         await call.send_packets(rtp_packets("PCMA", encoded("PCMA"))[:10], realtime=False)
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            (rec,) = srv.catalog.find()
-            if rec.status != "recording":
-                break
+        await wait_idle(srv)  # the engine ended the recording at its longest
+        (rec,) = srv.catalog.find()
         assert rec.status == "complete" and rec.stop_reason == "max_duration"
         assert rec.duration == pytest.approx(0.2)
         # The phone's later stop is answered success, and the id can start a new recording.

@@ -27,7 +27,7 @@ async def send(writer: asyncio.StreamWriter, data: bytes, bytewise: bool) -> Non
     for i in range(len(data)):
         writer.write(data[i : i + 1])
         await writer.drain()
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # one byte per segment: the server reads them one by one
 
 
 async def read_answer(reader: asyncio.StreamReader, term: bytes) -> bytes:

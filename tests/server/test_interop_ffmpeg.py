@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +10,9 @@ import pytest
 
 from callrec.service import Service
 from callrec.sim.phone import PhoneCall
-from tests.codecs.utils import needs_ffmpeg
-from tests.server.conftest import speech_like_signal
-from tests.server.test_recording import only_recording, read_wav
+from tests.support.audio import speech_like_signal, write_wav
+from tests.support.ffmpeg import FFMPEG, needs_ffmpeg, run_ffmpeg
+from tests.support.recording import only_recording, read_recording
 
 FFMPEG_ENCODER = {
     "PCMA": ("pcm_alaw", "alaw", 8000),
@@ -24,48 +21,32 @@ FFMPEG_ENCODER = {
 }
 
 
-def run_ffmpeg(*args: str, data: bytes | None = None) -> bytes:
-    ffmpeg = shutil.which("ffmpeg")
-    assert ffmpeg is not None
-    return subprocess.run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", *args],
-        input=data,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-
-
 @needs_ffmpeg
 @pytest.mark.parametrize("codec", ["PCMA", "PCMU", "G722"])
 async def test_ffmpeg_rtp_stream_is_recorded_exactly(
     server: Service, tmp_path: Path, codec: str
 ) -> None:
     encoder, raw_format, rate = FFMPEG_ENCODER[codec]
-    source = tmp_path / "in.wav"
-    with wave.open(str(source), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(speech_like_signal(1.0, rate).tobytes())
+    source = write_wav(tmp_path / "in.wav", speech_like_signal(1.0, rate), rate)
     call = PhoneCall("127.0.0.1", server.control_port, session_id="ff", codec=codec)
     answer = await call.start()
     assert answer["result"] == "success"
     port = int(answer["port"])
     sdp = tmp_path / "out.sdp"
     proc = await asyncio.create_subprocess_exec(
-        shutil.which("ffmpeg") or "ffmpeg",
+        FFMPEG or "ffmpeg",
         "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
         "-i", str(source), "-c:a", encoder, "-ar", str(rate), "-ac", "1",
         "-f", "rtp", "-sdp_file", str(sdp),
         f"rtp://127.0.0.1:{port}?localaddr=127.0.0.1&pkt_size=172",
     )  # fmt: skip
     assert await asyncio.wait_for(proc.wait(), 30) == 0
-    await asyncio.sleep(0.1)
+    # FFmpeg has exited: every datagram it sent is queued on the session's port, and the stop
+    # reads what the kernel queued before it ends the recording.
     assert (await call.stop())["result"] == "success"
     await call.close()
     rec = only_recording(server)
-    samples, got_rate = read_wav(server, rec.id)
+    samples, got_rate = read_recording(server, rec.id)
     assert got_rate == rate
     # The reference: FFmpeg's own encoding of the same input, decoded by FFmpeg.
     encoded = run_ffmpeg(

@@ -3,79 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
+from callrec.catalog import Catalog
 from callrec.codecs import get_codec
 from callrec.rtp.packet import RtpPacket
 from callrec.service import Service
 from callrec.sim.phone import PhoneCall
-from tests.codecs.utils import DATA_DIR, FFMPEG_INPUT, needs_ffmpeg
+from tests.support.data import encoded
+from tests.support.ffmpeg import ffmpeg_samples, needs_ffmpeg
+from tests.support.recording import only_recording, read_recording, record
+from tests.support.rtp import rtp_packets
+from tests.support.settings import server_settings
+from tests.support.waiting import wait_idle, wait_received
 
-ENCODED = {"PCMA": "signal.alaw", "PCMU": "signal.ulaw", "G722": "signal.g722"}
 PACKET = 160
-
-
-def encoded(codec: str) -> bytes:
-    return (DATA_DIR / ENCODED[codec]).read_bytes()
-
-
-def rtp_packets(
-    codec: str, data: bytes, *, ssrc: int = 0x1234, seq0: int = 1000, ts0: int = 5000
-) -> list[RtpPacket]:
-    c = get_codec(codec)
-    out = []
-    ts = ts0
-    for i, pos in enumerate(range(0, len(data), PACKET)):
-        payload = data[pos : pos + PACKET]
-        out.append(
-            RtpPacket(
-                payload_type=c.payload_type,
-                sequence_number=(seq0 + i) % 65536,
-                timestamp=ts % (1 << 32),
-                ssrc=ssrc,
-                payload=payload,
-            )
-        )
-        ts += c.timestamp_units(len(payload))
-    return out
-
-
-def ffmpeg_decode(codec: str, data: bytes) -> np.ndarray:
-    ffmpeg = shutil.which("ffmpeg")
-    assert ffmpeg is not None
-    out = subprocess.run(
-        [
-            ffmpeg,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            *FFMPEG_INPUT[codec],
-            "-i",
-            "pipe:0",
-            "-f",
-            "s16le",
-            "-",
-        ],
-        input=data,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return np.frombuffer(out, "<i2")
 
 
 def reference_with_gaps(codec: str, packets: list[RtpPacket], kept: list[int]) -> np.ndarray:
     """FFmpeg's decode of the packets that were written, silence where the others were."""
     c = get_codec(codec)
-    decoded = ffmpeg_decode(codec, b"".join(packets[i].payload for i in kept))
+    decoded = ffmpeg_samples(codec, b"".join(packets[i].payload for i in kept))
     out = np.zeros(
         sum(
             c.samples_for_timestamp(c.timestamp_units(len(p.payload)))
@@ -94,39 +46,6 @@ def reference_with_gaps(codec: str, packets: list[RtpPacket], kept: list[int]) -
     return out
 
 
-async def record(
-    server: Service,
-    codec: str,
-    datagrams: list[bytes | RtpPacket],
-    *,
-    session_id: str = "15082",
-    **kw: object,
-) -> dict:
-    call = PhoneCall("127.0.0.1", server.control_port, session_id=session_id, codec=codec, **kw)  # type: ignore[arg-type]
-    answer = await call.start()
-    assert answer["result"] == "success", answer
-    await call.send_packets(datagrams, realtime=False)
-    await asyncio.sleep(0.05)  # let the last datagrams land before the stop request
-    stop = await call.stop("hangup")
-    await call.close()
-    assert stop == {"cmd": "RecordStopResponse", "id": session_id, "result": "success"}
-    return answer
-
-
-def read_wav(server: Service, rec_id: int) -> tuple[np.ndarray, int]:
-    rec = server.catalog.get(rec_id)
-    assert rec is not None
-    with wave.open(str(server.root / rec.path), "rb") as w:
-        assert w.getnchannels() == 1 and w.getsampwidth() == 2
-        return np.frombuffer(w.readframes(w.getnframes()), "<i2"), w.getframerate()
-
-
-def only_recording(server: Service):  # type: ignore[no-untyped-def]
-    rows = server.catalog.find(limit=10)
-    assert len(rows) == 1
-    return rows[0]
-
-
 @needs_ffmpeg
 @pytest.mark.parametrize("codec", ["PCMA", "PCMU", "G722"])
 async def test_record_each_codec_equals_ffmpeg_decode(server: Service, codec: str) -> None:
@@ -135,10 +54,10 @@ async def test_record_each_codec_equals_ffmpeg_decode(server: Service, codec: st
     answer = await record(server, codec, packets, remote_name="Иван Петров", local_name="Desk")
     assert answer["server"] == "127.0.0.1" and int(answer["port"]) > 0
     rec = only_recording(server)
-    samples, rate = read_wav(server, rec.id)
+    samples, rate = read_recording(server, rec.id)
     expected_rate = 16000 if codec == "G722" else 8000
     assert rate == expected_rate
-    np.testing.assert_array_equal(samples, ffmpeg_decode(codec, data))
+    np.testing.assert_array_equal(samples, ffmpeg_samples(codec, data))
     info = soundfile.info(str(server.root / rec.path))
     assert info.samplerate == expected_rate and info.frames == len(samples)
     # The catalogue row has every field the phone sent and the stream's counters.
@@ -180,7 +99,7 @@ async def test_loss_reorder_duplicates_with_fixed_pattern(server: Service, codec
     order.insert(order.index(70) + 1, 70)
     await record(server, codec, [packets[i] for i in order])
     rec = only_recording(server)
-    samples, _rate = read_wav(server, rec.id)
+    samples, _rate = read_recording(server, rec.id)
     kept = sorted(set(order))
     np.testing.assert_array_equal(samples, reference_with_gaps(codec, packets, kept))
     c = get_codec(codec)
@@ -198,15 +117,15 @@ async def test_new_ssrc_after_hold_continues_same_recording(server: Service) -> 
     call = PhoneCall("127.0.0.1", server.control_port, session_id="hold", codec=codec)
     assert (await call.start())["result"] == "success"
     await call.send_packets(first, realtime=False)
-    await asyncio.sleep(0.5)  # on hold: no RTP
+    await asyncio.sleep(0.5)  # on hold: half a second without RTP, what the test is about
     await call.send_packets(second, realtime=False)
-    await asyncio.sleep(0.05)
+    await wait_received(server, "hold", len(first) + len(second))
     await call.stop()
     await call.close()
     rec = only_recording(server)
-    samples, _ = read_wav(server, rec.id)
+    samples, _ = read_recording(server, rec.id)
     assert rec.ssrc_changes == 1 and rec.packets_lost == 0
-    reference = ffmpeg_decode(codec, encoded(codec))
+    reference = ffmpeg_samples(codec, encoded(codec))
     np.testing.assert_array_equal(samples[: 40 * 160], reference[: 40 * 160])
     np.testing.assert_array_equal(samples[-60 * 160 :], reference[40 * 160 :])
     hold = len(samples) - len(reference)
@@ -226,11 +145,11 @@ async def test_foreign_source_is_counted_not_recorded(server: Service) -> None:
         intruder[0].sendto(p.serialize(), ("127.0.0.1", int(answer["port"])))
     intruder[0].close()
     await call.send_packets(packets, realtime=False)
-    await asyncio.sleep(0.05)
+    await wait_received(server, "f1", 5 + len(packets))
     await call.stop()
     await call.close()
     rec = only_recording(server)
-    samples, _ = read_wav(server, rec.id)
+    samples, _ = read_recording(server, rec.id)
     assert len(samples) == 20 * 160
     assert rec.packets_foreign == 5 and rec.packets_received == 25
 
@@ -241,32 +160,25 @@ async def test_connection_dropped_mid_call_keeps_recording(server: Service) -> N
     call = PhoneCall("127.0.0.1", server.control_port, session_id="drop", codec=codec)
     assert (await call.start())["result"] == "success"
     await call.send_packets(packets, realtime=False)
-    await asyncio.sleep(0.05)
+    await wait_received(server, "drop", len(packets))
     await call.abort()
-    for _ in range(100):
-        rec = only_recording(server)
-        if rec.status != "recording":
-            break
-        await asyncio.sleep(0.02)
+    await wait_idle(server)  # the lost connection ended the recording
+    rec = only_recording(server)
     assert rec.status == "complete" and rec.stop_reason == "connection_lost"
-    samples, _ = read_wav(server, rec.id)
+    samples, _ = read_recording(server, rec.id)
     assert len(samples) == 30 * 160
     await call.close()
 
 
 async def test_shutdown_finalises_open_recordings(tmp_path: Path) -> None:
-    from tests.server.conftest import server_settings
-
     srv = Service(server_settings(tmp_path))
     await srv.start()
     call = PhoneCall("127.0.0.1", srv.control_port, session_id="sd", codec="PCMA")
     assert (await call.start())["result"] == "success"
     await call.send_packets(rtp_packets("PCMA", encoded("PCMA"))[:10], realtime=False)
-    await asyncio.sleep(0.05)
+    await wait_received(srv, "sd", 10)
     await srv.stop()
     await call.close()
-    from callrec.catalog import Catalog
-
     catalog = Catalog(srv.settings.database_url)
     (rec,) = catalog.find()
     assert rec.status == "complete" and rec.stop_reason == "shutdown"
@@ -289,6 +201,6 @@ async def test_stop_right_after_the_last_packet_keeps_every_packet(
     assert (await call.stop())["result"] == "success"
     await call.close()
     rec = only_recording(server)
-    samples, _ = read_wav(server, rec.id)
+    samples, _ = read_recording(server, rec.id)
     assert len(samples) == len(packets) * 160
     assert rec.packets_received == len(packets) and rec.packets_lost == 0

@@ -9,22 +9,26 @@ import signal
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from callrec.catalog import Catalog
+from callrec.catalog import Catalog, RecordingInfo
 from callrec.config import Settings
 from callrec.engine import LiveSession
 from callrec.exceptions import ConfigError
+from callrec.media.wav import HEADER_SIZE
 from callrec.service import Service
 from callrec.service.workers import port_slices, slice_settings
 from callrec.sim.phone import PhoneCall
-from tests.server.conftest import server_settings
-from tests.server.test_crash import free_port
-from tests.server.test_recording import encoded, rtp_packets
+from tests.support.audio import read_wav
+from tests.support.data import encoded
+from tests.support.net import free_tcp_port, tcp_listeners
+from tests.support.rtp import rtp_packets
+from tests.support.serve import start_serve_workers, terminate
+from tests.support.settings import server_settings
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,46 +70,9 @@ def _port_range(size: int = 40) -> tuple[int, int]:
 def _serve(
     tmp_path: Path, port: int, low: int, high: int, workers: int = 2
 ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        CALLREC_CONTROL_HOST="127.0.0.1",
-        CALLREC_CONTROL_PORT=str(port),
-        CALLREC_MEDIA_HOST="127.0.0.1",
-        CALLREC_MEDIA_PORT_MIN=str(low),
-        CALLREC_MEDIA_PORT_MAX=str(high),
-        CALLREC_RECORDINGS_DIR=str(tmp_path / "recordings"),
-        CALLREC_DATABASE_URL=f"sqlite:///{tmp_path / 'catalog.db'}",
-        CALLREC_WEB_ENABLED="false",
-        CALLREC_SIP_ENABLED="false",
-        CALLREC_SYNC_INTERVAL="0.1",
+    return start_serve_workers(
+        tmp_path, port, workers, media_port_min=low, media_port_max=high, sync_interval=0.1
     )
-    log = (tmp_path / f"server-{time.monotonic_ns()}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "callrec", "serve", "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    log.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited with {proc.returncode}"
-        if len(_listeners(port)) == workers:
-            return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"the {workers} processes did not all listen within 30 s")
-
-
-def _listeners(port: int) -> set[int]:
-    """Inodes of the sockets listening on ``port`` (one per process with SO_REUSEPORT)."""
-    inodes = set()
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            parts = line.split()
-            if parts[3] == "0A" and int(parts[1].split(":")[1], 16) == port:
-                inodes.add(int(parts[9]))
-    return inodes
 
 
 def _worker_pid(parent: int) -> int:
@@ -119,6 +86,21 @@ def _worker_pid(parent: int) -> int:
     raise AssertionError("no media worker process")
 
 
+def _files(catalog: Catalog, tmp_path: Path, calls: list[PhoneCall]) -> list[Path]:
+    """The recording files of ``calls`` (their rows exist once the start is answered)."""
+    ids = {c.session_id for c in calls}
+    return [tmp_path / "recordings" / r.path for r in catalog.find() if r.session_id in ids]
+
+
+def _exited(pid: int) -> bool:
+    """The process ``pid`` has ended (a zombie, or reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 async def _start_calls(port: int, count: int, prefix: str) -> list[PhoneCall]:
     calls = [
         PhoneCall("127.0.0.1", port, session_id=f"{prefix}{i}", codec="PCMA") for i in range(count)
@@ -128,19 +110,10 @@ async def _start_calls(port: int, count: int, prefix: str) -> list[PhoneCall]:
     return calls
 
 
-def _stop_terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 async def test_calls_spread_over_both_processes_and_every_one_is_recorded(
     tmp_path: Path,
 ) -> None:
-    port, (low, high) = free_port(), _port_range()
+    port, (low, high) = free_tcp_port(), _port_range()
     proc = _serve(tmp_path, port, low, high)
     try:
         calls = await _start_calls(port, 16, "w")
@@ -150,7 +123,7 @@ async def test_calls_spread_over_both_processes_and_every_one_is_recorded(
         for call in calls:
             await call.close()
     finally:
-        _stop_terminate(proc)
+        terminate(proc, 40)
     assert proc.returncode == 0
     # A clean shutdown: each worker stopped on its SIGTERM, none was killed.
     logs = "".join(p.read_text() for p in tmp_path.glob("server-*.log"))
@@ -170,8 +143,7 @@ async def test_calls_spread_over_both_processes_and_every_one_is_recorded(
     assert on_main and on_worker and len(on_main) + len(on_worker) == 16
     reference = None
     for rec in (on_main[0], on_worker[0]):
-        with wave.open(str(tmp_path / "recordings" / rec.path), "rb") as w:
-            frames = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        frames, _ = read_wav(tmp_path / "recordings" / rec.path)
         if reference is None:
             reference = frames
         np.testing.assert_array_equal(frames, reference)
@@ -181,7 +153,7 @@ async def test_calls_spread_over_both_processes_and_every_one_is_recorded(
 async def test_kill_9_of_a_worker_recovers_its_calls_and_a_new_worker_takes_over(
     tmp_path: Path,
 ) -> None:
-    port, (low, high) = free_port(), _port_range()
+    port, (low, high) = free_tcp_port(), _port_range()
     (_, _), (w_low, w_high) = port_slices(low, high, 2)
     proc = _serve(tmp_path, port, low, high)
     try:
@@ -190,7 +162,14 @@ async def test_kill_9_of_a_worker_recovers_its_calls_and_a_new_worker_takes_over
         on_main = [c for c in calls if c not in on_worker]
         assert on_worker and on_main
         await asyncio.gather(*(c.send_packets(PACKETS[:50], realtime=False) for c in calls))
-        await asyncio.sleep(0.5)  # a few sync intervals: the audio is in the files
+        catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+        files = _files(catalog, tmp_path, on_worker)
+        await wait_for(
+            lambda: all(f.stat().st_size > HEADER_SIZE for f in files),
+            what="the worker to write audio to each of its calls' files",
+            timeout=10,
+            interval=0.1,
+        )
         os.kill(_worker_pid(proc.pid), signal.SIGKILL)
         # The main process's calls go on; the worker's lose their control connection.
         await asyncio.gather(*(c.send_packets(PACKETS[50:], realtime=False) for c in on_main))
@@ -198,14 +177,18 @@ async def test_kill_9_of_a_worker_recovers_its_calls_and_a_new_worker_takes_over
             assert (await call.stop())["result"] == "success"
         for call in calls:
             await call.close()
+
         # Its rows are finished by the main process as start-up recovery would.
-        catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        def rows_if_finished() -> dict[str, RecordingInfo] | None:
             recs = {r.session_id: r for r in catalog.find()}
-            if all(recs[c.session_id].status != "recording" for c in calls):
-                break
-            await asyncio.sleep(0.2)
+            return recs if all(recs[c.session_id].status != "recording" for c in calls) else None
+
+        recs = await wait_for(
+            rows_if_finished,
+            what="every row to be finished after the kill",
+            timeout=20,
+            interval=0.1,
+        )
         for call in on_worker:
             rec = recs[call.session_id]
             assert (rec.status, rec.stop_reason) == ("recovered", "crash")
@@ -214,10 +197,12 @@ async def test_kill_9_of_a_worker_recovers_its_calls_and_a_new_worker_takes_over
             rec = recs[call.session_id]
             assert rec.status == "complete" and rec.packets_received == len(PACKETS)
         # A new worker listens on the port again and records on its slice.
-        deadline = time.monotonic() + 20
-        while len(_listeners(port)) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert len(_listeners(port)) == 2
+        await wait_for(
+            lambda: len(tcp_listeners(port)) == 2,
+            what="a new worker to listen on the port",
+            timeout=20,
+            interval=0.1,
+        )
         for attempt in range(40):
             call = PhoneCall("127.0.0.1", port, session_id=f"again{attempt}", codec="PCMA")
             assert (await call.start())["result"] == "success"
@@ -233,30 +218,34 @@ async def test_kill_9_of_a_worker_recovers_its_calls_and_a_new_worker_takes_over
         assert rec.status == "complete" and w_low <= rec.media_port <= w_high
         catalog.close()
     finally:
-        _stop_terminate(proc)
+        terminate(proc, 40)
     assert proc.returncode == 0
 
 
 async def test_kill_9_of_the_main_process_lets_workers_finish_their_calls(
     tmp_path: Path,
 ) -> None:
-    port, (low, high) = free_port(), _port_range()
+    port, (low, high) = free_tcp_port(), _port_range()
     (_, _), (w_low, _) = port_slices(low, high, 2)
     proc = _serve(tmp_path, port, low, high)
     worker = _worker_pid(proc.pid)
     try:
         calls = await _start_calls(port, 12, "m")
         await asyncio.gather(*(c.send_packets(PACKETS, realtime=False) for c in calls))
-        await asyncio.sleep(0.3)
+        on_worker = [c for c in calls if c.media_port is not None and c.media_port >= w_low]
+        with Catalog(f"sqlite:///{tmp_path / 'catalog.db'}") as catalog:
+            files = _files(catalog, tmp_path, on_worker)
+        everything = HEADER_SIZE + len(PACKETS) * 160 * 2
+        await wait_for(
+            lambda: all(f.stat().st_size >= everything for f in files),
+            what="the worker to write every packet of its calls",
+            timeout=10,
+            interval=0.1,
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         # The orphaned worker sees its pipe close and shuts down gracefully.
-        deadline = time.monotonic() + 30
-        while os.path.exists(f"/proc/{worker}") and time.monotonic() < deadline:
-            with open(f"/proc/{worker}/stat") as f:
-                if f.read().split()[2] == "Z":
-                    break
-            await asyncio.sleep(0.1)
+        await wait_for(lambda: _exited(worker), what="the orphaned worker to shut down", timeout=30)
         for call in calls:
             await call.close()
     finally:
@@ -275,7 +264,7 @@ async def test_kill_9_of_the_main_process_lets_workers_finish_their_calls(
             assert rec.status == "recording"
     # The next start recovers the main process's calls: nothing stays open.
     proc = _serve(tmp_path, port, low, high)
-    _stop_terminate(proc)
+    terminate(proc, 40)
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     assert {r.status for r in catalog.find()} <= {"complete", "recovered"}
     catalog.close()
@@ -291,30 +280,42 @@ async def test_main_process_shows_and_counts_the_workers_sessions(tmp_path: Path
     server.live.add_observer(lambda event, live: events.append((event, live)))
     try:
         await server.start()
-        deadline = time.monotonic() + 30
-        while len(_listeners(server.control_port)) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await wait_for(
+            lambda: len(tcp_listeners(server.control_port)) >= 2,
+            what="the worker to listen on the control port",
+            timeout=30,
+            interval=0.1,
+        )
         calls = await _start_calls(server.control_port, 12, "v")
         await asyncio.gather(*(c.send_packets(PACKETS, realtime=False) for c in calls))
         (_, _), (w_low, _) = port_slices(low, high, 2)
         remote = {c.session_id for c in calls if c.media_port is not None and c.media_port >= w_low}
         assert remote
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def live_if_reported() -> dict[str, LiveSession] | None:
             live = {s.session_id: s for s in server.live.live_sessions()}
             if len(live) == 12 and all(live[i].counters["received"] == 100 for i in remote):
-                break
-            await asyncio.sleep(0.2)
+                return live
+            return None
+
+        live = await wait_for(
+            live_if_reported,
+            what="the worker to report its sessions with every packet received",
+            timeout=10,
+            interval=0.1,
+        )
         assert set(live) == {c.session_id for c in calls}
         assert all(live[i].counters["received"] == 100 and live[i].duration == 2.0 for i in remote)
         assert server.live.total_sessions == 12
         for call in calls:
             assert (await call.stop())["result"] == "success"
             await call.close()
-        deadline = time.monotonic() + 10
-        while server.live.live_sessions() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert server.live.live_sessions() == []
+        await wait_for(
+            lambda: server.live.live_sessions() == [],
+            what="every session to leave the live view",
+            timeout=10,
+            interval=0.1,
+        )
         finished = {live.session_id for event, live in events if event == "finished"}
         started = {live.session_id for event, live in events if event == "started"}
         assert started == finished == {c.session_id for c in calls}
@@ -325,7 +326,7 @@ async def test_main_process_shows_and_counts_the_workers_sessions(tmp_path: Path
 async def test_more_workers_than_executor_threads_start_record_and_stop(tmp_path: Path) -> None:
     # Each worker is watched by a thread of its own: watchers in the default executor (a few
     # threads on a small machine) would starve the finishing of recordings and the shutdown.
-    port, (low, high) = free_port(), _port_range(80)
+    port, (low, high) = free_tcp_port(), _port_range(80)
     proc = _serve(tmp_path, port, low, high, workers=8)
     try:
         calls = await _start_calls(port, 24, "e")
@@ -335,7 +336,7 @@ async def test_more_workers_than_executor_threads_start_record_and_stop(tmp_path
             await call.close()
     finally:
         started = time.monotonic()
-        _stop_terminate(proc)
+        terminate(proc, 40)
     assert proc.returncode == 0 and time.monotonic() - started < 20
     logs = "".join(p.read_text() for p in tmp_path.glob("server-*.log"))
     assert "started 7 media workers" in logs and " ERROR " not in logs

@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import numpy as np
 import pytest
 
 from callrec.codecs import get_codec
-from callrec.config import Settings
 from callrec.rtp.packet import RtpPacket
 from callrec.service import Service
 from callrec.sim.audioloop import AudioLoop
@@ -28,24 +26,13 @@ from callrec.sim.loadtest import load_callrec
 from callrec.sim.meters import ProcessMeter, process_cpu_seconds, process_rss_kib
 from callrec.sim.report import sample_indices, verify_recording
 from callrec.sim.senders import run_load
-
-
-def _settings(tmp_path: Path) -> Settings:
-    return Settings(
-        control_host="127.0.0.1",
-        control_port=0,
-        media_host="127.0.0.1",
-        media_port_min=0,
-        media_port_max=0,
-        recordings_dir=tmp_path / "recordings",
-        database_url=f"sqlite:///{tmp_path / 'catalog.db'}",
-        sync_interval=0.1,
-    )
+from tests.support.audio import write_wav
+from tests.support.settings import server_settings
 
 
 @pytest.mark.parametrize("codec", ["PCMA", "G722"])
 async def test_load_against_a_server_loses_nothing_and_verifies(tmp_path: Path, codec: str) -> None:
-    settings = _settings(tmp_path)
+    settings = server_settings(tmp_path)
     server = Service(settings)
     await server.start()
     try:
@@ -137,15 +124,6 @@ async def test_media_target_packets_are_a_phone_stream() -> None:
 # -- verification ----------------------------------------------------------------------------
 
 
-def _write_wav(path: Path, pcm: bytes, rate: int) -> Path:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm)
-    return path
-
-
 def _recorded(audio: AudioLoop, offset: int, count: int, lost: set[int]) -> bytes:
     """What a recorder writes: decoded payloads in order, silence (decoding nothing) for lost
     packets, as callrec does."""
@@ -160,18 +138,18 @@ def _recorded(audio: AudioLoop, offset: int, count: int, lost: set[int]) -> byte
 def test_verify_accepts_exact_audio_and_gaps(tmp_path: Path, codec: str) -> None:
     audio = AudioLoop.build(get_codec(codec))
     rate = audio.codec.sample_rate
-    exact = _write_wav(tmp_path / "exact.wav", _recorded(audio, 7, 120, set()), rate)
+    exact = write_wav(tmp_path / "exact.wav", _recorded(audio, 7, 120, set()), rate)
     check = verify_recording(exact, audio, 120, audio_offset=7, expected_audio_frames=120)
     assert check.ok and check.audio_frames == 120 and check.silent_frames == 0
 
-    gaps = _write_wav(tmp_path / "gaps.wav", _recorded(audio, 7, 120, {5, 6, 60}), rate)
+    gaps = write_wav(tmp_path / "gaps.wav", _recorded(audio, 7, 120, {5, 6, 60}), rate)
     check = verify_recording(gaps, audio, 120, audio_offset=7, expected_audio_frames=117)
     assert check.ok and check.audio_frames == 117 and check.silent_frames == 3
 
     # The first two packets and the last one never arrived: the file starts at packet 2.
     decoder = audio.codec.decoder()
     body = b"".join(decoder.decode(audio.payload(7 + k)) for k in range(2, 119))
-    cut = _write_wav(tmp_path / "cut.wav", body, rate)
+    cut = write_wav(tmp_path / "cut.wav", body, rate)
     check = verify_recording(cut, audio, 120, audio_offset=7)
     assert check.ok
     assert (check.leading_missing, check.trailing_missing, check.audio_frames) == (2, 1, 117)
@@ -181,7 +159,7 @@ def test_verify_fails_on_a_changed_sample(tmp_path: Path) -> None:
     audio = AudioLoop.build(get_codec("G722"))
     pcm = bytearray(_recorded(audio, 0, 100, set()))
     pcm[2 * 320 * 50 + 10] ^= 1  # one bit of one sample in packet 50
-    path = _write_wav(tmp_path / "bad.wav", bytes(pcm), 16000)
+    path = write_wav(tmp_path / "bad.wav", bytes(pcm), 16000)
     check = verify_recording(path, audio, 100, call=3)
     assert not check.ok
     assert check.mismatched == 1
@@ -193,7 +171,7 @@ def test_verify_names_a_gap_left_unfilled(tmp_path: Path) -> None:
     audio = AudioLoop.build(get_codec("PCMA"))
     decoder = audio.codec.decoder()
     body = b"".join(decoder.decode(audio.payload(k)) for k in [*range(40), *range(43, 100)])
-    check = verify_recording(_write_wav(tmp_path / "a.wav", body, 8000), audio, 100)
+    check = verify_recording(write_wav(tmp_path / "a.wav", body, 8000), audio, 100)
     assert check.problem == (
         "57 of 97 frames differ from the audio sent (first at 0.80 s: the audio jumps 3 "
         "packets ahead (mod 500), a gap left unfilled)"
@@ -202,12 +180,12 @@ def test_verify_names_a_gap_left_unfilled(tmp_path: Path) -> None:
 
 def test_verify_fails_on_a_wrong_count_rate_or_offset(tmp_path: Path) -> None:
     audio = AudioLoop.build(get_codec("PCMA"))
-    path = _write_wav(tmp_path / "a.wav", _recorded(audio, 0, 50, set()), 8000)
+    path = write_wav(tmp_path / "a.wav", _recorded(audio, 0, 50, set()), 8000)
     check = verify_recording(path, audio, 50, expected_audio_frames=49)
     assert check.problem == "the file has 50 packets of audio, the recorder counts 49 recorded"
     check = verify_recording(path, audio, 50, audio_offset=200)
     assert check.problem == "the first frame of the file is none of the first packets sent"
-    wrong_rate = _write_wav(tmp_path / "b.wav", _recorded(audio, 0, 50, set()), 16000)
+    wrong_rate = write_wav(tmp_path / "b.wav", _recorded(audio, 0, 50, set()), 16000)
     check = verify_recording(wrong_rate, audio, 50)
     assert check.problem == "1 channel(s), 16-bit, 16000 Hz; expected mono 16-bit 8000 Hz"
     check = verify_recording(path, audio, 40)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,23 +25,10 @@ from callrec.sim.phone import (
     mix,
     resample,
 )
+from tests.support.audio import tone, write_wav
+from tests.support.waiting import wait_for
 
 CODECS = ["PCMA", "PCMU", "G722"]
-
-
-def tone(rate: int, seconds: float, amplitude: float = 8000.0) -> npt.NDArray[np.int16]:
-    t = np.arange(round(rate * seconds)) / rate
-    signal = amplitude * np.sin(2 * np.pi * 440 * t) + amplitude / 3 * np.sin(2 * np.pi * 1234 * t)
-    return signal.astype(np.int16)
-
-
-def write_wav(path: Path, rate: int, samples: npt.NDArray[np.int16], channels: int = 1) -> Path:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(channels)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(samples.astype("<i2").tobytes())
-    return path
 
 
 # -- build_packets -------------------------------------------------------------------------
@@ -130,7 +116,7 @@ def test_mix_sums_and_saturates() -> None:
 
 def test_load_audio_resamples_16k_to_8k(tmp_path: Path) -> None:
     ramp = np.arange(16000, dtype=np.int16)
-    path = write_wav(tmp_path / "ramp.wav", 16000, ramp)
+    path = write_wav(tmp_path / "ramp.wav", ramp, 16000)
     out = load_audio(path, 8000)
     assert out.dtype == np.int16
     assert len(out) == 8000
@@ -141,7 +127,7 @@ def test_load_audio_resamples_16k_to_8k(tmp_path: Path) -> None:
 
 def test_load_audio_mixes_stereo_to_mono(tmp_path: Path) -> None:
     frames = np.tile(np.array([1000, 3000], dtype=np.int16), 800)  # L=1000, R=3000
-    path = write_wav(tmp_path / "stereo.wav", 8000, frames, channels=2)
+    path = write_wav(tmp_path / "stereo.wav", frames, 8000, channels=2)
     out = load_audio(path, 8000)
     assert len(out) == 800
     assert set(out.tolist()) == {2000}
@@ -240,7 +226,7 @@ class FakeServer:
                 for body in messages:
                     await self._answer(ControlMessage.parse(body), writer)
                 if self.hang_up_after_start:
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.1)  # hang up a moment into the call's media
                     break
         finally:
             writer.close()
@@ -262,15 +248,17 @@ class FakeServer:
         if self.split_answer:  # in two segments: the phone must not take half an answer
             writer.write(answer[:10])
             await writer.drain()
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a gap shorter than the phone's idle wait for the rest
             answer = answer[10:]
         writer.write(answer)
         await writer.drain()
 
     async def wait_datagrams(self, count: int, timeout: float = 2.0) -> None:
-        async with asyncio.timeout(timeout):
-            while len(self.datagrams) < count:
-                await asyncio.sleep(0.005)
+        await wait_for(
+            lambda: len(self.datagrams) >= count,
+            what=lambda: f"{count} datagrams at the fake server (it has {len(self.datagrams)})",
+            timeout=timeout,
+        )
 
     def packets(self) -> list[RtpPacket]:
         return [RtpPacket.parse(data) for data, _ in self.datagrams]
@@ -486,8 +474,8 @@ async def test_bind_ip_is_the_source_of_control_and_media(server: FakeServer) ->
 
 
 async def test_run_phone_plays_files(server: FakeServer, tmp_path: Path) -> None:
-    local = write_wav(tmp_path / "local.wav", 16000, tone(16000, 0.2))
-    remote = write_wav(tmp_path / "remote.wav", 8000, tone(8000, 0.3))
+    local = write_wav(tmp_path / "local.wav", tone(16000, 0.2), 16000)
+    remote = write_wav(tmp_path / "remote.wav", tone(8000, 0.3), 8000)
     result = await asyncio.to_thread(
         run_phone,
         f"127.0.0.1:{server.port}",

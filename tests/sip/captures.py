@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-DATA = Path(__file__).resolve().parent.parent / "data" / "sip"
+from tests.support.data import SIP_DATA
 
 #: Stand-ins for what the RFC shows in its own notation (non-printable or repeated bytes).
 SUBSTITUTES = {
@@ -23,7 +21,7 @@ SUBSTITUTES = {
 def load(name: str) -> bytes:
     """``rfc4475/wsinv`` -> the message as sent: CRLF line ends, stand-ins replaced,
     ``<LEN>`` replaced by the real length of the body."""
-    text = (DATA / f"{name}.sip").read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    text = (SIP_DATA / f"{name}.sip").read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     for mark, raw in SUBSTITUTES.items():
         text = text.replace(mark, raw)
     if b"<LEN>" in text:
@@ -33,4 +31,4 @@ def load(name: str) -> bytes:
 
 
 def names(folder: str) -> list[str]:
-    return sorted(p.stem for p in (DATA / folder).glob("*.sip"))
+    return sorted(p.stem for p in (SIP_DATA / folder).glob("*.sip"))

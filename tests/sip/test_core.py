@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from callrec.exceptions import ResourceError
-from callrec.sip.accounts import Account
-from callrec.sip.auth import Challenge, DigestAuthenticator, ha1
-from callrec.sip.core import CoreConfig, SipCore
+from callrec.sip.auth import Challenge
+from callrec.sip.core import SipCore
 from callrec.sip.events import (
     Action,
     CallEnded,
@@ -28,52 +26,12 @@ from callrec.sip.events import (
 from callrec.sip.message import SipRequest, SipResponse, make_response, parse_message, with_body
 from callrec.sip.peer import Peer
 from callrec.sip.sdp import SessionDescription, audio_stream
+from tests.sip.captures import load
+from tests.support.sip import US, FakeMedia, account, make_core
 
-REALM = "callrec"
-US = "192.0.2.1"
 ALICE = Peer("udp", "192.0.2.10", 5060)
 BOB = Peer("udp", "192.0.2.20", 5062)
 UPSTREAM = Peer("udp", "198.51.100.5", 5060)
-
-
-class FakeMedia:
-    def __init__(self, *, full: bool = False) -> None:
-        self.full = full
-        self.ports = itertools.count(40000)
-        self.calls: list[str] = []
-
-    def allocate(self, call: str) -> tuple[int, int]:
-        if self.full:
-            raise ResourceError("no ports", reason="busy")
-        self.calls.append(call)
-        return next(self.ports), next(self.ports)
-
-
-def account(name: str, password: str, policy: str = "on_demand") -> Account:
-    return Account(
-        username=name,
-        realm=REALM,
-        ha1_md5=ha1("MD5", name, REALM, password),
-        ha1_sha256=ha1("SHA-256", name, REALM, password),
-        policy=policy,
-    )
-
-
-def make_core(
-    *, upstream: Peer | None = None, accounts: Iterable[Account] = (), **config: object
-) -> tuple[SipCore, FakeMedia]:
-    counter = itertools.count(1)
-    book = {a.username: a for a in accounts}
-    media = FakeMedia()
-    core = SipCore(
-        CoreConfig(ports={"udp": 5060, "tcp": 5060}, realm=REALM, upstream=upstream, **config),  # type: ignore[arg-type]
-        accounts=book.get,
-        media=media,
-        local_address=lambda peer: US,
-        auth=DigestAuthenticator(REALM, secret=b"test-secret"),
-        token=lambda n: f"{next(counter):0{2 * n}x}",
-    )
-    return core, media
 
 
 def sdp(host: str, port: int, codecs: str = "8 0 101") -> bytes:
@@ -248,8 +206,6 @@ def test_registration_refusals() -> None:
 
 
 def test_rfc3665_registration_messages_parse() -> None:
-    from tests.sip.captures import load
-
     f1 = parse_message(load("rfc3665/reg-F1"))
     f2 = parse_message(load("rfc3665/reg-F2"))
     f3 = parse_message(load("rfc3665/reg-F3"))
@@ -840,8 +796,6 @@ def test_ringing_forever_is_given_up_after_timer_c() -> None:
 
 
 def test_invite_with_another_body_type_is_415() -> None:
-    from tests.sip.captures import load
-
     core, _ = make_core(authenticate_invites=False, accounts=[account("user", "pw")])
     bob = Phone("user", BOB)
     register(core, bob)

@@ -16,52 +16,23 @@ import numpy as np
 import pytest
 
 from callrec.catalog import RecordingInfo
-from callrec.rtp.packet import RtpPacket
-from tests.codecs.utils import DATA_DIR
-from tests.sip.conftest import SipEnv, start_env, stop_env
+from callrec.codecs import get_codec
 from tests.sip.ua import TestPhone, play
+from tests.support.data import CODEC_DATA
+from tests.support.rtp import EVENT_PT, alaw_packets, rtp_packets
+from tests.support.sip import SipEnv, start_env, stop_env
+from tests.support.waiting import wait_idle, wait_received
 
 PACKET = 160  # samples (and A-law bytes) per 20 ms packet
-EVENT_PT = 101
 #: Caller packets replaced by an RFC 4733 telephone-event (a DTMF "5") while recording.
 DTMF_PACKETS = range(52, 57)
 
 
 def alaw_signal() -> tuple[bytes, np.ndarray]:
     """4 s of A-law (the 2 s test signal twice) and FFmpeg's decode of it."""
-    data = (DATA_DIR / "signal.alaw").read_bytes()
-    ref = np.frombuffer((DATA_DIR / "signal.alaw.ffmpeg.s16le").read_bytes(), "<i2")
+    data = (CODEC_DATA / "signal.alaw").read_bytes()
+    ref = np.frombuffer((CODEC_DATA / "signal.alaw.ffmpeg.s16le").read_bytes(), "<i2")
     return data * 2, np.concatenate([ref, ref])
-
-
-def packets(data: bytes, *, ssrc: int, events: range = range(0)) -> list[RtpPacket]:
-    out = []
-    for i in range(len(data) // PACKET):
-        if i in events:
-            first = events.start
-            duration = (i - first + 1) * PACKET
-            end = 0x80 if i == events[-1] else 0
-            out.append(
-                RtpPacket(
-                    payload_type=EVENT_PT,
-                    sequence_number=i,
-                    timestamp=first * PACKET,
-                    ssrc=ssrc,
-                    marker=i == first,
-                    payload=bytes([5, end | 10]) + duration.to_bytes(2, "big"),
-                )
-            )
-            continue
-        out.append(
-            RtpPacket(
-                payload_type=8,
-                sequence_number=i,
-                timestamp=i * PACKET,
-                ssrc=ssrc,
-                payload=data[i * PACKET : (i + 1) * PACKET],
-            )
-        )
-    return out
 
 
 def read_stereo(root: Path, rec: RecordingInfo) -> np.ndarray:
@@ -140,12 +111,12 @@ async def test_call_with_two_record_segments(tmp_path: Path) -> None:
         t0 = loop.time() + 0.1
         talk = [
             asyncio.create_task(
-                play(alice, packets(data, ssrc=0xA11CE, events=DTMF_PACKETS), start=t0)
+                play(alice, alaw_packets(data, ssrc=0xA11CE, events=DTMF_PACKETS), start=t0)
             ),
-            asyncio.create_task(play(bob, packets(rev, ssrc=0xB0B), start=t0)),
+            asyncio.create_task(play(bob, alaw_packets(rev, ssrc=0xB0B), start=t0)),
         ]
 
-        async def at(t: float) -> None:
+        async def at(t: float) -> None:  # the call's script: what happens when
             await asyncio.sleep(max(0.0, t0 + t - loop.time()))
 
         await at(0.6)
@@ -162,7 +133,7 @@ async def test_call_with_two_record_segments(tmp_path: Path) -> None:
         for task in talk:
             task.cancel()
         await asyncio.gather(*talk, return_exceptions=True)
-        await asyncio.sleep(0.3)
+        await wait_idle(env.server)  # both segments finished (the second is known to be open)
 
         rows = sorted(env.server.catalog.find(limit=10), key=lambda r: r.id)
         assert [r.status for r in rows] == ["complete", "complete"]
@@ -216,8 +187,6 @@ async def test_each_codec_recorded_from_the_answer(
 ) -> None:
     """Policy always: the whole call, from before the first packet, so even G.722's stateful
     decoder sees each stream from its start and the channels equal a decode of what was sent."""
-    from callrec.codecs import get_codec
-
     env = await start_env(tmp_path)
     alice = TestPhone("alice", "pw", env.address)
     bob = TestPhone("bob", "pw", env.address)
@@ -230,29 +199,19 @@ async def test_each_codec_recorded_from_the_answer(
         answering = asyncio.create_task(bob.answer_call(codecs=(pt,)))
         assert (await alice.invite("bob", codecs=(pt, 8))).status == 200
         await answering
-        data = (DATA_DIR / file).read_bytes()[: 50 * PACKET]  # 1 s: 160 bytes every 20 ms
+        data = (CODEC_DATA / file).read_bytes()[: 50 * PACKET]  # 1 s: 160 bytes every 20 ms
         rev = data[::-1]
-
-        def stream(payload: bytes, ssrc: int) -> list[RtpPacket]:
-            return [
-                RtpPacket(
-                    payload_type=pt,
-                    sequence_number=i,
-                    timestamp=i * PACKET,  # G.722's RTP clock is 8 kHz too
-                    ssrc=ssrc,
-                    payload=payload[i * PACKET : (i + 1) * PACKET],
-                )
-                for i in range(len(payload) // PACKET)
-            ]
+        # Numbered from 0; G.722's RTP clock is 8 kHz too: the timestamp steps by 160.
+        caller = rtp_packets(codec, data, ssrc=1, seq0=0, ts0=0)
+        callee = rtp_packets(codec, rev, ssrc=2, seq0=0, ts0=0)
+        assert {p.payload_type for p in caller} == {pt}
 
         start = asyncio.get_running_loop().time() + 0.05
-        await asyncio.gather(
-            play(alice, stream(data, 1), start=start), play(bob, stream(rev, 2), start=start)
-        )
-        await asyncio.sleep(0.1)
+        await asyncio.gather(play(alice, caller, start=start), play(bob, callee, start=start))
+        await wait_received(env.server, None, len(caller) + len(callee))
         assert (await bob.bye()).status == 200
         await alice.wait_bye()
-        await asyncio.sleep(0.3)
+        await wait_idle(env.server)  # the recording (open: it counted the packets) finished
         (rec,) = env.server.catalog.find()
         assert (rec.codec, rec.sample_rate, rec.channels) == (codec, rate, 2)
         assert (rec.extra["sip"]["trigger"], rec.stop_reason) == ("always", "hangup")

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.codecs.utils import DATA_DIR as CODEC_DATA
-from tests.sip.conftest import SipEnv, start_env, stop_env
-from tests.sip.test_interop_sipp import matches_looped
+from tests.support.audio import matches_looped, read_wav, write_wav
+from tests.support.data import CODEC_DATA
+from tests.support.net import free_port_pair
+from tests.support.sip import SipEnv, start_env, stop_env
+from tests.support.waiting import LiveEvents, wait_for
 
 BARESIP = shutil.which("baresip")
 MODULES = Path("/usr/lib/baresip/modules")
@@ -28,33 +28,6 @@ needs_baresip = pytest.mark.skipif(
     BARESIP is None or not (MODULES / "aufile.so").is_file(),
     reason="baresip is not installed (Debian baresip; `make sysdeps` installs it)",
 )
-
-
-def free_port_pair() -> int:
-    """A port p with p and p+1 free for UDP and TCP (baresip puts SIP/TLS on p+1)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port >= 65535:
-            continue
-        try:
-            for p in (port, port + 1):
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    with socket.socket(socket.AF_INET, kind) as s:
-                        s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
-    raise AssertionError("no free port pair on loopback")
-
-
-def write_wav(path: Path, samples: np.ndarray) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(samples.astype("<i2").tobytes())
 
 
 def baresip_home(
@@ -109,18 +82,20 @@ async def run_baresip(home: Path, *args: str, timeout: float) -> asyncio.subproc
 
 
 async def wait_registered(env: SipEnv, user: str, *, timeout: float = 10) -> None:
-    assert env.sip.core is not None
+    core = env.sip.core
+    assert core is not None
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not env.sip.core.registrar.lookup(user, loop.time()):
-        if loop.time() > deadline:
-            raise AssertionError(f"{user} did not register within {timeout} s")
-        await asyncio.sleep(0.05)
+    await wait_for(
+        lambda: core.registrar.lookup(user, loop.time()),
+        what=f"{user} to register",
+        timeout=timeout,
+    )
 
 
 @needs_baresip
 async def test_baresip_call_recorded_with_policy_always(tmp_path: Path) -> None:
     env = await start_env(tmp_path)
+    recordings = LiveEvents(env.server)
     ref = np.frombuffer((CODEC_DATA / "signal.alaw.ffmpeg.s16le").read_bytes(), "<i2")
     ref_rev = ref[::-1].copy()
     write_wav(tmp_path / "alice.wav", np.tile(ref, 5))  # 10 s, longer than the call
@@ -139,9 +114,9 @@ async def test_baresip_call_recorded_with_policy_always(tmp_path: Path) -> None:
         )
         for proc in procs:
             await asyncio.wait_for(proc.wait(), 25)
-        await asyncio.sleep(0.3)
         logs = "\n".join((h / "baresip.log").read_text(errors="replace") for h in (alice, bob))
         assert "Call established" in logs, logs
+        await recordings.wait_finished(1)  # the call's recording, its row final
 
         rows = env.server.catalog.find(limit=10)
         assert len(rows) == 1, logs
@@ -155,8 +130,7 @@ async def test_baresip_call_recorded_with_policy_always(tmp_path: Path) -> None:
         assert rec.extra["sip"]["trigger"] == "always"
         assert (rec.local_number, rec.remote_number) == ("alice", "bob")
         assert rec.duration is not None and 2.0 < rec.duration < 5.0
-        with wave.open(str(env.server.root / rec.path), "rb") as w:
-            frames = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+        frames, _ = read_wav(env.server.root / rec.path)
         left = matches_looped(frames[:, 0], ref)
         right = matches_looped(frames[:, 1], ref_rev)
         assert left > 1.5 * 8000 and right > 1.5 * 8000

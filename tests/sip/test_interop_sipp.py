@@ -16,28 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.codecs.utils import DATA_DIR as CODEC_DATA
-from tests.sip.conftest import SipEnv, start_env, stop_env
+from tests.support.audio import matches_looped, read_wav
+from tests.support.data import CODEC_DATA, SIP_DATA
+from tests.support.net import free_udp_port, udp_bound
+from tests.support.sip import SipEnv, start_env, stop_env
+from tests.support.waiting import wait_for, wait_idle
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "data" / "sip"
 SIPP = shutil.which("sipp")
 needs_sipp = pytest.mark.skipif(
     SIPP is None, reason="sipp is not installed (Debian sip-tester; `make sysdeps` installs it)"
 )
-PACKET = 160
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def sipp(
@@ -49,7 +42,7 @@ async def sipp(
         SIPP,
         f"{host}:{port}",
         "-sf",
-        str(SCENARIOS / scenario),
+        str(SIP_DATA / scenario),
         "-m",
         "1",
         "-i",
@@ -86,23 +79,6 @@ def decode_reference(data: bytes) -> np.ndarray:
     return lookup[np.frombuffer(data, np.uint8)]
 
 
-def matches_looped(channel: np.ndarray, reference: np.ndarray) -> int:
-    """The channel's audio is the reference played in a loop; returns its sample count."""
-    nonzero = np.flatnonzero(channel)
-    assert nonzero.size, "channel is silent"
-    body = channel[nonzero[0] : nonzero[-1] + 1]
-    head = body[:PACKET]
-    starts = [
-        k * PACKET
-        for k in range(len(reference) // PACKET)
-        if np.array_equal(reference[k * PACKET : (k + 1) * PACKET], head)
-    ]
-    assert starts, "channel audio is not the reference"
-    looped = np.tile(reference, len(body) // len(reference) + 2)[starts[0] :]
-    assert np.array_equal(body, looped[: len(body)])
-    return len(body)
-
-
 @needs_sipp
 async def test_sipp_call_with_info_record(tmp_path: Path) -> None:
     env = await start_env(tmp_path)
@@ -134,7 +110,12 @@ async def test_sipp_call_with_info_record(tmp_path: Path) -> None:
         callee = asyncio.create_task(
             sipp(env, work, "callee.xml", "-p", bob_port, "-key", "user", "bob")
         )
-        await asyncio.sleep(0.5)  # SIPp needs a moment to bind before the INVITE comes
+        # The INVITE waits in the socket's queue once SIPp has bound its port.
+        await wait_for(
+            lambda: udp_bound(int(bob_port)) or callee.done(),
+            what="the callee SIPp to bind its port",
+            timeout=10,
+        )
         rc, log = await sipp(
             env,
             work,
@@ -154,7 +135,7 @@ async def test_sipp_call_with_info_record(tmp_path: Path) -> None:
         assert rc == 0, log
         rc, log = await callee
         assert rc == 0, log
-        await asyncio.sleep(0.3)
+        await wait_idle(env.server)  # the recording (its Record: on answered 200) finished
 
         rows = env.server.catalog.find(limit=10)
         assert len(rows) == 1
@@ -162,9 +143,8 @@ async def test_sipp_call_with_info_record(tmp_path: Path) -> None:
         assert (rec.source, rec.status, rec.stop_reason) == ("sip", "complete", "record_off")
         assert (rec.local_number, rec.remote_number, rec.channels) == ("alice", "bob", 2)
         assert rec.duration == pytest.approx(1.5, abs=0.2)
-        with wave.open(str(env.server.root / rec.path), "rb") as w:
-            assert (w.getnchannels(), w.getframerate()) == (2, 8000)
-            frames = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+        frames, rate = read_wav(env.server.root / rec.path)
+        assert (frames.shape[1:], rate) == ((2,), 8000)
         left = matches_looped(frames[:, 0], decode_reference(caller_audio))
         right = matches_looped(frames[:, 1], decode_reference(callee_audio))
         # Both streamed throughout the 1.5 s: each channel holds nearly all of it.

@@ -22,7 +22,7 @@ from callrec.sip.message import (
 )
 from callrec.sip.peer import Peer
 from tests.sip.captures import load, names
-from tests.sip.test_core import make_core
+from tests.support.sip import make_core
 
 #: Captures written without folded lines: they round-trip byte for byte.
 UNFOLDED = [n for n in names("rfc3665") if n not in ("reg-F2", "reg-F3", "call-F2", "call-F4")]

@@ -4,12 +4,8 @@ mode end to end, the `callrec sip` command and the settings."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 import wave
 from pathlib import Path
 
@@ -26,12 +22,16 @@ from callrec.media.wav import WavWriter
 from callrec.sip.auth import ha1
 from callrec.sip.message import SipResponse, StreamFramer, parse_message
 from callrec.sip.server import check_sip_settings
-from tests.catalog.factory import T0
-from tests.codecs.utils import DATA_DIR as CODEC_DATA
-from tests.server.conftest import server_settings
-from tests.sip.conftest import start_env, stop_env
-from tests.sip.test_e2e import PACKET, packets
 from tests.sip.ua import TestPhone, play
+from tests.support.audio import read_wav
+from tests.support.catalog import T0
+from tests.support.data import CODEC_DATA
+from tests.support.net import free_udp_port
+from tests.support.rtp import PACKET_BYTES, alaw_packets
+from tests.support.serve import start_serve_sip, terminate
+from tests.support.settings import server_settings
+from tests.support.sip import start_env, stop_env
+from tests.support.waiting import wait_idle
 
 
 def test_recovery_repairs_a_sip_row_and_its_mix(tmp_path: Path) -> None:
@@ -91,56 +91,6 @@ def test_recovery_repairs_a_sip_row_and_its_mix(tmp_path: Path) -> None:
     catalog.close()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_serve(tmp_path: Path, sip_port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        CALLREC_CONTROL_HOST="127.0.0.1",
-        CALLREC_CONTROL_PORT="0",
-        CALLREC_MEDIA_HOST="127.0.0.1",
-        CALLREC_MEDIA_PORT_MIN="0",
-        CALLREC_MEDIA_PORT_MAX="0",
-        CALLREC_RECORDINGS_DIR=str(tmp_path / "recordings"),
-        CALLREC_DATABASE_URL=f"sqlite:///{tmp_path / 'catalog.db'}",
-        CALLREC_WEB_ENABLED="false",
-        CALLREC_SIP_HOST="127.0.0.1",
-        CALLREC_SIP_PORT=str(sip_port),
-        CALLREC_SIP_TCP="false",
-    )
-    with (tmp_path / f"serve-{time.monotonic_ns()}.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "callrec", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    deadline = time.monotonic() + 30
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.settimeout(0.2)
-        options = (
-            b"OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\n"
-            b"Via: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKp\r\n"
-            b"From: <sip:p@x>;tag=1\r\nTo: <sip:probe@x>\r\nCall-ID: probe\r\nCSeq: 1 OPTIONS\r\n"
-            b"Content-Length: 0\r\n\r\n"
-        )
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode}")
-            probe.sendto(options, ("127.0.0.1", sip_port))
-            try:
-                probe.recv(4096)
-                return proc
-            except OSError:
-                continue
-    proc.kill()
-    raise AssertionError("SIP did not answer within 30 s")
-
-
 async def test_kill_9_mid_call_then_restart_recovers_stereo_and_mix(tmp_path: Path) -> None:
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     catalog.migrate()
@@ -154,8 +104,8 @@ async def test_kill_9_mid_call_then_restart_recovers_stereo_and_mix(tmp_path: Pa
             policy=policy,
         )
     catalog.close()
-    port = free_port()
-    proc = start_serve(tmp_path, port)
+    port = free_udp_port()
+    proc = start_serve_sip(tmp_path, port)
     alice = TestPhone("alice", "pw", ("127.0.0.1", port))
     bob = TestPhone("bob", "pw", ("127.0.0.1", port))
     try:
@@ -168,10 +118,10 @@ async def test_kill_9_mid_call_then_restart_recovers_stereo_and_mix(tmp_path: Pa
         data = (CODEC_DATA / "signal.alaw").read_bytes()
         start = asyncio.get_running_loop().time() + 0.05
         await asyncio.gather(
-            play(alice, packets(data, ssrc=1)[:75], start=start),
-            play(bob, packets(data[::-1], ssrc=2)[:75], start=start),
+            play(alice, alaw_packets(data, ssrc=1)[:75], start=start),
+            play(bob, alaw_packets(data[::-1], ssrc=2)[:75], start=start),
         )
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the moment of the kill: the loss bound below counts from it
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -179,7 +129,7 @@ async def test_kill_9_mid_call_then_restart_recovers_stereo_and_mix(tmp_path: Pa
         await bob.close()
         if proc.poll() is None:
             proc.kill()
-    proc = start_serve(tmp_path, port)  # recovery runs before SIP listens
+    proc = start_serve_sip(tmp_path, port)  # recovery runs before SIP listens
     try:
         catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
         (rec,) = catalog.find()
@@ -191,10 +141,9 @@ async def test_kill_9_mid_call_then_restart_recovers_stereo_and_mix(tmp_path: Pa
             2,
         )
         root = tmp_path / "recordings"
-        with wave.open(str(root / rec.path), "rb") as w:
-            frames = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
-        with wave.open(str(root / rec.extra["sip"]["mix"]), "rb") as w:
-            mix = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        frames, _ = read_wav(root / rec.path)
+        mix, _ = read_wav(root / rec.extra["sip"]["mix"])
+        assert frames.shape[1:] == (2,) and mix.ndim == 1
         # 1.5 s were sent; at most ~1.5 s (lag + sync interval) may be lost with the process.
         assert len(frames) >= 0.2 * 8000
         assert rec.duration == pytest.approx(len(frames) / 8000)
@@ -203,11 +152,7 @@ async def test_kill_9_mid_call_then_restart_recovers_stereo_and_mix(tmp_path: Pa
         assert np.count_nonzero(frames[:, 0]) > len(frames) // 2
         assert np.count_nonzero(frames[:, 1]) > len(frames) // 2
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc)
 
 
 async def test_tcp_options_and_register(tmp_path: Path) -> None:
@@ -316,13 +261,13 @@ async def test_outbound_proxy_mode_end_to_end(tmp_path: Path) -> None:
         data = (CODEC_DATA / "signal.alaw").read_bytes()
         start = asyncio.get_running_loop().time() + 0.05
         await asyncio.gather(
-            play(alice, packets(data, ssrc=1)[:40], start=start),
-            play(bob, packets(data[::-1], ssrc=2)[:40], start=start),
+            play(alice, alaw_packets(data, ssrc=1)[:40], start=start),
+            play(bob, alaw_packets(data[::-1], ssrc=2)[:40], start=start),
         )
         assert (await alice.info_record("off")).status == 200
         assert (await alice.bye()).status == 200
         await bob.wait_bye()
-        await asyncio.sleep(0.2)
+        await wait_idle(proxy.server)  # alice's recording (its Record: on answered 200) finished
         (rec,) = proxy.server.catalog.find()
         assert (rec.source, rec.status, rec.channels, rec.stop_reason) == (
             "sip",
@@ -334,7 +279,7 @@ async def test_outbound_proxy_mode_end_to_end(tmp_path: Path) -> None:
         # Media went through both: each phone heard the other.
         assert len([p for p, _ in alice.rtp_received if p.payload_type == 8]) > 20
         assert len([p for p, _ in bob.rtp_received if p.payload_type == 8]) > 20
-        assert len(bob.rtp_received[0][0].payload) == PACKET
+        assert len(bob.rtp_received[0][0].payload) == PACKET_BYTES
     finally:
         await alice.close()
         await bob.close()

@@ -17,7 +17,7 @@ from callrec.sip.headers import NameAddr, SipUri
 from callrec.sip.message import SipRequest, SipResponse, parse_message
 from callrec.sip.peer import Peer
 from tests.sip.captures import load, names
-from tests.sip.test_core import make_core
+from tests.support.sip import make_core
 
 Check = Callable[[SipRequest | SipResponse], None]
 

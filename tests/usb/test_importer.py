@@ -28,7 +28,7 @@ from callrec.usb.importer import (
     ImportTooLargeError,
     name_time,
 )
-from tests.media.localfile_utils import DATA_DIR
+from tests.support.data import LOCALFILE_DATA
 
 PHONE_TZ = timezone(timedelta(hours=3))
 
@@ -74,7 +74,7 @@ def _drive(tmp_path: Path, name: str, source: str = "pcma-rtp.wav") -> Path:
     drive = tmp_path / "drive"
     drive.mkdir(exist_ok=True)
     path = drive / name
-    shutil.copy(DATA_DIR / source, path)
+    shutil.copy(LOCALFILE_DATA / source, path)
     return path
 
 
@@ -134,7 +134,7 @@ async def test_the_same_file_twice_is_recognised(catalog: Catalog, tmp_path: Pat
     assert _files(root) == before
     assert catalog.count() == 1
     # The upload path recognises it too.
-    data = (DATA_DIR / "pcma-rtp.wav").read_bytes()
+    data = (LOCALFILE_DATA / "pcma-rtp.wav").read_bytes()
     assert (await import_bytes(catalog, root, data, name="upload.wav")).duplicate
 
 
@@ -143,7 +143,7 @@ async def test_same_name_other_content_gets_its_own_files(catalog: Catalog, tmp_
     name = "Record_20261126161130.wav"
     a = await import_file(catalog, root, _drive(tmp_path, name, "pcma-rtp.wav"))
     b = await import_bytes(
-        catalog, root, (DATA_DIR / "g722-bare.wav").read_bytes(), name=name, tz=PHONE_TZ
+        catalog, root, (LOCALFILE_DATA / "g722-bare.wav").read_bytes(), name=name, tz=PHONE_TZ
     )
     assert not b.duplicate and a.recording.id != b.recording.id
     assert b.recording.path == "usb/2026-11-26/Record_20261126161130_1.wav"
@@ -210,7 +210,7 @@ async def test_import_dir_must_stay_under_root(
 
 async def test_upload_name_cannot_leave_the_folder(catalog: Catalog, tmp_path: Path) -> None:
     root = tmp_path / "recordings"
-    data = (DATA_DIR / "pcma-rtp.wav").read_bytes()
+    data = (LOCALFILE_DATA / "pcma-rtp.wav").read_bytes()
     now = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
     result = await import_bytes(
         catalog, root, data, name="..\\..\\..\\etc/passwd", file_time=now, import_dir="phones/usb"
@@ -232,7 +232,7 @@ async def test_start_time_falls_back_to_the_file_time_then_now(
     # The file's last write ends the recording.
     assert rec.start_time == datetime(2026, 3, 1, 11, 59, 59, tzinfo=UTC)
     before = datetime.now(UTC)
-    data = (DATA_DIR / "g722-bare.wav").read_bytes()
+    data = (LOCALFILE_DATA / "g722-bare.wav").read_bytes()
     late = (await import_bytes(catalog, tmp_path / "rec", data, name="upload")).recording
     assert before <= late.start_time <= datetime.now(UTC)
     assert late.extra["import"]["start_time_from"] == "import_time"

@@ -17,8 +17,8 @@ import pytest
 import soundfile
 
 from callrec.sim.phone import PhoneCall
-from tests.codecs.utils import needs_ffmpeg
-from tests.web.conftest import CALLS, DEVICE_A, Site
+from tests.support.ffmpeg import needs_ffmpeg
+from tests.support.web import CALLS, DEVICE_A, Site
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -20,8 +20,8 @@ import pytest_asyncio
 
 from callrec.codecs import get_codec
 from callrec.sim.phone import PhoneCall, build_packets
-from tests.server.conftest import speech_like_signal
-from tests.web.conftest import USERS, Site
+from tests.support.audio import speech_like_signal
+from tests.support.web import USERS, Site
 
 playwright_api = pytest.importorskip("playwright.async_api")
 

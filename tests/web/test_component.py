@@ -12,8 +12,8 @@ from callrec.exceptions import ConfigError
 from callrec.service import Service
 from callrec.web import WebServer
 from callrec.web.server import check_web_settings
-from tests.server.conftest import server_settings
-from tests.web.conftest import start_site, stop_site
+from tests.support.settings import server_settings
+from tests.support.web import start_site, stop_site
 
 
 async def test_first_start_prints_a_one_time_admin_password(

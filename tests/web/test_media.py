@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import wave
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,16 +26,9 @@ from callrec.web.security import (
     new_api_token,
     verify_password,
 )
+from tests.support.audio import write_wav
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int = 8000) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.astype("<i2").tobytes())
 
 
 def test_zip_stream_is_a_valid_stored_archive_built_in_pieces(tmp_path: Path) -> None:

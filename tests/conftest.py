@@ -1,6 +1,8 @@
-"""Fixtures: every catalogue test runs on SQLite (a file under tmp_path) and on PostgreSQL.
+"""Fixtures shared by several test packages: a recording server in this process, and the
+catalogue on SQLite and PostgreSQL.
 
-PostgreSQL is the server on 127.0.0.1:5432 (user ``postgres``, trust auth). Each test module
+Every catalogue test runs on SQLite (a file under tmp_path) and on PostgreSQL, the server on
+127.0.0.1:5432 (user ``postgres``, trust auth: :mod:`tests.support.postgres`). Each test module
 gets its own freshly created database, dropped afterwards; each test starts from an empty
 schema. The PostgreSQL half is skipped only when no server answers there.
 """
@@ -9,44 +11,45 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from callrec.catalog import Catalog
-
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_USER = "postgres"
-PG_ADMIN_DB = "postgres"
+from callrec.service import Service
+from tests.support import postgres
+from tests.support.settings import server_settings
 
 
-def _admin_connect() -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(
-        host=PG_HOST,
-        port=PG_PORT,
-        user=PG_USER,
-        dbname=PG_ADMIN_DB,
-        autocommit=True,
-        connect_timeout=5,
-    )
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Service]:
+    """A started server with :func:`~tests.support.settings.server_settings`."""
+    srv = Service(server_settings(tmp_path))
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
 
 
 @pytest.fixture(scope="module")
 def catalog_pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
     """A new, uniquely named PostgreSQL database for this test module; yields its URL."""
     try:
-        admin = _admin_connect()
+        admin = postgres.admin_connect()
     except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL reachable on {PG_HOST}:{PG_PORT} as {PG_USER}: {exc}")
+        pytest.skip(
+            f"no PostgreSQL reachable on {postgres.PG_HOST}:{postgres.PG_PORT}"
+            f" as {postgres.PG_USER}: {exc}"
+        )
     module = re.sub(r"[^a-z0-9]+", "_", request.module.__name__.rsplit(".", 1)[-1].lower())
     name = f"callrec_{module}_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            yield f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+            yield postgres.database_url(name)
         finally:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -54,15 +57,6 @@ def catalog_pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
                 (name,),
             )
             admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
-def _reset_pg_schema(url: str) -> None:
-    dbname = url.rsplit("/", 1)[-1]
-    with psycopg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, autocommit=True
-    ) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
 
 
 @pytest.fixture(
@@ -74,7 +68,7 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         # A directory that does not exist yet: Catalog creates it.
         return f"sqlite:///{tmp_path / 'db' / 'callrec.db'}"
     url: str = request.getfixturevalue("catalog_pg_database")
-    _reset_pg_schema(url)
+    postgres.reset_schema(url)
     return url
 
 

@@ -1,3 +1,0 @@
-from tests.server.conftest import server
-
-__all__ = ["server"]

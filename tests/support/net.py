@@ -1,0 +1,57 @@
+"""Ports on loopback: free ones for a server to take, and who listens on one now."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 free for UDP and TCP (baresip puts SIP/TLS on p+1)."""
+    for _ in range(50):
+        port = free_udp_port()
+        if port >= 65535:
+            continue
+        try:
+            for p in (port, port + 1):
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port pair on loopback")
+
+
+def _sockets(table: str, port: int, state: str | None) -> set[int]:
+    """Inodes of the IPv4 sockets in ``/proc/net/<table>`` bound to ``port`` (in ``state``)."""
+    inodes = set()
+    with open(f"/proc/net/{table}") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if int(parts[1].split(":")[1], 16) == port and state in (None, parts[3]):
+                inodes.add(int(parts[9]))
+    return inodes
+
+
+def tcp_listeners(port: int) -> set[int]:
+    """Inodes of the sockets listening on TCP ``port`` (one per process with SO_REUSEPORT)."""
+    return _sockets("tcp", port, "0A")
+
+
+def udp_bound(port: int) -> bool:
+    """Some process has a UDP socket bound to ``port`` (looked up, never probed by binding)."""
+    return bool(_sockets("udp", port, None))
