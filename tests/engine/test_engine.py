@@ -19,7 +19,6 @@ import soundfile
 
 from callrec.catalog import Catalog
 from callrec.codecs import get_codec
-from callrec.config import Settings
 from callrec.engine import (
     STOP_REASONS,
     CatalogWriter,
@@ -34,6 +33,9 @@ from callrec.exceptions import ResourceError
 from callrec.media.wav import WavWriter
 from callrec.rtp.counters import StreamCounters
 from callrec.service import build_engine
+from tests.support.settings import server_settings
+from tests.support.threads import flush_threads
+from tests.support.waiting import wait_for
 
 PCMA = get_codec("PCMA")
 #: 20 ms of a 440 Hz tone at 8 kHz, as int16 little-endian.
@@ -123,13 +125,7 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     made: list[tuple[RecordingEngine, CatalogWriter, Catalog]] = []
 
     async def make(**overrides: Any) -> Rig:
-        values: dict[str, Any] = dict(
-            recordings_dir=tmp_path / "rec",
-            database_url=f"sqlite:///{tmp_path / 'c.db'}",
-            sync_interval=0.02,
-        )
-        values.update(overrides)
-        settings = Settings(**values)
+        settings = server_settings(tmp_path, **{"sync_interval": 0.02, **overrides})
         catalog = Catalog(settings.database_url)
         catalog.migrate()
         writer = CatalogWriter(catalog)
@@ -145,15 +141,6 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         catalog.close()
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def test_open_write_finish_catalogue_notify(make_rig: Callable[..., Any]) -> None:
     rig: Rig = await make_rig()
     source = Source()
@@ -161,7 +148,7 @@ async def test_open_write_finish_catalogue_notify(make_rig: Callable[..., Any]) 
     row = rig.catalog.get(rec.rec_id)
     assert row is not None and row.status == "recording" and row.media_port == 4242
     assert rec.relpath == f"{rec.relpath[:10]}/out_3001_2011_0c383e0e709a_{rec.relpath[-23:]}"
-    await until(lambda: source.pumped >= 5, "five ticks")
+    await wait_for(lambda: source.pumped >= 5, what="five ticks")
     finished = await rig.engine.finish(rec, "phone_stop", stop_fields={"reason": "hangup"})
     assert finished is not None and (finished.status, finished.stop_reason) == (
         "complete",
@@ -194,14 +181,7 @@ async def test_open_write_finish_catalogue_notify(make_rig: Callable[..., Any]) 
 async def test_flushes_run_on_the_media_io_thread_not_the_event_loop(
     make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads: list[str] = []
-    real = WavWriter.flush
-
-    def flush(self: WavWriter) -> None:
-        threads.append(threading.current_thread().name)
-        real(self)
-
-    monkeypatch.setattr(WavWriter, "flush", flush)
+    threads = flush_threads(monkeypatch)
     rig: Rig = await make_rig()
     sources = [Source(), Source(outputs=2)]
     recs = [
@@ -211,7 +191,7 @@ async def test_flushes_run_on_the_media_io_thread_not_the_event_loop(
             lambda: sources[1],
         ),
     ]
-    await until(lambda: len(threads) >= 8, "flushes")
+    await wait_for(lambda: len(threads) >= 8, what="flushes")
     for rec in recs:
         await rig.engine.finish(rec, "hangup")
     assert threads and all(name.startswith("media-io") for name in threads), set(threads)
@@ -307,7 +287,7 @@ async def test_companions_and_their_links_in_the_row(make_rig: Callable[..., Any
         spec("sip", channels=2, companions=(mix,), extra={"sip": {"segment": 1}}),
         lambda: source,
     )
-    await until(lambda: source.pumped >= 3, "three ticks")
+    await wait_for(lambda: source.pumped >= 3, what="three ticks")
     await rig.engine.finish(rec, "hangup")
     row = rig.catalog.get(rec.rec_id)
     assert row is not None and row.channels == 2
@@ -347,7 +327,7 @@ async def test_one_checkpoint_for_all_sources(
     monkeypatch.setattr(rig.catalog, "checkpoint", checkpoint)
     phone = await rig.engine.open(spec("server"), Source)
     sip = await rig.engine.open(spec("sip"), Source)
-    await until(lambda: bool(batches), "a checkpoint", timeout=10)
+    await wait_for(lambda: bool(batches), what="a checkpoint", timeout=10)
     assert batches[0] == {phone.rec_id, sip.rec_id}
     row = rig.catalog.get(sip.rec_id)
     assert row is not None and row.status == "recording" and row.packets_received > 0
@@ -374,7 +354,7 @@ async def test_a_failing_source_ends_its_recording_only(make_rig: Callable[..., 
     row = rig.catalog.get(broken.rec_id)
     assert row is not None and row.stop_reason == "internal_error"
     before = good.pumped
-    await until(lambda: good.pumped > before + 2, "the other recording to go on")
+    await wait_for(lambda: good.pumped > before + 2, what="the other recording to go on")
     await rig.engine.finish(healthy, "phone_stop")
 
 

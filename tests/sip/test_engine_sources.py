@@ -8,7 +8,6 @@ front end beside it.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from callrec.media.wav import WavWriter
 from callrec.rtp.packet import RtpPacket
-from callrec.service import Service
 from callrec.sim.phone import PhoneCall
 from callrec.web.security import new_api_token
-from tests.sip.conftest import SipEnv, start_env, stop_env
 from tests.sip.ua import TestPhone, play
+from tests.support.sip import SipEnv, start_env, stop_env
+from tests.support.threads import flush_threads
+from tests.support.waiting import wait_for, wait_idle
 
 PACKET = 160
 
@@ -93,11 +92,6 @@ async def call_in(tmp_path: Path) -> AsyncIterator[Any]:
         await stop_env(env)
 
 
-async def settled(server: Service) -> None:
-    """Every recording finished: its row final."""
-    await asyncio.wait_for(server.engine.idle.wait(), 10)
-
-
 async def test_a_full_engine_answers_record_on_with_503_busy(call_in: Any) -> None:
     env, call = await call_in(max_sessions=1)
     # A phone records the one session allowed.
@@ -109,11 +103,11 @@ async def test_a_full_engine_answers_record_on_with_503_busy(call_in: Any) -> No
     assert env.server.catalog.count(status="recording") == 1  # only the phone's
     assert (await phone.stop())["result"] == "success"
     await phone.close()
-    await settled(env.server)
+    await wait_idle(env.server)
     # The place is free again: the next Record: on records.
     assert (await call.alice.info_record("on")).status == 200
     await call.hang_up()
-    await settled(env.server)
+    await wait_idle(env.server)
     sip = env.server.catalog.find(limit=10)
     assert sorted((r.source, r.stop_reason) for r in sip) == [
         ("server", "phone_stop"),
@@ -136,24 +130,14 @@ async def test_under_the_disk_reserve_record_on_is_503_disk_full(call_in: Any) -
 async def test_sip_audio_is_flushed_off_the_loop_and_catalogued_in_batches(
     call_in: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads: list[str] = []
-    real = WavWriter.flush
-
-    def flush(self: WavWriter) -> None:
-        threads.append(threading.current_thread().name)
-        real(self)
-
-    monkeypatch.setattr(WavWriter, "flush", flush)
+    threads = flush_threads(monkeypatch)
     env, call = await call_in(sync_interval=0.05)
     writer = env.server.writer
     before = (writer.creates.items, writer.finishes.items)
     assert (await call.alice.info_record("on")).status == 200
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while len(threads) < 6 and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_for(lambda: len(threads) >= 6, what="a few ticks of flushes")
     assert (await call.alice.info_record("off")).status == 200
-    await settled(env.server)
+    await wait_idle(env.server)
     assert threads and all(name.startswith("media-io") for name in threads), set(threads)
     # The row's creation and its finish went through the catalogue writer's batches.
     assert (writer.creates.items, writer.finishes.items) == (before[0] + 1, before[1] + 1)
@@ -167,12 +151,12 @@ async def test_max_duration_ends_a_sip_segment_and_the_next_record_on_starts_one
 ) -> None:
     env, call = await call_in(max_duration=0.3)
     assert (await call.alice.info_record("on")).status == 200
-    await settled(env.server)  # the engine ended it on its own
+    await wait_idle(env.server)  # the engine ended it on its own
     (first,) = env.server.catalog.find()
     assert (first.stop_reason, first.extra["sip"]["segment"]) == ("max_duration", 1)
     # The SIP core heard of it: a new Record: on records a new segment.
     assert (await call.alice.info_record("on")).status == 200
-    await settled(env.server)
+    await wait_idle(env.server)
     segments = sorted(r.extra["sip"]["segment"] for r in env.server.catalog.find())
     assert segments == [1, 2]
 
@@ -199,7 +183,7 @@ async def test_sip_calls_show_on_the_live_page_and_in_the_metrics(call_in: Any) 
         assert "callrec_sessions_active 1.0" in metrics
         assert "callrec_sessions_total 1.0" in metrics
         await call.hang_up()
-        await settled(server)
+        await wait_idle(server)
         assert (await client.get("/api/v1/live")).json() == []
         metrics = (await client.get("/metrics")).text
         assert "callrec_sessions_active 0.0" in metrics
