@@ -42,7 +42,7 @@ class _Thread:
 
 def _queued(batcher: Batcher[Any, Any]) -> int:
     """Requests waiting for the next batch (no public count: the test reads the queue)."""
-    return len(batcher._queue)
+    return batcher.queued
 
 
 async def test_requests_queued_while_a_batch_runs_form_the_next_batch() -> None:

@@ -383,9 +383,13 @@ async def test_stop_finishes_every_open_recording(make_rig: Callable[..., Any]) 
         await rig.engine.open(spec(), Source)
 
 
-def test_write_frames_cuts_at_a_frame_without_cut_points(tmp_path: Path) -> None:
+def test_write_frames_cuts_at_a_frame_without_cut_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from callrec.media import wav as wav_module
+
+    monkeypatch.setattr(wav_module, "max_data_size", lambda channels: 10)  # a tiny file
     writer = WavWriter(tmp_path / "s.wav", sample_rate=8000, channels=2)
-    writer._max_data = 10  # type: ignore[attr-defined] - a tiny file
     with pytest.raises(files_module.WavTooLargeError):
         files_module.write_frames((writer,), (b"\x01\x00" * 20,), lambda: ())
     assert writer.frames_written == 2  # 8 of the 10 bytes: whole stereo frames only

@@ -45,6 +45,11 @@ class Batcher(Generic[Item, Result]):
         self.batches = 0
         self.items = 0
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the next batch (not those of the batch being run)."""
+        return len(self._queue)
+
     async def __call__(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
