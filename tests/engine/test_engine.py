@@ -394,3 +394,27 @@ def test_write_frames_cuts_at_a_frame_without_cut_points(
         files_module.write_frames((writer,), (b"\x01\x00" * 20,), lambda: ())
     assert writer.frames_written == 2  # 8 of the 10 bytes: whole stereo frames only
     writer.close()
+
+
+async def test_stop_ends_a_recording_that_was_still_opening(
+    make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig: Rig = await make_rig()
+    real = rig.catalog.create_recordings
+    release = threading.Event()
+
+    def slow(news: Any) -> Any:
+        release.wait(5)
+        return real(news)
+
+    monkeypatch.setattr(rig.catalog, "create_recordings", slow)
+    opening = asyncio.ensure_future(rig.engine.open(spec(), Source))
+    await asyncio.sleep(0)  # admitted; its row is on the way
+    stopping = asyncio.ensure_future(rig.engine.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # the stop waits for it
+    release.set()
+    rec = await opening
+    await asyncio.wait_for(stopping, 5)
+    row = rig.catalog.get(rec.rec_id)
+    assert row is not None and (row.status, row.stop_reason) == ("complete", "shutdown")

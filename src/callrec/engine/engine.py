@@ -78,6 +78,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_TICKS: Final = 20
 #: Most names tried (``<stem>``, ``<stem>_1`` ...) before a start is refused.
 MAX_NAME_TRIES: Final = 1000
+#: Seconds :meth:`RecordingEngine.stop` waits for recordings still being opened.
+STOP_GRACE: Final = 30.0
 #: A one-shot recording flushes its file whenever this much PCM is buffered.
 FILE_FLUSH_BYTES: Final = 1 << 20
 #: The empty mapping a recording's spec keeps in place of what only its row needed.
@@ -131,6 +133,17 @@ class RecordingEngine:
                 self.spawn_finish(rec, SHUTDOWN)
         while self._finishing:
             await asyncio.gather(*self._finishing, return_exceptions=True)
+        # Opens still waiting for their rows end as soon as they are open (see open()).
+        try:
+            await asyncio.wait_for(self.idle.wait(), STOP_GRACE)
+        except TimeoutError:
+            logger.error(
+                "%d recordings still opening after %.0f s; start-up recovery will finish them",
+                self.admission.admitted,
+                STOP_GRACE,
+            )
+        while self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(self._io.shutdown, wait=True)
         )
@@ -160,6 +173,9 @@ class RecordingEngine:
             raise
         self.recordings[rec.rec_id] = rec
         self.live.started(self.snapshot(rec), counted=spec.live)
+        if self.admission.closing and spec.live:
+            # Admitted before the engine began to stop: it ends at once, as the others did.
+            self.spawn_finish(rec, SHUTDOWN)
         rec.log.info(
             "recording %s from %s (%s) to %s%s",
             spec.codec.name,
