@@ -5,8 +5,9 @@ per call is what makes phones wait. So every catalogue write of a ``callrec serv
 (the engine's new rows, finishes and checkpoints, start-up recovery, the worker pool's
 recovery of a dead worker's calls, the web UI's audit entries, notes, tags, users, tokens and
 sign-ins) runs here, on one thread, in the order it was asked for; recording starts and
-stops are grouped into one transaction per batch (:mod:`callrec.engine.batching`). Reads may run anywhere: they take their own
-connections and, in SQLite's WAL mode, never wait for a writer.
+stops are grouped into one transaction per batch (:mod:`callrec.engine.batching`). Reads may
+run anywhere: they take their own connections and, in SQLite's WAL mode, never wait for a
+writer.
 """
 
 from __future__ import annotations
