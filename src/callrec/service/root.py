@@ -171,8 +171,8 @@ class Service:
             )
             self._started.append(self.workers)
             await self.workers.start()
+        self._started.append(self.phone)  # its stop also closes a port reserved, not opened
         await self.phone.listen()
-        self._started.append(self.phone)
         if self.sip is not None and not (stop and stop.is_set()):
             try:
                 await self.sip.start()
