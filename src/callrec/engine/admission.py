@@ -47,11 +47,6 @@ class Admission:
         self.admitted = 0
         self.closing = False
 
-    @property
-    def sessions(self) -> int:
-        """Calls admitted and not yet finished."""
-        return self._sessions
-
     def admit(self, device: str, *, live: bool = True) -> Ticket:
         """Admit a recording or raise :class:`ResourceError` with the answer's reason:
         ``busy`` (shutting down, or a limit reached) or ``disk_full`` (under the reserve).

@@ -191,7 +191,3 @@ def companion_path(path: P, companion: Companion) -> P:
 def original_path(path: P, original: Original) -> P:
     """Where the ``original`` of the recording at ``path`` is kept."""
     return path.with_name(path.stem + original.suffix)
-
-
-#: Byte offsets: see :meth:`MediaSource.cut_points`.
-NO_CUT_POINTS: Final[Sequence[int]] = ()
