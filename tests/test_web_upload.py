@@ -12,8 +12,7 @@ import pytest
 
 from callrec.catalog import ROLE_ADMIN, ROLE_LISTENER, Catalog
 from callrec.config import Settings
-from callrec.engine import CatalogWriter, LiveRegistry
-from callrec.service import build_engine
+from callrec.service import standalone_engine
 from callrec.usb.importer import Importer
 from callrec.web.app import create_app
 from callrec.web.security import new_api_token
@@ -54,13 +53,10 @@ async def web(tmp_path: Path, catalog: Catalog) -> AsyncIterator[Web]:
     )
     # The parts `callrec serve` gives the web app for uploads: the catalogue writer and an
     # importer on a recording engine.
-    writer = CatalogWriter(catalog)
-    engine = build_engine(settings, writer, LiveRegistry())
-    await engine.start()
-    importer = Importer(engine, catalog, max_bytes=settings.usb_import_max_bytes)
-    app = create_app(settings, catalog, writer=writer, importer=importer)
-    transport = httpx.ASGITransport(app=app)
-    try:
+    async with standalone_engine(settings, catalog, name="test") as engine:
+        importer = Importer(engine, catalog, max_bytes=settings.usb_import_max_bytes)
+        app = create_app(settings, catalog, writer=engine.journal.writer, importer=importer)
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://callrec.test") as client:
             yield Web(
                 client=client,
@@ -69,9 +65,6 @@ async def web(tmp_path: Path, catalog: Catalog) -> AsyncIterator[Web]:
                 admin=_token(catalog, "admin", ROLE_ADMIN),
                 listener=_token(catalog, "listener", ROLE_LISTENER),
             )
-    finally:
-        await engine.stop()
-        await writer.close()
 
 
 def _file(name: str, upload_name: str | None = None) -> dict[str, tuple[str, bytes, str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -17,25 +17,31 @@ import numpy as np
 import pytest
 import soundfile
 
-from callrec.catalog import Catalog
+from callrec.catalog import Catalog, RecordingInfo
+from callrec.catalog.replay import JournalCheckpoint
 from callrec.codecs import get_codec
 from callrec.engine import (
     STOP_REASONS,
     CatalogWriter,
     Companion,
+    Journal,
     LiveRegistry,
     LiveSession,
+    Original,
+    Recording,
     RecordingEngine,
     RecordingSpec,
+    journalfile,
 )
 from callrec.engine import files as files_module
+from callrec.engine.journalfile import journal_dir, read_sidecar, sidecar_path
 from callrec.exceptions import ResourceError
 from callrec.media.wav import WavWriter
 from callrec.rtp.counters import StreamCounters
 from callrec.service import build_engine
 from tests.support.settings import server_settings
 from tests.support.threads import flush_threads
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_event, wait_for
 
 PCMA = get_codec("PCMA")
 #: 20 ms of a 440 Hz tone at 8 kHz, as int16 little-endian.
@@ -119,25 +125,39 @@ class Rig:
         self.events: list[tuple[str, LiveSession]] = []
         engine.live.add_observer(lambda event, live: self.events.append((event, live)))
 
+    async def row(self, rec: Recording[Any]) -> RecordingInfo:
+        """``rec``'s row once the journal has applied everything appended so far."""
+        await wait_event(self.engine.journal.applied, what="the journal applied")
+        row = self.catalog.get_uid(rec.uid)
+        assert row is not None, f"no row for {rec.uid}"
+        return row
+
 
 @pytest.fixture
 async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    made: list[tuple[RecordingEngine, CatalogWriter, Catalog]] = []
+    made: list[tuple[RecordingEngine, asyncio.Task[None], Catalog]] = []
 
     async def make(**overrides: Any) -> Rig:
         settings = server_settings(tmp_path, **{"sync_interval": 0.02, **overrides})
         catalog = Catalog(settings.database_url)
         catalog.migrate()
-        writer = CatalogWriter(catalog)
-        engine = build_engine(settings, writer, LiveRegistry())
+        root = settings.recordings_dir.resolve()
+        journal = Journal(journal_dir(root), CatalogWriter(catalog), name="test")
+        journal.open()
+        journal.ready.set()
+        applier = asyncio.create_task(journal.run())
+        engine = build_engine(settings, journal, LiveRegistry())
         await engine.start()
-        made.append((engine, writer, catalog))
-        return Rig(engine, catalog, settings.recordings_dir.resolve())
+        made.append((engine, applier, catalog))
+        return Rig(engine, catalog, root)
 
     yield make
-    for engine, writer, catalog in made:
+    for engine, applier, catalog in made:
         await engine.stop()
-        await writer.close()
+        await wait_event(engine.journal.applied, what="the journal applied")
+        applier.cancel()
+        engine.journal.close()
+        await engine.journal.writer.close()
         catalog.close()
 
 
@@ -145,8 +165,8 @@ async def test_open_write_finish_catalogue_notify(make_rig: Callable[..., Any]) 
     rig: Rig = await make_rig()
     source = Source()
     rec = await rig.engine.open(spec(), lambda: source)
-    row = rig.catalog.get(rec.rec_id)
-    assert row is not None and row.status == "recording" and row.media_port == 4242
+    row = await rig.row(rec)
+    assert row.status == "recording" and row.media_port == 4242 and rec.rec_id == row.id
     assert rec.relpath == f"{rec.relpath[:10]}/out_3001_2011_0c383e0e709a_{rec.relpath[-23:]}"
     await wait_for(lambda: source.pumped >= 5, what="five ticks")
     finished = await rig.engine.finish(rec, "phone_stop", stop_fields={"reason": "hangup"})
@@ -154,8 +174,7 @@ async def test_open_write_finish_catalogue_notify(make_rig: Callable[..., Any]) 
         "complete",
         "phone_stop",
     )
-    row = rig.catalog.get(rec.rec_id)
-    assert row is not None
+    row = await rig.row(rec)
     assert (row.status, row.stop_reason, row.phone_stop_reason) == (
         "complete",
         "phone_stop",
@@ -169,10 +188,14 @@ async def test_open_write_finish_catalogue_notify(make_rig: Callable[..., Any]) 
     assert row.sha256 == hashlib.sha256((rig.root / row.path).read_bytes()).hexdigest()
     assert row.packets_received == source.pumped
     assert source.closed == 1
-    assert [(event, live.rec_id, live.source) for event, live in rig.events] == [
-        ("started", rec.rec_id, "server"),
-        ("finished", rec.rec_id, "server"),
+    assert [(event, live.uid, live.source) for event, live in rig.events] == [
+        ("started", rec.uid, "server"),
+        ("finished", rec.uid, "server"),
     ]
+    # The sidecar beside the file tells the same as the row.
+    start, end = read_sidecar(sidecar_path(rig.root / row.path))
+    assert start.rec.uid == rec.uid and start.rec.path == row.path
+    assert end is not None and end.finish.sha256 == row.sha256
     assert rig.engine.recordings == {} and rig.engine.idle.is_set()
     # A second finish is a no-op.
     assert await rig.engine.finish(rec, "shutdown") is None
@@ -197,35 +220,38 @@ async def test_flushes_run_on_the_media_io_thread_not_the_event_loop(
     assert threads and all(name.startswith("media-io") for name in threads), set(threads)
 
 
-async def test_admission_counts_recordings_still_being_opened(
+async def test_a_stuck_catalogue_delays_no_open_and_no_finish(
     make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig: Rig = await make_rig(max_sessions=2, max_sessions_per_device=16)
-    real = rig.catalog.create_recordings
+    real = rig.catalog.apply_journal
     release = threading.Event()
 
-    def slow(news: Any) -> Any:
-        release.wait(5)  # the catalogue is slow: the opens wait for their rows
-        return real(news)
+    def stuck(entries: Any) -> Any:
+        release.wait(10)  # the catalogue hangs
+        return real(entries)
 
-    monkeypatch.setattr(rig.catalog, "create_recordings", slow)
-    opens = [
-        asyncio.ensure_future(rig.engine.open(spec(session_id=str(i)), Source)) for i in range(3)
+    monkeypatch.setattr(rig.catalog, "apply_journal", stuck)
+    sources = [Source() for _ in range(3)]
+    recs = [
+        await rig.engine.open(spec(session_id=str(i)), lambda s=s: s)
+        for i, s in enumerate(sources[:2])
     ]
-    await asyncio.sleep(0)  # each open is admitted before it waits for the catalogue
-    done, _ = await asyncio.wait(opens, timeout=1, return_when=asyncio.FIRST_COMPLETED)
-    (refused,) = done
-    with pytest.raises(ResourceError) as caught:
-        refused.result()
-    assert caught.value.reason == "busy"
-    release.set()
-    recs = [await o for o in opens if o is not refused]
-    assert len(recs) == 2
+    with pytest.raises(ResourceError) as caught:  # the limits still hold, from memory
+        await rig.engine.open(spec(session_id="2"), lambda: sources[2])
+    assert caught.value.reason == "busy" and sources[2].closed == 0
+    await wait_for(lambda: all(s.pumped >= 3 for s in sources[:2]), what="three ticks each")
     for rec in recs:
-        await rig.engine.finish(rec, "shutdown")
-    # Finished recordings give their places back.
-    rec = await rig.engine.open(spec(), Source)
-    await rig.engine.finish(rec, "shutdown")
+        finished = await rig.engine.finish(rec, "phone_stop")
+        assert finished is not None and finished.status == "complete" and finished.rec_id is None
+    assert rig.engine.idle.is_set() and not rig.engine.journal.applied.is_set()
+    assert rig.engine.journal.status().backlog == 4  # two starts, two finishes
+    release.set()
+    for rec in recs:
+        row = await rig.row(rec)
+        assert (row.status, row.stop_reason) == ("complete", "phone_stop")
+        assert row.duration == pytest.approx(160 * (row.packets_received + 1) / 8000)
+    assert rig.catalog.count() == 2
 
 
 async def test_per_device_limit_holds_across_sources(make_rig: Callable[..., Any]) -> None:
@@ -253,17 +279,27 @@ async def test_a_failing_open_closes_the_source_and_frees_its_place(
 ) -> None:
     rig: Rig = await make_rig(max_sessions=1)
 
-    def broken(news: Any) -> Any:
-        raise OSError("catalogue on fire")
+    def broken(path: Path, start: Any) -> None:
+        raise OSError("disk on fire")
 
-    monkeypatch.setattr(rig.catalog, "create_recordings", broken)
+    monkeypatch.setattr(journalfile, "create_sidecar", broken)
     source = Source()
-    with pytest.raises(Exception, match="catalogue on fire"):
+    with pytest.raises(OSError, match="disk on fire"):
         await rig.engine.open(spec(), lambda: source)
     assert source.closed == 1 and rig.engine.idle.is_set()
+    assert [p for p in rig.root.rglob("*") if p.is_file() and ".callrec" not in p.parts] == []
     monkeypatch.undo()
     rec = await rig.engine.open(spec(), Source)  # the place was given back
     await rig.engine.finish(rec, "shutdown")
+    # The refused call has a row saying why, the next one has the name and the file.
+    row = await rig.row(rec)
+    refused = [r for r in rig.catalog.find() if r.id != row.id]
+    assert [(r.status, r.stop_reason, r.size_bytes) for r in refused] == [
+        ("failed", "write_error", 0)
+    ]
+    assert refused[0].path.startswith(row.path + "#missing-")
+    assert (row.status, row.stop_reason) == ("complete", "shutdown")
+    assert (rig.root / row.path).is_file()
 
 
 async def test_one_stop_reason_vocabulary(make_rig: Callable[..., Any]) -> None:
@@ -289,8 +325,8 @@ async def test_companions_and_their_links_in_the_row(make_rig: Callable[..., Any
     )
     await wait_for(lambda: source.pumped >= 3, what="three ticks")
     await rig.engine.finish(rec, "hangup")
-    row = rig.catalog.get(rec.rec_id)
-    assert row is not None and row.channels == 2
+    row = await rig.row(rec)
+    assert row.channels == 2
     mix_path = PurePosixPath(row.path).with_name(PurePosixPath(row.path).stem + ".mix.wav")
     assert row.extra["sip"] == {"segment": 1, "mix": str(mix_path)}
     assert row.extra["companions"] == [{"path": str(mix_path), "channels": 1}]
@@ -317,20 +353,22 @@ async def test_one_checkpoint_for_all_sources(
     make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig: Rig = await make_rig()
-    batches: list[set[int]] = []
-    real = rig.catalog.checkpoint
+    batches: list[set[str]] = []
+    journal = rig.engine.journal
+    real = journal.append
 
-    def checkpoint(counters: Any) -> None:
-        batches.append(set(counters))
-        real(counters)
+    def append(entry: Any) -> int:
+        if isinstance(entry, JournalCheckpoint):
+            batches.append(set(entry.counters))
+        return real(entry)
 
-    monkeypatch.setattr(rig.catalog, "checkpoint", checkpoint)
+    monkeypatch.setattr(journal, "append", append)
     phone = await rig.engine.open(spec("server"), Source)
     sip = await rig.engine.open(spec("sip"), Source)
     await wait_for(lambda: bool(batches), what="a checkpoint", timeout=10)
-    assert batches[0] == {phone.rec_id, sip.rec_id}
-    row = rig.catalog.get(sip.rec_id)
-    assert row is not None and row.status == "recording" and row.packets_received > 0
+    assert batches[0] == {phone.uid, sip.uid}
+    row = await rig.row(sip)
+    assert row.status == "recording" and row.packets_received > 0
     for rec in (phone, sip):
         await rig.engine.finish(rec, "shutdown")
 
@@ -340,8 +378,8 @@ async def test_max_duration_ends_a_recording_of_any_source(make_rig: Callable[..
     source = Source()
     rec = await rig.engine.open(spec("sip"), lambda: source)
     await asyncio.wait_for(rec.wait_ended(), 5)
-    row = rig.catalog.get(rec.rec_id)
-    assert row is not None and (row.status, row.stop_reason) == ("complete", "max_duration")
+    row = await rig.row(rec)
+    assert (row.status, row.stop_reason) == ("complete", "max_duration")
     assert source.closed == 1  # its front end hears of it through the source
 
 
@@ -351,8 +389,8 @@ async def test_a_failing_source_ends_its_recording_only(make_rig: Callable[..., 
     broken = await rig.engine.open(spec("sip"), lambda: bad)
     healthy = await rig.engine.open(spec("server"), lambda: good)
     await asyncio.wait_for(broken.wait_ended(), 5)
-    row = rig.catalog.get(broken.rec_id)
-    assert row is not None and row.stop_reason == "internal_error"
+    row = await rig.row(broken)
+    assert row.stop_reason == "internal_error"
     before = good.pumped
     await wait_for(lambda: good.pumped > before + 2, what="the other recording to go on")
     await rig.engine.finish(healthy, "phone_stop")
@@ -367,8 +405,8 @@ async def test_at_the_largest_size_what_fits_is_kept(
     rig: Rig = await make_rig()
     rec = await rig.engine.open(spec(), Source)
     await asyncio.wait_for(rec.wait_ended(), 5)
-    row = rig.catalog.get(rec.rec_id)
-    assert row is not None and (row.status, row.stop_reason) == ("complete", "max_size")
+    row = await rig.row(rec)
+    assert (row.status, row.stop_reason) == ("complete", "max_size")
     assert row.size_bytes == 44 + 1000 and row.duration == pytest.approx(500 / 8000)
 
 
@@ -377,8 +415,8 @@ async def test_stop_finishes_every_open_recording(make_rig: Callable[..., Any]) 
     recs = [await rig.engine.open(spec(session_id=str(i)), Source) for i in range(3)]
     await rig.engine.stop()
     for rec in recs:
-        row = rig.catalog.get(rec.rec_id)
-        assert row is not None and (row.status, row.stop_reason) == ("complete", "shutdown")
+        row = await rig.row(rec)
+        assert (row.status, row.stop_reason) == ("complete", "shutdown")
     with pytest.raises(ResourceError, match="shutting down"):
         await rig.engine.open(spec(), Source)
 
@@ -400,21 +438,51 @@ async def test_stop_ends_a_recording_that_was_still_opening(
     make_rig: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig: Rig = await make_rig()
-    real = rig.catalog.create_recordings
+    real = files_module.write_original
     release = threading.Event()
 
-    def slow(news: Any) -> Any:
-        release.wait(5)
-        return real(news)
+    def slow(path: Path, data: bytes) -> None:
+        release.wait(5)  # an import's original, still being stored
+        real(path, data)
 
-    monkeypatch.setattr(rig.catalog, "create_recordings", slow)
-    opening = asyncio.ensure_future(rig.engine.open(spec(), Source))
-    await asyncio.sleep(0)  # admitted; its row is on the way
+    monkeypatch.setattr(files_module, "write_original", slow)
+    data = b"original bytes"
+    original = Original(data=data, sha256=hashlib.sha256(data).hexdigest())
+    opening = asyncio.ensure_future(
+        rig.engine.record_file(spec(live=False, original=original), FileChunks())
+    )
+    await asyncio.sleep(0.05)  # admitted; its original is being written
     stopping = asyncio.ensure_future(rig.engine.stop())
     await asyncio.sleep(0.05)
     assert not stopping.done()  # the stop waits for it
     release.set()
-    rec = await opening
+    finished = await opening
     await asyncio.wait_for(stopping, 5)
-    row = rig.catalog.get(rec.rec_id)
-    assert row is not None and (row.status, row.stop_reason) == ("complete", "shutdown")
+    await wait_event(rig.engine.journal.applied, what="the journal applied")
+    row = rig.catalog.get_uid(finished.uid)
+    assert row is not None and (row.status, row.stop_reason) == ("complete", "imported")
+
+
+class FileChunks:
+    """A one-shot source: two frames."""
+
+    damaged = False
+    media_port = None
+
+    def chunks(self) -> Iterator[Sequence[bytes]]:
+        return iter([(FRAME,), (FRAME,)])
+
+    def pump(self, now: float) -> Sequence[bytes]:
+        return ()
+
+    def drain(self, now: float) -> Sequence[bytes]:
+        return ()
+
+    def cut_points(self) -> Sequence[int]:
+        return ()
+
+    def counters(self) -> StreamCounters:
+        return StreamCounters()
+
+    def close(self) -> None:
+        pass

@@ -21,6 +21,7 @@ def test_recovery_outcomes(tmp_path: Path) -> None:
     writer.write(b"\x01\x00" * 16000)
     writer.flush()
     writer.write(b"\x02\x00" * 800)  # never flushed: lost with the process
+    writer.abort()  # the process is gone, and with it the file's lock and its buffer
     catalog.checkpoint({good: StreamCounters(received=50, lost=1)})
     # 2: the row was written, the file never was.
     missing = catalog.create_recording(new_recording(2))
@@ -45,5 +46,21 @@ def test_recovery_outcomes(tmp_path: Path) -> None:
         assert w.getframerate() == 16000
     assert catalog.unfinished() == []
     assert recover_unfinished(catalog, root) == []
-    writer.abort()
+    catalog.close()
+
+
+def test_recovery_leaves_a_file_a_live_process_writes(tmp_path: Path) -> None:
+    """An orphaned worker (or another process) still writes it: its row is not a crash's."""
+    root = tmp_path / "rec"
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    catalog.migrate()
+    live = catalog.create_recording(new_recording(1))
+    writer = WavWriter(root / new_recording(1).path, sample_rate=8000)
+    writer.write(b"\x01\x00" * 800)
+    writer.flush()
+    assert recover_unfinished(catalog, root) == []
+    assert [r.id for r in catalog.unfinished()] == [live]
+    writer.abort()  # now its process is gone
+    assert len(recover_unfinished(catalog, root)) == 1
+    assert catalog.unfinished() == []
     catalog.close()

@@ -92,8 +92,14 @@ async def test_repeated_kill_9_loses_no_call(tmp_path: Path) -> None:
     assert not missing, f"started calls missing from the catalogue: {sorted(missing)}"
     # A row may exist for a call whose answer the kill cut off: it is recovered all the same.
     root = tmp_path / "recordings"
-    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    assert on_disk <= {r.path for r in rows}, f"orphan files: {on_disk - {r.path for r in rows}}"
+    on_disk = {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and ".callrec" not in p.relative_to(root).parts
+    }
+    # Each recording is its WAV and its sidecar, nothing else, and every one has its row.
+    described = {r.path for r in rows} | {f"{r.path}.json" for r in rows}
+    assert on_disk <= described, f"orphan files: {on_disk - described}"
     # A kill between a row and its file leaves a row without a file: marked failed, and
     # only for a call that was never answered.
     for rec in rows:

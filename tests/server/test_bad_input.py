@@ -14,7 +14,7 @@ from tests.support.data import encoded
 from tests.support.recording import only_recording, read_recording, record
 from tests.support.rtp import rtp_packets
 from tests.support.settings import server_settings
-from tests.support.waiting import wait_idle, wait_received
+from tests.support.waiting import wait_catalogued, wait_idle, wait_received
 
 START = (
     "cmd=RecordStartRequest&id={id}&device=0c383e0e709a&remote_number=2011&remote_name="
@@ -140,6 +140,7 @@ async def test_non_utf8_and_traversal_in_every_text_field(server: Service) -> No
     writer.write(b"cmd=RecordStopRequest&id=lat1&reason=x\n")
     assert answer_of(await asyncio.wait_for(reader.readline(), 5))["result"] == "success"
     writer.close()
+    await wait_catalogued(server)
     rows = {r.session_id: r for r in server.catalog.find()}
     assert rows["../../id"].remote_name == hostile
     assert rows["lat1"].remote_name == "José Müller"
@@ -148,8 +149,10 @@ async def test_non_utf8_and_traversal_in_every_text_field(server: Service) -> No
         path = (root / rec.path).resolve()
         assert path.is_relative_to(root) and path.is_file()
         assert ".." not in Path(rec.path).parts
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files = sorted(p for p in root.rglob("*.wav") if p.is_file())
     assert len(files) == 2
+    # Beside each, its sidecar; callrec's own files stay in .callrec.
+    assert sorted(p for p in root.rglob("*.json")) == [f.with_name(f.name + ".json") for f in files]
 
 
 async def test_busy_when_session_limit_reached(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from callrec.service import Service
+from tests.support.waiting import wait_catalogued
 
 START = (
     b"cmd=RecordStartRequest&id={id}&device=0c383e0e709a&remote_number=2011&remote_name="
@@ -57,6 +58,7 @@ async def test_start_and_stop_in_every_framing(
     answer = await read_answer(reader, term)
     assert answer == b"cmd=RecordStopResponse&id=" + sid + b"&result=success" + term
     writer.close()
+    await wait_catalogued(server)  # record first: the row follows the answer
     (rec,) = server.catalog.find()
     assert rec.status == "complete" and rec.direction == "in"
 

@@ -58,6 +58,8 @@ def test_recovery_repairs_a_sip_row_and_its_mix(tmp_path: Path) -> None:
     mix.write(b"\x03\x00" * 16000)
     stereo.flush()
     mix.flush()
+    stereo.abort()  # the process is gone, and with it the files' locks
+    mix.abort()
     # kill -9 between a data write and its header update: unannounced audio at the end.
     with (root / "d/call.wav").open("ab") as f:
         f.write(b"\x01\x00\x02\x00" * 800 + b"\x01")
@@ -86,8 +88,6 @@ def test_recovery_repairs_a_sip_row_and_its_mix(tmp_path: Path) -> None:
     recover_unfinished(catalog, root)
     assert (tmp_path / "outside.wav").read_bytes() == b"not touched"
     assert catalog.get(evil) is not None
-    stereo.abort()
-    mix.abort()
     catalog.close()
 
 

@@ -2,9 +2,10 @@
 says what did not happen in time, never "long enough" sleeps.
 
 The server under test (a :class:`callrec.service.Service`) says what it is doing: its engine's
-``idle`` event is set while no recording is open (every row final), its live registry tells
-observers when a recording has finished, and the live snapshots count each recording's
-datagrams.
+``idle`` event is set while no recording is open, its journal's ``applied`` event while
+everything journaled is in the catalogue (record first: rows follow the files), its live
+registry tells observers when a recording has finished, and the live snapshots count each
+recording's datagrams.
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ async def wait_idle(service: Service, *, timeout: float = TIMEOUT) -> None:
     await wait_event(
         service.engine.idle, what="every recording to finish (engine idle)", timeout=timeout
     )
+    await wait_catalogued(service, timeout=timeout)
+
+
+async def wait_catalogued(service: Service, *, timeout: float = TIMEOUT) -> None:
+    """Until everything the server's journal holds is in the catalogue."""
+    await wait_event(
+        service.journal.applied, what="the journal to be in the catalogue", timeout=timeout
+    )
 
 
 def received(service: Service, session_id: str | None = None) -> int:
@@ -103,6 +112,7 @@ class LiveEvents:
     started and those that finished (their rows final)."""
 
     def __init__(self, service: Service) -> None:
+        self.service = service
         self.started: list[LiveSession] = []
         self.finished: list[LiveSession] = []
         self._changed = asyncio.Event()
@@ -122,4 +132,5 @@ class LiveEvents:
         except TimeoutError:
             what = f"{count} recordings to finish ({len(self.finished)} did)"
             raise _timed_out(what, timeout) from None
+        await wait_catalogued(self.service, timeout=timeout)
         return self.finished[:count]

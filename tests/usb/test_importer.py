@@ -3,6 +3,7 @@ PostgreSQL when reachable)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -16,11 +17,11 @@ import pytest
 
 from callrec.catalog import Catalog
 from callrec.config import Settings
-from callrec.engine import CatalogWriter, LiveRegistry
 from callrec.engine import files as files_module
 from callrec.exceptions import CatalogError, ConfigError, LocalFileError
 from callrec.media.wav import read_wav_info
-from callrec.service import build_engine
+from callrec.service import standalone_engine
+from callrec.usb import importer as importer_module
 from callrec.usb.importer import (
     DEFAULT_IMPORT_DIR,
     DEFAULT_MAX_BYTES,
@@ -42,14 +43,9 @@ async def importer(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> AsyncIterator[Importer]:
     """An importer over ``catalog`` with recordings under ``root``, as `callrec serve` has."""
-    writer = CatalogWriter(catalog)
-    engine = build_engine(Settings(recordings_dir=root), writer, LiveRegistry())
-    await engine.start()
-    try:
+    settings = Settings(recordings_dir=root)
+    async with standalone_engine(settings, catalog, name="test") as engine:
         yield Importer(engine, catalog, import_dir=import_dir, max_bytes=max_bytes)
-    finally:
-        await engine.stop()
-        await writer.close()
 
 
 async def import_file(catalog: Catalog, root: Path, path: Path, **kw: Any) -> Any:
@@ -66,7 +62,12 @@ async def import_bytes(catalog: Catalog, root: Path, data: bytes, **kw: Any) -> 
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    """The files under ``root``, but for callrec's own (the journals)."""
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and ".callrec" not in p.relative_to(root).parts
+    )
 
 
 def _drive(tmp_path: Path, name: str, source: str = "pcma-rtp.wav") -> Path:
@@ -100,7 +101,7 @@ async def test_import_catalogues_a_playable_wav_and_keeps_the_original(
     assert rec.end_time == rec.start_time + timedelta(seconds=1)
     assert rec.path == "usb/2026-11-26/Record_20261126161130.wav"
     assert rec.original_path == "usb/2026-11-26/Record_20261126161130.orig"
-    assert _files(root) == [rec.original_path, rec.path]
+    assert _files(root) == [rec.original_path, rec.path, f"{rec.path}.json"]
     original = source.read_bytes()
     assert (root / rec.original_path).read_bytes() == original
     assert rec.original_sha256 == result.original_sha256 == hashlib.sha256(original).hexdigest()
@@ -238,18 +239,33 @@ async def test_start_time_falls_back_to_the_file_time_then_now(
     assert late.extra["import"]["start_time_from"] == "import_time"
 
 
-async def test_catalogue_failure_leaves_no_files(
+async def test_a_failing_catalogue_keeps_the_import_and_catalogues_it_later(
     catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(*args: object) -> int:
-        raise CatalogError("cannot create a recording: disk I/O error")
+    real = catalog.apply_journal
+    failing = True
 
-    monkeypatch.setattr(catalog, "create_recordings", refuse)
+    def refuse(entries: Any) -> Any:
+        if failing:
+            raise CatalogError("cannot apply the journal: disk I/O error")
+        return real(entries)
+
+    monkeypatch.setattr(catalog, "apply_journal", refuse)
+    monkeypatch.setattr(importer_module, "CATALOGUE_WAIT", 0.5)
     root = tmp_path / "rec"
-    with pytest.raises(CatalogError, match="disk I/O error"):
-        await import_file(catalog, root, _drive(tmp_path, "Record_20261126161130.wav"))
-    # The row comes first: without it no file was made.
-    assert _files(root) == []
+    settings = Settings(recordings_dir=root)
+    async with standalone_engine(settings, catalog, name="test") as engine:
+        imp = Importer(engine, catalog, import_dir=DEFAULT_IMPORT_DIR, max_bytes=DEFAULT_MAX_BYTES)
+        with pytest.raises(CatalogError, match="is stored, but the catalogue did not take it"):
+            await imp.import_file(_drive(tmp_path, "Record_20261126161130.wav"))
+        # Record first: the audio, the original and the sidecar are on disk, not the row.
+        stem = "usb/2026-11-26/Record_20261126161130"
+        assert _files(root) == [f"{stem}.orig", f"{stem}.wav", f"{stem}.wav.json"]
+        assert catalog.count() == 0
+        failing = False  # the catalogue is back: the journal catches up
+        await asyncio.wait_for(engine.journal.applied.wait(), 30)
+    (row,) = catalog.find()
+    assert (row.path, row.status, row.stop_reason) == (f"{stem}.wav", "complete", "imported")
 
 
 async def test_a_file_name_taken_meanwhile_moves_to_the_next(
@@ -275,7 +291,7 @@ async def test_a_file_name_taken_meanwhile_moves_to_the_next(
     # Theirs is left alone, ours (the original written for the first name) is gone.
     assert (folder / "Record_20261126161130.wav").read_bytes() == b"not ours"
     assert not (folder / "Record_20261126161130.orig").exists()
-    # The row that claimed the taken name was given back.
+    # One recording, under the next name.
     assert catalog.count() == 1
 
 

@@ -140,7 +140,9 @@ def insert_new(
 
 #: What finishing a row reads of it: its state and the columns stop fields are compared with.
 FINISH_READ_COLUMNS = tuple(
-    dict.fromkeys(("id", "status", "session_id", "extra", *_STOP_FIELD_COLUMNS.values()))
+    dict.fromkeys(
+        ("id", "status", "stop_reason", "session_id", "extra", *_STOP_FIELD_COLUMNS.values())
+    )
 )
 
 

@@ -61,6 +61,19 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL; None for an in-memory or URI database."""
+    database = url.database
+    if (
+        not database
+        or database == ":memory:"
+        or url.query.get("uri")
+        or database.startswith("file:")
+    ):
+        return None
+    return Path(database).absolute()
+
+
 def make_parent_dir(url: URL, display: str) -> None:
     database = url.database
     if (

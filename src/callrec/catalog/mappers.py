@@ -16,6 +16,7 @@ from callrec.catalog.webrecords import AuditInfo, NoteInfo, TokenInfo, UserInfo
 def recording_info(row: Recording) -> RecordingInfo:
     return RecordingInfo(
         id=row.id,
+        uid=row.uid,
         source=row.source,
         session_id=row.session_id,
         device=row.device,

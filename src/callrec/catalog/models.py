@@ -113,6 +113,9 @@ class Recording(Base):
     __tablename__ = "recordings"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The engine's name for the recording, given before the catalogue knows it (its journal
+    #: finds the row by it); None on rows from before the journal.
+    uid: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
     source: Mapped[str] = mapped_column(CleanText(), default="server")
     session_id: Mapped[str] = mapped_column(CleanText(), index=True)
     device: Mapped[str] = mapped_column(CleanText())

@@ -41,6 +41,18 @@ class RecordingReads:
             row = session.get(Recording, rec_id)
             return None if row is None else recording_info(row)
 
+    def get_uid(self, uid: str) -> RecordingInfo | None:
+        """The row of the recording the engine named ``uid``, or None (not catalogued yet)."""
+        statement = select(Recording).where(Recording.uid == uid)
+        with self._guard(f"read recording {uid}"), self._session() as session:
+            row = session.scalars(statement).first()
+            return None if row is None else recording_info(row)
+
+    def count_recordings(self) -> int:
+        """How many rows there are (an empty catalogue is rebuilt from the disk at start)."""
+        with self._guard("count recordings"), self._session() as session:
+            return int(session.scalar(select(func.count()).select_from(Recording)) or 0)
+
     def unfinished(self) -> list[RecordingInfo]:
         """Rows still in status ``recording``: after a start-up, those a crash left behind."""
         statement = (

@@ -111,6 +111,8 @@ class NewRecording:
     #: SHA-256, by which importing the same file twice is recognised.
     original_path: str | None = None
     original_sha256: str | None = None
+    #: The recording engine's name for it (:mod:`callrec.engine.journal`); unique.
+    uid: str | None = None
 
     def __post_init__(self) -> None:
         require_choice("source", self.source, SOURCES)
@@ -186,6 +188,8 @@ class RecordingInfo:
     ssrc_changes: int
     created_at: datetime
     updated_at: datetime
+    #: The engine's name for the recording (None on rows from before the journal).
+    uid: str | None = None
 
     @property
     def counters(self) -> StreamCounters:

@@ -10,6 +10,7 @@ shared between threads: every call takes its own connection from the engine's po
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,10 +21,11 @@ from typing import Any
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.util.exc import CommandError
-from sqlalchemy import bindparam, create_engine, delete, select, text, update
+from sqlalchemy import Connection, bindparam, create_engine, delete, select, text, update
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from callrec.catalog import replay
 from callrec.catalog.batch import (
     FINISH_READ_COLUMNS,
     IN_CHUNK,
@@ -49,6 +51,7 @@ from callrec.catalog.database import (
     failure_reason,
     make_parent_dir,
     parse_url,
+    sqlite_file,
 )
 from callrec.catalog.models import Recording
 from callrec.catalog.reads import RecordingReads
@@ -59,6 +62,7 @@ from callrec.catalog.records import (
     require_counters,
     utcnow,
 )
+from callrec.catalog.replay import JournalEntry
 from callrec.catalog.webaccounts import AccountQueries
 from callrec.exceptions import CatalogError
 from callrec.rtp.counters import StreamCounters
@@ -76,12 +80,15 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
     create or upgrade the schema.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, check: bool = True) -> None:
         parsed = parse_url(url)
         self._display = parsed.render_as_string(hide_password=True)
         self._closed = False
         is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {}
+        #: The SQLite file and its identity once opened (:meth:`check_file`).
+        self._file = sqlite_file(parsed) if is_sqlite else None
+        self._file_id: tuple[int, int] | None = None
         if is_sqlite:
             make_parent_dir(parsed, self._display)
         else:
@@ -96,6 +103,9 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
             configure_sqlite(engine)
         self._engine = engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+        if not check:
+            # The server records without its catalogue: it connects when it can.
+            return
         try:
             with engine.connect():
                 pass
@@ -124,6 +134,28 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
     def url(self) -> str:
         """The database URL with any password hidden, for logs and ``callrec db``."""
         return self._display
+
+    def check_file(self) -> None:
+        """Raise :class:`CatalogError` when the SQLite file is gone or replaced since it was
+        first checked: SQLite would go on writing to the removed file, and every row written
+        would vanish with it. Nothing to check on a server database."""
+        if self._file is None:
+            return
+        try:
+            st = os.stat(self._file)
+        except OSError as exc:
+            raise CatalogError(
+                f"catalogue file {self._file} is gone ({exc.strerror}); restart callrec to "
+                "open a new one and rebuild it from the recordings (callrec catalogue rebuild)"
+            ) from exc
+        found = (st.st_dev, st.st_ino)
+        if self._file_id is None:
+            self._file_id = found
+        elif found != self._file_id:
+            raise CatalogError(
+                f"catalogue file {self._file} was replaced while callrec had it open; restart "
+                "callrec to open the new one"
+            )
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -230,27 +262,8 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
             return
         for values in counters.values():
             require_counters(values)
-        now = utcnow()
-        # Sorted, so two writers on PostgreSQL lock rows in the same order.
-        params = [
-            {
-                "b_id": rec_id,
-                "b_now": now,
-                **{f"b_{k}": v for k, v in counter_values(counters[rec_id]).items()},
-            }
-            for rec_id in sorted(counters)
-        ]
-        statement = (
-            update(RECORDINGS)
-            .where(RECORDINGS.c.id == bindparam("b_id"))
-            .where(RECORDINGS.c.status == STATUS_RECORDING)
-            .values(
-                updated_at=bindparam("b_now"),
-                **{column: bindparam(f"b_{column}") for column in COUNTER_COLUMNS.values()},
-            )
-        )
         with self._guard("checkpoint counters"), self._write_engine.begin() as connection:
-            connection.execute(statement, params)
+            _checkpoint_rows(connection, counters)
 
     def finish_recording(
         self,
@@ -302,6 +315,23 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
         twice is finished by its first item only. A database failure raises
         :class:`CatalogError` and writes nothing.
         """
+        checked = [check_finish(item) for item in items]
+        if all(error is not None for error in checked):
+            return checked  # nothing to write: no transaction
+        action = f"finish recording {items[0].rec_id}" if len(items) == 1 else "finish recordings"
+        with self._guard(action), self._write_engine.begin() as connection:
+            return self._finish_rows(connection, items)
+
+    def _finish_rows(
+        self,
+        connection: Connection,
+        items: Sequence[FinishRecording],
+        *,
+        replace_guess: bool = False,
+    ) -> list[CatalogError | None]:
+        """:meth:`finish_recordings` inside the transaction of ``connection``. With
+        ``replace_guess`` a row that start-up recovery finished (``crash``) is finished
+        again: the journal's finish is what happened, recovery's only a guess."""
         results: list[CatalogError | None] = [check_finish(item) for item in items]
         todo = [index for index, error in enumerate(results) if error is None]
         if not todo:
@@ -309,66 +339,65 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
         possible = SQLITE_IDS if self._engine.dialect.name == "sqlite" else POSTGRES_IDS
         ids = sorted({items[index].rec_id for index in todo if items[index].rec_id in possible})
         columns = [RECORDINGS.c[name] for name in FINISH_READ_COLUMNS]
-        action = f"finish recording {items[0].rec_id}" if len(items) == 1 else "finish recordings"
         now = utcnow()
         done: list[tuple[int, str]] = []
-        with self._guard(action), self._write_engine.begin() as connection:
-            rows: dict[int, dict[str, Any]] = {}
-            for chunk in chunks(ids, IN_CHUNK):
-                # Sorted and locked, so two writers on PostgreSQL lock rows in the same order.
-                statement = (
-                    select(*columns)
-                    .where(RECORDINGS.c.id.in_(chunk))
-                    .order_by(RECORDINGS.c.id)
-                    .with_for_update()
+        rows: dict[int, dict[str, Any]] = {}
+        for chunk in chunks(ids, IN_CHUNK):
+            # Sorted and locked, so two writers on PostgreSQL lock rows in the same order.
+            statement = (
+                select(*columns)
+                .where(RECORDINGS.c.id.in_(chunk))
+                .order_by(RECORDINGS.c.id)
+                .with_for_update()
+            )
+            rows.update((row.id, dict(row._mapping)) for row in connection.execute(statement))
+        # Rows that set the same columns share one executemany UPDATE.
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for index in todo:
+            item = items[index]
+            row = rows.get(item.rec_id)
+            if row is None:
+                results[index] = CatalogError(
+                    f"cannot finish recording {item.rec_id}: no such recording"
                 )
-                rows.update((row.id, dict(row._mapping)) for row in connection.execute(statement))
-            # Rows that set the same columns share one executemany UPDATE.
-            updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-            for index in todo:
-                item = items[index]
-                row = rows.get(item.rec_id)
-                if row is None:
-                    results[index] = CatalogError(
-                        f"cannot finish recording {item.rec_id}: no such recording"
-                    )
-                    continue
-                if row["status"] != STATUS_RECORDING:
-                    results[index] = CatalogError(
-                        f"cannot finish recording {item.rec_id}: it is already {row['status']}"
-                    )
-                    continue
-                values: dict[str, Any] = {
-                    "status": item.status,
-                    "stop_reason": item.stop_reason,
-                    "phone_stop_reason": item.phone_stop_reason,
-                    "end_time": item.end_time,
-                    "duration": item.duration,
-                    "size_bytes": item.size_bytes,
-                    "sha256": item.sha256,
-                    "updated_at": now,
-                }
-                if item.counters is not None:
-                    values.update(counter_values(item.counters))
-                # The row as finish_recording compares it: phone_stop_reason already set.
-                row.update(status=item.status, phone_stop_reason=item.phone_stop_reason)
-                kept = new_stop_fields(SimpleNamespace(**row), item.stop_fields or {})
-                if kept:
-                    extra = dict(row["extra"])
-                    previous = extra.get("stop")
-                    extra["stop"] = {**(previous if isinstance(previous, dict) else {}), **kept}
-                    values["extra"] = row["extra"] = extra
-                updates.setdefault(tuple(values), []).append(
-                    {"b_id": item.rec_id, **{f"b_{k}": v for k, v in values.items()}}
+                continue
+            guessed = replace_guess and row["stop_reason"] == CRASH
+            if row["status"] != STATUS_RECORDING and not guessed:
+                results[index] = AlreadyFinishedError(
+                    f"cannot finish recording {item.rec_id}: it is already {row['status']}"
                 )
-                done.append((index, row["session_id"]))
-            for names, params in updates.items():
-                finish = (
-                    update(RECORDINGS)
-                    .where(RECORDINGS.c.id == bindparam("b_id"))
-                    .values({name: bindparam(f"b_{name}") for name in names})
-                )
-                connection.execute(finish, params)
+                continue
+            values: dict[str, Any] = {
+                "status": item.status,
+                "stop_reason": item.stop_reason,
+                "phone_stop_reason": item.phone_stop_reason,
+                "end_time": item.end_time,
+                "duration": item.duration,
+                "size_bytes": item.size_bytes,
+                "sha256": item.sha256,
+                "updated_at": now,
+            }
+            if item.counters is not None:
+                values.update(counter_values(item.counters))
+            # The row as finish_recording compares it: phone_stop_reason already set.
+            row.update(status=item.status, phone_stop_reason=item.phone_stop_reason)
+            kept = new_stop_fields(SimpleNamespace(**row), item.stop_fields or {})
+            if kept:
+                extra = dict(row["extra"])
+                previous = extra.get("stop")
+                extra["stop"] = {**(previous if isinstance(previous, dict) else {}), **kept}
+                values["extra"] = row["extra"] = extra
+            updates.setdefault(tuple(values), []).append(
+                {"b_id": item.rec_id, **{f"b_{k}": v for k, v in values.items()}}
+            )
+            done.append((index, row["session_id"]))
+        for names, params in updates.items():
+            finish = (
+                update(RECORDINGS)
+                .where(RECORDINGS.c.id == bindparam("b_id"))
+                .values({name: bindparam(f"b_{name}") for name in names})
+            )
+            connection.execute(finish, params)
         for index, session_id in done:
             item = items[index]
             _log.debug(
@@ -379,6 +408,29 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
                 item.stop_reason,
             )
         return results
+
+    def apply_journal(self, entries: Sequence[JournalEntry]) -> dict[str, int]:
+        """Apply a batch of the engine's journal in one transaction (:mod:`.replay`).
+
+        Idempotent: entries already applied change nothing. Returns uid -> row id of every
+        recording the batch names that has a row. A finish with a bad value is logged and
+        left (it can never apply); a database failure raises :class:`CatalogError` and
+        writes nothing."""
+        if not entries:
+            return {}
+        with self._guard("apply the journal"), self._write_engine.begin() as connection:
+            known = replay.row_ids(connection, replay.entry_uids(entries))
+            starts = [e.rec for e in entries if isinstance(e, replay.JournalStart)]
+            replay.insert_starts(connection, starts, known)
+            latest = replay.merged_checkpoints(entries, known)
+            if latest:
+                _checkpoint_rows(connection, latest)
+            items = replay.finishes(entries, known)
+            results = self._finish_rows(connection, items, replace_guess=True)
+            for item, error in zip(items, results, strict=True):
+                if error is not None and not isinstance(error, AlreadyFinishedError):
+                    _log.error("journal: recording %d not finished: %s", item.rec_id, error)
+        return known
 
     def close(self) -> None:
         """Close every pooled connection. Further calls raise :class:`CatalogError`."""
@@ -425,3 +477,34 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
             raise CatalogError(
                 f"cannot {action} in {self._display}: {failure_reason(exc)}"
             ) from exc
+
+
+#: The stop reason start-up recovery gives (:mod:`callrec.engine.recovery`).
+CRASH = "crash"
+
+
+class AlreadyFinishedError(CatalogError):
+    """The row to finish is already final (a finish applied twice)."""
+
+
+def _checkpoint_rows(connection: Connection, counters: Mapping[int, StreamCounters]) -> None:
+    now = utcnow()
+    # Sorted, so two writers on PostgreSQL lock rows in the same order.
+    params = [
+        {
+            "b_id": rec_id,
+            "b_now": now,
+            **{f"b_{k}": v for k, v in counter_values(counters[rec_id]).items()},
+        }
+        for rec_id in sorted(counters)
+    ]
+    statement = (
+        update(RECORDINGS)
+        .where(RECORDINGS.c.id == bindparam("b_id"))
+        .where(RECORDINGS.c.status == STATUS_RECORDING)
+        .values(
+            updated_at=bindparam("b_now"),
+            **{column: bindparam(f"b_{column}") for column in COUNTER_COLUMNS.values()},
+        )
+    )
+    connection.execute(statement, params)

@@ -3,15 +3,17 @@
 Phone sessions (:mod:`callrec.server`), SIP calls (:mod:`callrec.sip`) and USB imports
 (:mod:`callrec.usb`) describe a recording with a :class:`RecordingSpec`, feed it through a
 :class:`MediaSource`, and leave the rest to :class:`RecordingEngine`: admission, the file name
-claimed through the catalogue row, the files, the writes and flushes off the event loop, the
-counter checkpoints, the finish and its stop reason, the catalogue row (batched on the one
-:class:`CatalogWriter`), and the observers of the :class:`LiveRegistry`. Front ends are given
+claimed by creating the file, the files and their sidecar, the writes and flushes off the event
+loop, the counter checkpoints, the finish and its stop reason, the catalogue row (record first:
+the :class:`Journal` applies it on the one :class:`CatalogWriter` when the catalogue can take
+it), and the observers of the :class:`LiveRegistry`. Front ends are given
 what they need of it (the engine, the port range, the writer, the read-only :class:`LiveView`)
 by the composition root, :mod:`callrec.service`.
 """
 
 from callrec.engine.admission import Admission
 from callrec.engine.engine import RecordingEngine
+from callrec.engine.journal import Journal, JournalStatus
 from callrec.engine.live import FINISHED, STARTED, LiveRegistry, LiveSession, LiveView, Observer
 from callrec.engine.ports import PortRange
 from callrec.engine.recording import Finished, Recording
@@ -34,6 +36,8 @@ __all__ = [
     "Companion",
     "FileSource",
     "Finished",
+    "Journal",
+    "JournalStatus",
     "LiveRegistry",
     "LiveSession",
     "LiveView",

@@ -4,20 +4,21 @@
 
 * **open** (:meth:`RecordingEngine.open`): admission from memory (session limits, disk
   reserve: :mod:`callrec.engine.admission`), then the front end's media source is made (it
-  binds its port), then the catalogue row claims the file name (row first: a crash can leave a
-  row without a file, which recovery marks failed, never a file that no row knows), then the
-  files (the WAV, its companions such as the SIP mono mix, an imported original), then the
-  live registry hears of it.
+  binds its port), then the files are created exclusively (the WAV is the name's claim; its
+  companions such as the SIP mono mix, an imported original; the sidecar that describes it),
+  then the start is journaled and the live registry hears of it. Nothing of this waits for
+  the catalogue (record first: :mod:`callrec.engine.journal` catalogues it afterwards).
 * **write**: every ``sync_interval`` one tick pumps each live recording's source (decoding in
   memory, no system call) and then flushes every file of the tick together on the media I/O
   thread, so the event loop never waits for a disk. A full disk or a failing one ends the
   recordings it hit (``disk_full``, ``write_error``) with what they have.
 * **checkpoint**: every ``CHECKPOINT_TICKS`` ticks the counters of all recordings, whatever
-  their source, go to the catalogue in one transaction.
+  their source, go to the journal as one entry (one transaction in the catalogue).
 * **finish** (:meth:`RecordingEngine.finish`): the source is drained and closed, the files
   are closed (fsync, SHA-256) off the loop, or repaired when that fails; one stop-reason
   vocabulary for all sources (:mod:`callrec.engine.spec`).
-* **catalogue**: the final row goes through the catalogue writer's batches.
+* **catalogue**: the finish goes to the sidecar and the journal; the journal's applier puts it
+  in the catalogue when the catalogue can take it.
 * **notify**: observers (the live view, metrics, and later webhooks and jobs) are told.
 
 A one-shot recording made from a file (a USB import) runs the same steps, its writes all at
@@ -33,6 +34,7 @@ import errno
 import functools
 import logging
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -40,9 +42,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-from callrec.catalog import DuplicatePathError, FinishRecording, NewRecording
-from callrec.engine import files
+from callrec.catalog import FinishRecording, NewRecording
+from callrec.catalog.replay import JournalCheckpoint, JournalFinish, JournalStart
+from callrec.engine import files, journalfile
 from callrec.engine.admission import Admission, Ticket
+from callrec.engine.journal import Journal
 from callrec.engine.live import LiveRegistry, LiveSession
 from callrec.engine.recording import Finished, Recording, RecordingLog, S
 from callrec.engine.spec import (
@@ -61,7 +65,6 @@ from callrec.engine.spec import (
     companion_path,
     original_path,
 )
-from callrec.engine.writer import CatalogWriter
 from callrec.exceptions import ResourceError
 from callrec.media.naming import UnsafePathError, recording_path
 from callrec.media.wav import (
@@ -93,7 +96,7 @@ class RecordingEngine:
         self,
         *,
         root: Path,
-        writer: CatalogWriter,
+        journal: Journal,
         live: LiveRegistry,
         admission: Admission,
         filename_template: str,
@@ -101,14 +104,14 @@ class RecordingEngine:
         max_duration: float,
     ) -> None:
         self.root = root
-        self.writer = writer
+        self.journal = journal
         self.live = live
         self.admission = admission
         self.filename_template = filename_template
         self.sync_interval = sync_interval
         self.max_duration = max_duration
-        #: Recordings being written, by catalogue id (one-shot ones too, while they write).
-        self.recordings: dict[int, Recording[Any]] = {}
+        #: Recordings being written, by uid (one-shot ones too, while they write).
+        self.recordings: dict[str, Recording[Any]] = {}
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-io")
         self._tick_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[Any]] = set()
@@ -116,6 +119,7 @@ class RecordingEngine:
         self.idle = asyncio.Event()
         self.idle.set()
         live.attach(self._live_snapshots)
+        journal.on_catalogued = self._catalogued
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -133,7 +137,7 @@ class RecordingEngine:
                 self.spawn_finish(rec, SHUTDOWN)
         while self._finishing:
             await asyncio.gather(*self._finishing, return_exceptions=True)
-        # Opens still waiting for their rows end as soon as they are open (see open()).
+        # Opens still making their files end as soon as they are open (see open()).
         try:
             await asyncio.wait_for(self.idle.wait(), STOP_GRACE)
         except TimeoutError:
@@ -171,7 +175,7 @@ class RecordingEngine:
             self._release(ticket)
             _close_quietly(source)
             raise
-        self.recordings[rec.rec_id] = rec
+        self.recordings[rec.uid] = rec
         self.live.started(self.snapshot(rec), counted=spec.live)
         if self.admission.closing and spec.live:
             # Admitted before the engine began to stop: it ends at once, as the others did.
@@ -215,47 +219,36 @@ class RecordingEngine:
         started_at: datetime,
         ticket: Ticket,
     ) -> Recording[S]:
-        """Create the row under the first name free on disk and in the catalogue among
-        ``wanted``, ``<stem>_1``, ... (the row is the claim: paths are unique there), then
-        the files."""
+        """Create the files under the first name free on disk among ``wanted``,
+        ``<stem>_1``, ... (the WAV's exclusive creation is the claim: two processes never
+        get one name), the sidecar, then journal the start."""
         for n in range(MAX_NAME_TRIES):
             path = wanted if n == 0 else wanted.with_name(f"{wanted.stem}_{n}{wanted.suffix}")
             paths = [path, *(companion_path(path, c) for c in spec.companions)]
             if spec.original is not None:
                 paths.append(original_path(path, spec.original))
-            if any(os.path.lexists(p) for p in paths):
+            sidecar = journalfile.sidecar_path(path)
+            if any(os.path.lexists(p) for p in (*paths, sidecar)):
                 continue
+            uid = uuid.uuid4().hex
+            start = JournalStart(self._new_row(spec, source, paths, started_at, uid))
             try:
-                rec_id = int(
-                    await self.writer.creates(self._new_row(spec, source, paths, started_at))
-                )
-            except DuplicatePathError:
-                continue
-            log = RecordingLog(logger, {"session": spec.session_id or f"#{rec_id}"})
-            try:
-                writers = await self._create_files(spec, path)
+                writers = await self._create_files(spec, path, start)
             except FileExistsError:
-                # Another program took the name since we looked: give the claim back.
-                log.warning("%s was taken meanwhile; trying the next name", path)
-                await self.writer.run(self.writer.catalog.abandon_recording, rec_id)
-                continue
+                continue  # another process (or program) took the name since we looked
             except OSError as exc:
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                await self._finish_row(
-                    rec_id,
-                    status="failed",
-                    reason=DISK_FULL if full else WRITE_ERROR,
-                    end_time=datetime.now(UTC),
-                    info=None,
-                    duration=0.0,
-                    counters=None,
-                    log=log,
-                )
+                # A call that could not be recorded is never silently missing: its row
+                # says why, and names no file.
+                self.journal.append(start)
+                self.journal.append(_refused(uid, DISK_FULL if full else WRITE_ERROR))
                 if full:
                     raise ResourceError(f"cannot create {path}: {exc}", reason="disk_full") from exc
                 raise
+            self.journal.append(start)
             return Recording(
-                rec_id=rec_id,
+                uid=uid,
+                start=start,
                 # What only the row needed is not kept for the recording's life (an import's
                 # original can be hundreds of megabytes).
                 spec=dataclasses.replace(spec, name_fields=NOTHING, extra=NOTHING, original=None),
@@ -265,16 +258,19 @@ class RecordingEngine:
                 relpath=path.relative_to(self.root).as_posix(),
                 started_at=started_at,
                 started_mono=asyncio.get_running_loop().time(),
-                log=log,
+                log=RecordingLog(logger, {"session": spec.session_id or uid[:8]}),
                 ticket=ticket,
             )
         raise ResourceError(f"no free file name near {wanted}", reason="internal")
 
-    async def _create_files(self, spec: RecordingSpec, path: Path) -> list[WavWriter]:
-        """The original (imports), the recording's WAV and its companions' (all ``O_EXCL``);
-        on failure none of them is left."""
+    async def _create_files(
+        self, spec: RecordingSpec, path: Path, start: JournalStart
+    ) -> list[WavWriter]:
+        """The original (imports), the recording's WAV, its companions' and its sidecar (all
+        created exclusively); on failure none of them is left."""
         writers: list[WavWriter] = []
         original: Path | None = None
+        sidecar: Path | None = None
         try:
             if spec.original is not None:
                 made = original_path(path, spec.original)
@@ -292,12 +288,16 @@ class RecordingEngine:
                         channels=companion.channels,
                     )
                 )
+            made = journalfile.sidecar_path(path)
+            journalfile.create_sidecar(made, start)  # raises before it is ours to remove
+            sidecar = made
         except BaseException:
             for writer in writers:
                 writer.abort()
                 writer.path.unlink(missing_ok=True)
-            if original is not None:
-                original.unlink(missing_ok=True)
+            for own in (original, sidecar):
+                if own is not None:
+                    own.unlink(missing_ok=True)
             raise
         return writers
 
@@ -307,6 +307,7 @@ class RecordingEngine:
         source: MediaSource,
         paths: list[Path],
         started_at: datetime,
+        uid: str,
     ) -> NewRecording:
         """The row of a recording whose files will be ``paths``: its own, its companions',
         then its original's."""
@@ -338,6 +339,7 @@ class RecordingEngine:
             extra=extra,
             original_path=rel(paths[-1]) if original is not None else None,
             original_sha256=original.sha256 if original is not None else None,
+            uid=uid,
         )
 
     # -- write -----------------------------------------------------------------------------
@@ -372,7 +374,7 @@ class RecordingEngine:
                 if self.max_duration and now - rec.started_mono >= self.max_duration:
                     self.spawn_finish(rec, MAX_DURATION)
             # All writes of the tick, coalesced, on the I/O thread: the loop keeps reading.
-            failed = await loop.run_in_executor(self._io, files.flush_files, due)
+            failed = await loop.run_in_executor(self._io, self._flush, due)
             for rec, exc in failed:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     rec.log.error("disk full; closing the recording with what it has")
@@ -381,21 +383,17 @@ class RecordingEngine:
                     rec.log.error("write failed (%s); closing the recording", exc)
                     self.spawn_finish(rec, WRITE_ERROR)
             if ticks % CHECKPOINT_TICKS == 0:
-                await self.checkpoint()
+                self.checkpoint()
 
-    async def checkpoint(self) -> None:
-        """Save the counters of every open recording, all sources, in one transaction."""
+    def checkpoint(self) -> None:
+        """Journal the counters of every open recording, all sources, as one entry."""
         snapshot = {
-            rec.rec_id: rec.source.counters().copy()
+            rec.uid: rec.source.counters().copy()
             for rec in self.recordings.values()
             if rec.spec.live
         }
-        if not snapshot:
-            return
-        try:
-            await self.writer.run(self.writer.catalog.checkpoint, snapshot)
-        except Exception:
-            logger.exception("counter checkpoint failed")
+        if snapshot:
+            self.journal.append(JournalCheckpoint(snapshot))
 
     # -- finish ----------------------------------------------------------------------------
 
@@ -413,8 +411,8 @@ class RecordingEngine:
         stop_fields: dict[str, str] | None = None,
         damaged: bool = False,
     ) -> Finished | None:
-        """End ``rec``: drain and close its source, close (or repair) its files, catalogue
-        the final row, tell the observers. None when it was already finishing."""
+        """End ``rec``: drain and close its source, close (or repair) its files, journal the
+        end (its sidecar too), tell the observers. None when it was already finishing."""
         if reason not in STOP_REASONS:
             raise ValueError(f"unknown stop reason {reason!r}")
         if rec.finishing:
@@ -454,57 +452,38 @@ class RecordingEngine:
         if not rec.spec.live:
             end_time = rec.started_at + timedelta(seconds=duration)
         counters = rec.source.counters().copy() if rec.spec.live else None
-        try:
-            await self._finish_row(
-                rec.rec_id,
+        entry = JournalFinish(
+            rec.uid,
+            FinishRecording(
+                rec_id=0,
                 status=status,
-                reason=reason,
+                stop_reason=reason,
                 end_time=end_time,
-                info=info,
                 duration=duration,
+                size_bytes=info.size_bytes if info else 0,
+                sha256=info.sha256 if info else None,
                 counters=counters,
+                phone_stop_reason=(stop_fields or {}).get("reason"),
                 stop_fields=stop_fields,
-                log=rec.log,
-            )
-        finally:
-            self.recordings.pop(rec.rec_id, None)
-            self._release(rec.ticket)
-            self.live.finished(self.snapshot(rec))
-            rec.mark_ended()
-        rec.log.info("stopped (%s): %.2f s, %s", reason, duration, counters or "")
-        return Finished(rec.rec_id, status, reason, info)
-
-    async def _finish_row(
-        self,
-        rec_id: int,
-        *,
-        status: str,
-        reason: str,
-        end_time: datetime,
-        info: WavInfo | None,
-        duration: float,
-        counters: Any,
-        log: logging.LoggerAdapter[logging.Logger],
-        stop_fields: dict[str, str] | None = None,
-    ) -> None:
+            ),
+        )
         try:
-            await self.writer.finishes(
-                FinishRecording(
-                    rec_id=rec_id,
-                    status=status,
-                    stop_reason=reason,
-                    end_time=end_time,
-                    duration=duration,
-                    size_bytes=info.size_bytes if info else 0,
-                    sha256=info.sha256 if info else None,
-                    counters=counters,
-                    phone_stop_reason=(stop_fields or {}).get("reason"),
-                    stop_fields=stop_fields,
-                )
+            await loop.run_in_executor(
+                None,
+                journalfile.replace_sidecar,
+                journalfile.sidecar_path(rec.path),
+                rec.start,
+                entry,
             )
-        except Exception:
-            # The row stays 'recording' and start-up recovery will finish it from the file.
-            log.exception("could not catalogue the end of recording %d", rec_id)
+        except OSError as exc:
+            rec.log.error("could not update the sidecar of %s: %s", rec.relpath, exc)
+        seq = self.journal.append(entry)
+        self.recordings.pop(rec.uid, None)
+        self._release(rec.ticket)
+        self.live.finished(self.snapshot(rec))
+        rec.mark_ended()
+        rec.log.info("stopped (%s): %.2f s, %s", reason, duration, counters or "")
+        return Finished(rec.uid, rec.rec_id, seq, status, reason, info)
 
     # -- one-shot recordings ---------------------------------------------------------------
 
@@ -550,6 +529,7 @@ class RecordingEngine:
         spec = rec.spec
         writer = rec.writers[0]
         return LiveSession(
+            uid=rec.uid,
             rec_id=rec.rec_id,
             source=spec.source,
             **spec.who(),
@@ -567,6 +547,37 @@ class RecordingEngine:
             for rec in self.recordings.values()
             if rec.spec.live and not rec.finishing
         ]
+
+    # -- the journal's news -----------------------------------------------------------------
+
+    def _catalogued(self, ids: Mapping[str, int]) -> None:
+        for uid, rec_id in ids.items():
+            rec = self.recordings.get(uid)
+            if rec is not None:
+                rec.rec_id = rec_id
+
+    def _flush(self, due: list[Recording[Any]]) -> list[tuple[Recording[Any], OSError]]:
+        """The tick's writes (the I/O thread): every file's buffer, then the journal."""
+        failed = files.flush_files(due)
+        self.journal.sync()
+        return failed
+
+
+def _refused(uid: str, reason: str) -> JournalFinish:
+    """The end of a recording whose files could not be created."""
+    return JournalFinish(
+        uid,
+        FinishRecording(
+            rec_id=0,
+            status="failed",
+            stop_reason=reason,
+            end_time=datetime.now(UTC),
+            duration=0.0,
+            size_bytes=0,
+            sha256=None,
+            counters=None,
+        ),
+    )
 
 
 def _close_quietly(source: MediaSource) -> None:

@@ -27,7 +27,10 @@ FINISHED: Final = "finished"
 class LiveSession:
     """A read-only snapshot of one recording in progress, for front ends and observers."""
 
-    rec_id: int
+    #: The engine's name for the recording (unique), and its catalogue id once catalogued
+    #: (the journal may catalogue it a little later, or much later when the catalogue is down).
+    uid: str
+    rec_id: int | None
     #: The catalogue's source: ``server`` (a phone's network recording), ``sip`` or ``usb``.
     source: str
     #: The phone's ``id`` (phone sessions) or the SIP Call-ID (SIP calls).
@@ -81,7 +84,7 @@ class LiveRegistry:
         self._local: Callable[[], Iterable[LiveSession]] = tuple
         self._local_total = 0
         #: Recordings of the media workers, as their pipes report them.
-        self._remote: dict[int, LiveSession] = {}
+        self._remote: dict[str, LiveSession] = {}
         self._remote_totals: dict[int, int] = {}
         self._observers: list[Observer] = []
 
@@ -103,7 +106,7 @@ class LiveRegistry:
     def live_sessions(self) -> list[LiveSession]:
         return sorted(
             [*self._local(), *self._remote.values()],
-            key=lambda live: (live.started_at, live.rec_id),
+            key=lambda live: (live.started_at, live.uid),
         )
 
     def local_sessions(self) -> list[LiveSession]:
@@ -123,7 +126,7 @@ class LiveRegistry:
         self.emit(STARTED, live)
 
     def finished(self, live: LiveSession) -> None:
-        """A recording of this process has finished; its catalogue row is final."""
+        """A recording of this process has finished (files closed, the end journaled)."""
         self.emit(FINISHED, live)
 
     # -- from the worker pool (main process) ---------------------------------------------
@@ -131,22 +134,22 @@ class LiveRegistry:
     def remote_event(self, event: str, live: LiveSession) -> None:
         """A media worker started or finished a recording: mirror it and tell observers."""
         if event == STARTED:
-            self._remote[live.rec_id] = live
+            self._remote[live.uid] = live
         else:
-            self._remote.pop(live.rec_id, None)
+            self._remote.pop(live.uid, None)
         self.emit(event, live)
 
     def remote_progress(self, worker: int, total: int, sessions: Iterable[LiveSession]) -> None:
         """A media worker's recordings as they are now (those it has not finished)."""
         self._remote_totals[worker] = total
         for live in sessions:
-            if live.rec_id in self._remote:
-                self._remote[live.rec_id] = live
+            if live.uid in self._remote:
+                self._remote[live.uid] = live
 
     def forget_remote(self, low: int, high: int) -> None:
         """A media worker is gone: its recordings (media ports ``low``-``high``) ended."""
         for live in [v for v in self._remote.values() if low <= v.media_port <= high]:
-            del self._remote[live.rec_id]
+            del self._remote[live.uid]
             self.emit(FINISHED, live)
 
     def emit(self, event: str, live: LiveSession) -> None:

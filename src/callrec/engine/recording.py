@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from callrec.catalog.replay import JournalStart
 from callrec.engine.admission import Ticket
 from callrec.engine.spec import MediaSource, RecordingSpec
 from callrec.media.wav import WavInfo, WavWriter
@@ -28,7 +29,8 @@ class RecordingLog(logging.LoggerAdapter[logging.Logger]):
 class Recording(Generic[S]):
     """A recording the engine holds open; front ends keep it as their handle."""
 
-    rec_id: int
+    #: The engine's name for it, known before the catalogue's row (:mod:`.journal`).
+    uid: str
     spec: RecordingSpec
     source: S
     #: The recording's own file first, then its companions.
@@ -39,6 +41,10 @@ class Recording(Generic[S]):
     started_mono: float
     log: logging.LoggerAdapter[logging.Logger]
     ticket: Ticket
+    #: What its sidecar and the catalogue's row start with.
+    start: JournalStart
+    #: The catalogue's id, once the journal's start entry is applied.
+    rec_id: int | None = None
     finishing: bool = False
     #: True once the recording has finished (its row final, observers told).
     ended: bool = False
@@ -63,7 +69,11 @@ class Recording(Generic[S]):
 class Finished:
     """How a recording ended."""
 
-    rec_id: int
+    uid: str
+    #: The catalogue's id when the row was already there (else None: catalogued later).
+    rec_id: int | None
+    #: The journal entry of the finish (:meth:`Journal.wait_applied` waits for its row).
+    seq: int
     status: str
     stop_reason: str
     info: WavInfo | None

@@ -10,7 +10,7 @@ from typing import Any
 
 from callrec.catalog import Catalog, RecordingInfo
 from callrec.engine.spec import CRASH
-from callrec.media.wav import WavRepairError, repair_wav
+from callrec.media.wav import WavRepairError, being_written, repair_wav
 
 logger = logging.getLogger(__name__)
 
@@ -19,12 +19,19 @@ def recover_unfinished(
     catalog: Catalog, root: Path, only: Callable[[RecordingInfo], bool] | None = None
 ) -> list[str]:
     """Finish every row still marked ``recording`` (or those of them ``only`` picks: the
-    calls of one crashed worker while the others record); returns one line per recording."""
+    calls of one crashed worker while the others record); returns one line per recording.
+
+    A row whose file a live process still writes (it holds the file's lock: an orphaned
+    worker, another node's process) is left alone. A recording that ended while its end was
+    not yet catalogued is finished here as ``crash``, and its journal's finish, applied
+    later, replaces that guess (:meth:`Catalog.apply_journal`)."""
     report: list[str] = []
     for rec in catalog.unfinished():
         if only is not None and not only(rec):
             continue
         path = root / rec.path
+        if being_written(path):
+            continue
         _repair_companions(rec.extra, rec.sample_rate, root)
         try:
             info = repair_wav(path, sample_rate=rec.sample_rate, channels=rec.channels)

@@ -1,13 +1,12 @@
 """The catalogue writer: the one thread of a process that writes the catalogue.
 
-SQLite takes one writer at a time, and at a hundred starts and stops a second one transaction
-per call is what makes phones wait. So every catalogue write of a ``callrec serve`` process
-(the engine's new rows, finishes and checkpoints, start-up recovery, the worker pool's
-recovery of a dead worker's calls, the web UI's audit entries, notes, tags, users, tokens and
-sign-ins) runs here, on one thread, in the order it was asked for; recording starts and
-stops are grouped into one transaction per batch (:mod:`callrec.engine.batching`). Reads may
-run anywhere: they take their own connections and, in SQLite's WAL mode, never wait for a
-writer.
+SQLite takes one writer at a time. So every catalogue write of a ``callrec serve`` process
+(the journal's batches of new rows, finishes and checkpoints, start-up recovery, the worker
+pool's recovery of a dead worker's calls, the web UI's audit entries, notes, tags, users,
+tokens and sign-ins) runs here, on one thread, in the order it was asked for. No recording
+waits for it: the engine journals and :mod:`callrec.engine.journal` applies the journal here
+in batches (one transaction each) when the catalogue can take them. Reads may run anywhere:
+they take their own connections and, in SQLite's WAL mode, never wait for a writer.
 """
 
 from __future__ import annotations
@@ -15,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from callrec.catalog import Catalog, DuplicatePathError, FinishRecording, NewRecording
-from callrec.engine.batching import Batcher
-from callrec.exceptions import CatalogError
+from callrec.catalog import Catalog
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +34,6 @@ class CatalogWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
         self._pending: set[asyncio.Future[object]] = set()
         self._closed = False
-        #: New recording rows, one transaction per batch: ``await creates(new)`` -> row id
-        #: (or raises :class:`~callrec.catalog.DuplicatePathError` for that row alone).
-        self.creates: Batcher[NewRecording, int] = Batcher(self._create, self.run)
-        #: Finished recordings, one transaction per batch.
-        self.finishes: Batcher[FinishRecording, None] = Batcher(self._finish, self.run)
-
-    def _create(self, news: Sequence[NewRecording]) -> list[int | DuplicatePathError]:
-        return self.catalog.create_recordings(news)
-
-    def _finish(self, items: Sequence[FinishRecording]) -> list[CatalogError | None]:
-        return self.catalog.finish_recordings(items)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` on the catalogue thread; its result or its exception."""

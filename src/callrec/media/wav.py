@@ -27,6 +27,11 @@ from types import TracebackType
 
 from callrec.exceptions import CallrecError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
 HEADER_SIZE = 44
 SAMPLE_WIDTH = 2  # bytes per sample: 16-bit PCM only
 WAVE_FORMAT_PCM = 1
@@ -198,6 +203,29 @@ def _info(path: Path, header: WavHeader, sha256: str) -> WavInfo:
     )
 
 
+def _lock_file(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def being_written(path: Path) -> bool:
+    """True while a :class:`WavWriter` of a live process (this one or another) holds
+    ``path`` open; False for a file nobody writes, or none at all."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_BINARY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the shared lock just taken
+    return False
+
+
 class WavWriter:
     """Write one recording progressively; see the module docstring for the crash guarantees.
 
@@ -214,6 +242,9 @@ class WavWriter:
         # O_EXCL: never clobber a recording, even if two sessions compute the same name.
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o644)
         try:
+            # Held until the file is closed, or the process dies: recovery after a crash
+            # leaves alone the files another live process is still writing.
+            _lock_file(self._fd)
             _write_all(self._fd, self._header.serialize())
         except BaseException:
             os.close(self._fd)

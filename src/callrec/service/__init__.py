@@ -4,6 +4,13 @@ Only the command line (and tests that run a whole server) import this package; t
 and the engine never do: they are handed what they need.
 """
 
-from callrec.service.root import Service, build_engine, importing, run, serve_forever
+from callrec.service.root import (
+    Service,
+    build_engine,
+    importing,
+    run,
+    serve_forever,
+    standalone_engine,
+)
 
-__all__ = ["Service", "build_engine", "importing", "run", "serve_forever"]
+__all__ = ["Service", "build_engine", "importing", "run", "serve_forever", "standalone_engine"]

@@ -43,7 +43,9 @@ from callrec.engine import (
     PortRange,
     RecordingEngine,
 )
-from callrec.engine.recovery import recover_unfinished
+from callrec.engine.catchup import catch_up
+from callrec.engine.journal import OK, Journal
+from callrec.engine.journalfile import journal_dir
 from callrec.server.listener import PhoneServer
 from callrec.service.process import prepare_process, run_loop
 from callrec.service.workers import (
@@ -60,6 +62,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a start waits for the catalogue to be migrated and recovered before it records.
+CATALOGUE_START_WAIT = 5.0
+#: Seconds a stop waits for the journal to catalogue the last recordings' ends.
+CATALOGUE_STOP_WAIT = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class Held:
@@ -70,12 +77,12 @@ class Held:
     connections: int
 
 
-def build_engine(settings: Settings, writer: CatalogWriter, live: LiveRegistry) -> RecordingEngine:
+def build_engine(settings: Settings, journal: Journal, live: LiveRegistry) -> RecordingEngine:
     """The recording engine of a process, with the settings' limits."""
     root = settings.recordings_dir.resolve()
     return RecordingEngine(
         root=root,
-        writer=writer,
+        journal=journal,
         live=live,
         admission=Admission(
             root,
@@ -103,11 +110,15 @@ class Service:
         # The main process of a pool records on the first slice of the media ports.
         own = slice_settings(settings, 0) if pooled else settings
         self.root = settings.recordings_dir.resolve()
-        self.catalog = Catalog(settings.database_url)
+        # Not connected here: the server records while its catalogue is unreachable.
+        self.catalog = Catalog(settings.database_url, check=False)
         self.writer = CatalogWriter(self.catalog)
+        self.journal = Journal(
+            journal_dir(self.root), self.writer, name="worker" if worker else "main"
+        )
         self.ports = PortRange(own.media_host, own.media_port_min, own.media_port_max)
         self.live = LiveRegistry()
-        self.engine = build_engine(settings, self.writer, self.live)
+        self.engine = build_engine(settings, self.journal, self.live)
         self.phone = PhoneServer(own, engine=self.engine, ports=self.ports)
         self.importer = Importer(
             self.engine,
@@ -136,6 +147,7 @@ class Service:
         self.workers: WorkerPool | None = None
         self._started: list[Any] = []
         self._stopped = False
+        self._background: list[asyncio.Task[None]] = []
 
     @property
     def control_port(self) -> int:
@@ -154,18 +166,26 @@ class Service:
         """Recover, start the engine, the workers and the front ends; stops early (leaving
         what started to :meth:`stop`) once ``stop`` is set."""
         self.root.mkdir(parents=True, exist_ok=True)
-        if not self.worker:
-            await self.writer.run(self.catalog.migrate)
-            recovered = await self.writer.run(recover_unfinished, self.catalog, self.root)
-            if recovered:
-                logger.warning("start-up recovery finished %d recordings", len(recovered))
+        self.journal.open()
+        settled = asyncio.Event()
+        self._background = [
+            asyncio.create_task(self.journal.run(), name="callrec-journal"),
+            asyncio.create_task(
+                catch_up(self.journal, self.root, main=not self.worker, settled=settled),
+                name="callrec-catch-up",
+            ),
+        ]
+        # A healthy catalogue is migrated and recovered before the first call; one that is
+        # down or hung only delays the start by this much, then catches up in the background.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(settled.wait(), CATALOGUE_START_WAIT)
         await self.engine.start()
         if self.settings.workers > 1 and not self.worker:
             port = self.phone.reserve_control_port()
             self.workers = WorkerPool(
                 dataclasses.replace(self.settings, control_port=port),
                 live=self.live,
-                writer=self.writer,
+                journal=self.journal,
                 root=self.root,
                 target=worker_main,
             )
@@ -201,9 +221,25 @@ class Service:
                 except Exception:
                     logger.exception("error stopping %s", type(part).__name__)
         await self.engine.stop()
-        await self.writer.close()
+        await self._stop_catalogue(self.journal, self._background)
         self.catalog.close()
         logger.info("recording server stopped")
+
+    @staticmethod
+    async def _stop_catalogue(journal: Journal, background: list[asyncio.Task[None]]) -> None:
+        """Give the journal a moment to catalogue the last ends, then stop it; what it could
+        not apply stays in its file for the next start."""
+        if journal.status().state == OK:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(journal.applied.wait(), CATALOGUE_STOP_WAIT)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        left = journal.status().backlog
+        if left:
+            logger.warning("%d catalogue writes left in %s for the next start", left, journal.path)
+        journal.close()
+        await journal.writer.close()
 
 
 async def serve_forever(settings: Settings) -> None:
@@ -230,27 +266,43 @@ def run(settings: Settings) -> None:
 
 
 @asynccontextmanager
+async def standalone_engine(
+    settings: Settings, catalog: Catalog, *, name: str
+) -> AsyncIterator[RecordingEngine]:
+    """A recording engine with a journal of its own over ``catalog`` (migrated here), and no
+    front ends: ``callrec file import`` and the tests. At the end the engine is stopped and
+    the journal applied (or left for the next start)."""
+    writer = CatalogWriter(catalog)
+    root = settings.recordings_dir.resolve()
+    journal = Journal(journal_dir(root), writer, name=name)
+    background: list[asyncio.Task[None]] = []
+    try:
+        await writer.run(catalog.migrate)
+        journal.open()
+        journal.ready.set()
+        background.append(asyncio.create_task(journal.run(), name="callrec-journal"))
+        engine = build_engine(settings, journal, LiveRegistry())
+        await engine.start()
+        try:
+            yield engine
+        finally:
+            await engine.stop()
+    finally:
+        await Service._stop_catalogue(journal, background)
+
+
+@asynccontextmanager
 async def importing(settings: Settings) -> AsyncIterator[Importer]:
     """An importer of phone-local files with a recording engine of its own and no front
     ends (``callrec file import``): the catalogue migrated, the writer closed at the end."""
-    catalog = Catalog(settings.database_url)
-    writer = CatalogWriter(catalog)
-    try:
-        await writer.run(catalog.migrate)
-        engine = build_engine(settings, writer, LiveRegistry())
-        await engine.start()
-        try:
+    with Catalog(settings.database_url) as catalog:
+        async with standalone_engine(settings, catalog, name="import") as engine:
             yield Importer(
                 engine,
                 catalog,
                 import_dir=settings.usb_import_dir,
                 max_bytes=settings.usb_import_max_bytes,
             )
-        finally:
-            await engine.stop()
-    finally:
-        await writer.close()
-        catalog.close()
 
 
 # -- a media worker process (see callrec.service.workers) ------------------------------------

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from callrec.config import Settings
-from callrec.engine import CatalogWriter, LiveRegistry
-from callrec.engine.recovery import recover_unfinished
+from callrec.engine import LiveRegistry
+from callrec.engine.catchup import replay_and_recover
+from callrec.engine.journal import Journal
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class WorkerPool:
         settings: Settings,
         *,
         live: LiveRegistry,
-        writer: CatalogWriter,
+        journal: Journal,
         root: Path,
         target: WorkerMain,
     ) -> None:
@@ -112,12 +113,15 @@ class WorkerPool:
         #: function, as the spawned process finds it by name).
         self.target = target
         self.live = live
-        self.writer = writer
+        self.journal = journal
         self.root = root
         slices = port_slices(settings.media_port_min, settings.media_port_max, settings.workers)
         self._workers = [_Worker(i, low, high) for i, (low, high) in enumerate(slices) if i]
         self._context = multiprocessing.get_context("spawn")
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Dead workers' recordings being recovered (cancelled at stop: the next start
+        #: replays and recovers what is left).
+        self._recoveries: set[asyncio.Task[None]] = set()
         self._closing = False
 
     async def start(self) -> None:
@@ -217,7 +221,10 @@ class WorkerPool:
             process.pid,
             process.exitcode,
         )
-        await self._recover(worker)
+        # In the background: with the catalogue down it waits, and the worker must not.
+        recovery = asyncio.create_task(self._recover(worker))
+        self._recoveries.add(recovery)
+        recovery.add_done_callback(self._recoveries.discard)
         if self._closing:
             return
         lived = time.monotonic() - worker.started
@@ -232,11 +239,9 @@ class WorkerPool:
         def mine(rec: Any) -> bool:
             return bool(rec.source == "server" and worker.low <= rec.media_port <= worker.high)
 
-        try:
-            await self.writer.run(recover_unfinished, self.writer.catalog, self.root, mine)
-        except Exception:
-            logger.exception("recovery of worker %d's recordings failed", worker.index)
         self.live.forget_remote(worker.low, worker.high)
+        # Its journal first (the ends it had not catalogued yet), then what it left open.
+        await replay_and_recover(self.journal, self.root, mine)
 
     async def stop(self) -> None:
         """SIGTERM every worker (each finalises its recordings), SIGKILL what is left."""
@@ -255,8 +260,10 @@ class WorkerPool:
                     # Not reaped yet (its watcher still waits), so the pid is still its own.
                     logger.error("media worker %d did not stop in time; killing it", worker.index)
                     worker.process.kill()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for recovery in self._recoveries:
+            recovery.cancel()
+        if self._tasks or self._recoveries:
+            await asyncio.gather(*self._tasks, *self._recoveries, return_exceptions=True)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -51,6 +51,8 @@ DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
 STOP_REASON: Final = IMPORTED
 #: Suffix of the phone's original file kept beside the playable WAV.
 ORIGINAL_SUFFIX: Final = ".orig"
+#: Seconds an import waits for the catalogue to take its row before answering without it.
+CATALOGUE_WAIT: Final = 30.0
 #: Longest file-name stem kept from the original name.
 _MAX_STEM: Final = 100
 #: ``SystemTime`` in ``Record_[SystemTime]``: date and time digits, optionally separated
@@ -185,12 +187,20 @@ class Importer:
         if finished.status == "failed" or finished.stop_reason != STOP_REASON:
             raise ImportFailedError(
                 f"cannot import {name}: {finished.stop_reason.replace('_', ' ')} "
-                f"(recording #{finished.rec_id} is marked {finished.status})",
+                f"(recording {finished.uid} is marked {finished.status})",
                 reason=finished.stop_reason,
             )
-        recording = await asyncio.to_thread(self.catalog.get, finished.rec_id)
+        # Stored and journaled: the answer also names its row, once the journal applied it.
+        try:
+            await self.engine.journal.wait_applied(finished.seq, CATALOGUE_WAIT)
+        except TimeoutError:
+            raise CatalogError(
+                f"{name} is stored, but the catalogue did not take it within "
+                f"{CATALOGUE_WAIT:.0f} s; it will be catalogued when the catalogue can"
+            ) from None
+        recording = await asyncio.to_thread(self.catalog.get_uid, finished.uid)
         if recording is None:  # pragma: no cover - the row was just written
-            raise CatalogError(f"imported recording {finished.rec_id} vanished from the catalogue")
+            raise CatalogError(f"imported recording {finished.uid} vanished from the catalogue")
         logger.info(
             "imported %s as #%d %s (%.2f s%s)",
             name,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from callrec.catalog.webrecords import COUNT_CAP, MAX_PAGE_SIZE, SORTS
+from callrec.engine.journalfile import sidecar_path
 from callrec.exceptions import CatalogError
 from callrec.web.api import Admin, User, bearer
 from callrec.web.auth import Principal, api_csrf, audit, ctx_of
@@ -268,7 +269,22 @@ async def remove_recording(request: Request, principal: Principal, rec_id: int) 
         raise HTTPException(409, str(exc)) from exc
     path = recording_file(ctx, rec)
     removed = []
-    for target in (path, *([ctx.root / rec.original_path] if rec.original_path else [])):
+    # Its companions (the SIP mix), its original (imports) and its sidecar go with it: a
+    # sidecar left behind would bring the recording back in a catalogue rebuild.
+    companions = rec.extra.get("companions", [])
+    targets = [
+        path,
+        *(
+            ctx.root / c["path"]
+            for c in (companions if isinstance(companions, list) else [])
+            if isinstance(c, dict) and isinstance(c.get("path"), str)
+        ),
+        *([ctx.root / rec.original_path] if rec.original_path else []),
+        sidecar_path(path),
+    ]
+    for target in targets:
+        if not target.resolve().is_relative_to(ctx.root.resolve()):
+            continue
         try:
             target.unlink()
             removed.append(str(target.relative_to(ctx.root)))
