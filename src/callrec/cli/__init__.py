@@ -383,6 +383,9 @@ from callrec.cli import users as _users  # noqa: E402, F401 - adds `callrec user
 from callrec.cli import sip as _sip  # noqa: E402, F401 - adds `callrec sip`
 from callrec.cli import loadtest as _loadtest  # noqa: E402, F401 - adds `callrec loadtest` (issue 5)
 
+# -- `callrec catalogue ...` (issue 12) --
+from callrec.cli import catalogue as _catalogue  # noqa: E402, F401 - adds `callrec catalogue`
+
 
 def main() -> None:
     try:
