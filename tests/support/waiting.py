@@ -66,15 +66,16 @@ async def wait_event(event: asyncio.Event, *, what: What, timeout: float = TIMEO
         raise _timed_out(what, timeout) from None
 
 
-async def wait_idle(service: Service, *, timeout: float = TIMEOUT) -> None:
-    """Until no recording is open: each one finished, its catalogue row final.
+async def wait_idle(service: Service, *, timeout: float = TIMEOUT, catalogued: bool = True) -> None:
+    """Until no recording is open: each one finished and (``catalogued``) its row final.
 
     Only right once the recordings waited for are known to exist (a start answered success,
     a ``Record: on`` answered 200): before they open, the engine is idle too."""
     await wait_event(
         service.engine.idle, what="every recording to finish (engine idle)", timeout=timeout
     )
-    await wait_catalogued(service, timeout=timeout)
+    if catalogued:
+        await wait_catalogued(service, timeout=timeout)
 
 
 async def wait_catalogued(service: Service, *, timeout: float = TIMEOUT) -> None:

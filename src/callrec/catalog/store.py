@@ -432,6 +432,11 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
                     _log.error("journal: recording %d not finished: %s", item.rec_id, error)
         return known
 
+    def reset_connections(self) -> None:
+        """Drop the pooled connections: the next call opens new ones (after a failure)."""
+        if not self._closed:
+            self._engine.dispose()
+
     def close(self) -> None:
         """Close every pooled connection. Further calls raise :class:`CatalogError`."""
         if not self._closed:

@@ -31,6 +31,7 @@ from callrec.catalog import Catalog
 from callrec.catalog.replay import JournalEntry
 from callrec.engine import journalfile
 from callrec.engine.writer import CatalogWriter
+from callrec.exceptions import CatalogError
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +286,13 @@ def apply_checked(catalog: Catalog, entries: list[JournalEntry]) -> dict[str, in
     """:meth:`Catalog.apply_journal`, refused while the catalogue's file is not the one it
     opened (a SQLite file removed: writes would vanish with it)."""
     catalog.check_file()
-    return catalog.apply_journal(entries)
+    try:
+        return catalog.apply_journal(entries)
+    except CatalogError:
+        # The next attempt opens new connections: one opened while the database was
+        # read-only stays read-only, one to a restarted server is dead.
+        catalog.reset_connections()
+        raise
 
 
 def replay_orphans(catalog: Catalog, directory: Path, own: Path | None) -> int:
