@@ -14,7 +14,7 @@ import uvicorn
 from callrec.catalog import ROLE_ADMIN, Catalog
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
-from callrec.exceptions import ConfigError
+from callrec.exceptions import CatalogError, ConfigError
 from callrec.web.app import create_app
 from callrec.web.security import hash_password, new_one_time_password
 
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 #: Seconds open responses (audio, live events) get to finish when the server stops.
 GRACEFUL_SHUTDOWN = 3
 FIRST_ADMIN = "admin"
+#: Seconds the start waits for the catalogue to say whether a first admin is needed.
+ADMIN_WAIT = 5.0
 
 
 def check_web_settings(settings: Settings) -> None:
@@ -86,6 +88,7 @@ class WebServer:
         self._uvicorn: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
+        self._admin_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -100,7 +103,13 @@ class WebServer:
         return f"http://{shown}:{self.port}"
 
     async def start(self) -> None:
-        await self.writer.run(ensure_first_admin, self.catalog)
+        try:
+            await asyncio.wait_for(self.writer.run(ensure_first_admin, self.catalog), ADMIN_WAIT)
+        except (CatalogError, TimeoutError) as exc:
+            # The catalogue is down or hung: the web UI still starts (its health page says
+            # why), and the first admin is made as soon as the catalogue can take it.
+            logger.warning("cannot check the web UI's users yet: %s", exc or "no answer")
+            self._admin_task = asyncio.create_task(self._first_admin_later())
         family = socket.AF_INET6 if ":" in self.settings.web_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -138,7 +147,22 @@ class WebServer:
         self._task = asyncio.create_task(server.main_loop(), name="callrec-web")
         logger.info("web UI and REST API on %s (API reference at /api/docs)", self.url)
 
+    async def _first_admin_later(self) -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.writer.run(ensure_first_admin, self.catalog)
+            except CatalogError:
+                delay = min(delay * 2, 30.0)
+                continue
+            logger.info("the catalogue answers: the web UI's users are checked")
+            return
+
     async def stop(self) -> None:
+        if self._admin_task is not None:
+            self._admin_task.cancel()
+            await asyncio.gather(self._admin_task, return_exceptions=True)
         ctx = self.app.state.ctx
         ctx.live.close()
         ctx.metrics.close()
