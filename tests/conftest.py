@@ -5,10 +5,14 @@ Every catalogue test runs on SQLite (a file under tmp_path) and on PostgreSQL, t
 127.0.0.1:5432 (user ``postgres``, trust auth: :mod:`tests.support.postgres`). Each test module
 gets its own freshly created database, dropped afterwards; each test starts from an empty
 schema. The PostgreSQL half is skipped only when no server answers there.
+
+Fault-injection tests never stop or pause that shared server: ``pg_cluster`` is a PostgreSQL
+cluster of the test's own (:mod:`tests.support.pgcluster`), to stop, hang and restart.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +24,7 @@ import pytest
 from callrec.catalog import Catalog
 from callrec.service import Service
 from tests.support import postgres
+from tests.support.pgcluster import PgCluster, unavailable
 from tests.support.settings import server_settings
 
 
@@ -32,6 +37,24 @@ async def server(tmp_path: Path) -> AsyncIterator[Service]:
         yield srv
     finally:
         await srv.stop()
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[PgCluster]:
+    """A started PostgreSQL cluster of this test's own, on a free port of 127.0.0.1 with the
+    empty database ``callrec`` at :attr:`~PgCluster.url`; the test may stop, pause, resume and
+    restart it. Removed afterwards, whatever state the test left it in.
+
+    Skipped where PostgreSQL's server programs are not installed (a laptop); under CI (``$CI``
+    set) that is a failure instead: ``make test`` installs them."""
+    reason = unavailable()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (make sysdeps installs them)")
+        pytest.skip(reason)
+    with PgCluster() as cluster:
+        cluster.start()
+        yield cluster
 
 
 @pytest.fixture(scope="module")
