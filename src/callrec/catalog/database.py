@@ -3,7 +3,11 @@ configuration of the migrations (:func:`head_revision`)."""
 
 from __future__ import annotations
 
+import os
+import socket
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -108,6 +112,18 @@ def configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Connection) -> None:
         write = connection.get_execution_options().get(WRITE_OPTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def interrupt_connection(dbapi_connection: Any) -> None:
+    """End what a DBAPI connection is doing, from another thread: SQLite's interrupt, or the
+    socket of a server connection shut down (on a duplicate of its descriptor, so the driver
+    still owns and closes its own)."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.interrupt()
+        return
+    fd = os.dup(dbapi_connection.fileno())
+    with socket.socket(fileno=fd) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -9,9 +9,11 @@ shared between threads: every call takes its own connection from the engine's po
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,7 +23,16 @@ from typing import Any
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, bindparam, create_engine, delete, select, text, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -49,6 +60,7 @@ from callrec.catalog.database import (
     alembic_config,
     configure_sqlite,
     failure_reason,
+    interrupt_connection,
     make_parent_dir,
     parse_url,
     sqlite_file,
@@ -101,6 +113,13 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
             raise CatalogError(f"cannot open catalogue {self._display}: {exc}") from exc
         if is_sqlite:
             configure_sqlite(engine)
+        #: Every open DBAPI connection, by id (see interrupt()).
+        self._connections: dict[int, Any] = {}
+        self._connections_lock = threading.Lock()
+        self._migrating = False
+        event.listen(engine, "connect", self._opened)
+        event.listen(engine, "close", self._closed_connection)
+        event.listen(engine, "close_detached", self._closed_detached)
         self._engine = engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         if not check:
@@ -135,6 +154,38 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
         """The database URL with any password hidden, for logs and ``callrec db``."""
         return self._display
 
+    # -- a watchdog for hung databases ------------------------------------------------------
+
+    def _opened(self, dbapi_connection: Any, record: Any) -> None:
+        with self._connections_lock:
+            self._connections[id(dbapi_connection)] = dbapi_connection
+
+    def _closed_connection(self, dbapi_connection: Any, record: Any) -> None:
+        self._closed_detached(dbapi_connection)
+
+    def _closed_detached(self, dbapi_connection: Any) -> None:
+        with self._connections_lock:
+            self._connections.pop(id(dbapi_connection), None)
+
+    def interrupt(self) -> int:
+        """Break off whatever the database connections are doing (any thread): a call
+        stuck on a hung database raises :class:`CatalogError`, a connection waiting in the
+        pool is dropped at its next use. How many connections.
+
+        A hung PostgreSQL server (stopped, not dead) never answers and its kernel keeps the
+        TCP connections alive, so no timeout of libpq or of the server ends the wait (not
+        even the pool's pre-ping); shutting the sockets down does. SQLite's own interrupt
+        ends a long statement. A migration is never broken off: it may take long on a big
+        catalogue, and it runs alone."""
+        if self._migrating:
+            return 0
+        with self._connections_lock:
+            connections = list(self._connections.values())
+        for conn in connections:
+            with contextlib.suppress(Exception):  # closed meanwhile
+                interrupt_connection(conn)
+        return len(connections)
+
     def check_file(self) -> None:
         """Raise :class:`CatalogError` when the SQLite file is gone or replaced since it was
         first checked: SQLite would go on writing to the removed file, and every row written
@@ -165,6 +216,13 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
         The whole upgrade is one transaction on both backends, so a failed migration leaves
         the previous schema in place.
         """
+        self._migrating = True
+        try:
+            self._migrate()
+        finally:
+            self._migrating = False
+
+    def _migrate(self) -> None:
         with self._guard("migrate"), self._write_engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 # Two servers starting at once: the second waits, then finds nothing to do.

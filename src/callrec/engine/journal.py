@@ -21,11 +21,12 @@ import itertools
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from callrec.catalog import Catalog
 from callrec.catalog.replay import JournalEntry
@@ -37,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 #: Most entries applied in one transaction.
 MAX_BATCH: Final = 512
-#: Seconds a catalogue write may take before the catalogue is reported hung.
+#: Seconds a catalogue call may take before the catalogue is reported hung and the call is
+#: broken off (:meth:`Catalog.interrupt`).
 WRITE_TIMEOUT: Final = 5.0
 #: Back-off between failed attempts: the first delay, and the longest.
 RETRY_FIRST: Final = 0.5
@@ -78,7 +80,10 @@ class Journal:
     ) -> None:
         self.directory = directory
         self.writer = writer
-        self.path = directory / f"{name}-{os.getpid()}{journalfile.SUFFIX}"
+        # Unique per journal, not only per process: a restarted service in the same process
+        # (tests, an embedding program) must not take over a journal it would not replay.
+        tag = uuid.uuid4().hex[:8]
+        self.path = directory / f"{name}-{os.getpid()}-{tag}{journalfile.SUFFIX}"
         self._clock = clock
         self._file: journalfile.JournalFile | None = None
         #: (sequence number, time appended, entry), oldest first.
@@ -203,10 +208,15 @@ class Journal:
     async def _apply(self, entries: list[JournalEntry]) -> dict[str, int]:
         catalog = self.writer.catalog
         task = asyncio.ensure_future(self.writer.run(apply_checked, catalog, entries))
+        # Stopped while the call runs: its outcome is of no interest (the entries stay).
+        task.add_done_callback(_consume)
         while True:
             done, _ = await asyncio.wait({task}, timeout=WRITE_TIMEOUT)
             if done:
                 return task.result()
+            # Whatever holds the catalogue thread this long is stuck (a hung server answers
+            # nothing, ever): broken off, it fails, and the batch is retried with back-off.
+            catalog.interrupt()
             if self._state != HUNG:
                 self._state = HUNG
                 self._last_error = f"a catalogue write has taken over {WRITE_TIMEOUT:.0f} s"
@@ -280,6 +290,11 @@ class Journal:
             last_error=self._last_error,
             applied=self._applied_count,
         )
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def apply_checked(catalog: Catalog, entries: list[JournalEntry]) -> dict[str, int]:

@@ -229,12 +229,17 @@ class Service:
     async def _stop_catalogue(journal: Journal, background: list[asyncio.Task[None]]) -> None:
         """Give the journal a moment to catalogue the last ends, then stop it; what it could
         not apply stays in its file for the next start."""
-        if journal.status().state == OK:
+        deadline = asyncio.get_running_loop().time() + CATALOGUE_STOP_WAIT
+        while not journal.applied.is_set() and journal.status().state == OK:
+            if asyncio.get_running_loop().time() > deadline:
+                break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(journal.applied.wait(), CATALOGUE_STOP_WAIT)
+                await asyncio.wait_for(journal.applied.wait(), 0.1)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if journal.status().state != OK:
+            journal.writer.catalog.interrupt()  # a call stuck on a hung database ends now
         left = journal.status().backlog
         if left:
             logger.warning("%d catalogue writes left in %s for the next start", left, journal.path)
