@@ -9,8 +9,9 @@ duplicates recognised by SHA-256.
 Answers: 201 and the new recording; 200 and the existing one when the file was imported
 before (``duplicate: true``); 411 without a Content-Length; 413 over ``usb_import_max_bytes``
 (checked on the Content-Length before the body is read, and on the file); 422 when the file
-is not a phone recording callrec can decode (the detail says why); 507 when the disk is full
-(under the reserve). Admins only.
+is not a phone recording callrec can decode (the detail says why); 503 when the catalogue
+does not answer (the detail says whether the file was stored: it is catalogued when the
+catalogue is back); 507 when the disk is full (under the reserve). Admins only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.datastructures import UploadFile
 
-from callrec.exceptions import LocalFileError
+from callrec.exceptions import CatalogError, LocalFileError
 from callrec.usb.importer import ImportFailedError, ImportResult, ImportTooLargeError
 from callrec.web.api import bearer
 from callrec.web.auth import Principal, api_csrf, audit, ctx_of, require_admin
@@ -45,6 +46,7 @@ Admin = Annotated[Principal, Depends(require_admin)]
         411: {"description": "No Content-Length."},
         413: {"description": "Over usb_import_max_bytes."},
         422: {"description": "Not a phone recording callrec can decode."},
+        503: {"description": "The catalogue does not answer (the file may be stored)."},
         507: {"description": "The disk is full (under the reserve)."},
     },
 )
@@ -82,6 +84,10 @@ async def import_upload(request: Request, principal: Admin, response: Response) 
         raise HTTPException(422, f"{name}: {exc}") from exc
     except ImportFailedError as exc:
         raise HTTPException(507 if exc.reason == "disk_full" else 500, str(exc)) from exc
+    except CatalogError as exc:
+        # The catalogue is down or slow: said as such (the file may be stored already, and
+        # is catalogued when the catalogue is back; the message says which).
+        raise HTTPException(503, str(exc)) from exc
     await audit(
         request,
         "import",
