@@ -3,6 +3,7 @@
 Answered from memory and one ``statvfs``, before anything is created. A recording is counted
 from the moment it is admitted (while its row and file are still being made), so a burst of
 starts cannot overshoot ``max_sessions`` while the first of them wait for the catalogue.
+It also counts the starts that were refused, by reason, for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from callrec.exceptions import ResourceError
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSpace:
+    """Free bytes under the recordings, and the reserve that new work must leave free."""
+
+    free: int
+    reserve: int
+    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +56,11 @@ class Admission:
         #: Recordings admitted and not yet finished, calls and imports alike.
         self.admitted = 0
         self.closing = False
+        #: Starts refused since the process started, by the reason they were answered with
+        #: (``busy``, ``disk_full``, ``unsupported_codec``, ``internal``). Each front end
+        #: counts where it answers the refusal (:meth:`refuse`), so a start refused before
+        #: the engine was asked (a codec nobody can record) counts as well as one refused here.
+        self.refused: Counter[str] = Counter()
 
     def admit(self, device: str, *, live: bool = True) -> Ticket:
         """Admit a recording or raise :class:`ResourceError` with the answer's reason:
@@ -76,15 +91,25 @@ class Admission:
         if self._per_device[ticket.device] <= 0:
             del self._per_device[ticket.device]
 
+    def refuse(self, reason: str) -> None:
+        """Count a start answered with a refusal for ``reason`` (see :attr:`refused`)."""
+        self.refused[reason] += 1
+
+    def space(self) -> DiskSpace:
+        """Free space and reserve under the recordings (one ``statvfs``); OSError when the
+        directory cannot be looked at."""
+        usage = shutil.disk_usage(self.root)
+        reserve = max(self.disk_reserve_bytes, int(usage.total * self.disk_reserve_percent / 100))
+        return DiskSpace(free=usage.free, reserve=reserve, total=usage.total)
+
     def check_disk(self) -> None:
         """Refuse new work while free space is under the reserve: running calls need it."""
         try:
-            usage = shutil.disk_usage(self.root)
+            space = self.space()
         except OSError as exc:
             raise ResourceError(f"cannot stat {self.root}: {exc}", reason="disk_full") from exc
-        reserve = max(self.disk_reserve_bytes, int(usage.total * self.disk_reserve_percent / 100))
-        if usage.free < reserve:
+        if space.free < space.reserve:
             raise ResourceError(
-                f"{usage.free} bytes free under {self.root}, reserve is {reserve}",
+                f"{space.free} bytes free under {self.root}, reserve is {space.reserve}",
                 reason="disk_full",
             )
