@@ -245,9 +245,11 @@ class PhoneServer:
                 rec = await self._open_session(key, conn, event, peer)
             except (UnsupportedCodecError, ResourceError) as exc:
                 logger.warning("refused start %s from %s: %s", event.session_id, peer[0], exc)
+                self.engine.admission.refuse(exc.reason)
                 return conn.reject_start(event, reason=exc.reason)
             except Exception:
                 logger.exception("could not open session %s from %s", event.session_id, peer[0])
+                self.engine.admission.refuse("internal")
                 return conn.reject_start(event, reason="internal")
             return conn.accept_start(event, server=server_ip, port=rec.source.media_port)
         open_session = self.sessions.get(key)

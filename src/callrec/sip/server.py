@@ -455,6 +455,7 @@ class SipServer:
         logger.warning(
             "[%s] recording segment %d refused (%s): %s", event.call, event.segment, reason, detail
         )
+        self.engine.admission.refuse(reason)  # every refusal of a segment passes here
         if self.core is not None and not self._closing:
             self.core.recording_refused(
                 event.call, event.segment, reason, asyncio.get_running_loop().time()

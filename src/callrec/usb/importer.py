@@ -183,6 +183,7 @@ class Importer:
             try:
                 finished = await self.engine.record_file(spec, LocalFileSource(info, data))
             except ResourceError as exc:
+                self.engine.admission.refuse(exc.reason)
                 raise ImportFailedError(f"cannot import {name}: {exc}", reason=exc.reason) from exc
         if finished.status == "failed" or finished.stop_reason != STOP_REASON:
             raise ImportFailedError(
