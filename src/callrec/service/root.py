@@ -46,6 +46,7 @@ from callrec.engine import (
 from callrec.engine.catchup import catch_up
 from callrec.engine.journal import OK, Journal
 from callrec.engine.journalfile import journal_dir
+from callrec.health import worker_report
 from callrec.server.listener import PhoneServer
 from callrec.service.process import prepare_process, run_loop
 from callrec.service.workers import (
@@ -345,7 +346,8 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
         call_soon(loop, stop.set)
 
     def progress(sessions: list[LiveSession]) -> tuple[Any, ...]:
-        return ("progress", live.local_total, sessions)
+        report = worker_report(service.journal, service.engine.admission)
+        return ("progress", live.local_total, sessions, report)
 
     live.add_observer(lambda event, snapshot: send((event, snapshot)))
     threading.Thread(target=watch_pipe, name="callrec-main-watch", daemon=True).start()

@@ -38,6 +38,7 @@ from callrec.config import Settings
 from callrec.engine import LiveRegistry
 from callrec.engine.catchup import replay_and_recover
 from callrec.engine.journal import Journal
+from callrec.health import WorkerReport, WorkerReports
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ WorkerMain = Callable[[Settings, int, Connection], None]
 
 # -- messages from a worker (tuples: cheap to pickle, no class to import) ------------------
 #   ("started", LiveSession) | ("finished", LiveSession)
-#   ("progress", total_sessions, [LiveSession, ...])   every PROGRESS_SECONDS
+#   ("progress", total_sessions, [LiveSession, ...], WorkerReport)   every PROGRESS_SECONDS
 #   ("ready",)
 
 
@@ -123,6 +124,17 @@ class WorkerPool:
         #: replays and recovers what is left).
         self._recoveries: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: The workers' journals and refused starts, for /health and /metrics.
+        self.reports = WorkerReports()
+
+    @property
+    def expected(self) -> int:
+        """Media workers configured (``workers`` - 1: the main process records too)."""
+        return len(self._workers)
+
+    def alive(self) -> int:
+        """Media workers running now (started and not exited)."""
+        return sum(1 for w in self._workers if w.process is not None and not w.exited.is_set())
 
     async def start(self) -> None:
         """Start the workers; returns when each listens (or after ``READY_SECONDS``)."""
@@ -207,12 +219,15 @@ class WorkerPool:
             self.live.remote_event(kind, message[1])
         elif kind == "progress":
             self.live.remote_progress(worker.index, message[1], message[2])
+            if len(message) > 3 and isinstance(message[3], WorkerReport):
+                self.reports.update(worker.index, message[3])
 
     async def _watch(
         self, worker: _Worker, process: BaseProcess, gone: asyncio.Future[None]
     ) -> None:
         await gone
         worker.exited.set()
+        self.reports.ended(worker.index)
         if self._closing:
             return
         logger.error(
