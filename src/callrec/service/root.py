@@ -46,7 +46,7 @@ from callrec.engine import (
 from callrec.engine.catchup import catch_up
 from callrec.engine.journal import OK, Journal
 from callrec.engine.journalfile import journal_dir
-from callrec.health import worker_report
+from callrec.health import ProcessHealth, worker_report
 from callrec.server.listener import PhoneServer
 from callrec.service.process import prepare_process, run_loop
 from callrec.service.workers import (
@@ -144,6 +144,7 @@ class Service:
                 writer=self.writer,
                 recording=self.live,
                 importer=self.importer,
+                health=ProcessHealth(self.journal, self.engine.admission, lambda: self.workers),
             )
         self.workers: WorkerPool | None = None
         self._started: list[Any] = []

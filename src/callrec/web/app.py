@@ -16,6 +16,7 @@ from callrec import __version__
 from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
+from callrec.health import HealthSource
 from callrec.web import upload
 from callrec.web.api import accounts as accounts_api
 from callrec.web.api import live as live_api
@@ -29,6 +30,7 @@ from callrec.web.auth import (
     ctx_of,
     optional_principal,
 )
+from callrec.web.health import HealthCheck
 from callrec.web.live import LiveHub
 from callrec.web.metrics import WebMetrics
 from callrec.web.pages import account as account_pages
@@ -63,9 +65,11 @@ def create_app(
     writer: CatalogWriter,
     recording: LiveView | None = None,
     importer: Importer | None = None,
+    health: HealthSource | None = None,
 ) -> FastAPI:
     """The web app over ``catalog``, writing through ``writer``; with the recording engine's
-    live view (``recording``) and its USB ``importer`` when given."""
+    live view (``recording``), its USB ``importer`` and what the recording server says about
+    its parts (``health``: journal, disk, workers, refused starts) when given."""
     app = FastAPI(
         title="callrec",
         version=__version__,
@@ -88,10 +92,18 @@ def create_app(
         root=root,
         live=LiveHub(recording),
         metrics=WebMetrics(catalog, recording),
+        health=HealthCheck(catalog, health),
     )
     app.state.ctx = ctx
     # The API's routers, in the order of its OpenAPI description.
     app.include_router(status_api.public)
+    # The same answer where load balancers and orchestrators look first.
+    app.add_api_route(
+        "/health",
+        status_api.health,
+        response_model=status_api.Health,
+        include_in_schema=False,
+    )
     app.include_router(status_api.router)
     app.include_router(recordings_api.router)
     app.include_router(notes_api.router)
@@ -112,7 +124,7 @@ def create_app(
                 raise SignInRequired()
             if not principal.is_admin:
                 raise Forbidden("metrics need the admin role")
-        body = await ctx.metrics.render(ctx.db)
+        body = await ctx.metrics.render(await ctx.health.check())
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/docs", include_in_schema=False)
@@ -132,7 +144,7 @@ def create_app(
 
 def _wants_html(request: Request) -> bool:
     path = request.url.path
-    return not (path.startswith("/api/") or path == "/metrics")
+    return not (path.startswith("/api/") or path in ("/metrics", "/health"))
 
 
 def _install_error_handlers(app: FastAPI) -> None:

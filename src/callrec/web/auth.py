@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from callrec.catalog import Catalog, NewAuditEntry, Scope, UserInfo
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
+from callrec.web.health import HealthCheck
 from callrec.web.live import LiveHub
 from callrec.web.media import PeaksCache
 from callrec.web.metrics import WebMetrics
@@ -52,6 +53,8 @@ class WebContext:
     root: Path
     live: LiveHub
     metrics: WebMetrics
+    #: Looks at the server's parts for /health and /metrics, never through ``writer``.
+    health: HealthCheck
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     peaks: PeaksCache = field(default_factory=PeaksCache)
 

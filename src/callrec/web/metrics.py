@@ -1,17 +1,23 @@
 """Prometheus metrics at ``/metrics``: the recording engine's calls, packets and bytes (phone
 sessions and SIP calls alike, with ``--workers`` those of every process), the catalogue's
-recordings by status, and the web server's own requests.
+recordings by status, the state of the catalogue and its journal, the refused starts, and the
+web server's own requests.
 
 Engine figures are read when scraped (live recordings) or accumulated from the live view's
 observer (finished recordings), so the counters are totals since the process started, as
-Prometheus counters should be.
+Prometheus counters should be. The catalogue, journal, refusal and worker figures come from
+the same look at the parts as ``/health`` (:mod:`callrec.web.health`): with ``--workers``
+they add up every process's, as the media workers report them every few seconds.
+
+A scrape never waits long for the catalogue: the count of recordings by status is made only
+when the catalogue answered the health probe, with a time bound of its own, and is left out
+(its failure logged once per episode) when it does not come.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -21,9 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callrec.catalog import STATUSES, Catalog
 from callrec.engine import FINISHED, LiveSession, LiveView
-from callrec.exceptions import CatalogError
-
-logger = logging.getLogger(__name__)
+from callrec.web.health import BoundedProbe, Episode, HealthReport
 
 #: Packet counters exported as ``callrec_packets_<name>_total``.
 PACKET_COUNTERS = (
@@ -35,6 +39,11 @@ PACKET_COUNTERS = (
     "malformed",
     "other",
 )
+
+#: The reasons a start is refused with (exported at 0 before the first, so rates work).
+REFUSAL_REASONS = ("busy", "disk_full", "unsupported_codec", "internal")
+#: Seconds a scrape waits for the count of recordings by status.
+COUNT_SECONDS = 2.0
 
 
 class _CoreCollector(Collector):
@@ -70,6 +79,8 @@ class _CoreCollector(Collector):
         )
         written.add_metric([], m.finished_bytes + sum(s.bytes_written for s in live))
         yield written
+        if m.health is not None:
+            yield from _health_metrics(m.health)
         by_status = GaugeMetricFamily(
             "callrec_recordings", "Recordings in the catalogue, by status.", labels=["status"]
         )
@@ -79,6 +90,61 @@ class _CoreCollector(Collector):
         for status in sorted(STATUSES | set(counts)):
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status
+
+
+def _health_metrics(report: HealthReport) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "callrec_catalogue_up",
+        "1 while the catalogue answers reads and takes the journal's writes, else 0.",
+    )
+    up.add_metric([], 1 if report.catalogue.state == "ok" else 0)
+    yield up
+    journal = report.journal
+    if journal is not None:
+        for name, text, value in (
+            (
+                "backlog",
+                "Catalogue writes journaled and not yet in the catalogue.",
+                journal.backlog,
+            ),
+            (
+                "oldest_seconds",
+                "Age of the oldest catalogue write not yet in the catalogue (0: none).",
+                journal.oldest_age or 0.0,
+            ),
+            (
+                "unwritten",
+                "Catalogue writes the journal file could not take (kept in memory).",
+                journal.unwritten,
+            ),
+        ):
+            gauge = GaugeMetricFamily(f"callrec_journal_{name}", text)
+            gauge.add_metric([], value)
+            yield gauge
+        failures = CounterMetricFamily(
+            "callrec_journal_replay_failures",
+            "Failed attempts to write the journal to the catalogue since the server started.",
+        )
+        failures.add_metric([], journal.failures)
+        yield failures
+    if report.refused_starts or report.journal is not None:
+        refused = CounterMetricFamily(
+            "callrec_refused_starts",
+            "Starts of recordings refused since the server started, by reason.",
+            labels=["reason"],
+        )
+        counts = report.refused_starts
+        for reason in sorted(set(REFUSAL_REASONS) | set(counts)):
+            refused.add_metric([reason], counts.get(reason, 0))
+        yield refused
+    if report.workers is not None:
+        for name, text, value in (
+            ("expected", "Media worker processes configured.", report.workers.expected),
+            ("alive", "Media worker processes running.", report.workers.alive),
+        ):
+            gauge = GaugeMetricFamily(f"callrec_workers_{name}", text)
+            gauge.add_metric([], value)
+            yield gauge
 
 
 class WebMetrics:
@@ -92,6 +158,9 @@ class WebMetrics:
         #: What the collector reports; set by :meth:`render` just before collecting.
         self.live: list[LiveSession] = []
         self.status_counts: dict[str, int] | None = None
+        self.health: HealthReport | None = None
+        self._counts = BoundedProbe(catalog.status_counts, timeout=COUNT_SECONDS, name="counts")
+        self._counting = Episode("metrics: cannot count recordings by status")
         self.registry = CollectorRegistry(auto_describe=True)
         self.http_requests = Counter(
             "callrec_http_requests",
@@ -121,14 +190,19 @@ class WebMetrics:
             self._unsubscribe()
             self._unsubscribe = None
 
-    async def render(self, db: Callable[..., Awaitable[Any]]) -> bytes:
-        """The exposition text. Live sessions are read here, on the event loop that owns
-        them; the catalogue count runs through ``db`` (a worker thread)."""
-        try:
-            self.status_counts = await db(self.catalog.status_counts)
-        except CatalogError:
-            logger.exception("cannot count recordings for the metrics")
-            self.status_counts = None
+    async def render(self, health: HealthReport) -> bytes:
+        """The exposition text, with ``health`` (the parts, looked at just before). Live
+        sessions are read here, on the event loop that owns them; the catalogue count runs
+        on a thread of its own with a time bound, and only when the catalogue answered."""
+        self.health = health
+        self.status_counts = None
+        if health.catalogue.readable:
+            try:
+                self.status_counts = await self._counts()
+            except Exception as exc:
+                self._counting.failed(exc)
+            else:
+                self._counting.ok()
         self.live = self.view.live_sessions() if self.view is not None else []
         return generate_latest(self.registry)
 

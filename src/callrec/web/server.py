@@ -15,6 +15,7 @@ from callrec.catalog import ROLE_ADMIN, Catalog
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
 from callrec.exceptions import CatalogError, ConfigError
+from callrec.health import HealthSource
 from callrec.web.app import create_app
 from callrec.web.security import hash_password, new_one_time_password
 
@@ -77,13 +78,19 @@ class WebServer:
         writer: CatalogWriter,
         recording: LiveView | None = None,
         importer: Importer | None = None,
+        health: HealthSource | None = None,
     ) -> None:
         check_web_settings(settings)
         self.settings = settings
         self.catalog = catalog
         self.writer = writer
         self.app: FastAPI = create_app(
-            settings, catalog, writer=writer, recording=recording, importer=importer
+            settings,
+            catalog,
+            writer=writer,
+            recording=recording,
+            importer=importer,
+            health=health,
         )
         self._uvicorn: uvicorn.Server | None = None
         self._socket: socket.socket | None = None

@@ -1,48 +1,134 @@
-"""``GET /api/v1/health`` (liveness, no sign-in) and ``GET /api/v1/me`` (who is asking)."""
+"""``GET /api/v1/health`` (liveness and the state of each part, no sign-in; also at
+``/health``) and ``GET /api/v1/me`` (who is asking)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from callrec import __version__
-from callrec.exceptions import CatalogError
+from callrec.engine import JournalStatus
 from callrec.web.api import User, bearer
 from callrec.web.api.accounts import UserOut, user_out
 from callrec.web.auth import ctx_of
+from callrec.web.health import DiskReport
 
 public = APIRouter(prefix="/api/v1")
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
 
 
+class CataloguePart(BaseModel):
+    state: Literal["ok", "degraded", "hung", "down"] = Field(
+        description="ok; degraded: reads answer, writes fail (read-only, full); down: a read "
+        "fails (unreachable, its file removed); hung: a read or write takes too long"
+    )
+    last_error: str | None = Field(description="Why it is not ok")
+    journal_state: Literal["ok", "degraded", "hung"] | None = Field(
+        description="The state of the journal's writes to the catalogue"
+    )
+
+
+class DiskPart(BaseModel):
+    state: Literal["ok", "degraded", "hung"] = Field(
+        description="degraded: under the reserve, not writable, or not there"
+    )
+    free_bytes: int | None
+    reserve_bytes: int | None = Field(description="New recordings are refused below this")
+    writable: bool | None
+    error: str | None
+
+
+class JournalPart(BaseModel):
+    state: Literal["ok", "degraded"] = Field(
+        description="degraded: entries could not be written to the journal file"
+    )
+    backlog: int = Field(description="Catalogue writes not yet in the catalogue")
+    oldest_age: float | None = Field(description="Seconds the oldest of them has waited")
+    unwritten: int = Field(description="Entries kept in memory only (the file failed)")
+    failures: int = Field(description="Failed attempts to write the catalogue since start")
+
+
+class WorkersPart(BaseModel):
+    state: Literal["ok", "degraded"]
+    expected: int = Field(description="Media worker processes configured (--workers N: N - 1)")
+    alive: int
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
-    database: bool
+    database: bool = Field(description="The catalogue is ok (see catalogue)")
     recording: bool
     live_sessions: int
+    catalogue: CataloguePart
+    recordings_disk: DiskPart | None = Field(description="None without a recording engine")
+    journal: JournalPart | None = Field(description="None without a recording engine")
+    workers: WorkersPart | None = Field(description="None without --workers")
 
 
-@public.get("/health", response_model=Health, tags=["system"])
+@public.get(
+    "/health",
+    response_model=Health,
+    tags=["system"],
+    responses={503: {"model": Health, "description": "A part is not ok"}},
+)
 async def health(request: Request, response: Response) -> dict[str, Any]:
-    """Liveness for load balancers and monitoring; no sign-in, no recording data."""
+    """Liveness and the state of each part, for load balancers and monitoring; no sign-in,
+    no recording data. Answers within a second whatever the catalogue does; 503 when a part
+    is not ok."""
     ctx = ctx_of(request)
-    try:
-        await ctx.db(ctx.catalog.count_users)
-        database = True
-    except CatalogError:
-        database = False
-    recording = ctx.recording is not None
-    if not database:
+    report = await ctx.health.check()
+    if report.status != "ok":
         response.status_code = 503
     return {
-        "status": "ok" if database else "degraded",
+        "status": report.status,
         "version": __version__,
-        "database": database,
-        "recording": recording,
+        "database": report.catalogue.state == "ok",
+        "recording": ctx.recording is not None,
         "live_sessions": len(ctx.live.sessions(None)),
+        "catalogue": {
+            "state": report.catalogue.state,
+            "last_error": report.catalogue.last_error,
+            "journal_state": report.catalogue.journal_state,
+        },
+        "recordings_disk": _disk(report.disk),
+        "journal": _journal(report.journal, report.journal_state),
+        "workers": (
+            None
+            if report.workers is None
+            else {
+                "state": report.workers_state,
+                "expected": report.workers.expected,
+                "alive": report.workers.alive,
+            }
+        ),
+    }
+
+
+def _disk(report: DiskReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    disk = report.disk
+    return {
+        "state": report.state,
+        "free_bytes": disk.free if disk else None,
+        "reserve_bytes": disk.reserve if disk else None,
+        "writable": disk.writable if disk else None,
+        "error": report.error,
+    }
+
+
+def _journal(status: JournalStatus | None, state: str | None) -> dict[str, Any] | None:
+    if status is None:
+        return None
+    return {
+        "state": state,
+        "backlog": status.backlog,
+        "oldest_age": round(status.oldest_age, 3) if status.oldest_age is not None else None,
+        "unwritten": status.unwritten,
+        "failures": status.failures,
     }
 
 
