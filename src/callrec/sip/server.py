@@ -24,7 +24,7 @@ from callrec.codecs import get_codec
 from callrec.config import Settings
 from callrec.engine import PortRange, RecordingEngine
 from callrec.engine.spec import HANGUP, STOP_REASONS
-from callrec.exceptions import CallrecError, ConfigError
+from callrec.exceptions import CallrecError, CatalogError, ConfigError
 from callrec.sip.accounts import POLICIES, Account
 from callrec.sip.core import CoreConfig, SipCore
 from callrec.sip.errors import SipProtocolError
@@ -491,12 +491,23 @@ class SipServer:
 
     async def _refresh_loop(self) -> None:
         refresh = self.settings.sip_account_refresh
+        failing = False
         while True:
             await asyncio.sleep(refresh)
             try:
                 await self.reload_accounts()
+            except CatalogError as exc:
+                # Every few seconds while the catalogue is down: said once per episode.
+                if not failing:
+                    logger.error("cannot re-read the SIP accounts, keeping those read: %s", exc)
+                failing = True
+                continue
             except Exception:
                 logger.exception("could not re-read the SIP accounts")
+                continue
+            if failing:
+                failing = False
+                logger.warning("SIP accounts read from the catalogue again")
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -26,6 +26,7 @@ from callrec.web.api import status as status_api
 from callrec.web.auth import (
     Forbidden,
     SignInRequired,
+    Touches,
     WebContext,
     ctx_of,
     optional_principal,
@@ -93,6 +94,7 @@ def create_app(
         live=LiveHub(recording),
         metrics=WebMetrics(catalog, recording),
         health=HealthCheck(catalog, health),
+        touches=Touches(writer),
     )
     app.state.ctx = ctx
     # The API's routers, in the order of its OpenAPI description.

@@ -8,6 +8,8 @@ requests need none (a browser never adds that header on its own).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from callrec.catalog import Catalog, NewAuditEntry, Scope, UserInfo
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
-from callrec.web.health import HealthCheck
+from callrec.exceptions import CatalogError
+from callrec.web.health import Episode, HealthCheck
 from callrec.web.live import LiveHub
 from callrec.web.media import PeaksCache
 from callrec.web.metrics import WebMetrics
@@ -36,6 +39,42 @@ CSRF_HEADER: Final = "x-csrf-token"
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+class Touches:
+    """The "last used" notes of API tokens and browser sessions: queued on the catalogue
+    writer without waiting, at most one per credential at a time (a slow or hung catalogue
+    must not collect one per request), their failures logged once per episode (a read-only
+    catalogue must not write a line per request)."""
+
+    def __init__(self, writer: CatalogWriter) -> None:
+        self.writer = writer
+        self._pending: set[str] = set()
+        self._episode = Episode("web: cannot note when tokens and sessions were last used")
+
+    def submit(self, key: str, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
+        if key in self._pending:
+            return
+        self._pending.add(key)
+        loop = asyncio.get_running_loop()
+
+        def touch() -> None:  # on the catalogue writer's thread
+            failure: CatalogError | None = None
+            try:
+                fn(*args, **kwargs)
+            except CatalogError as exc:
+                failure = exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to tell
+                loop.call_soon_threadsafe(self._done, key, failure)
+
+        self.writer.submit(touch)
+
+    def _done(self, key: str, failure: CatalogError | None) -> None:
+        self._pending.discard(key)
+        if failure is None:
+            self._episode.ok()
+        else:
+            self._episode.failed(failure)
 
 
 @dataclass(slots=True)
@@ -55,6 +94,7 @@ class WebContext:
     metrics: WebMetrics
     #: Looks at the server's parts for /health and /metrics, never through ``writer``.
     health: HealthCheck
+    touches: Touches
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     peaks: PeaksCache = field(default_factory=PeaksCache)
 
@@ -139,7 +179,7 @@ async def optional_principal(request: Request) -> Principal | None:
         if token is not None:
             user, stale = token
             if stale:
-                ctx.writer.submit(ctx.catalog.touch_token, token_hash, now)
+                ctx.touches.submit(token_hash, ctx.catalog.touch_token, token_hash, now)
             found = Principal(user=user, via="token")
     elif cookie := request.cookies.get(SESSION_COOKIE):
         session_hash = digest(cookie)
@@ -147,7 +187,8 @@ async def optional_principal(request: Request) -> Principal | None:
         if result is not None:
             user, csrf, stale = result
             if stale:
-                ctx.writer.submit(
+                ctx.touches.submit(
+                    session_hash,
                     ctx.catalog.touch_web_session,
                     session_hash,
                     now,
