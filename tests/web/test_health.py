@@ -21,11 +21,13 @@ import pytest_asyncio
 
 from callrec.engine import JournalStatus
 from callrec.health import WorkerReport, WorkerReports, combine
+from callrec.service import Service
 from callrec.sim.call import record_call
 from callrec.sim.phone import PhoneCall
 from callrec.web.health import BoundedProbe, ProbeStuck
 from tests.support.audio import speech_like_signal
 from tests.support.net import tcp_listeners
+from tests.support.settings import web_settings
 from tests.support.waiting import wait_catalogued, wait_for
 from tests.support.web import Site, start_site, stop_site
 
@@ -207,6 +209,34 @@ async def test_hung_catalogue_answers_at_once_with_one_probe_in_flight(
     await wait_healthy(site)
     await wait_catalogued(site.server)
     assert [r.status for r in catalog.find() if r.session_id == "70003"] == ["complete"]
+
+
+async def test_a_server_started_while_the_catalogue_hangs_serves_health(tmp_path: Path) -> None:
+    server = Service(web_settings(tmp_path))
+    catalog = server.catalog
+    catalog.migrate()  # the file exists: it is a catalogue that hangs, not one never made
+    release = threading.Event()
+    calls: list[int] = []
+    for name in ("migrate", "revision", "count_users"):
+        setattr(catalog, name, block_until(release, getattr(catalog, name), calls))
+    try:
+        await server.start()  # waits for the catalogue a few seconds, not for good
+        assert server.web is not None
+        site = Site(server=server, web=server.web, base=server.web.url)
+        r, took = await get_health(site, "/health")
+        assert took < ANSWER_BOUND
+        assert r.status_code == 503 and r.json()["catalogue"]["state"] == "hung"
+        await call(site, "70006")
+    finally:
+        release.set()
+    try:
+        await wait_healthy(site)
+        await wait_catalogued(server)
+        assert [r.status for r in catalog.find() if r.session_id == "70006"] == ["complete"]
+        # The first admin was made once the catalogue answered.
+        await wait_for(lambda: catalog.get_user_by_name("admin"), what="the first admin")
+    finally:
+        await server.stop()
 
 
 # -- the disk and refused starts -----------------------------------------------------------
