@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 
 from callrec.engine import JournalStatus
+from callrec.exceptions import CatalogError
 from callrec.health import WorkerReport, WorkerReports, combine
 from callrec.service import Service
 from callrec.sim.call import record_call
@@ -310,6 +311,35 @@ async def test_workers_report_their_refusals_and_are_counted(tmp_path: Path) -> 
         assert r.json()["workers"] == {"state": "ok", "expected": 1, "alive": 1}
     finally:
         await stop_site(site)
+
+
+async def test_failing_token_touches_are_logged_once_per_episode(
+    site: Site, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    catalog = site.catalog
+    touch = catalog.touch_token
+    touched: list[int] = []
+
+    def read_only(*args: Any, **kwargs: Any) -> None:
+        touched.append(1)
+        raise CatalogError("attempt to write a readonly database")
+
+    monkeypatch.setattr(catalog, "touch_token", read_only)
+    async with site.client("admin") as c:
+        for _ in range(5):
+            assert (await c.get("/api/v1/me")).status_code == 200
+            # Each request finds the token due for a touch again (the last one failed).
+            await wait_for(lambda: not site.web.app.state.ctx.touches._pending, what="touch")
+        assert len(touched) == 5
+        failures = [r for r in caplog.records if "last used" in r.getMessage()]
+        assert len(failures) == 1 and failures[0].levelname == "ERROR"
+        assert not [r for r in caplog.records if "catalogue write failed" in r.getMessage()]
+        monkeypatch.setattr(catalog, "touch_token", touch)
+        assert (await c.get("/api/v1/me")).status_code == 200
+        await wait_for(lambda: not site.web.app.state.ctx.touches._pending, what="touch")
+    assert [r.getMessage() for r in caplog.records if "last used" in r.getMessage()][1:] == [
+        "web: cannot note when tokens and sessions were last used: works again"
+    ]
 
 
 # -- the pieces ----------------------------------------------------------------------------
