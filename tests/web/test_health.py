@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
+import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +161,55 @@ async def test_catalogue_file_moved_away_is_down_then_recovers(site: Site) -> No
     assert [r.status for r in site.catalog.find() if r.session_id == "70002"] == ["complete"]
     values = await metrics(site)
     assert values["callrec_catalogue_up"] == 1 and values["callrec_journal_backlog"] == 0
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs for the catalogue alone (mounting needs root, which `make test` has)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+async def test_a_full_catalogue_reads_but_is_degraded_then_recovers(
+    tmp_path: Path, small_fs: Path
+) -> None:
+    site = await start_site(tmp_path, database_url=f"sqlite:///{small_fs / 'catalog.db'}")
+    try:
+        await call(site, "70010")
+        await wait_catalogued(site.server)
+        filler = small_fs / "filler.bin"
+        with filler.open("wb") as fh:  # the catalogue's filesystem full; the recordings' not
+            fh.write(b"\0" * shutil.disk_usage(small_fs).free)
+        for n in range(3):
+            await call(site, f"7001{n + 1}")
+        await wait_for(
+            lambda: site.server.journal.status().failures > 0,
+            what="the journal to meet the full disk",
+        )
+        r, took = await get_health(site)
+        assert took < ANSWER_BOUND and r.status_code == 503
+        catalogue = r.json()["catalogue"]
+        assert catalogue["state"] == "degraded" and catalogue["journal_state"] == "degraded"
+        assert "full" in catalogue["last_error"]
+        assert r.json()["recordings_disk"]["state"] == "ok"
+        values = await metrics(site)
+        assert values["callrec_catalogue_up"] == 0 and values["callrec_journal_backlog"] > 0
+        # It still answers reads: the rows it has are counted.
+        assert values['callrec_recordings{status="complete"}'] == 1
+        filler.unlink()
+        await wait_healthy(site)
+        await wait_catalogued(site.server)
+        statuses = [r.status for r in site.catalog.find() if r.session_id.startswith("7001")]
+        assert statuses == ["complete"] * 4
+    finally:
+        await stop_site(site)
 
 
 def block_until(release: threading.Event, fn: Callable[..., Any], calls: list[int]) -> Any:
