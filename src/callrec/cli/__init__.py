@@ -93,9 +93,13 @@ def serve(
     # Alembic narrates every plugin it loads at INFO; only its warnings matter to an operator.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
     from callrec.service import run
+    from callrec.service.supervision import main_lock
 
     try:
-        run(settings)
+        # The whole life of the main process: orphaned media workers of an earlier server
+        # hand over when they see it held, and a second server on these recordings is refused.
+        with main_lock(settings):
+            run(settings)
     except OSError as exc:
         err_console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(1) from exc
