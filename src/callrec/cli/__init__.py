@@ -74,11 +74,15 @@ def serve(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Recording processes sharing the calls (each with a slice of the media ports)."
+            help="Recording processes sharing the calls (each with a slice of the media ports); "
+            "with 2 or more, the control port stays served if the main process dies."
         ),
     ] = None,
 ) -> None:
-    """Run the recording server until SIGTERM/SIGINT (then finalise every open recording)."""
+    """Run the recording server until SIGTERM/SIGINT (then finalise every open recording).
+
+    One server per recordings directory (a second is refused). As a service: docs/install.md.
+    """
     settings, _ = _settings(
         config,
         control_port=control_port,
