@@ -4,6 +4,7 @@ locks belong to an open file, not to a process)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -87,14 +88,23 @@ def test_an_orphans_look_at_the_lock_does_not_refuse_a_starting_server(
     assert len(sleeps) == 1
 
 
-def test_a_lock_file_that_cannot_be_made_does_not_stop_the_server(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_a_full_disk_does_not_stop_the_server_for_want_of_its_lock_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "file").write_text("not a folder")
-    settings = server_settings(tmp_path, recordings_dir=tmp_path / "file" / "recordings")
-    with caplog.at_level(logging.WARNING), main_lock(settings):
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(supervision.os, "open", full)
+    with caplog.at_level(logging.WARNING), main_lock(server_settings(tmp_path)):
         pass
     assert "orphaned workers will not hand over" in caplog.text
+
+
+def test_a_lock_file_that_cannot_be_made_otherwise_stops_the_server(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    settings = server_settings(tmp_path, recordings_dir=tmp_path / "file" / "recordings")
+    with pytest.raises(OSError), main_lock(settings):
+        pass
 
 
 def test_live_workers_are_those_holding_their_lock(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import logging
@@ -93,14 +94,17 @@ def main_lock(settings: Settings) -> Iterator[None]:
     """Hold ``main.lock`` while the block runs (the main process of ``callrec serve``).
 
     Raises :class:`MainLockHeld` when another live main process holds it. When the lock file
-    cannot be made at all (a full or read-only disk on the very first start), the server
-    runs without it, with a warning: recording matters more; only a hand-over from orphaned
-    workers of an earlier run is lost."""
+    cannot be made for want of space (a full disk on the very first start), the server runs
+    without it, with a warning: recording matters more, and only a hand-over from orphaned
+    workers of an earlier run is lost. Any other error (no permission) is raised: such a
+    server could not write its recordings either."""
     path = main_lock_path(settings.recordings_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
         logger.warning("running without %s (%s): orphaned workers will not hand over", path, exc)
         yield
         return
