@@ -222,9 +222,12 @@ async def test_kill_9_of_a_worker_recovers_its_calls_and_a_new_worker_takes_over
     assert proc.returncode == 0
 
 
-async def test_kill_9_of_the_main_process_lets_workers_finish_their_calls(
+async def test_an_orphaned_worker_records_on_and_sigterm_finalises_its_calls(
     tmp_path: Path,
 ) -> None:
+    # The main process killed: its worker keeps the port and its calls (the hand-over to a
+    # new main process is tests/resilience/test_supervision.py); SIGTERM, as to any worker,
+    # finalises what it records.
     port, (low, high) = free_tcp_port(), _port_range()
     (_, _), (w_low, _) = port_slices(low, high, 2)
     proc = _serve(tmp_path, port, low, high)
@@ -244,13 +247,24 @@ async def test_kill_9_of_the_main_process_lets_workers_finish_their_calls(
         )
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        # The orphaned worker sees its pipe close and shuts down gracefully.
-        await wait_for(lambda: _exited(worker), what="the orphaned worker to shut down", timeout=30)
+        await wait_for(
+            lambda: any(
+                "the main process has gone" in p.read_text() for p in tmp_path.glob("server-*.log")
+            ),
+            what="the worker to notice that its main process has gone",
+            timeout=10,
+            interval=0.1,
+        )
+        assert not _exited(worker) and len(tcp_listeners(port)) == 1
+        os.kill(worker, signal.SIGTERM)
+        await wait_for(lambda: _exited(worker), what="the orphaned worker to stop", timeout=30)
         for call in calls:
             await call.close()
     finally:
         if proc.poll() is None:
             proc.kill()
+        if not _exited(worker):
+            os.kill(worker, signal.SIGKILL)
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     recs = {r.session_id: r for r in catalog.find()}
     catalog.close()

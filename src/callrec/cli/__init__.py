@@ -74,11 +74,15 @@ def serve(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Recording processes sharing the calls (each with a slice of the media ports)."
+            help="Recording processes sharing the calls (each with a slice of the media ports); "
+            "with 2 or more, the control port stays served if the main process dies."
         ),
     ] = None,
 ) -> None:
-    """Run the recording server until SIGTERM/SIGINT (then finalise every open recording)."""
+    """Run the recording server until SIGTERM/SIGINT (then finalise every open recording).
+
+    One server per recordings directory (a second is refused). As a service: docs/install.md.
+    """
     settings, _ = _settings(
         config,
         control_port=control_port,
@@ -93,9 +97,13 @@ def serve(
     # Alembic narrates every plugin it loads at INFO; only its warnings matter to an operator.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
     from callrec.service import run
+    from callrec.service.supervision import main_lock
 
     try:
-        run(settings)
+        # The whole life of the main process: orphaned media workers of an earlier server
+        # hand over when they see it held, and a second server on these recordings is refused.
+        with main_lock(settings):
+            run(settings)
     except OSError as exc:
         err_console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -78,9 +78,12 @@ class PhoneServer:
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if self.settings.workers > 1:
-                    # Workers share the port: the kernel spreads new connections over them.
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                # Shared, whatever ``workers`` says: the processes of a pool share the port
+                # (the kernel spreads new connections over them), and a restarted server
+                # binds it beside orphaned workers of the one before until they hand over
+                # (callrec.service.supervision). Only processes of the same user can join; a
+                # second server on the same recordings is refused by its lock instead.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.bind((host, self.settings.control_port))
             except BaseException:
                 sock.close()
@@ -116,6 +119,21 @@ class PhoneServer:
             return self.reserve_control_port()
         port: int = self._server.sockets[0].getsockname()[1]
         return port
+
+    @property
+    def control_socket(self) -> socket.socket | None:
+        """The listening control socket (None before it is bound, and after it is closed)."""
+        sock = self._control_sock
+        return sock if sock is not None and sock.fileno() >= 0 else None
+
+    def stop_listening(self) -> None:
+        """Take no new connections; the open ones and their sessions go on to their end (a
+        worker handing over to a new server: the kernel sends new connections to the other
+        sockets on the port)."""
+        if self._server is not None:
+            self._server.close()  # closes the listening socket, not the connections
+        elif self._control_sock is not None:
+            self._control_sock.close()
 
     @property
     def connections(self) -> int:

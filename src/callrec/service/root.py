@@ -316,7 +316,8 @@ async def importing(settings: Settings) -> AsyncIterator[Importer]:
 
 
 def worker_main(settings: Settings, index: int, conn: Connection) -> None:
-    """Entry point of media worker ``index`` (a spawned process)."""
+    """Entry point of media worker ``index`` (a spawned process). It outlives its main
+    process if that dies, until a new one takes over (callrec.service.supervision)."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",
@@ -328,23 +329,29 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
 
 
 async def _serve_worker(settings: Settings, conn: Connection) -> None:
+    from callrec.service.supervision import worker_lock  # worker processes only
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    #: Set when the main process has gone (its pipe closed): see callrec.service.supervision.
+    orphaned = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     service = Service(settings, worker=True)
     live = service.live
 
     def send(message: tuple[Any, ...]) -> None:
+        if orphaned.is_set():
+            return
         try:
             conn.send(message)  # small; the main process's pipe thread reads at once
         except (OSError, ValueError):
-            stop.set()  # the main process is gone
+            orphaned.set()  # the main process is gone; its watcher says so too
 
     def watch_pipe() -> None:
         # Thread: the main process never writes, so recv() returns only when it has gone.
         with contextlib.suppress(EOFError, OSError):
             conn.recv()
-        call_soon(loop, stop.set)
+        call_soon(loop, orphaned.set)
 
     def progress(sessions: list[LiveSession]) -> tuple[Any, ...]:
         report = worker_report(service.journal, service.engine.admission)
@@ -352,15 +359,66 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
 
     live.add_observer(lambda event, snapshot: send((event, snapshot)))
     threading.Thread(target=watch_pipe, name="callrec-main-watch", daemon=True).start()
-    await service.start()
-    send(("ready",))
+    # Held from before the first recording opens until the last one is final: a main process
+    # that starts after this worker's has died can tell the rows it still records.
+    registration = worker_lock(settings)
     try:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
-            except TimeoutError:
+        await service.start()
+        send(("ready",))
+        while not stop.is_set() and not orphaned.is_set():
+            if not await _wait_any((stop, orphaned), PROGRESS_SECONDS):
                 send(progress(live.local_sessions()))
+        if orphaned.is_set() and not stop.is_set():
+            await _serve_orphaned(service, stop)
     finally:
         await service.stop()
         send(progress([]))
         conn.close()
+        if registration is not None:
+            registration.close()
+
+
+async def _wait_any(events: tuple[asyncio.Event, ...], timeout: float) -> bool:
+    """Wait until one of ``events`` is set or ``timeout`` passes; whether one is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return any(event.is_set() for event in events)
+
+
+async def _serve_orphaned(service: Service, stop: asyncio.Event) -> None:
+    """A worker whose main process died: keep taking and recording calls until a new main
+    process serves the control port, then take no new connections and return once the
+    calls and connections this worker has ended by themselves (or at SIGTERM)."""
+    from callrec.service.supervision import ORPHAN_POLL_SECONDS, Succession  # workers only
+
+    settings = service.settings
+    sock = service.phone.control_socket
+    logger.warning(
+        "the main process has gone: still recording and taking calls on port %d until a new "
+        "callrec serve on %s takes over",
+        settings.control_port,
+        service.root,
+    )
+    succession = Succession(settings, sock) if sock is not None else None
+    handing_over = succession is None
+    while not stop.is_set():
+        if not handing_over and succession is not None and succession.taken_over():
+            handing_over = True
+            service.phone.stop_listening()
+            held = service.held()
+            logger.warning(
+                "a new main process serves the control port: no new calls here; exiting once "
+                "the %d recordings and %d connections left have ended",
+                held.recordings,
+                held.connections,
+            )
+        if handing_over:
+            held = service.held()
+            if not held.recordings and not held.connections:
+                logger.info("handed over to the new main process; every call here has ended")
+                return
+        await _wait_any((stop,), ORPHAN_POLL_SECONDS)

@@ -15,8 +15,11 @@ PostgreSQL). Workers tell the main process over a pipe when a recording starts o
 and, every ``PROGRESS_SECONDS``, how far each has come; the main process's live registry
 mirrors them, so the live page and the metrics show every call. When a worker dies
 (``kill -9``, a crash) the main process finishes its open recordings as start-up recovery
-would and starts a new worker on the same slice; when the main process goes away, its workers
-see the pipe close and shut down gracefully (each open recording finalised).
+would and starts a new worker on the same slice. When the main process dies, its workers
+see the pipe close and go on alone: they keep listening and recording (each writes its own
+catalogue rows) until a restarted main process serves the port, then take no new connection
+and exit once their calls have ended (:mod:`callrec.service.supervision`). SIGTERM stops a
+worker, orphaned or not, gracefully (each open recording finalised).
 """
 
 from __future__ import annotations
