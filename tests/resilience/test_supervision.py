@@ -18,7 +18,6 @@ import pytest
 
 from callrec.catalog import Catalog, RecordingInfo
 from callrec.codecs import get_codec
-from callrec.service.supervision import live_workers
 from callrec.service.workers import port_slices
 from callrec.sim.phone import PhoneCall
 from tests.support.audio import read_wav
@@ -26,7 +25,7 @@ from tests.support.data import encoded
 from tests.support.net import free_tcp_port, tcp_listeners
 from tests.support.rtp import rtp_packets
 from tests.support.serve import spawn_serve, start_serve_workers, terminate
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -111,7 +110,7 @@ async def test_kill_9_of_the_main_process_keeps_the_port_served_until_a_new_one_
     proc = start_serve_workers(tmp_path, port, 2, **settings)
     successor: subprocess.Popen[bytes] | None = None
     try:
-        (worker,) = live_workers(tmp_path / "recordings")
+        worker = _worker(proc.pid)
         on_worker, on_main = await _calls_on_both(port, w_low)
         await asyncio.gather(*(c.send_packets(PACKETS[:HALF], realtime=False) for c in on_worker))
 
@@ -121,7 +120,7 @@ async def test_kill_9_of_the_main_process_keeps_the_port_served_until_a_new_one_
         for call in on_main:
             await call.close()
         orphan_listener = tcp_listeners(port)
-        assert len(orphan_listener) == 1 and _alive(worker.pid), "the worker left the port"
+        assert len(orphan_listener) == 1 and _alive(worker), "the worker left the port"
 
         # Calls running at the kill go on and end properly.
         ended_before, across_restart = on_worker[:2], on_worker[2:]
@@ -148,13 +147,13 @@ async def test_kill_9_of_the_main_process_keeps_the_port_served_until_a_new_one_
             timeout=60,
             interval=0.1,
         )
-        assert _alive(worker.pid), "the orphan exited before its calls ended"
+        assert _alive(worker), "the orphan exited before its calls ended"
         later = [await _start(port, f"c{i}") for i in range(4)]
         await _finish(later, PACKETS)
         # Its last calls end on their own, whole; then it exits.
         await _finish(across_restart, PACKETS[HALF + 10 :])
         await wait_for(
-            lambda: not _alive(worker.pid),
+            lambda: not _alive(worker),
             what="the orphan to exit once its calls ended",
             timeout=30,
             interval=0.1,
@@ -165,8 +164,8 @@ async def test_kill_9_of_the_main_process_keeps_the_port_served_until_a_new_one_
             if server is not None and server.poll() is None:
                 server.kill()
                 server.wait()
-        if _alive(worker.pid):
-            os.kill(worker.pid, signal.SIGKILL)
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
 
     logs = _logs(tmp_path)
     assert "the main process has gone: still recording and taking calls" in logs
@@ -188,7 +187,6 @@ async def test_kill_9_of_the_main_process_keeps_the_port_served_until_a_new_one_
             "recovered",
             "crash",
         )
-    assert live_workers(tmp_path / "recordings") == []
 
 
 async def test_a_call_across_the_restart_is_catalogued_by_the_orphan_as_it_ended(
@@ -198,7 +196,7 @@ async def test_a_call_across_the_restart_is_catalogued_by_the_orphan_as_it_ended
     proc = start_serve_workers(tmp_path, port, 2, **settings)
     successor: subprocess.Popen[bytes] | None = None
     try:
-        (worker,) = live_workers(tmp_path / "recordings")
+        worker = _worker(proc.pid)
         on_worker, on_main = await _calls_on_both(port, w_low)
         await asyncio.gather(*(c.send_packets(PACKETS[:HALF], realtime=False) for c in on_worker))
         proc.send_signal(signal.SIGKILL)
@@ -208,7 +206,7 @@ async def test_a_call_across_the_restart_is_catalogued_by_the_orphan_as_it_ended
         successor = start_serve_workers(tmp_path, port, 2, **settings)
         await _finish(on_worker, PACKETS[HALF:])
         await wait_for(
-            lambda: not _alive(worker.pid), what="the orphan to exit", timeout=30, interval=0.1
+            lambda: not _alive(worker), what="the orphan to exit", timeout=30, interval=0.1
         )
         assert terminate(successor, 40) == 0
     finally:
@@ -216,11 +214,36 @@ async def test_a_call_across_the_restart_is_catalogued_by_the_orphan_as_it_ended
             if server is not None and server.poll() is None:
                 server.kill()
                 server.wait()
-        if _alive(worker.pid):
-            os.kill(worker.pid, signal.SIGKILL)
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
     rows = _rows(tmp_path)
     for call in on_worker:
         rec = rows[call.session_id]
         _assert_recorded(tmp_path, rec)
         assert (rec.status, rec.stop_reason) == ("complete", "phone_stop"), rec
         assert rec.packets_received == len(PACKETS), rec
+
+
+def _worker(parent: int) -> int:
+    """The pid of the one media worker of a ``callrec serve --workers 2``."""
+    wait_until(lambda: len(_workers(parent)) == 1, what="one media worker", timeout=30)
+    (pid,) = _workers(parent)
+    return pid
+
+
+def _workers(parent: int) -> list[int]:
+    """The pids of a ``callrec serve``'s media workers: its spawned children (not
+    multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found

@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -20,14 +19,10 @@ from callrec.service import Service, supervision
 from callrec.service.supervision import (
     MainLockHeld,
     Succession,
-    WorkerInfo,
-    WorkerLock,
     control_listeners,
-    live_workers,
     main_lock,
     main_lock_path,
     main_running,
-    recoverable,
 )
 from callrec.sim.phone import PhoneCall
 from tests.support.data import encoded
@@ -105,42 +100,6 @@ def test_a_lock_file_that_cannot_be_made_otherwise_stops_the_server(tmp_path: Pa
     settings = server_settings(tmp_path, recordings_dir=tmp_path / "file" / "recordings")
     with pytest.raises(OSError), main_lock(settings):
         pass
-
-
-def test_live_workers_are_those_holding_their_lock(tmp_path: Path) -> None:
-    settings = server_settings(tmp_path, media_port_min=41000, media_port_max=41999)
-    root = settings.recordings_dir
-    assert live_workers(root) == []
-    lock = WorkerLock(settings)
-    try:
-        assert live_workers(root) == [WorkerInfo(os.getpid(), 41000, 41999)]
-        # A worker killed with -9 leaves its file unlocked: not alive, and the file goes.
-        stale = lock.path.with_name("1-deadbeef.lock")
-        stale.write_text(json.dumps({"pid": 1, "media_port_min": 1, "media_port_max": 2}))
-        assert live_workers(root) == [WorkerInfo(os.getpid(), 41000, 41999)]
-        assert not stale.exists()
-    finally:
-        lock.close()
-    assert live_workers(root) == []
-    assert not list(lock.path.parent.iterdir())
-
-
-def test_recovery_leaves_the_rows_of_live_workers_alone(tmp_path: Path) -> None:
-    settings = server_settings(tmp_path, media_port_min=41000, media_port_max=41999)
-    lock = WorkerLock(settings)
-    try:
-        pick = recoverable(settings.recordings_dir)
-    finally:
-        lock.close()
-
-    def row(source: str, port: int | None) -> SimpleNamespace:
-        return SimpleNamespace(source=source, media_port=port)
-
-    assert not pick(row("server", 41000)) and not pick(row("server", 41999))
-    assert pick(row("server", 40999)) and pick(row("server", 42000))
-    assert pick(row("sip", 41500)) and pick(row("usb", None))
-    # Without live workers every row is recovered.
-    assert recoverable(settings.recordings_dir)(row("server", 41500))
 
 
 def test_control_listeners_are_the_sockets_on_the_same_address_and_port() -> None:

@@ -329,8 +329,6 @@ def worker_main(settings: Settings, index: int, conn: Connection) -> None:
 
 
 async def _serve_worker(settings: Settings, conn: Connection) -> None:
-    from callrec.service.supervision import worker_lock  # worker processes only
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     #: Set when the main process has gone (its pipe closed): see callrec.service.supervision.
@@ -359,9 +357,6 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
 
     live.add_observer(lambda event, snapshot: send((event, snapshot)))
     threading.Thread(target=watch_pipe, name="callrec-main-watch", daemon=True).start()
-    # Held from before the first recording opens until the last one is final: a main process
-    # that starts after this worker's has died can tell the rows it still records.
-    registration = worker_lock(settings)
     try:
         await service.start()
         send(("ready",))
@@ -374,8 +369,6 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
         await service.stop()
         send(progress([]))
         conn.close()
-        if registration is not None:
-            registration.close()
 
 
 async def _wait_any(events: tuple[asyncio.Event, ...], timeout: float) -> bool:

@@ -10,8 +10,10 @@ the recordings directory (the one thing every generation of a server shares):
 * ``main.lock``: held by the main process of ``callrec serve`` for as long as it runs (the
   kernel lets go of it when the process dies, however it dies). A second ``callrec serve`` on
   the same recordings is refused: its start-up recovery would finish the first one's calls.
-* ``workers/*.lock``: one per media worker, held while it lives, naming its media port slice:
-  whose recordings are still being written by a live process (:func:`live_workers`).
+
+Whose recordings a live process is still writing needs no lock of its own here: each WAV file
+is ``flock``ed by its writer (:func:`callrec.media.wav.being_written`), so start-up recovery
+leaves an orphan's calls alone, and the orphan catalogues them as they end.
 
 An orphan looks every :data:`ORPHAN_POLL_SECONDS` whether a new main process holds
 ``main.lock`` and serves the control port: a socket listening on the orphan's control address
@@ -34,7 +36,6 @@ and the listening sockets are read from ``/proc/net/tcp`` and ``tcp6``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import json
@@ -42,19 +43,17 @@ import logging
 import os
 import socket
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from callrec.catalog import RecordingInfo
 from callrec.config import Settings
+from callrec.engine import journalfile
 
 logger = logging.getLogger(__name__)
 
 #: The folder of the server's own state under the recordings directory (not a recording).
-STATE_DIR: Final = ".callrec"
+STATE_DIR: Final = journalfile.STATE_DIR
 #: Seconds between an orphaned worker's looks for a new main process.
 ORPHAN_POLL_SECONDS: Final = 1.0
 #: How long a starting main process retries ``main.lock``: an orphan's look holds it for a
@@ -120,14 +119,6 @@ def main_lock(settings: Settings) -> Iterator[None]:
         with contextlib.suppress(OSError):  # a full disk: the lock itself still holds
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
-        orphans = live_workers(settings.recordings_dir)
-        if orphans:
-            logger.warning(
-                "%d media workers of an earlier server still record (pids %s): they hand over "
-                "once this server listens and exit when their calls end",
-                len(orphans),
-                ", ".join(str(w.pid) for w in orphans),
-            )
         yield
     finally:
         os.close(fd)  # the lock goes with it; the file stays (removing it would race)
@@ -163,111 +154,6 @@ def main_running(recordings_dir: Path) -> bool:
     finally:
         os.close(fd)  # also lets go of the probe's shared lock
     return False
-
-
-# -- the media workers' locks -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    """A live media worker: its pid and the media port slice its recordings are on."""
-
-    pid: int
-    media_port_min: int
-    media_port_max: int
-
-
-class WorkerLock:
-    """Held by a media worker for its whole life, naming its media port slice."""
-
-    def __init__(self, settings: Settings) -> None:
-        folder = state_dir(settings.recordings_dir) / "workers"
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        # Written and locked under a name no reader looks at, then renamed: a reader never
-        # finds the file unlocked while its worker lives (and takes it for a dead one's).
-        hidden = folder / f".{name}.tmp"
-        self.path = folder / f"{name}.lock"
-        self._fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            info = WorkerInfo(os.getpid(), settings.media_port_min, settings.media_port_max)
-            os.write(self._fd, json.dumps(dataclasses.asdict(info)).encode())
-            os.rename(hidden, self.path)
-        except BaseException:
-            os.close(self._fd)
-            hidden.unlink(missing_ok=True)
-            raise
-
-    def close(self) -> None:
-        """Remove the file (still locked: nobody takes it for a dead worker's) and let go."""
-        if self._fd < 0:
-            return
-        self.path.unlink(missing_ok=True)
-        os.close(self._fd)
-        self._fd = -1
-
-
-def worker_lock(settings: Settings) -> WorkerLock | None:
-    """This worker's :class:`WorkerLock`; None, with a warning, when its file cannot be made
-    (a full or read-only disk): recording matters more. A main process starting meanwhile
-    would then take this worker's open recordings for crashed ones."""
-    try:
-        return WorkerLock(settings)
-    except OSError as exc:
-        logger.warning("media worker without its lock file (%s)", exc)
-        return None
-
-
-def live_workers(recordings_dir: Path) -> list[WorkerInfo]:
-    """The media workers alive now (orphans of an earlier main process included); the
-    files of dead ones are removed."""
-    folder = state_dir(recordings_dir) / "workers"
-    try:
-        paths = sorted(folder.glob("*.lock"))
-    except OSError:
-        return []
-    found: list[WorkerInfo] = []
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue  # removed meanwhile: its worker has exited
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            data = _read_json(path)
-            if data is not None:
-                with contextlib.suppress(KeyError, TypeError, ValueError):
-                    found.append(
-                        WorkerInfo(
-                            int(data["pid"]),
-                            int(data["media_port_min"]),
-                            int(data["media_port_max"]),
-                        )
-                    )
-        else:
-            # Unlocked: its worker died without removing it (kill -9).
-            path.unlink(missing_ok=True)
-        finally:
-            os.close(fd)
-    return found
-
-
-def recoverable(recordings_dir: Path) -> Callable[[RecordingInfo], bool]:
-    """For start-up recovery (``only``): a row a live media worker is not recording.
-
-    A main process that starts while orphaned workers of the one before still record must
-    leave their rows alone: they are not crashed, the orphans finish them."""
-    slices = [(w.media_port_min, w.media_port_max) for w in live_workers(recordings_dir)]
-
-    def pick(rec: RecordingInfo) -> bool:
-        port = rec.media_port
-        if rec.source != "server" or port is None:
-            return True  # SIP calls and imports are the main process's own
-        return not any(low <= port <= high for low, high in slices)
-
-    return pick
 
 
 # -- an orphaned worker: is there a new server to hand over to? -------------------------------
