@@ -26,7 +26,7 @@ from callrec.service import Service
 from callrec.sim.phone import PhoneCall
 from tests.support.pgcluster import PgCluster
 from tests.support.rtp import rtp_packets
-from tests.support.settings import server_settings
+from tests.support.settings import server_settings, sip_settings
 from tests.support.waiting import wait_catalogued, wait_for, wait_idle, wait_received
 
 #: 1 s of PCMA per call.
@@ -130,10 +130,15 @@ async def test_a_server_started_while_postgresql_is_down_records_and_catches_up(
     tmp_path: Path, pg_cluster: PgCluster
 ) -> None:
     pg_cluster.stop("fast")
-    settings = server_settings(tmp_path, database_url=pg_cluster.url)
+    # Every front end on: none of them may keep the server from starting.
+    settings = sip_settings(
+        tmp_path, database_url=pg_cluster.url, web_enabled=True, web_host="127.0.0.1", web_port=0
+    )
     server = Service(settings)
     await server.start()  # does not wait for the catalogue
     try:
+        assert server.sip is not None and server.sip in server._started
+        assert server.web is not None and server.web in server._started
         for n in range(3):
             await record_call(server, f"early{n}")
         await wait_idle(server, catalogued=False)

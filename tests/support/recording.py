@@ -13,7 +13,7 @@ from callrec.rtp.packet import RtpPacket
 from callrec.service import Service
 from callrec.sim.phone import PhoneCall
 from tests.support.audio import read_wav
-from tests.support.waiting import wait_received
+from tests.support.waiting import wait_catalogued, wait_received
 
 
 async def record(
@@ -26,7 +26,8 @@ async def record(
 ) -> dict[str, str]:
     """One whole call by a simulated phone: start, ``datagrams`` as fast as they go, stop
     once the server has counted them all (``kw`` go to :class:`PhoneCall`). Returns the
-    start answer; the stop answer, after which the row is final, must be a success."""
+    start answer; the stop answer must be a success, and the row is final on return (the
+    server's journal applied: record first, catalogue later)."""
     call = PhoneCall("127.0.0.1", server.control_port, session_id=session_id, codec=codec, **kw)  # type: ignore[arg-type]
     try:
         answer = await call.start()
@@ -37,6 +38,7 @@ async def record(
         assert stop == {"cmd": "RecordStopResponse", "id": session_id, "result": "success"}
     finally:
         await call.close()
+    await wait_catalogued(server)
     return answer
 
 

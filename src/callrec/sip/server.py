@@ -45,6 +45,9 @@ from callrec.sip.relay import CallMedia, Relays
 
 logger = logging.getLogger(__name__)
 
+#: Seconds the start waits for the SIP accounts before it listens without them.
+ACCOUNTS_START_WAIT: Final = 5.0
+
 #: Largest SIP message over TCP; UDP datagrams are limited by the socket anyway.
 MAX_TCP_MESSAGE: Final = 65536
 #: How long stop() waits for BYEs and open recordings to be finished.
@@ -102,7 +105,12 @@ class SipServer:
         loop = asyncio.get_running_loop()
         settings = self.settings
         upstream = await self._resolve_upstream()
-        await self.reload_accounts()
+        try:
+            await asyncio.wait_for(self.reload_accounts(), ACCOUNTS_START_WAIT)
+        except (CatalogError, TimeoutError) as exc:
+            # The catalogue is down or hung: SIP starts with no accounts yet (phones that
+            # register are challenged and retry), and the periodic re-read fills them in.
+            logger.warning("SIP starts without its accounts for now: %s", exc or "no answer")
         self._udp, _ = await loop.create_datagram_endpoint(
             lambda: _SipDatagramProtocol(self),
             local_addr=(settings.sip_host, settings.sip_port),
