@@ -11,8 +11,13 @@ hold. A crash between the two leaves a valid file with some unannounced audio at
 a write was cut short, part of a frame); :func:`repair_wav` brings that audio back and drops the
 partial frame.
 
-A process crash loses nothing that was flushed: the page cache outlives the process. ``fsync``
-runs only at close and in :func:`repair_wav`, so a power cut can cost more than one interval.
+A process crash loses nothing that was flushed: the page cache outlives the process. A power
+cut loses what is still only in the page cache: :meth:`WavWriter.sync` (``fdatasync``) puts a
+flushed file on the disk, and the recording engine makes every file durable after each
+interval's flushes (:mod:`callrec.engine.durability`); :meth:`WavWriter.close` and
+:func:`repair_wav` ``fsync``. On the disk the header may be older or newer than the data after
+a power cut (the kernel writes pages back in any order between two syncs): the file is valid or
+:func:`repair_wav` makes it so.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hashlib
 import os
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -50,6 +56,8 @@ _FMT_END = 36
 _CONSTANT_RANGES = ((0, 4), (8, 22), (34, 40))
 _HASH_CHUNK = 1 << 20
 _O_BINARY: int = getattr(os, "O_BINARY", 0)
+# fdatasync skips the metadata a read does not need (times); where it is missing, fsync.
+_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
 class WavError(CallrecError):
@@ -336,6 +344,17 @@ class WavWriter:
             if self._fd < 0:
                 raise ValueError("flush of a closed WavWriter")
             self._flush_locked()
+
+    def sync(self) -> None:
+        """``fdatasync`` the file: what :meth:`flush` wrote, header included, is on the disk.
+
+        Does nothing once the writer is closed (close fsyncs) or aborted. Serialised with
+        flush and close, so the descriptor cannot be closed (and reused) meanwhile. An
+        ``OSError`` propagates; the writer stays usable.
+        """
+        with self._io_lock:
+            if self._fd >= 0:
+                _fdatasync(self._fd)
 
     def close(self) -> WavInfo:
         """Flush, fsync and close; return what the file holds. Closing twice returns the same.
