@@ -19,6 +19,10 @@ from typing import Any
 
 from callrec.exceptions import ConfigError
 
+#: Values of ``sync_mode`` (the same as :data:`callrec.engine.durability.MODES`, which the
+#: settings do not import: the engine package is heavy).
+SYNC_MODES = ("syncfs", "fdatasync", "off")
+
 DEFAULT_FILENAME_TEMPLATE = (
     "{start:%Y-%m-%d}/{dir}_{local_number}_{remote_number}_{device}_{start:%Y-%m-%d_%H_%M_%S}.wav"
 )
@@ -74,7 +78,15 @@ class Settings:
         0.02,
     )
     sync_interval: float = _doc(
-        "Seconds between writes of buffered audio and a valid WAV header (crash window).", 0.5
+        "Seconds between writes of buffered audio and a valid WAV header, each followed by a "
+        "sync (sync_mode): about what a crash or a power cut can lose.",
+        0.5,
+    )
+    sync_mode: str = _doc(
+        "How each interval's audio is put on the disk: syncfs (one syncfs of the recordings' "
+        "filesystem; fdatasync where there is none), fdatasync (each file written), off (the "
+        "kernel's write-back: a power cut can lose about 30 s).",
+        "syncfs",
     )
     message_idle: float = _doc(
         "Seconds of quiet after which an unterminated control message is taken as complete.",
@@ -208,6 +220,10 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        if self.sync_mode not in SYNC_MODES:
+            raise ConfigError(
+                f"sync_mode must be one of {', '.join(SYNC_MODES)}, not {self.sync_mode!r}"
+            )
         if self.max_message_bytes < 256:
             raise ConfigError("max_message_bytes must be at least 256")
         for name in ("max_sessions", "max_sessions_per_device", "max_connections"):

@@ -46,6 +46,7 @@ from callrec.catalog import FinishRecording, NewRecording
 from callrec.catalog.replay import JournalCheckpoint, JournalFinish, JournalStart
 from callrec.engine import files, journalfile
 from callrec.engine.admission import Admission, Ticket
+from callrec.engine.durability import DiskSync
 from callrec.engine.journal import Journal
 from callrec.engine.live import LiveRegistry, LiveSession
 from callrec.engine.recording import Finished, Recording, RecordingLog, S
@@ -102,6 +103,7 @@ class RecordingEngine:
         filename_template: str,
         sync_interval: float,
         max_duration: float,
+        sync_mode: str = "syncfs",
     ) -> None:
         self.root = root
         self.journal = journal
@@ -113,6 +115,8 @@ class RecordingEngine:
         #: Recordings being written, by uid (one-shot ones too, while they write).
         self.recordings: dict[str, Recording[Any]] = {}
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-io")
+        #: Puts each tick's flushed audio on the disk (power cuts): see engine/durability.py.
+        self.disk = DiskSync(root, sync_mode, interval=sync_interval)
         self._tick_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[Any]] = set()
         #: Set while no recording is open (nothing being written or finished).
@@ -557,8 +561,9 @@ class RecordingEngine:
                 rec.rec_id = rec_id
 
     def _flush(self, due: list[Recording[Any]]) -> list[tuple[Recording[Any], OSError]]:
-        """The tick's writes (the I/O thread): every file's buffer, then the journal."""
-        failed = files.flush_files(due)
+        """The tick's writes (the I/O thread): every file's buffer and one sync of them
+        (DiskSync: power cuts), then the journal."""
+        failed = self.disk.flush(due)
         self.journal.sync()
         return failed
 

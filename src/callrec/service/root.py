@@ -95,6 +95,7 @@ def build_engine(settings: Settings, journal: Journal, live: LiveRegistry) -> Re
         filename_template=settings.filename_template,
         sync_interval=settings.sync_interval,
         max_duration=settings.max_duration,
+        sync_mode=settings.sync_mode,
     )
 
 
