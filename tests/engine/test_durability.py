@@ -30,8 +30,8 @@ from callrec.engine import (
     Recording,
     RecordingEngine,
     RecordingSpec,
+    durability,
 )
-from callrec.engine import durability
 from callrec.engine.durability import DiskSync
 from callrec.exceptions import ConfigError
 from callrec.media.wav import WavWriter, read_wav_info
