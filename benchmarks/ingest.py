@@ -8,6 +8,12 @@ CPU-per-call ratio is printed. Headline runs (issue 5):
     .venv/bin/python benchmarks/ingest.py --calls 3000 --seconds 60 --peer --peer-calls 200
     .venv/bin/python benchmarks/ingest.py --codec G722 --calls 1000 --seconds 60
     .venv/bin/python benchmarks/ingest.py --plot-only          # docs/performance-cpu.png
+
+The cost of power-cut durability: the same load with each ``--sync-mode`` (the server's
+``sync_mode``), alternating, its results apart from the headline ones:
+
+    .venv/bin/python benchmarks/ingest.py --calls 1000 --seconds 20 \
+        --server-args "--workers 2" --sync-mode off --out benchmarks/results/sync
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 from rich.console import Console
 
 from callrec.cli.loadtest import print_problems, progress_view, report_table
+from callrec.config import SYNC_MODES
 from callrec.exceptions import CallrecError
 from callrec.sim.loadrun import LoadOptions
 from callrec.sim.loadtest import run_loadtest
@@ -49,6 +56,12 @@ def parser(peer: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--max-loss", type=float, default=0.0, help="percent")
     p.add_argument("--senders", type=int, default=0, help="sender processes (0: auto)")
     p.add_argument("--server-args", default="", help="extra `callrec serve` arguments")
+    p.add_argument(
+        "--sync-mode",
+        choices=SYNC_MODES,
+        default=None,
+        help="the server's sync_mode (default: its own)",
+    )
     if not peer:
         p.add_argument("--peer", action="store_true", help="also record with GStreamer")
     p.add_argument("--peer-calls", type=int, default=0, help="peer size (default: --calls)")
@@ -117,6 +130,7 @@ def run(args: argparse.Namespace, peer: bool) -> int:
                     options,
                     spawn=True,
                     server_args=shlex.split(args.server_args),
+                    server_env={"CALLREC_SYNC_MODE": args.sync_mode} if args.sync_mode else None,
                     progress=show,
                 )
             )
@@ -134,6 +148,7 @@ def run(args: argparse.Namespace, peer: bool) -> int:
         "when": began.isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
         "machine": machine() | {"load_average_before": load_before, "pressure_before": pressure},
+        "sync_mode": args.sync_mode,
         "reports": [r.as_dict() for r in reports],
         "gstreamer_over_callrec_cpu_per_call": ratio,
     }
@@ -150,7 +165,8 @@ def run(args: argparse.Namespace, peer: bool) -> int:
     if not args.no_save:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = began.strftime("%Y%m%dT%H%M%S")
-        name = f"ingest-{options.codec}-{args.calls}x{args.seconds:g}s-{stamp}.json"
+        mode = f"-sync-{args.sync_mode}" if args.sync_mode else ""
+        name = f"ingest-{options.codec}-{args.calls}x{args.seconds:g}s{mode}-{stamp}.json"
         (args.out / name).write_text(json.dumps(result, indent=2) + "\n")
         err.print(f"results: {args.out / name}")
     if args.plot:
@@ -231,7 +247,12 @@ def summary(results: Path) -> str:
         for r in data["reports"]:
             cells = [
                 data["when"][5:16].replace("T", " "),
-                _recorder_name(r["recorder"], data.get("command", "")),
+                _recorder_name(r["recorder"], data.get("command", ""))
+                + (
+                    f", sync {data['sync_mode']}"
+                    if data.get("sync_mode") and r["recorder"] == "callrec"
+                    else ""
+                ),
                 r["codec"],
                 f"{r['calls_ok']:,} / {r['calls']:,}",
                 f"{r['seconds']:g}",
