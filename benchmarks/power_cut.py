@@ -97,6 +97,8 @@ async def one_round(
             states = pagecache.page_states(path)
             size = path.stat().st_size
             disk = pagecache.disk_copy(path, work / "copy.wav")
+            if "." not in states:
+                disk = 0  # no page was ever written back: not even the header's older copy
             rows.append(
                 {
                     "mode": mode,
