@@ -85,7 +85,7 @@ class Settings:
     sync_mode: str = _doc(
         "How each interval's audio is put on the disk: syncfs (one syncfs of the recordings' "
         "filesystem; fdatasync where there is none), fdatasync (each file written), off (the "
-        "kernel's write-back: a power cut can lose about 30 s).",
+        "kernel's write-back: a power cut can lose up to about 35 s).",
         "syncfs",
     )
     message_idle: float = _doc(

@@ -15,7 +15,7 @@ the event loop), :class:`DiskSync` makes them durable, as ``sync_mode`` says:
 * ``fdatasync``: each file of the tick in turn; the first time a file is synced, the
   directories from its own up to the recordings directory's parent as well (a new file's
   entry, a new day's directory), which ``fdatasync`` of the file does not cover.
-* ``off``: nothing; the kernel's write-back decides (a power cut can lose about 30 s).
+* ``off``: nothing; the kernel's write-back decides (a power cut can lose up to ~35 s).
 
 A failing sync (Linux reports write-back errors of the filesystem to syncfs) is logged once
 per episode, and once more when syncs succeed again, never per tick, and ends no recording: a
