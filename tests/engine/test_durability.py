@@ -9,6 +9,7 @@ still only in memory.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import threading
@@ -26,6 +27,7 @@ from callrec.codecs import get_codec
 from callrec.engine import (
     CatalogWriter,
     Companion,
+    Journal,
     LiveRegistry,
     Recording,
     RecordingEngine,
@@ -33,13 +35,14 @@ from callrec.engine import (
     durability,
 )
 from callrec.engine.durability import DiskSync
+from callrec.engine.journalfile import journal_dir
 from callrec.exceptions import ConfigError
 from callrec.media.wav import WavWriter, read_wav_info
 from callrec.rtp.counters import StreamCounters
 from callrec.service import build_engine
 from tests.support import pagecache
 from tests.support.settings import server_settings
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_event, wait_for
 
 #: 20 ms of a 440 Hz tone at 8 kHz, int16 little-endian: what each pump releases.
 FRAME = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype("<i2").tobytes()
@@ -102,22 +105,29 @@ def pages_visible(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    made: list[tuple[RecordingEngine, CatalogWriter, Catalog]] = []
+    made: list[tuple[RecordingEngine, asyncio.Task[None], Catalog]] = []
 
     async def make(**overrides: Any) -> RecordingEngine:
         settings = server_settings(tmp_path, **{"sync_interval": 0.02, **overrides})
         catalog = Catalog(settings.database_url)
         catalog.migrate()
-        writer = CatalogWriter(catalog)
-        engine = build_engine(settings, writer, LiveRegistry())
+        root = settings.recordings_dir.resolve()
+        journal = Journal(journal_dir(root), CatalogWriter(catalog), name="test")
+        journal.open()
+        journal.ready.set()
+        applier = asyncio.create_task(journal.run())
+        engine = build_engine(settings, journal, LiveRegistry())
         await engine.start()
-        made.append((engine, writer, catalog))
+        made.append((engine, applier, catalog))
         return engine
 
     yield make
-    for engine, writer, catalog in made:
+    for engine, applier, catalog in made:
         await engine.stop()
-        await writer.close()
+        await wait_event(engine.journal.applied, what="the journal applied")
+        applier.cancel()
+        engine.journal.close()
+        await engine.journal.writer.close()
         catalog.close()
 
 
@@ -299,7 +309,7 @@ async def test_a_failing_sync_ends_no_recording_and_is_logged_once_per_episode(
     await wait_for(lambda: engine.disk.syncs >= 6, what="six syncs that worked")
     assert engine.disk.failures == 7
     # Still recording: nothing ended it, and the ticks kept writing.
-    assert not rec.finishing and engine.recordings == {rec.rec_id: rec}
+    assert not rec.finishing and list(engine.recordings.values()) == [rec]
     finished = await engine.finish(rec, "phone_stop")
     assert finished is not None and (finished.status, finished.stop_reason) == (
         "complete",

@@ -8,8 +8,9 @@ the event loop), :class:`DiskSync` makes them durable, as ``sync_mode`` says:
 
 * ``syncfs`` (the default): one ``syncfs(2)`` of the recordings' filesystem writes back every
   file of the tick, with its size and, for a new file, its directory entry, in one pass, and
-  waits for the disk. It writes back whatever else is dirty on that filesystem too (a
-  catalogue on the same disk commits with its own fsync anyway). Python's ``os`` has no
+  waits for the disk. It writes back whatever else is dirty on that filesystem too: the
+  journal and the sidecars beside the recordings (which count on it), a catalogue on the
+  same disk (which commits with its own fsync anyway). Python's ``os`` has no
   syncfs, so it is called through ctypes; where the C library has none or the kernel answers
   ``ENOSYS``, the mode becomes ``fdatasync``.
 * ``fdatasync``: each file of the tick in turn; the first time a file is synced, the
