@@ -297,7 +297,7 @@ async def test_a_failing_open_closes_the_source_and_frees_its_place(
     assert [(r.status, r.stop_reason, r.size_bytes) for r in refused] == [
         ("failed", "write_error", 0)
     ]
-    assert refused[0].path.startswith(row.path + "#missing-")
+    assert refused[0].path.startswith(row.path + "#refused-")
     assert (row.status, row.stop_reason) == ("complete", "shutdown")
     assert (rig.root / row.path).is_file()
 

@@ -19,12 +19,7 @@ from typing import Any
 import pytest
 
 from callrec.catalog import Catalog, FinishRecording, StreamCounters
-from callrec.catalog.replay import (
-    JournalAbandon,
-    JournalCheckpoint,
-    JournalFinish,
-    JournalStart,
-)
+from callrec.catalog.replay import JournalCheckpoint, JournalFinish, JournalStart
 from callrec.engine import CatalogWriter, Journal, journalfile
 from callrec.engine.journal import DEGRADED, HUNG, OK, replay_orphans
 from callrec.engine.recovery import recover_unfinished
@@ -73,10 +68,9 @@ def test_every_entry_survives_the_file() -> None:
         JournalCheckpoint({"a" * 32: counters, "b" * 32: StreamCounters()}),
         finish(1, counters=counters, phone_stop_reason="hangup", stop_fields={"reason": "hangup"}),
         finish(2, status="failed", stop_reason="disk_full", sha256=None, size_bytes=0),
-        JournalAbandon("c" * 32),
     ]
     data = b"".join(journalfile.encode(e) for e in entries)
-    assert data.count(b"\n") == 5  # one line each, whatever the text holds
+    assert data.count(b"\n") == 4  # one line each, whatever the text holds
     assert list(journalfile.decode_lines(data, "test")) == entries
 
 
@@ -138,17 +132,6 @@ def test_a_journaled_finish_replaces_recoverys_guess(catalog: Catalog, tmp_path:
     # A row finished for real is never finished twice.
     catalog.apply_journal([finish(1, stop_reason="shutdown")])
     assert catalog.find()[0].stop_reason == "phone_stop"
-
-
-def test_an_abandoned_start_leaves_no_row(catalog: Catalog) -> None:
-    """The name was taken by another process between the journal's start and the file."""
-    catalog.apply_journal([start(1), JournalAbandon(f"{1:032x}"), start(2)])
-    catalog.apply_journal([start(3)])
-    catalog.apply_journal([JournalAbandon(f"{3:032x}"), finish(2)])
-    assert [(r.uid, r.status) for r in catalog.find()] == [(f"{2:032x}", "complete")]
-    # An abandon never removes a finished row.
-    catalog.apply_journal([JournalAbandon(f"{2:032x}")])
-    assert len(catalog.find()) == 1
 
 
 def test_a_stale_row_gives_up_its_name(catalog: Catalog) -> None:

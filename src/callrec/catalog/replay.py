@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from callrec.catalog.batch import IN_CHUNK, RECORDINGS, FinishRecording, chunks, insert_new
 from callrec.catalog.models import clean_text
-from callrec.catalog.records import STATUS_RECORDING, NewRecording
+from callrec.catalog.records import NewRecording
 from callrec.rtp.counters import StreamCounters
 
 logger = logging.getLogger(__name__)
@@ -48,15 +48,7 @@ class JournalFinish:
     finish: FinishRecording
 
 
-@dataclass(frozen=True, slots=True)
-class JournalAbandon:
-    """A recording whose files could not be made under the name its start claimed (another
-    process took it first): its row goes, if it is still ``recording``."""
-
-    uid: str
-
-
-JournalEntry = JournalStart | JournalCheckpoint | JournalFinish | JournalAbandon
+JournalEntry = JournalStart | JournalCheckpoint | JournalFinish
 
 
 def entry_uids(entries: Sequence[JournalEntry]) -> set[str]:
@@ -65,7 +57,7 @@ def entry_uids(entries: Sequence[JournalEntry]) -> set[str]:
         if isinstance(entry, JournalStart):
             assert entry.rec.uid is not None
             uids.add(entry.rec.uid)
-        elif isinstance(entry, JournalFinish | JournalAbandon):
+        elif isinstance(entry, JournalFinish):
             uids.add(entry.uid)
         else:
             uids.update(entry.counters)
@@ -139,17 +131,6 @@ def _free_paths(connection: Connection, news: Sequence[NewRecording]) -> None:
             .values(path=bindparam("b_path"))
         )
         connection.execute(rename, stale)
-
-
-def abandon(connection: Connection, entries: Sequence[JournalEntry], known: dict[str, int]) -> None:
-    """Remove the rows of the batch's abandoned recordings that are still ``recording``."""
-    ids = [known.pop(e.uid) for e in entries if isinstance(e, JournalAbandon) and e.uid in known]
-    for chunk in chunks(ids, IN_CHUNK):
-        connection.execute(
-            delete(RECORDINGS)
-            .where(RECORDINGS.c.id.in_(chunk))
-            .where(RECORDINGS.c.status == STATUS_RECORDING)
-        )
 
 
 def merged_checkpoints(

@@ -480,7 +480,6 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
             known = replay.row_ids(connection, replay.entry_uids(entries))
             starts = [e.rec for e in entries if isinstance(e, replay.JournalStart)]
             replay.insert_starts(connection, starts, known)
-            replay.abandon(connection, entries, known)
             latest = replay.merged_checkpoints(entries, known)
             if latest:
                 _checkpoint_rows(connection, latest)

@@ -4,9 +4,9 @@
 
 * **open** (:meth:`RecordingEngine.open`): admission from memory (session limits, disk
   reserve: :mod:`callrec.engine.admission`), then the front end's media source is made (it
-  binds its port), then the start is journaled and the files are created exclusively (the
-  WAV is the name's claim; its companions such as the SIP mono mix, an imported original; the
-  sidecar that describes it), then the live registry hears of it. Nothing of this waits for
+  binds its port), then the files are created exclusively (the WAV is the name's claim; its
+  companions such as the SIP mono mix, an imported original; the sidecar that describes it),
+  then the start is journaled and the live registry hears of it. Nothing of this waits for
   the catalogue (record first: :mod:`callrec.engine.journal` catalogues it afterwards).
 * **write**: every ``sync_interval`` one tick pumps each live recording's source (decoding in
   memory, no system call) and then flushes every file of the tick together on the media I/O
@@ -43,12 +43,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from callrec.catalog import FinishRecording, NewRecording
-from callrec.catalog.replay import (
-    JournalAbandon,
-    JournalCheckpoint,
-    JournalFinish,
-    JournalStart,
-)
+from callrec.catalog.replay import JournalCheckpoint, JournalFinish, JournalStart
 from callrec.engine import files, journalfile
 from callrec.engine.admission import Admission, Ticket
 from callrec.engine.durability import DiskSync
@@ -228,10 +223,9 @@ class RecordingEngine:
         started_at: datetime,
         ticket: Ticket,
     ) -> Recording[S]:
-        """Journal the start, then create the files under the first name free on disk among
-        ``wanted``, ``<stem>_1``, ... (the WAV's exclusive creation is the claim: two
-        processes never get one name) and the sidecar; a name lost to another process is
-        journaled as abandoned, a file that cannot be made as a failed recording."""
+        """Create the files under the first name free on disk among ``wanted``,
+        ``<stem>_1``, ... (the WAV's exclusive creation is the claim: two processes never
+        get one name), the sidecar, then journal the start."""
         for n in range(MAX_NAME_TRIES):
             path = wanted if n == 0 else wanted.with_name(f"{wanted.stem}_{n}{wanted.suffix}")
             paths = [path, *(companion_path(path, c) for c in spec.companions)]
@@ -242,26 +236,24 @@ class RecordingEngine:
                 continue
             uid = uuid.uuid4().hex
             start = JournalStart(self._new_row(spec, source, paths, started_at, uid))
-            # Journaled before the files: a crash in between leaves a row whose file never
-            # came (recovery marks it failed), never a file that no row will know.
-            self.journal.append(start)
             try:
                 writers = await self._create_files(spec, path, start)
             except FileExistsError:
-                # Another process (or program) took the name since we looked.
-                self.journal.append(JournalAbandon(uid))
-                continue
+                continue  # another process (or program) took the name since we looked
+            # Journaled once the files exist: only the process that created a name catalogues
+            # it (a kill -9 in the microseconds between leaves a file with its sidecar and no
+            # row; `callrec catalogue rebuild` catalogues it).
             except OSError as exc:
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 # A call that could not be recorded is never silently missing: its row
-                # says why, and names no file.
+                # says why, and names no file (nor a name another recording may get).
+                refused = dataclasses.replace(start.rec, path=f"{start.rec.path}#refused-{uid}")
+                self.journal.append(JournalStart(refused))
                 self.journal.append(_refused(uid, DISK_FULL if full else WRITE_ERROR))
                 if full:
                     raise ResourceError(f"cannot create {path}: {exc}", reason="disk_full") from exc
                 raise
-            except BaseException:
-                self.journal.append(JournalAbandon(uid))  # cancelled: nothing was made
-                raise
+            self.journal.append(start)
             return Recording(
                 uid=uid,
                 start=start,

@@ -24,13 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from callrec.catalog import FinishRecording, NewRecording, StreamCounters
-from callrec.catalog.replay import (
-    JournalAbandon,
-    JournalCheckpoint,
-    JournalEntry,
-    JournalFinish,
-    JournalStart,
-)
+from callrec.catalog.replay import JournalCheckpoint, JournalEntry, JournalFinish, JournalStart
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +58,6 @@ def entry_json(entry: JournalEntry) -> dict[str, Any]:
     if isinstance(entry, JournalStart):
         fields = {f.name: _plain(getattr(entry.rec, f.name)) for f in dataclasses.fields(entry.rec)}
         return {"op": "start", "rec": fields}
-    if isinstance(entry, JournalAbandon):
-        return {"op": "abandon", "uid": entry.uid}
     if isinstance(entry, JournalCheckpoint):
         return {"op": "checkpoint", "counters": {u: c.as_dict() for u, c in entry.counters.items()}}
     finish = {
@@ -95,8 +87,6 @@ def entry_from_json(data: Any) -> JournalEntry:
         if fields.get("counters") is not None:
             fields["counters"] = StreamCounters(**fields["counters"])
         return JournalFinish(str(data["uid"]), FinishRecording(rec_id=0, **fields))
-    if op == "abandon":
-        return JournalAbandon(str(data["uid"]))
     raise ValueError(f"unknown journal entry {op!r}")
 
 
