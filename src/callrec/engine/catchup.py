@@ -48,7 +48,11 @@ async def catch_up(
         return
     while True:
         await asyncio.sleep(ORPHAN_SCAN_SECONDS)
-        await _retrying(journal, "replay ended processes' journals", None, _replay, journal)
+        # Not a sign of health when it finds nothing to replay (it then asks the catalogue
+        # nothing): only its failures are reported.
+        await _retrying(
+            journal, "replay ended processes' journals", None, _replay, journal, healthy=False
+        )
 
 
 async def replay_and_recover(
@@ -90,6 +94,7 @@ async def _retrying(
     settled: asyncio.Event | None,
     fn: Callable[..., T],
     *args: object,
+    healthy: bool = True,
 ) -> T:
     """``fn(*args)`` on the catalogue thread until it succeeds, failures reported."""
     delay = RETRY_FIRST
@@ -103,5 +108,6 @@ async def _retrying(
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
             continue
-        journal.recovered()
+        if healthy:
+            journal.recovered()
         return result

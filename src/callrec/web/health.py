@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from callrec.catalog import Catalog
 from callrec.engine import JournalStatus
@@ -64,20 +64,23 @@ class BoundedProbe(Generic[T]):
         self.timeout = timeout
         self.name = name
         self._running: concurrent.futures.Future[T] | None = None
+        self._waited: asyncio.Future[T] | None = None
         self._since = 0.0
 
     async def __call__(self) -> T:
         running = self._running
-        if running is None or running.done():
+        if running is None or running.done() or self._waited is None:
             running = self._running = self._start()
+            # One wrapper per run, its outcome always taken: a run given up on and failing
+            # later is no "exception was never retrieved".
+            self._waited = asyncio.wrap_future(running)
+            self._waited.add_done_callback(_taken)
             self._since = time.monotonic()
         waited = time.monotonic() - self._since
         if waited >= self.timeout:
             raise ProbeStuck(f"no answer for {waited:.0f} s")
         try:
-            return await asyncio.wait_for(
-                asyncio.shield(asyncio.wrap_future(running)), self.timeout - waited
-            )
+            return await asyncio.wait_for(asyncio.shield(self._waited), self.timeout - waited)
         except TimeoutError:
             raise ProbeStuck(f"no answer within {self.timeout:g} s") from None
 
@@ -94,6 +97,11 @@ class BoundedProbe(Generic[T]):
 
         threading.Thread(target=run, name=f"callrec-probe-{self.name}", daemon=True).start()
         return future
+
+
+def _taken(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class Episode:
