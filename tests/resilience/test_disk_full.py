@@ -16,7 +16,7 @@ from callrec.service import Service
 from callrec.sim.phone import PhoneCall
 from tests.support.rtp import rtp_packets
 from tests.support.settings import server_settings
-from tests.support.waiting import wait_idle, wait_received
+from tests.support.waiting import wait_catalogued, wait_idle, wait_received
 
 FS_BYTES = 1024 * 1024
 
@@ -94,6 +94,7 @@ async def test_disk_fills_mid_call_then_space_returns(small_fs: Path, tmp_path: 
         await wait_received(srv, "again", 10)
         assert (await again.stop())["result"] == "success"
         await again.close()
+        await wait_catalogued(srv)  # record first: the row follows the answer
         statuses = {r.session_id: (r.status, r.stop_reason) for r in srv.catalog.find()}
         # The refused attempt stays visible in the catalogue: a call that could not be
         # recorded is never silently missing.

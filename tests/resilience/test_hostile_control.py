@@ -16,7 +16,7 @@ from callrec.sim.phone import PhoneCall
 from tests.support.data import encoded
 from tests.support.rtp import rtp_packets
 from tests.support.settings import server_settings
-from tests.support.waiting import wait_for, wait_received
+from tests.support.waiting import wait_catalogued, wait_for, wait_received
 
 IDLE_CONNECTIONS = 2000
 IDLE_TIMEOUT = 1.0
@@ -122,5 +122,6 @@ async def test_hostile_control_peers_do_not_starve_a_phone(
         lambda: strict_server.held().connections == 0,
         what="the server to let go of every connection",
     )
+    await wait_catalogued(strict_server)  # record first: the row follows the answer
     (rec,) = strict_server.catalog.find()
     assert rec.status == "complete" and rec.duration == 1.0

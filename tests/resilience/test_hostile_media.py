@@ -14,7 +14,7 @@ from tests.support.data import encoded
 from tests.support.ffmpeg import ffmpeg_samples, needs_ffmpeg
 from tests.support.recording import only_recording, read_recording
 from tests.support.rtp import rtp_packets
-from tests.support.waiting import wait_received
+from tests.support.waiting import wait_catalogued, wait_received
 
 
 def hostile_datagrams(i: int, real: RtpPacket) -> list[bytes]:
@@ -62,6 +62,7 @@ async def test_hostile_rtp_from_the_peer_address(server: Service) -> None:
     await wait_received(server, "hm", len(stream))
     assert (await call.stop())["result"] == "success"
     await call.close()
+    await wait_catalogued(server)  # record first: the row follows the answer
     rec = only_recording(server)
     samples, _ = read_recording(server, rec.id)
     np.testing.assert_array_equal(samples, ffmpeg_samples(codec, encoded(codec)))

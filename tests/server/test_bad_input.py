@@ -99,6 +99,7 @@ async def test_duplicate_id_on_the_connection(server: Service) -> None:
     writer.write(b"cmd=RecordStopRequest&id=77\n")
     assert answer_of(await asyncio.wait_for(reader.readline(), 5))["result"] == "success"
     writer.close()
+    await wait_catalogued(server)
     assert len(server.catalog.find()) == 1
 
 

@@ -74,4 +74,5 @@ async def test_two_sessions_on_one_connection_in_one_write(server: Service) -> N
     assert b"id=b&result=success" in await asyncio.wait_for(reader.readline(), 5)
     assert b"id=a&result=success" in await asyncio.wait_for(reader.readline(), 5)
     writer.close()
+    await wait_catalogued(server)  # record first: the row follows the answer
     assert sorted(r.session_id for r in server.catalog.find()) == ["a", "b"]

@@ -13,6 +13,7 @@ from callrec.sim.phone import PhoneCall
 from tests.support.audio import speech_like_signal, write_wav
 from tests.support.ffmpeg import FFMPEG, needs_ffmpeg, run_ffmpeg
 from tests.support.recording import only_recording, read_recording
+from tests.support.waiting import wait_catalogued
 
 FFMPEG_ENCODER = {
     "PCMA": ("pcm_alaw", "alaw", 8000),
@@ -45,6 +46,7 @@ async def test_ffmpeg_rtp_stream_is_recorded_exactly(
     # reads what the kernel queued before it ends the recording.
     assert (await call.stop())["result"] == "success"
     await call.close()
+    await wait_catalogued(server)  # record first: the row follows the answer
     rec = only_recording(server)
     samples, got_rate = read_recording(server, rec.id)
     assert got_rate == rate

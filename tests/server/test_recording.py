@@ -19,7 +19,7 @@ from tests.support.ffmpeg import ffmpeg_samples, needs_ffmpeg
 from tests.support.recording import only_recording, read_recording, record
 from tests.support.rtp import rtp_packets
 from tests.support.settings import server_settings
-from tests.support.waiting import wait_idle, wait_received
+from tests.support.waiting import wait_catalogued, wait_idle, wait_received
 
 PACKET = 160
 
@@ -122,6 +122,7 @@ async def test_new_ssrc_after_hold_continues_same_recording(server: Service) -> 
     await wait_received(server, "hold", len(first) + len(second))
     await call.stop()
     await call.close()
+    await wait_catalogued(server)  # record first: the row follows the answer
     rec = only_recording(server)
     samples, _ = read_recording(server, rec.id)
     assert rec.ssrc_changes == 1 and rec.packets_lost == 0
@@ -148,6 +149,7 @@ async def test_foreign_source_is_counted_not_recorded(server: Service) -> None:
     await wait_received(server, "f1", 5 + len(packets))
     await call.stop()
     await call.close()
+    await wait_catalogued(server)
     rec = only_recording(server)
     samples, _ = read_recording(server, rec.id)
     assert len(samples) == 20 * 160
@@ -200,6 +202,7 @@ async def test_stop_right_after_the_last_packet_keeps_every_packet(
     await call.send_packets(packets, realtime=False)
     assert (await call.stop())["result"] == "success"
     await call.close()
+    await wait_catalogued(server)  # record first: the row follows the answer
     rec = only_recording(server)
     samples, _ = read_recording(server, rec.id)
     assert len(samples) == len(packets) * 160
