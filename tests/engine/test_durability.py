@@ -9,7 +9,7 @@ still only in memory.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import errno
 import logging
 import threading
@@ -25,24 +25,20 @@ from callrec import config
 from callrec.catalog import Catalog
 from callrec.codecs import get_codec
 from callrec.engine import (
-    CatalogWriter,
     Companion,
-    Journal,
-    LiveRegistry,
     Recording,
     RecordingEngine,
     RecordingSpec,
     durability,
 )
 from callrec.engine.durability import DiskSync
-from callrec.engine.journalfile import journal_dir
 from callrec.exceptions import ConfigError
 from callrec.media.wav import WavWriter, read_wav_info
 from callrec.rtp.counters import StreamCounters
-from callrec.service import build_engine
+from callrec.service import standalone_engine
 from tests.support import pagecache
 from tests.support.settings import server_settings
-from tests.support.waiting import wait_event, wait_for
+from tests.support.waiting import wait_for
 
 #: 20 ms of a 440 Hz tone at 8 kHz, int16 little-endian: what each pump releases.
 FRAME = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype("<i2").tobytes()
@@ -105,30 +101,18 @@ def pages_visible(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    made: list[tuple[RecordingEngine, asyncio.Task[None], Catalog]] = []
+    # The engine over a journal of its own, as `callrec file import` has it.
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def make(**overrides: Any) -> RecordingEngine:
-        settings = server_settings(tmp_path, **{"sync_interval": 0.02, **overrides})
-        catalog = Catalog(settings.database_url)
-        catalog.migrate()
-        root = settings.recordings_dir.resolve()
-        journal = Journal(journal_dir(root), CatalogWriter(catalog), name="test")
-        journal.open()
-        journal.ready.set()
-        applier = asyncio.create_task(journal.run())
-        engine = build_engine(settings, journal, LiveRegistry())
-        await engine.start()
-        made.append((engine, applier, catalog))
-        return engine
+        async def make(**overrides: Any) -> RecordingEngine:
+            settings = server_settings(tmp_path, **{"sync_interval": 0.02, **overrides})
+            catalog = stack.enter_context(Catalog(settings.database_url))
+            engine = await stack.enter_async_context(
+                standalone_engine(settings, catalog, name="test")
+            )
+            return engine
 
-    yield make
-    for engine, applier, catalog in made:
-        await engine.stop()
-        await wait_event(engine.journal.applied, what="the journal applied")
-        applier.cancel()
-        engine.journal.close()
-        await engine.journal.writer.close()
-        catalog.close()
+        yield make
 
 
 async def open_two(engine: RecordingEngine) -> list[Recording[Any]]:

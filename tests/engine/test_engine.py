@@ -7,6 +7,7 @@ writer, the engine's own tick on the event loop: only the source is the tests'.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -22,10 +23,7 @@ from callrec.catalog.replay import JournalCheckpoint
 from callrec.codecs import get_codec
 from callrec.engine import (
     STOP_REASONS,
-    CatalogWriter,
     Companion,
-    Journal,
-    LiveRegistry,
     LiveSession,
     Original,
     Recording,
@@ -34,11 +32,11 @@ from callrec.engine import (
     journalfile,
 )
 from callrec.engine import files as files_module
-from callrec.engine.journalfile import journal_dir, read_sidecar, sidecar_path
+from callrec.engine.journalfile import read_sidecar, sidecar_path
 from callrec.exceptions import ResourceError
 from callrec.media.wav import WavWriter
 from callrec.rtp.counters import StreamCounters
-from callrec.service import build_engine
+from callrec.service import standalone_engine
 from tests.support.settings import server_settings
 from tests.support.threads import flush_threads
 from tests.support.waiting import wait_event, wait_for
@@ -135,30 +133,18 @@ class Rig:
 
 @pytest.fixture
 async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    made: list[tuple[RecordingEngine, asyncio.Task[None], Catalog]] = []
+    # The engine over a journal of its own, as `callrec file import` has it.
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def make(**overrides: Any) -> Rig:
-        settings = server_settings(tmp_path, **{"sync_interval": 0.02, **overrides})
-        catalog = Catalog(settings.database_url)
-        catalog.migrate()
-        root = settings.recordings_dir.resolve()
-        journal = Journal(journal_dir(root), CatalogWriter(catalog), name="test")
-        journal.open()
-        journal.ready.set()
-        applier = asyncio.create_task(journal.run())
-        engine = build_engine(settings, journal, LiveRegistry())
-        await engine.start()
-        made.append((engine, applier, catalog))
-        return Rig(engine, catalog, root)
+        async def make(**overrides: Any) -> Rig:
+            settings = server_settings(tmp_path, **{"sync_interval": 0.02, **overrides})
+            catalog = stack.enter_context(Catalog(settings.database_url))
+            engine = await stack.enter_async_context(
+                standalone_engine(settings, catalog, name="test")
+            )
+            return Rig(engine, catalog, settings.recordings_dir.resolve())
 
-    yield make
-    for engine, applier, catalog in made:
-        await engine.stop()
-        await wait_event(engine.journal.applied, what="the journal applied")
-        applier.cancel()
-        engine.journal.close()
-        await engine.journal.writer.close()
-        catalog.close()
+        yield make
 
 
 async def test_open_write_finish_catalogue_notify(make_rig: Callable[..., Any]) -> None:
