@@ -32,6 +32,11 @@ class StreamCounters:
     other: int = 0
     #: How often the stream moved to a new SSRC (hold/resume, transfer).
     ssrc_changes: int = 0
+    #: Datagrams the kernel dropped before we read them (the socket's queue was full).
+    kernel_dropped: int = 0
+    #: How often the RTP clock was found to differ from the codec's nominal one (a G.722
+    #: device stamping 16 kHz ticks), and the stream re-timed by what it sends.
+    clock_changes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTER_NAMES}
