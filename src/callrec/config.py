@@ -110,7 +110,15 @@ class Settings:
         "Most open control connections; more are closed at once (guards descriptor use).", 10000
     )
     max_bad_requests: int = _doc(
-        "Refused messages in a row after which a control connection is closed.", 5
+        "Refused messages in a row after which a control connection holding no call is "
+        "closed (one holding a call is never closed for bad input).",
+        5,
+    )
+    close_after_stop: float = _doc(
+        "Seconds after the last stop on a control connection is answered before the server "
+        "closes it, unless the phone sends more (phones close it themselves; this frees what "
+        "they leave open).",
+        1.0,
     )
     disk_reserve_bytes: int = _doc(
         "Free space under recordings_dir below which new recordings (calls, SIP, imports) are "
@@ -217,6 +225,7 @@ class Settings:
             "media_read_interval",
             "message_idle",
             "connection_idle_timeout",
+            "close_after_stop",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")

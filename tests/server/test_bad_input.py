@@ -76,8 +76,11 @@ async def test_a_megabyte_without_terminator_is_refused_and_closed(server: Servi
     )
     assert answer_of(answer) == {
         "cmd": "RecordStartResponse",
+        "id": "",
         "result": "failed",
         "reason": "too_large",
+        "server": "",
+        "port": "",
     }
     await assert_still_serving(server)
 
@@ -95,6 +98,8 @@ async def test_duplicate_id_on_the_connection(server: Service) -> None:
         "id": "77",
         "result": "failed",
         "reason": "duplicate_id",
+        "server": "",
+        "port": "",
     }
     writer.write(b"cmd=RecordStopRequest&id=77\n")
     assert answer_of(await asyncio.wait_for(reader.readline(), 5))["result"] == "success"

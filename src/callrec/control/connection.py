@@ -4,7 +4,12 @@ The driver calls :meth:`ControlConnection.receive_data` with what the socket rea
 current time, then :meth:`next_event` until it returns ``None``; it answers each request with
 one of the ``answer_*`` methods and sends the bytes they return. When bytes sit in the buffer
 with no terminator, :meth:`deadline` says when to call :meth:`next_event` again: phones send
-no terminator at all, so a quiet buffer *is* a whole message.
+no terminator at all, so a quiet buffer *is* a whole message, and so is what is left when the
+peer closes or half-closes (:meth:`receive_eof`): a stop followed at once by FIN is answered.
+
+Nothing here ends a recording on its own: a refused or unknown message is answered and the
+connection goes on; :attr:`ControlConnection.holds_sessions` tells the driver whether closing
+the connection would cut a call short.
 """
 
 from __future__ import annotations
@@ -50,8 +55,16 @@ class StopRequest:
     session_id: str
     message: ControlMessage
     terminator: bytes
-    #: False when the session had already been ended by us (answered success all the same).
-    was_recording: bool
+    #: The session's state on this connection before the stop: RECORDING for the usual stop,
+    #: ENDED or CLOSED when we had ended it already (answered success all the same), None
+    #: when this connection never saw the id (a stop on a new connection: the driver looks
+    #: the phone's session up elsewhere, and answers :meth:`ControlConnection.refuse_stop`
+    #: if there is none).
+    state_before: SessionState | None
+
+    @property
+    def was_recording(self) -> bool:
+        return self.state_before is SessionState.RECORDING
 
     @property
     def fields(self) -> MappingProxyType[str, str]:
@@ -65,8 +78,12 @@ class BadRequest:
     reason: str
     detail: str
     answer: bytes
-    #: The framing is lost (oversized message): close the connection after the answer.
+    #: The framing was lost (an oversized message, skipped up to the next terminator or
+    #: pause): a connection holding no call is closed after the answer.
     fatal: bool = False
+    #: A command this server does not know (a keep-alive, a firmware extension): answered,
+    #: never counted against the connection.
+    unknown_command: bool = False
 
 
 Event = StartRequest | StopRequest | BadRequest
@@ -83,14 +100,35 @@ class ControlConnection:
     _last_data_at: float = 0.0
     _sessions: dict[str, SessionState] = field(default_factory=dict)
     _broken: bool = False
+    _eof: bool = False
+    #: After an oversized message: bytes are dropped up to the next terminator or pause.
+    _skipping: bool = False
 
     # -- input ---------------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> None:
-        if self._broken:
+        if self._broken or self._eof:
             return
+        if self._skipping:
+            if now >= self._last_data_at + self.message_idle:
+                self._skipping = False  # a pause ended the oversized message
+            else:
+                match = _TERMINATOR.search(data)
+                self._last_data_at = now
+                if match is None:
+                    return
+                self._skipping = False
+                data = data[match.end() :]
         self._buffer += data
         self._last_data_at = now
+
+    def receive_eof(self, now: float) -> None:
+        """The peer closed or half-closed: what is buffered is a whole message now."""
+        if self._skipping:
+            self._skipping = False
+            self._buffer.clear()
+        self._eof = True
+        self._last_data_at = now - self.message_idle
 
     def deadline(self) -> float | None:
         """When an unterminated buffer becomes a message, or None if nothing is waiting."""
@@ -106,9 +144,11 @@ class ControlConnection:
                 terminator = bytes(match.group())  # before the buffer it points into changes
                 del self._buffer[: match.end()]
             elif len(self._buffer) > self.max_message_bytes:
-                self._broken = True
                 size = len(self._buffer)
                 self._buffer.clear()
+                # Drop the rest of it as it comes, then read on: a call on this connection
+                # must not end because one message was too long.
+                self._skipping = not self._eof
                 return self._refuse(
                     None,
                     ControlProtocolError(
@@ -119,7 +159,7 @@ class ControlConnection:
                     b"",
                     fatal=True,
                 )
-            elif self._buffer and now >= self._last_data_at + self.message_idle:
+            elif self._buffer and (self._eof or now >= self._last_data_at + self.message_idle):
                 body = bytes(self._buffer)
                 self._buffer.clear()
                 terminator = b""
@@ -135,23 +175,31 @@ class ControlConnection:
         try:
             message = ControlMessage.parse(body, max_fields=self.max_fields)
             cmd = message.cmd
-            session_id = message.get("id")
             if not cmd:
                 raise ControlProtocolError("control message has no cmd", reason="bad_request")
             if cmd not in (START_REQUEST, STOP_REQUEST):
-                raise ControlProtocolError(f"unknown cmd {cmd!r}", reason="unknown_command")
-            if not session_id:
-                raise ControlProtocolError(f"{cmd} has no id", reason="bad_request")
+                return self._refuse(
+                    message,
+                    ControlProtocolError(f"unknown cmd {cmd!r}", reason="unknown_command"),
+                    terminator,
+                    unknown_command=True,
+                )
+            if "id" not in message:
+                raise ControlProtocolError(f"{cmd} has no id field", reason="bad_request")
+            # An empty id is an id: the guide gives one TCP connection to each recording, so
+            # the connection alone tells the session apart (docs/protocol.md).
+            session_id = message.get("id")
             state = self._sessions.get(session_id)
             if cmd == START_REQUEST:
                 self._sessions[session_id] = next_state(state, SessionEvent.START_REQUEST)
                 return StartRequest(session_id=session_id, message=message, terminator=terminator)
-            self._sessions[session_id] = next_state(state, SessionEvent.STOP_REQUEST)
+            if state is not None:
+                self._sessions[session_id] = next_state(state, SessionEvent.STOP_REQUEST)
             return StopRequest(
                 session_id=session_id,
                 message=message,
                 terminator=terminator,
-                was_recording=state is SessionState.RECORDING,
+                state_before=state,
             )
         except ControlProtocolError as exc:
             return self._refuse(message, exc, terminator)
@@ -163,15 +211,26 @@ class ControlConnection:
         terminator: bytes,
         *,
         fatal: bool = False,
+        unknown_command: bool = False,
     ) -> BadRequest:
         cmd = message.cmd if message else ""
-        response = STOP_RESPONSE if cmd == STOP_REQUEST else START_RESPONSE
-        pairs: list[tuple[str, str | int]] = [("cmd", response)]
-        if message is not None:
-            pairs.append(("id", message.get("id")))
-        pairs += [("result", "failed"), ("reason", exc.reason)]
-        answer = ControlMessage.build(*pairs).serialize() + terminator
-        return BadRequest(reason=exc.reason, detail=str(exc), answer=answer, fatal=fatal)
+        session_id = message.get("id") if message is not None else ""
+        if unknown_command:
+            # The answer a phone waiting for "<Name>Response" would recognise as a refusal.
+            base = cmd[: -len("Request")] if cmd.endswith("Request") else cmd
+            answer = _failure(f"{base}Response", session_id, exc.reason, terminator)
+        elif cmd == STOP_REQUEST:
+            answer = _failure(STOP_RESPONSE, session_id, exc.reason, terminator)
+        else:
+            # Whatever it was, a phone waiting for anything waits for a start answer.
+            answer = _start_failure(session_id, exc.reason, terminator)
+        return BadRequest(
+            reason=exc.reason,
+            detail=str(exc),
+            answer=answer,
+            fatal=fatal,
+            unknown_command=unknown_command,
+        )
 
     # -- answers -------------------------------------------------------------------------
 
@@ -191,15 +250,7 @@ class ControlConnection:
 
     def reject_start(self, request: StartRequest, *, reason: str) -> bytes:
         self._transition(request.session_id, SessionEvent.REJECT)
-        return (
-            ControlMessage.build(
-                ("cmd", START_RESPONSE),
-                ("id", request.session_id),
-                ("result", "failed"),
-                ("reason", reason),
-            ).serialize()
-            + request.terminator
-        )
+        return _start_failure(request.session_id, reason, request.terminator)
 
     def answer_stop(self, request: StopRequest) -> bytes:
         return (
@@ -209,14 +260,27 @@ class ControlConnection:
             + request.terminator
         )
 
+    def refuse_stop(self, request: StopRequest, *, reason: str) -> bytes:
+        """No session of the phone has this id, on this connection or any other."""
+        return _failure(STOP_RESPONSE, request.session_id, reason, request.terminator)
+
     def end_session(self, session_id: str) -> None:
-        """The server ended a session by itself (max duration, shutdown)."""
+        """The server ended a session by itself (max duration, shutdown, an error)."""
         if session_id in self._sessions:
             self._transition(session_id, SessionEvent.END)
 
+    def stopped_elsewhere(self, session_id: str) -> None:
+        """The phone stopped this session on another connection: nothing more is owed here."""
+        if session_id in self._sessions:
+            self._sessions[session_id] = SessionState.CLOSED
+
     def connection_lost(self) -> list[str]:
-        """The socket is gone: every session still open ends. Returns their ids."""
-        open_ids = [sid for sid, st in self._sessions.items() if st is not SessionState.CLOSED]
+        """The socket is gone: every session still recording ends. Returns their ids."""
+        open_ids = [
+            sid
+            for sid, st in self._sessions.items()
+            if st in (SessionState.STARTING, SessionState.RECORDING)
+        ]
         for sid in open_ids:
             self._transition(sid, SessionEvent.END)
         self._broken = True
@@ -236,8 +300,49 @@ class ControlConnection:
 
     @property
     def active_sessions(self) -> list[str]:
-        return [s for s, st in self._sessions.items() if st is not SessionState.CLOSED]
+        """Sessions being recorded (or about to be)."""
+        return [
+            s
+            for s, st in self._sessions.items()
+            if st in (SessionState.STARTING, SessionState.RECORDING)
+        ]
+
+    @property
+    def holds_sessions(self) -> bool:
+        """Whether the phone has a session open here, as the phone sees it: recording, or
+        ended by us with the phone's stop still to come. Such a connection is never closed
+        for idleness or bad input: the phone is silent for the whole call."""
+        return any(st is not SessionState.CLOSED for st in self._sessions.values())
 
     @property
     def broken(self) -> bool:
         return self._broken
+
+    @property
+    def at_eof(self) -> bool:
+        """The peer closed or half-closed its side: once the events are taken, we are done."""
+        return self._eof
+
+
+def _start_failure(session_id: str, reason: str, terminator: bytes) -> bytes:
+    # The vendor template's fields, ``server`` and ``port`` empty: phones parse by position.
+    return (
+        ControlMessage.build(
+            ("cmd", START_RESPONSE),
+            ("id", session_id),
+            ("result", "failed"),
+            ("reason", reason),
+            ("server", ""),
+            ("port", ""),
+        ).serialize()
+        + terminator
+    )
+
+
+def _failure(cmd: str, session_id: str, reason: str, terminator: bytes) -> bytes:
+    return (
+        ControlMessage.build(
+            ("cmd", cmd), ("id", session_id), ("result", "failed"), ("reason", reason)
+        ).serialize()
+        + terminator
+    )

@@ -45,14 +45,30 @@ class ControlMessage:
                 f"control message has {len(parts)} fields, more than {max_fields}",
                 reason="too_many_fields",
             )
-        pairs: list[tuple[str, str]] = []
-        seen: set[str] = set()
+        # Liberal, as the public server and the phones' own parsers are: a piece without
+        # ``=`` is the rest of the value before it, cut at an ``&`` the phone did not encode
+        # (a phone book's "Tom & Jerry", "AT&T"); only a first piece without ``=`` is refused.
+        raw_pairs: list[tuple[bytes, bytes]] = []
         for part in parts:
             raw_key, sep, raw_value = part.partition(b"=")
+            if not sep:
+                if not raw_pairs:
+                    raise ControlProtocolError(
+                        f"control message field {decode_text(part)[:40]!r} is not key=value",
+                        reason="bad_request",
+                    )
+                key_before, value_before = raw_pairs[-1]
+                raw_pairs[-1] = (key_before, value_before + b"&" + part)
+                continue
+            raw_pairs.append((raw_key, raw_value))
+        pairs: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for raw_key, raw_value in raw_pairs:
             key = decode_text(raw_key).strip()
-            if not key or not sep:
+            if not key:
                 raise ControlProtocolError(
-                    f"control message field {decode_text(part)[:40]!r} is not key=value",
+                    f"control message field {decode_text(raw_key + b'=' + raw_value)[:40]!r} "
+                    "has no key",
                     reason="bad_request",
                 )
             if key in seen:

@@ -10,7 +10,10 @@ from callrec.exceptions import ControlProtocolError
 class SessionState(enum.Enum):
     STARTING = "starting"  # start request seen, the server has not answered yet
     RECORDING = "recording"  # answered success: RTP is expected
-    CLOSED = "closed"  # refused, stopped, or ended by the server
+    #: Ended by us (max duration, an error) while the phone goes on believing it records:
+    #: its stop is still to come, and is answered success whenever it comes.
+    ENDED = "ended"
+    CLOSED = "closed"  # refused, or stopped by the phone
 
 
 class SessionEvent(enum.Enum):
@@ -32,9 +35,12 @@ TRANSITIONS: dict[tuple[SessionState | None, SessionEvent], SessionState] = {
     (_S.STARTING, _E.REJECT): _S.CLOSED,
     (_S.STARTING, _E.END): _S.CLOSED,
     (_S.RECORDING, _E.STOP_REQUEST): _S.CLOSED,
-    (_S.RECORDING, _E.END): _S.CLOSED,
-    # A phone keeps streaming after we closed its session (max duration, say) and stops
+    (_S.RECORDING, _E.END): _S.ENDED,
+    # A phone keeps streaming after we ended its session (max duration, say) and stops
     # later: that stop is answered success, not treated as an error.
+    (_S.ENDED, _E.STOP_REQUEST): _S.CLOSED,
+    (_S.ENDED, _E.END): _S.ENDED,
+    (_S.ENDED, _E.START_REQUEST): _S.STARTING,
     (_S.CLOSED, _E.STOP_REQUEST): _S.CLOSED,
     (_S.CLOSED, _E.END): _S.CLOSED,
 }

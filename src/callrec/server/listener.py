@@ -47,6 +47,27 @@ KEEPALIVE: Final = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 
 #: A phone session: (peer ip, the connection, the phone's id).
 SessionKey = tuple[str, str, str]
+#: How a stop on another connection finds its session: ("ip", address, id) and, when the
+#: phone named itself, ("device", MAC, id).
+PhoneKey = tuple[str, str, str]
+
+
+class _Session:
+    """What the front end keeps of one phone session besides its recording."""
+
+    __slots__ = ("conn", "phone_keys", "rec", "writer")
+
+    def __init__(
+        self,
+        rec: Recording[PhoneSource],
+        conn: ControlConnection,
+        writer: asyncio.StreamWriter,
+        phone_keys: tuple[PhoneKey, ...],
+    ) -> None:
+        self.rec = rec
+        self.conn = conn
+        self.writer = writer
+        self.phone_keys = phone_keys
 
 
 class PhoneServer:
@@ -58,6 +79,9 @@ class PhoneServer:
         self.ports = ports
         #: Sessions being recorded, by (peer, connection, phone's id).
         self.sessions: dict[SessionKey, Recording[PhoneSource]] = {}
+        self._session_info: dict[SessionKey, _Session] = {}
+        #: The same sessions by phone and id, for a stop that comes on a new connection.
+        self._by_phone: dict[PhoneKey, SessionKey] = {}
         #: Every session's media socket, read in batches by the read loop.
         self.media = MediaReceiver()
         self._server: asyncio.Server | None = None
@@ -198,13 +222,17 @@ class PhoneServer:
         # is measured from the last *message*, so a peer trickling one byte a second (or
         # sending nothing) cannot hold a descriptor for ever.
         last_message = loop.time()
+        stopped_at: float | None = None  # when the last stop here was answered
         bad_in_a_row = 0
         try:
             while not conn.broken:
                 now = loop.time()
                 deadline = conn.deadline()
-                if conn.active_sessions:
-                    expiry: float | None = None  # a phone is silent for the whole call
+                expiry: float | None
+                if conn.holds_sessions:
+                    expiry = None  # a phone is silent for the whole call
+                elif stopped_at is not None:
+                    expiry = stopped_at + self.settings.close_after_stop
                 else:
                     expiry = last_message + self.settings.connection_idle_timeout
                 wake = min((t for t in (deadline, expiry) if t is not None), default=None)
@@ -214,27 +242,50 @@ class PhoneServer:
                     )
                 except TimeoutError:
                     if expiry is not None and loop.time() >= expiry:
-                        logger.info("closing idle control connection from %s:%s", *peer[:2])
-                        break
+                        if stopped_at is None:
+                            logger.info("closing idle control connection from %s:%s", *peer[:2])
+                        await _linger_close(reader, writer)
+                        return
                     data = None
                 except (ConnectionError, OSError):
-                    break
+                    # A reset: what arrived before it is still a whole message to answer
+                    # (the answer will not get through, but the stop is the phone's).
+                    conn.receive_eof(loop.time())
+                    data = None
                 if data is not None:
-                    if not data:
-                        break
-                    conn.receive_data(data, loop.time())
+                    if data:
+                        conn.receive_data(data, loop.time())
+                    else:
+                        # FIN or a half-close ends the pending message: a phone that sends
+                        # its stop and closes at once gets its stop honoured and answered.
+                        conn.receive_eof(loop.time())
                 while (event := conn.next_event(loop.time())) is not None:
                     last_message = loop.time()
                     answer = await self._handle(conn, event, writer, peer)
-                    if answer:
-                        writer.write(answer)
-                        await writer.drain()
-                    bad_in_a_row = bad_in_a_row + 1 if isinstance(event, BadRequest) else 0
-                    if isinstance(event, BadRequest) and (
-                        event.fatal or bad_in_a_row >= self.settings.max_bad_requests
+                    if isinstance(event, StopRequest) and not conn.holds_sessions:
+                        stopped_at = loop.time()
+                    elif not isinstance(event, BadRequest):
+                        stopped_at = None
+                    if answer and not writer.is_closing():
+                        try:
+                            writer.write(answer)
+                            await writer.drain()
+                        except (ConnectionError, OSError):
+                            pass  # the peer is gone; its sessions end below
+                    if isinstance(event, BadRequest) and not event.unknown_command:
+                        bad_in_a_row += 1
+                    elif not isinstance(event, BadRequest):
+                        bad_in_a_row = 0
+                    if (
+                        isinstance(event, BadRequest)
+                        and (event.fatal or bad_in_a_row >= self.settings.max_bad_requests)
+                        # Bad input never ends a call: a connection holding one stays.
+                        and not conn.holds_sessions
                     ):
                         await _linger_close(reader, writer)
                         return
+                if conn.at_eof:
+                    break
         except (ConnectionError, OSError):
             pass
         finally:
@@ -254,13 +305,16 @@ class PhoneServer:
         peer: Any,
     ) -> bytes:
         if isinstance(event, BadRequest):
-            logger.warning("refused control message from %s: %s", peer[0], event.detail)
+            if event.unknown_command:
+                logger.info("unknown control command from %s: %s", peer[0], event.detail)
+            else:
+                logger.warning("refused control message from %s: %s", peer[0], event.detail)
             return event.answer
         key = _key(peer, conn, event.session_id)
         if isinstance(event, StartRequest):
             try:
                 server_ip = self.settings.advertised_address or writer.get_extra_info("sockname")[0]
-                rec = await self._open_session(key, conn, event, peer)
+                rec = await self._open_session(key, conn, event, peer, writer)
             except (UnsupportedCodecError, ResourceError) as exc:
                 logger.warning("refused start %s from %s: %s", event.session_id, peer[0], exc)
                 self.engine.admission.refuse(exc.reason)
@@ -270,15 +324,48 @@ class PhoneServer:
                 self.engine.admission.refuse("internal")
                 return conn.reject_start(event, reason="internal")
             return conn.accept_start(event, server=server_ip, port=rec.source.media_port)
-        open_session = self.sessions.get(key)
-        if open_session is not None and event.was_recording:
-            await self.engine.finish(open_session, PHONE_STOP, stop_fields=dict(event.fields))
+        stop_fields = dict(event.fields)
+        if event.was_recording:
+            mine = self.sessions.get(key)
+            if mine is not None:
+                await self.engine.finish(mine, PHONE_STOP, stop_fields=stop_fields)
+        elif event.state_before is None:
+            # Not this connection's: the phone may have opened a new one for its stop.
+            elsewhere = self._find_by_phone(peer, event)
+            if elsewhere is None:
+                logger.warning("stop for unknown id %r from %s", event.session_id, peer[0])
+                return conn.refuse_stop(event, reason="unknown_id")
+            info = self._session_info.get(elsewhere)
+            theirs = self.sessions.get(elsewhere)
+            if info is not None:
+                info.conn.stopped_elsewhere(event.session_id)
+            if theirs is not None:
+                await self.engine.finish(theirs, PHONE_STOP, stop_fields=stop_fields)
+            if info is not None and not info.conn.holds_sessions:
+                # Its connection owes the phone nothing more: the phone left it for this one.
+                info.writer.close()
         return conn.answer_stop(event)
+
+    def _find_by_phone(self, peer: Any, event: StopRequest) -> SessionKey | None:
+        device = event.fields.get("device", "")
+        candidates = ([("device", device, event.session_id)] if device else []) + [
+            ("ip", str(peer[0]), event.session_id)
+        ]
+        for phone_key in candidates:
+            key = self._by_phone.get(phone_key)
+            if key is not None and key in self.sessions:
+                return key
+        return None
 
     # -- sessions ------------------------------------------------------------------------
 
     async def _open_session(
-        self, key: SessionKey, conn: ControlConnection, request: StartRequest, peer: Any
+        self,
+        key: SessionKey,
+        conn: ControlConnection,
+        request: StartRequest,
+        peer: Any,
+        writer: asyncio.StreamWriter,
     ) -> Recording[PhoneSource]:
         if self._closing:
             raise ResourceError("server is shutting down", reason="busy")
@@ -325,6 +412,15 @@ class PhoneServer:
         # From now on the control core knows the session, and hears when it ends.
         source.on_close = lambda: self._ended(key, conn, session_id, source)
         self.sessions[key] = rec
+        # An empty id cannot tell one phone's sessions apart on other connections.
+        phone_keys: tuple[PhoneKey, ...] = ()
+        if session_id:
+            phone_keys = (("ip", str(peer[0]), session_id),)
+            if spec.device:
+                phone_keys += (("device", spec.device, session_id),)
+        self._session_info[key] = _Session(rec, conn, writer, phone_keys)
+        for phone_key in phone_keys:
+            self._by_phone[phone_key] = key
         source.start_reading()
         return rec
 
@@ -340,6 +436,10 @@ class PhoneServer:
         rec = self.sessions.get(key)
         if rec is not None and rec.source is source:
             del self.sessions[key]
+            info = self._session_info.pop(key, None)
+            for phone_key in info.phone_keys if info is not None else ():
+                if self._by_phone.get(phone_key) == key:
+                    del self._by_phone[phone_key]
         conn.end_session(session_id)
 
     # -- media ---------------------------------------------------------------------------
