@@ -7,7 +7,9 @@ units) for what is missing. The recorder decodes the first and writes zeros for 
 What it repairs, and why:
 
 * Reordering within ``reorder_window`` packets: a packet is held until that many newer ones
-  have arrived (or it has waited ``max_hold`` seconds), so a late neighbour can slot in.
+  have arrived (or it has waited ``max_hold`` seconds), so a late neighbour can slot in. The
+  start of a stream is held the same way, so a first packet that arrives second still opens
+  the recording.
 * Duplicates are dropped; packets behind the write position are ``late`` and dropped.
 * Gaps in the timeline follow RTP timestamps, so a lost packet or a hold becomes silence of
   the right length, but a timestamp that runs more than ``jump_tolerance`` ahead of the
@@ -17,7 +19,13 @@ What it repairs, and why:
   has sent ``SSRC_PROBATION`` packets in sequence; until then its packets are strays. The
   silence across the switch is the wall-clock time between the two streams.
 * Packets of another payload type (telephone-event, comfort noise) and RTCP muxed on the
-  port are counted as ``other`` and never written as audio.
+  port are counted as ``other`` and never written as audio; those of the stream's SSRC still
+  hold their sequence numbers, so silence suppression is not counted as loss.
+* The RTP clock is checked against what the payloads hold: a G.722 device that stamps 16 kHz
+  ticks (RFC 3551 says 8 kHz) is found by timestamp steps of twice the payload's length, and
+  the stream is timed by that clock (``clock_changes`` counts each switch).
+* A codec with a dynamic payload type (G.726) takes the first dynamic type that carries
+  audio-sized payloads, not a telephone-event's 4 bytes.
 
 Nearly every packet of a healthy call is the next one of the current stream, on time, with a
 plain 12-byte header: :meth:`MediaStream.receive` takes those through a fast path (one
@@ -33,7 +41,7 @@ from dataclasses import dataclass
 
 from callrec.exceptions import RtpError
 from callrec.rtp.counters import StreamCounters
-from callrec.rtp.packet import HEADER_SIZE, RTP_VERSION, RtpPacket, is_rtcp
+from callrec.rtp.packet import DYNAMIC_PT, HEADER_SIZE, RTP_VERSION, RtpPacket, is_rtcp
 from callrec.rtp.sequence import SEQ_MOD, SequenceExtender, seq_delta, ts_delta
 
 #: Packets in sequence a new SSRC must send before it replaces the current one (RFC 3550
@@ -50,6 +58,12 @@ _HISTORY_MASK = (1 << _HISTORY_BITS) - 1
 _FIXED_HEADER = struct.Struct("!BBHII")
 #: First byte of the common packet: version 2, no padding, no extension, no CSRC.
 _PLAIN_FIRST_BYTE = RTP_VERSION << 6
+#: Consecutive packet pairs whose timestamp step says the other clock before the stream is
+#: timed by it: one pair could be a sender's glitch; the start's hold sees several at once.
+CLOCK_VOTES = 2
+#: Larger than any RFC 4733 event payload with a little redundancy: a dynamic payload type
+#: carrying more than this is audio.
+_EVENT_PAYLOAD_MAX = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +99,12 @@ class MediaStream:
         max_hold: float = 0.2,
         max_gap: float = 600.0,
         jump_tolerance: float = 2.0,
+        dynamic_payload_type: bool = False,
+        other_clock_scale: int = 1,
     ) -> None:
         self.payload_type = payload_type
         self.clock_rate = clock_rate
-        self._units = timestamp_units
+        self._nominal_units = timestamp_units
         self.peer_ip = peer_ip
         self.accept_foreign = accept_foreign
         self.reorder_window = reorder_window
@@ -117,6 +133,23 @@ class MediaStream:
         self._marked_second = marked if not 192 <= marked <= 223 else -1
         self._units_len = -1  # payload length whose timestamp units are cached below
         self._units_val = 0
+        #: RTP ticks per nominal timestamp unit: 1, or the clock the sender was found to use.
+        self._scale = 1
+        self._other_scale = other_clock_scale
+        self._clock_check = other_clock_scale != 1  # a codec whose clock devices get wrong
+        self._clock_votes = 0
+        #: Still looking for the payload type of a codec that has no static one.
+        self._dynamic = dynamic_payload_type
+
+    def _units(self, payload_len: int) -> int:
+        """RTP ticks of a payload, by the clock the sender uses."""
+        return self._nominal_units(payload_len) * self._scale
+
+    def _set_payload_type(self, payload_type: int) -> None:
+        self.payload_type = payload_type
+        self._plain_second = payload_type if not 192 <= payload_type <= 223 else -1
+        marked = payload_type | 0x80
+        self._marked_second = marked if not 192 <= marked <= 223 else -1
 
     # -- input ---------------------------------------------------------------------------
 
@@ -172,8 +205,20 @@ class MediaStream:
             c.malformed += 1
             return
         if packet.payload_type != self.payload_type:
-            c.other += 1
-            return
+            if (
+                self._dynamic
+                and packet.payload_type in DYNAMIC_PT
+                and len(packet.payload) > _EVENT_PAYLOAD_MAX
+            ):
+                self._set_payload_type(packet.payload_type)
+                self._dynamic = False
+            else:
+                c.other += 1
+                if packet.ssrc == self._ssrc and not self._candidate:
+                    # Comfort noise, an event: it takes its place in the sequence (no loss)
+                    # and writes nothing; the next audio's timestamp says how long it was.
+                    self._accept(packet, now, counted=True)
+                return
         if not packet.payload:
             c.malformed += 1
             return
@@ -213,38 +258,77 @@ class MediaStream:
         for held_packet, arrival in taken:
             self._accept(held_packet, arrival)
 
-    def _accept(self, packet: RtpPacket, now: float) -> None:
-        c = self.counters
+    def _accept(self, packet: RtpPacket, now: float, *, counted: bool = False) -> None:
+        """Take a packet of the current stream in sequence; ``counted``: it has been counted
+        already (as ``other``), so a duplicate or late one is not counted again."""
+        c = StreamCounters() if counted else self.counters
         index = self._ext.extend(packet.sequence_number)
-        if self._next is None:
-            self._next = index
-        delta = index - self._next
-        if delta > MAX_DROPOUT or delta < -MAX_MISORDER:
-            # Either a sender restart or a wild packet: believe it once the next one follows.
-            if self._bad_seq is not None and packet.sequence_number == self._bad_seq:
-                self._release(force_all=True)
-                self._ext.reset()
-                index = self._ext.extend(packet.sequence_number)
-                self._next = index
-                self._history = 0
-                self._bad_seq = None
-            else:
-                self._bad_seq = (packet.sequence_number + 1) % SEQ_MOD
-                c.foreign += 1  # not (yet) part of the stream we are writing
+        if self._next is not None:
+            delta = index - self._next
+            if delta > MAX_DROPOUT or delta < -MAX_MISORDER:
+                # Either a sender restart or a wild packet: believe it once the next one
+                # follows.
+                if self._bad_seq is not None and packet.sequence_number == self._bad_seq:
+                    self._release(force_all=True)
+                    self._ext.reset()
+                    index = self._ext.extend(packet.sequence_number)
+                    self._next = index
+                    self._history = 0
+                    self._bad_seq = None
+                else:
+                    self._bad_seq = (packet.sequence_number + 1) % SEQ_MOD
+                    c.foreign += 1  # not (yet) part of the stream we are writing
+                    return
+            self._bad_seq = None
+            if index < self._next:
+                back = self._next - 1 - index
+                if back < _HISTORY_BITS and (self._history >> back) & 1:
+                    c.duplicate += 1
+                else:
+                    c.late += 1
                 return
-        self._bad_seq = None
-        if index < self._next:
-            back = self._next - 1 - index
-            if back < _HISTORY_BITS and (self._history >> back) & 1:
-                c.duplicate += 1
-            else:
-                c.late += 1
-            return
         if index in self._held:
             c.duplicate += 1
             return
         self._held[index] = (packet, now)
+        if self._clock_check and packet.payload_type == self.payload_type:
+            self._observe_clock(index, packet)
         self._release()
+
+    def _observe_clock(self, index: int, packet: RtpPacket) -> None:
+        """Weigh the timestamp steps to this packet's neighbours in sequence against the
+        ticks their payloads hold; switch to the other clock once it fits repeatedly."""
+        held = self._held
+        before = held.get(index - 1)
+        after = held.get(index + 1)
+        pairs = []
+        if before is not None:
+            pairs.append((before[0], packet))
+        if after is not None:
+            pairs.append((packet, after[0]))
+        for first, second in pairs:
+            if first.payload_type != self.payload_type or second.payload_type != first.payload_type:
+                continue
+            step = ts_delta(second.timestamp, first.timestamp)
+            units = self._nominal_units(len(first.payload))
+            if step == units * self._scale:
+                self._clock_votes = 0
+            elif step == units * self._other_scale:
+                self._clock_votes += 1
+                if self._clock_votes >= CLOCK_VOTES:
+                    self._switch_clock()
+
+    def _switch_clock(self) -> None:
+        old, new = self._scale, self._other_scale
+        self._scale, self._other_scale = new, old
+        self._clock_votes = 0
+        self._units_len = -1
+        self.counters.clock_changes += 1
+        if self._ts_end is not None:
+            # Re-time the end of what was written by the clock the sender uses.
+            last_ts = (self._ts_end - self._last_units) & 0xFFFFFFFF
+            self._last_units = self._last_units // old * new
+            self._ts_end = (last_ts + self._last_units) & 0xFFFFFFFF
 
     # -- output --------------------------------------------------------------------------
 
@@ -257,6 +341,8 @@ class MediaStream:
                 self._candidate.clear()
             return
         while self._held and min(h[1] for h in self._held.values()) + self.max_hold <= now:
+            if self._next is None:
+                self._next = min(self._held)  # the start waited long enough
             self._skip_to(min(self._held))
             self._release()
 
@@ -286,8 +372,13 @@ class MediaStream:
 
     def _release(self, *, force_all: bool = False) -> None:
         held = self._held
+        if self._next is None:
+            # The start of a stream waits like any gap, so a first packet that came second
+            # (or the clock's evidence) is in before anything is written.
+            if not held or (not force_all and len(held) <= self.reorder_window):
+                return
+            self._next = min(held)
         while held:
-            assert self._next is not None
             item = held.pop(self._next, None)
             if item is None:
                 if not force_all and len(held) <= self.reorder_window:
@@ -300,9 +391,12 @@ class MediaStream:
 
     def _write(self, item: _Held) -> None:
         packet, arrival = item
+        if packet.payload_type != self.payload_type:
+            return  # comfort noise or an event: its place in the sequence, and no audio
         units = self._units(len(packet.payload))
+        scale = self._scale
         if self._last_arrival is not None:
-            wall = max(0, round((arrival - self._last_arrival) * self.clock_rate) - units)
+            wall = max(0, round((arrival - self._last_arrival) * self.clock_rate * scale) - units)
             if self._ts_end is None:
                 gap = wall  # first packet of a new SSRC: only the wall clock relates them
             else:
@@ -311,10 +405,10 @@ class MediaStream:
                 # burst after a stall (arrival times then say nothing); what neither the
                 # lost packets nor the wall clock explain is a timestamp jump.
                 lost_units = self._missing * self._last_units
-                tolerance = self.jump_tolerance_units
+                tolerance = self.jump_tolerance_units * scale
                 if gap > wall + tolerance and gap > lost_units + tolerance:
                     gap = max(wall, lost_units)
-            gap = min(gap, self.max_gap_units)
+            gap = min(gap, self.max_gap_units * scale) // scale
             if gap > 0:
                 self._output.append(Silence(gap))
         self._output.append(packet.payload)

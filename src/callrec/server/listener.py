@@ -397,6 +397,10 @@ class PhoneServer:
                 accept_foreign=settings.accept_foreign_media,
                 reorder_window=settings.reorder_window,
                 max_gap=settings.max_gap_seconds,
+                # The phone's start names the codec, not its RTP payload type when it has no
+                # static one (G.726): the stream finds it.
+                dynamic_payload_type=getattr(codec, "dynamic_payload_type", False),
+                other_clock_scale=max(1, codec.sample_rate // codec.clock_rate),
             )
             return PhoneSource(
                 codec=codec,

@@ -139,6 +139,8 @@ class StereoRecorder:
                 peer_ip=None,  # the relay already decided whose packets these are
                 reorder_window=reorder_window,
                 max_gap=max_gap,
+                # SIP peers get G.722's RTP clock wrong as phones do.
+                other_clock_scale=max(1, codec.sample_rate // codec.clock_rate),
             )
             for _ in (CALLER, CALLEE)
         ]
