@@ -61,6 +61,8 @@ _PLAIN_FIRST_BYTE = RTP_VERSION << 6
 #: Consecutive packet pairs whose timestamp step says the other clock before the stream is
 #: timed by it: one pair could be a sender's glitch; the start's hold sees several at once.
 CLOCK_VOTES = 2
+#: Sequence numbers of comfort noise and events kept to fill holes with (a few per silence).
+_MAX_FILLERS = 64
 #: Larger than any RFC 4733 event payload with a little redundancy: a dynamic payload type
 #: carrying more than this is audio.
 _EVENT_PAYLOAD_MAX = 16
@@ -140,6 +142,8 @@ class MediaStream:
         self._clock_votes = 0
         #: Still looking for the payload type of a codec that has no static one.
         self._dynamic = dynamic_payload_type
+        #: Indexes taken by comfort noise or events of the stream: holes that are not loss.
+        self._fillers: set[int] = set()
 
     def _units(self, payload_len: int) -> int:
         """RTP ticks of a payload, by the clock the sender uses."""
@@ -215,9 +219,7 @@ class MediaStream:
             else:
                 c.other += 1
                 if packet.ssrc == self._ssrc and not self._candidate:
-                    # Comfort noise, an event: it takes its place in the sequence (no loss)
-                    # and writes nothing; the next audio's timestamp says how long it was.
-                    self._accept(packet, now, counted=True)
+                    self._fill(packet)
                 return
         if not packet.payload:
             c.malformed += 1
@@ -258,10 +260,26 @@ class MediaStream:
         for held_packet, arrival in taken:
             self._accept(held_packet, arrival)
 
-    def _accept(self, packet: RtpPacket, now: float, *, counted: bool = False) -> None:
-        """Take a packet of the current stream in sequence; ``counted``: it has been counted
-        already (as ``other``), so a duplicate or late one is not counted again."""
-        c = StreamCounters() if counted else self.counters
+    def _fill(self, packet: RtpPacket) -> None:
+        """Comfort noise or an event of the current stream: its sequence number is no hole
+        (no loss), and it writes nothing; the next audio's timestamp says how long it was.
+        It only ever fills a hole: it never makes the stream skip ahead to it."""
+        index = self._ext.extend(packet.sequence_number)
+        nxt = self._next
+        if nxt is not None and not 0 <= index - nxt <= MAX_DROPOUT:
+            return
+        fillers = self._fillers
+        fillers.add(index)
+        if len(fillers) > _MAX_FILLERS:
+            # Those the stream has passed; a sender of nothing but events keeps the newest.
+            keep = sorted(i for i in fillers if nxt is None or i >= nxt)[-_MAX_FILLERS // 2 :]
+            fillers.clear()
+            fillers.update(keep)
+        if self._held:
+            self._release()
+
+    def _accept(self, packet: RtpPacket, now: float) -> None:
+        c = self.counters
         index = self._ext.extend(packet.sequence_number)
         if self._next is not None:
             delta = index - self._next
@@ -363,12 +381,18 @@ class MediaStream:
 
     def _skip_to(self, index: int) -> None:
         assert self._next is not None
-        gap = index - self._next
-        if gap > 0:
-            self.counters.lost += gap
-            self._missing += gap
-            self._history = (self._history << gap) & _HISTORY_MASK
-            self._next = index
+        distance = index - self._next
+        if distance <= 0:
+            return
+        lost = distance
+        if self._fillers:
+            passed = {i for i in self._fillers if i < index}
+            self._fillers -= passed
+            lost -= sum(1 for i in passed if i >= self._next)
+        self.counters.lost += lost
+        self._missing += lost
+        self._history = (self._history << distance) & _HISTORY_MASK
+        self._next = index
 
     def _release(self, *, force_all: bool = False) -> None:
         held = self._held
@@ -378,9 +402,15 @@ class MediaStream:
             if not held or (not force_all and len(held) <= self.reorder_window):
                 return
             self._next = min(held)
+        fillers = self._fillers
         while held:
             item = held.pop(self._next, None)
             if item is None:
+                if fillers and self._next in fillers:
+                    fillers.discard(self._next)
+                    self._next += 1
+                    self._history = ((self._history << 1) | 1) & _HISTORY_MASK
+                    continue
                 if not force_all and len(held) <= self.reorder_window:
                     return
                 self._skip_to(min(held))
@@ -391,8 +421,6 @@ class MediaStream:
 
     def _write(self, item: _Held) -> None:
         packet, arrival = item
-        if packet.payload_type != self.payload_type:
-            return  # comfort noise or an event: its place in the sequence, and no audio
         units = self._units(len(packet.payload))
         scale = self._scale
         if self._last_arrival is not None:
