@@ -99,11 +99,7 @@ async def test_stop_on_a_new_connection_ends_the_recording(server: Service, by: 
     """Item 3: the stop comes on another TCP connection of the same phone."""
     call = await started_call(server, "nc1")
     stop = STOP.format(id="nc1") + ("&device=0c383e0e709a" if by == "device" else "")
-    # By device the stop may come from another address of the phone (127.0.0.2 here).
-    local = ("127.0.0.2", 0) if by == "device" else None
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", server.control_port, local_addr=local
-    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.control_port)
     writer.write(stop.encode() + b"\r\n")
     answer = await asyncio.wait_for(reader.readline(), 5)
     assert fields(answer) == {"cmd": "RecordStopResponse", "id": "nc1", "result": "success"}
@@ -115,6 +111,27 @@ async def test_stop_on_a_new_connection_ends_the_recording(server: Service, by: 
     # The first connection owed the phone nothing more: the server closed it.
     await wait_for(lambda: call.control_lost, what="the abandoned connection closed")
     writer.close()
+    await call.close()
+
+
+@pytest.mark.parametrize("device", ["", "0c383e0e709a", "001122334455"])
+async def test_a_stop_from_another_address_or_device_ends_nothing(
+    server: Service, device: str
+) -> None:
+    """An id can be a guessable number and a MAC is printed on the phone: a stop for them
+    from another address (or naming another device) must not end the call."""
+    call = await started_call(server, "guess")
+    local = ("127.0.0.2", 0) if device != "001122334455" else None
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.control_port, local_addr=local
+    )
+    stop = STOP.format(id="guess") + (f"&device={device}" if device else "")
+    writer.write(stop.encode() + b"\n")
+    answer = fields(await asyncio.wait_for(reader.readline(), 5))
+    assert (answer["result"], answer["reason"]) == ("failed", "unknown_id")
+    writer.close()
+    assert len(server.engine.recordings) == 1  # still recording
+    assert (await call.stop())["result"] == "success"
     await call.close()
 
 

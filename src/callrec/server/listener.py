@@ -47,8 +47,8 @@ KEEPALIVE: Final = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 
 #: A phone session: (peer ip, the connection, the phone's id).
 SessionKey = tuple[str, str, str]
-#: How a stop on another connection finds its session: ("ip", address, id) and, when the
-#: phone named itself, ("device", MAC, id).
+#: How a stop on another connection finds its session: (address, MAC, id) and, for a stop
+#: that does not name the device, (address, "", id).
 PhoneKey = tuple[str, str, str]
 
 
@@ -347,15 +347,12 @@ class PhoneServer:
         return conn.answer_stop(event)
 
     def _find_by_phone(self, peer: Any, event: StopRequest) -> SessionKey | None:
+        # Always from the phone's own address: an id can be a guessable number, and a MAC is
+        # printed on the phone, so neither alone may end someone's call. The device tells
+        # apart phones behind one NAT address.
         device = event.fields.get("device", "")
-        candidates = ([("device", device, event.session_id)] if device else []) + [
-            ("ip", str(peer[0]), event.session_id)
-        ]
-        for phone_key in candidates:
-            key = self._by_phone.get(phone_key)
-            if key is not None and key in self.sessions:
-                return key
-        return None
+        key = self._by_phone.get((str(peer[0]), device, event.session_id))
+        return key if key is not None and key in self.sessions else None
 
     # -- sessions ------------------------------------------------------------------------
 
@@ -419,9 +416,9 @@ class PhoneServer:
         # An empty id cannot tell one phone's sessions apart on other connections.
         phone_keys: tuple[PhoneKey, ...] = ()
         if session_id:
-            phone_keys = (("ip", str(peer[0]), session_id),)
+            phone_keys = ((str(peer[0]), "", session_id),)
             if spec.device:
-                phone_keys += (("device", spec.device, session_id),)
+                phone_keys += ((str(peer[0]), spec.device, session_id),)
         self._session_info[key] = _Session(rec, conn, writer, phone_keys)
         for phone_key in phone_keys:
             self._by_phone[phone_key] = key
