@@ -251,6 +251,8 @@ class MediaStream:
         self.counters.ssrc_changes += 1
         self._ssrc = packet.ssrc
         self._ext.reset()
+        self._fillers.clear()  # the old stream's sequence numbers
+        self._clock_votes = 0
         self._next = None
         self._history = 0
         self._bad_seq = None
@@ -289,6 +291,7 @@ class MediaStream:
                 if self._bad_seq is not None and packet.sequence_number == self._bad_seq:
                     self._release(force_all=True)
                     self._ext.reset()
+                    self._fillers.clear()
                     index = self._ext.extend(packet.sequence_number)
                     self._next = index
                     self._history = 0
