@@ -24,6 +24,8 @@ def test_one_input(data: bytes) -> None:
         while (event := conn.next_event(now)) is not None:
             if isinstance(event, StartRequest) and data[i] & 1:
                 conn.accept_start(event, server="127.0.0.1", port=41000)
+    if data and data[-1] & 1:
+        conn.receive_eof(now)  # a FIN: what is buffered is a whole message
     while conn.next_event(now + 1) is not None:
         pass
     conn.connection_lost()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callrec.control import ControlConnection, ControlMessage
+from callrec.control import ControlConnection, ControlMessage, StartRequest, StopRequest
 from callrec.exceptions import ControlProtocolError, RtpError
 from callrec.rtp import stream as stream_module
 from callrec.rtp.packet import RtpPacket
@@ -40,9 +40,16 @@ def test_control_connection_never_raises(chunks: list[bytes], gaps: list[float])
         now += gaps[i] if i < len(gaps) else 0.01
         conn.receive_data(chunk, now)
         while (event := conn.next_event(now)) is not None:
-            assert event is not None
-    while conn.next_event(now + 1) is not None:
+            if isinstance(event, StartRequest) and i % 2:
+                conn.accept_start(event, server="127.0.0.1", port=41000)
+            elif isinstance(event, StopRequest) and event.state_before is None:
+                conn.refuse_stop(event, reason="unknown_id")
+    # End of stream (as a FIN does) leaves no message pending, and nothing raises.
+    conn.receive_eof(now)
+    while conn.next_event(now) is not None:
         pass
+    assert conn.deadline() is None
+    conn.connection_lost()
 
 
 rtp_like = st.builds(
