@@ -135,6 +135,12 @@ class Settings:
         "reason max_duration. 0: no limit.",
         6 * 3600.0,
     )
+    rtp_timeout: float = _doc(
+        "Seconds without RTP from the phone (counted from the start answer when none came) "
+        "after which a phone session ends with reason rtp_timeout and frees its port; as "
+        "rtpengine's default. 0: never.",
+        60.0,
+    )
     log_level: str = _doc("Logging level: DEBUG, INFO, WARNING, ERROR.", "INFO")
     # -- phone-local (USB) files settings (issue 3) --
     usb_import_dir: str = _doc(
@@ -244,6 +250,8 @@ class Settings:
             raise ConfigError("disk reserve must be >= 0 bytes and 0-100 percent")
         if self.max_duration < 0:
             raise ConfigError("max_duration must be >= 0")
+        if self.rtp_timeout < 0:
+            raise ConfigError("rtp_timeout must be >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level}"

@@ -248,3 +248,27 @@ async def test_an_empty_id_records_on_its_connection(server: Service) -> None:
     assert rec.stop_reason == "phone_stop"
     samples, _ = read_recording(server, rec.id)
     assert len(samples) == len(PACKETS) * 160
+
+
+async def test_rtp_timeout_ends_a_silent_session_and_frees_its_port(tmp_path: Path) -> None:
+    """Issue 14 item 3: a phone that stops streaming but keeps its connection, and a peer
+    that never streams at all, each give their port back after rtp_timeout."""
+    srv = Service(server_settings(tmp_path, rtp_timeout=1.0))
+    await srv.start()
+    try:
+        talker = await started_call(srv, "talk")
+        hoarder = PhoneCall("127.0.0.1", srv.control_port, session_id="mute", codec="PCMA")
+        assert (await hoarder.start())["result"] == "success"
+        await wait_idle(srv, catalogued=True, timeout=10)
+        rows = {r.session_id: r for r in srv.catalog.find()}
+        assert {r.stop_reason for r in rows.values()} == {"rtp_timeout"}
+        samples, _ = read_recording(srv, rows["talk"].id)
+        assert len(samples) == len(PACKETS) * 160  # what came is kept
+        assert srv.ports.in_use == 0
+        # The phones still believe they record: their stops are answered success.
+        assert (await talker.stop())["result"] == "success"
+        assert (await hoarder.stop())["result"] == "success"
+        await talker.close()
+        await hoarder.close()
+    finally:
+        await srv.stop()

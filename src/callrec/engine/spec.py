@@ -34,6 +34,8 @@ NO_ACK: Final = "no_ack"
 SHUTDOWN: Final = "shutdown"
 #: The recording reached ``max_duration``.
 MAX_DURATION: Final = "max_duration"
+#: No RTP came for ``rtp_timeout`` seconds (or never came): the port is freed.
+RTP_TIMEOUT: Final = "rtp_timeout"
 #: The file reached the largest size a WAV can have (what fits was kept).
 MAX_SIZE: Final = "max_size"
 #: The disk filled up (what reached it was kept).
@@ -56,6 +58,7 @@ STOP_REASONS: Final = frozenset(
         NO_ACK,
         SHUTDOWN,
         MAX_DURATION,
+        RTP_TIMEOUT,
         MAX_SIZE,
         DISK_FULL,
         WRITE_ERROR,

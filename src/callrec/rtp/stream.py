@@ -125,6 +125,7 @@ class MediaStream:
         # Timeline of what has been written so far.
         self._ts_end: int | None = None  # RTP timestamp just after the last written audio
         self._last_arrival: float | None = None
+        self._last_accepted: float | None = None  # general path; the fast path sets the above
         self._last_units = 0  # timestamp units of the last written packet
         self._missing = 0  # packets given up as lost since the last written one
         self._output: list[Piece] = []
@@ -312,6 +313,7 @@ class MediaStream:
             c.duplicate += 1
             return
         self._held[index] = (packet, now)
+        self._last_accepted = now
         if self._clock_check and packet.payload_type == self.payload_type:
             self._observe_clock(index, packet)
         self._release()
@@ -377,6 +379,12 @@ class MediaStream:
         :class:`Audio` (no object per packet: what the recorder joins and decodes at once)."""
         out, self._output = self._output, []
         return out
+
+    @property
+    def last_audio_at(self) -> float | None:
+        """When the stream's last audio packet arrived (None: none yet)."""
+        a, b = self._last_arrival, self._last_accepted
+        return b if a is None else a if b is None else max(a, b)
 
     @property
     def held(self) -> int:

@@ -19,7 +19,7 @@ from callrec.codecs import get_codec
 from callrec.config import Settings
 from callrec.control import BadRequest, ControlConnection, StartRequest, StopRequest
 from callrec.engine import PortRange, Recording, RecordingEngine, RecordingSpec
-from callrec.engine.spec import CONNECTION_LOST, PHONE_STOP, SHUTDOWN
+from callrec.engine.spec import CONNECTION_LOST, PHONE_STOP, RTP_TIMEOUT, SHUTDOWN
 from callrec.exceptions import ResourceError, UnsupportedCodecError
 from callrec.media.naming import FIELDS as NAME_FIELDS
 from callrec.rtp.stream import MediaStream
@@ -42,6 +42,8 @@ START_COLUMNS: Final = (
 )
 #: Pending control connections the kernel queues for accept().
 CONTROL_BACKLOG: Final = 4096
+#: How often sessions are checked for the RTP timeout, in seconds.
+RTP_TIMEOUT_CHECK: Final = 1.0
 #: TCP keepalive so that a phone that vanished (power cut) ends its session within ~90 s.
 KEEPALIVE: Final = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 
@@ -413,6 +415,7 @@ class PhoneServer:
         # From now on the control core knows the session, and hears when it ends.
         source.on_close = lambda: self._ended(key, conn, session_id, source)
         self.sessions[key] = rec
+        source.reading_since = asyncio.get_running_loop().time()
         # An empty id cannot tell one phone's sessions apart on other connections.
         phone_keys: tuple[PhoneKey, ...] = ()
         if session_id:
@@ -450,13 +453,30 @@ class PhoneServer:
         loop = asyncio.get_running_loop()
         interval = self.settings.media_read_interval
         read = self.media.read
+        next_check = loop.time() + RTP_TIMEOUT_CHECK
         while True:
             await asyncio.sleep(interval)
+            now = loop.time()
             try:
-                read(loop.time())
+                read(now)
             except Exception:
                 # A bug in one stream must not stop the recording of every other call.
                 logger.exception("reading media sockets failed")
+            if now >= next_check:
+                next_check = now + RTP_TIMEOUT_CHECK
+                self._end_silent_sessions(now)
+
+    def _end_silent_sessions(self, now: float) -> None:
+        """Finish sessions whose phone sent no RTP for ``rtp_timeout`` (or never did): a
+        phone that stopped streaming but keeps its connection, or a peer holding ports."""
+        timeout = self.settings.rtp_timeout
+        if not timeout:
+            return
+        for rec in list(self.sessions.values()):
+            since = rec.source.idle_since()
+            if since is not None and now - since >= timeout and not rec.finishing:
+                rec.log.warning("no RTP for %.0f s; ending the recording", now - since)
+                self.engine.spawn_finish(rec, RTP_TIMEOUT)
 
 
 def _key(peer: Any, conn: ControlConnection, session_id: str) -> SessionKey:

@@ -34,6 +34,7 @@ class PhoneSource:
         "codec",
         "decoder",
         "on_close",
+        "reading_since",
         "stream",
     )
 
@@ -57,6 +58,8 @@ class PhoneSource:
         self.on_close: Callable[[], None] = _nothing
         self._pieces: list[Piece] = []
         self._reading = False
+        #: When the session was answered (the loop's clock): the RTP timeout's start.
+        self.reading_since: float | None = None
 
     @property
     def media_port(self) -> int:
@@ -67,6 +70,11 @@ class PhoneSource:
         if self._sock is not None and not self._reading:
             self._receiver.add(self._sock, self.stream.receive)
             self._reading = True
+
+    def idle_since(self) -> float | None:
+        """Since when no audio came (the last packet, or the start); None: not reading."""
+        last = self.stream.last_audio_at
+        return last if last is not None else self.reading_since
 
     def stop_reading(self) -> None:
         """Datagrams stay queued in the kernel until :meth:`drain` reads them (the way a loop
