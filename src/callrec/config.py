@@ -59,8 +59,28 @@ class Settings:
         DEFAULT_FILENAME_TEMPLATE,
     )
     accept_foreign_media: bool = _doc(
-        "Accept RTP from addresses other than the control peer's IP (counted either way).",
+        "Accept RTP from addresses other than the control peer's IP (counted either way); "
+        "also turns media latching off.",
         False,
+    )
+    media_latch: bool = _doc(
+        "Let the kernel filter each call's RTP: its socket takes only the phone's address from "
+        "the start, and only the phone's address and port once the first packet of the call "
+        "is recorded (connect()), so a flood from elsewhere never reaches the call's queue.",
+        True,
+    )
+    media_relatch_after: float = _doc(
+        "Seconds without recorded RTP from the latched port after which the socket takes any "
+        "port of the phone's address again (NAT rebinding, a phone re-creating its RTP "
+        "socket); the next recorded packet latches it anew.",
+        1.0,
+    )
+    media_port_quarantine: float = _doc(
+        "Seconds a media port rests after its call before it is handed out again (phones may "
+        "stream on after a call or a server restart); remembered across restarts and crashes "
+        "under recordings_dir/.callrec/ports. When every free port rests, the one that rested "
+        "longest is used. 0: no rest.",
+        3600.0,
     )
     reorder_window: int = _doc("Packets held back to repair reordering before they are written.", 5)
     max_gap_seconds: float = _doc(
@@ -232,6 +252,7 @@ class Settings:
             "message_idle",
             "connection_idle_timeout",
             "close_after_stop",
+            "media_relatch_after",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
@@ -252,6 +273,8 @@ class Settings:
             raise ConfigError("max_duration must be >= 0")
         if self.rtp_timeout < 0:
             raise ConfigError("rtp_timeout must be >= 0")
+        if self.media_port_quarantine < 0:
+            raise ConfigError("media_port_quarantine must be >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level}"

@@ -90,7 +90,7 @@ def test_torn_and_foreign_lines_are_skipped(tmp_path: Path) -> None:
     mem.close()
 
 
-def test_oldest_rest_is_chosen_when_every_port_rests(tmp_path: Path) -> None:
+def test_release_times_are_kept(tmp_path: Path) -> None:
     clock = Clock()
     mem = PortMemory(tmp_path, 600, clock=clock)
     mem.open()
@@ -98,7 +98,8 @@ def test_oldest_rest_is_chosen_when_every_port_rests(tmp_path: Path) -> None:
         mem.hold(port)
         mem.release(port)
         clock.now += 1
-    assert mem.rested_longest([41012, 41014, 41010]) == 41010
+    assert mem.released_at(41010) < mem.released_at(41012) < mem.released_at(41014)
+    assert mem.released_at(41016) == 0.0
     mem.close()
 
 

@@ -488,7 +488,7 @@ class RecordingEngine:
         seq = self.journal.append(entry)
         self.recordings.pop(rec.uid, None)
         self._release(rec.ticket)
-        self.live.finished(self.snapshot(rec))
+        self.live.finished(dataclasses.replace(self.snapshot(rec), stop_reason=reason))
         rec.mark_ended()
         rec.log.info("stopped (%s): %.2f s, %s", reason, duration, counters or "")
         return Finished(rec.uid, rec.rec_id, seq, status, reason, info)

@@ -51,6 +51,8 @@ class LiveSession:
     bytes_written: int
     #: The packet counters (``received``, ``lost``, ``foreign``...).
     counters: dict[str, int]
+    #: Why it ended (``phone_stop``, ``rtp_timeout``...), in the :data:`FINISHED` snapshot.
+    stop_reason: str = ""
 
 
 #: Called on the event loop with :data:`STARTED` or :data:`FINISHED` and a snapshot; must not

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -92,9 +92,9 @@ class PortMemory:
             return False
         return True
 
-    def rested_longest(self, ports: Iterable[int]) -> int | None:
-        """Of ``ports`` (all resting), the one released longest ago."""
-        return min(ports, key=lambda p: self._released.get(p, 0.0), default=None)
+    def released_at(self, port: int) -> float:
+        """When ``port`` was last released (wall clock; 0: not lately)."""
+        return self._released.get(port, 0.0)
 
     def hold(self, port: int) -> None:
         self._in_use.add(port)

@@ -37,6 +37,9 @@ class StreamCounters:
     #: How often the RTP clock was found to differ from the codec's nominal one (a G.722
     #: device stamping 16 kHz ticks), and the stream re-timed by what it sends.
     clock_changes: int = 0
+    #: How often the call's media latch moved to another source port of the phone's address
+    #: (a NAT rebinding, a phone re-creating its RTP socket).
+    latch_changes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTER_NAMES}

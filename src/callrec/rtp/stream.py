@@ -145,6 +145,9 @@ class MediaStream:
         self._dynamic = dynamic_payload_type
         #: Indexes taken by comfort noise or events of the stream: holes that are not loss.
         self._fillers: set[int] = set()
+        #: Packets taken into the stream to be written (not dropped as late, duplicate,
+        #: foreign...): what tells its caller a datagram was the call's audio.
+        self.accepted = 0
 
     def _units(self, payload_len: int) -> int:
         """RTP ticks of a payload, by the clock the sender uses."""
@@ -192,6 +195,7 @@ class MediaStream:
                     self._units_len = size
                     self._units_val = units
                 self._ext.highest = nxt
+                self.accepted += 1
                 self._next = nxt + 1
                 self._history = ((self._history << 1) | 1) & _HISTORY_MASK
                 self._bad_seq = None
@@ -313,6 +317,7 @@ class MediaStream:
             c.duplicate += 1
             return
         self._held[index] = (packet, now)
+        self.accepted += 1
         self._last_accepted = now
         if self._clock_check and packet.payload_type == self.payload_type:
             self._observe_clock(index, packet)

@@ -22,6 +22,7 @@ from callrec.engine import PortRange, Recording, RecordingEngine, RecordingSpec
 from callrec.engine.spec import CONNECTION_LOST, PHONE_STOP, RTP_TIMEOUT, SHUTDOWN
 from callrec.exceptions import ResourceError, UnsupportedCodecError
 from callrec.media.naming import FIELDS as NAME_FIELDS
+from callrec.rtp.latch import MediaLatch
 from callrec.rtp.stream import MediaStream
 from callrec.server.receiver import MediaReceiver
 from callrec.server.source import PhoneSource
@@ -44,6 +45,11 @@ START_COLUMNS: Final = (
 CONTROL_BACKLOG: Final = 4096
 #: How often sessions are checked for the RTP timeout, in seconds.
 RTP_TIMEOUT_CHECK: Final = 1.0
+#: How often latched sessions are checked for a silent port, in seconds.
+LATCH_CHECK: Final = 0.25
+#: Addresses that bind every local address: a latched socket must be bound to the one the
+#: phone sends to, as connect() would otherwise pin the routing table's choice.
+WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})
 #: TCP keepalive so that a phone that vanished (power cut) ends its session within ~90 s.
 KEEPALIVE: Final = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 
@@ -387,6 +393,12 @@ class PhoneServer:
             extra={"start": _extra_fields(fields)},
         )
 
+        latching = settings.media_latch and not settings.accept_foreign_media
+        media_host = settings.media_host
+        if latching and media_host in WILDCARD_HOSTS:
+            # Where the phone reached us is where its RTP will come (server= of the answer).
+            media_host = str(writer.get_extra_info("sockname")[0])
+
         def make_source() -> PhoneSource:
             stream = MediaStream(
                 payload_type=codec.payload_type,
@@ -404,9 +416,14 @@ class PhoneServer:
             return PhoneSource(
                 codec=codec,
                 stream=stream,
-                sock=self.ports.bind(),
+                sock=self.ports.bind(media_host),
                 ports=self.ports,
                 receiver=self.media,
+                latch=(
+                    MediaLatch(str(peer[0]), relatch_after=settings.media_relatch_after)
+                    if latching
+                    else None
+                ),
             )
 
         rec = await self.engine.open(spec, make_source)
@@ -454,6 +471,7 @@ class PhoneServer:
         interval = self.settings.media_read_interval
         read = self.media.read
         next_check = loop.time() + RTP_TIMEOUT_CHECK
+        next_latch = loop.time() + LATCH_CHECK
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
@@ -462,6 +480,10 @@ class PhoneServer:
             except Exception:
                 # A bug in one stream must not stop the recording of every other call.
                 logger.exception("reading media sockets failed")
+            if now >= next_latch:
+                next_latch = now + LATCH_CHECK
+                for rec in list(self.sessions.values()):
+                    rec.source.check_latch(now)
             if now >= next_check:
                 next_check = now + RTP_TIMEOUT_CHECK
                 self._end_silent_sessions(now)

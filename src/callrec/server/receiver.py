@@ -19,6 +19,7 @@ import select
 import selectors
 import socket
 from collections.abc import Callable
+from typing import Any
 
 #: Larger than any RTP packet of a phone (60 ms of G.722 is 492 bytes); a longer datagram is
 #: cut here and then counted as malformed or foreign by the stream core, never crashes it.
@@ -27,7 +28,8 @@ MAX_DATAGRAM = 4096
 #: read, then the loop serves control connections before the next read takes more.
 MAX_ROUNDS = 64
 
-Receive = Callable[[bytes, str, float], None]
+#: Takes (datagram, source address as recvfrom gives it, time of the batch).
+Receive = Callable[[bytes, Any, float], None]
 
 
 class MediaReceiver:
@@ -41,7 +43,7 @@ class MediaReceiver:
         return len(self._sockets)
 
     def add(self, sock: socket.socket, receive: Receive) -> None:
-        """Read ``sock`` from now on; each datagram goes to ``receive(data, ip, now)``."""
+        """Read ``sock`` from now on; each datagram goes to ``receive(data, addr, now)``."""
         fd = sock.fileno()
         self._sockets[fd] = (sock, receive)
         self._poller.register(fd)
@@ -75,7 +77,7 @@ class MediaReceiver:
                 except OSError:
                     # A pending ICMP error on the socket: reading it clears it.
                     continue
-                entry[1](data, addr[0], now)
+                entry[1](data, addr, now)
                 count += 1
         return count
 

@@ -3,21 +3,28 @@
 The socket is read in batches with every other session's by
 :class:`~callrec.server.receiver.MediaReceiver`, which hands each datagram to the session's
 :class:`~callrec.rtp.stream.MediaStream`; the engine pumps the source every tick and drains it
-at the end, and this module turns what the stream released into PCM.
+at the end, and this module turns what the stream released into PCM. It also applies the
+media latch (:mod:`callrec.rtp.latch`): the socket is ``connect()``ed to the phone so the
+kernel drops every other sender before it takes room in the socket's queue.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from itertools import accumulate
+from typing import Any
 
 from callrec.codecs import Codec
 from callrec.codecs.base import PCM_SAMPLE_WIDTH, Decoder
 from callrec.engine.ports import PortRange, drain_socket
 from callrec.rtp.counters import StreamCounters
+from callrec.rtp.latch import MediaLatch
 from callrec.rtp.stream import MediaStream, Piece
 from callrec.server.receiver import MediaReceiver
+
+logger = logging.getLogger(__name__)
 
 
 class PhoneSource:
@@ -25,6 +32,7 @@ class PhoneSource:
 
     # Thousands are alive at once: no per-instance dict.
     __slots__ = (
+        "_latch",
         "_pieces",
         "_port",
         "_ports",
@@ -46,6 +54,7 @@ class PhoneSource:
         sock: socket.socket,
         ports: PortRange,
         receiver: MediaReceiver,
+        latch: MediaLatch | None = None,
     ) -> None:
         self.codec = codec
         self.stream = stream
@@ -60,6 +69,13 @@ class PhoneSource:
         self._reading = False
         #: When the session was answered (the loop's clock): the RTP timeout's start.
         self.reading_since: float | None = None
+        self._latch = latch
+        if latch is not None:
+            self._connect(latch.target)  # the phone's address only, from before the answer
+
+    @property
+    def latch(self) -> MediaLatch | None:
+        return self._latch
 
     @property
     def media_port(self) -> int:
@@ -68,8 +84,44 @@ class PhoneSource:
     def start_reading(self) -> None:
         """From now on the receiver hands this session's datagrams to its stream."""
         if self._sock is not None and not self._reading:
-            self._receiver.add(self._sock, self.stream.receive)
+            self._receiver.add(self._sock, self._receive)
             self._reading = True
+
+    def _receive(self, data: bytes, addr: Any, now: float) -> None:
+        latch = self._latch
+        stream = self.stream
+        if latch is None or latch.port is not None:
+            # Latched (or not filtering): whatever the kernel let through is the phone's.
+            stream.receive(data, addr[0], now)
+            return
+        before = stream.accepted
+        stream.receive(data, addr[0], now)
+        if stream.accepted != before and latch.taken(addr[1]):
+            self._connect(latch.target)
+            if latch.changes != stream.counters.latch_changes:
+                stream.counters.latch_changes = latch.changes
+                logger.warning(
+                    "media of port %d now comes from %s:%d (the phone's source port changed)",
+                    self._port,
+                    *latch.target,
+                )
+
+    def check_latch(self, now: float) -> None:
+        """Time passes: a latched port silent for long enough opens the phone's address."""
+        latch = self._latch
+        if latch is not None and latch.check(self.stream.last_audio_at, now):
+            self._connect(latch.target)
+
+    def _connect(self, target: tuple[str, int]) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.connect(target)
+        except OSError as exc:
+            # Filtering is a protection, not a condition of recording: go on unfiltered.
+            logger.warning("media latch on port %d failed (%s); not filtering", self._port, exc)
+            self._latch = None
 
     def idle_since(self) -> float | None:
         """Since when no audio came (the last packet, or the start); None: not reading."""

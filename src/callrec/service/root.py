@@ -46,9 +46,11 @@ from callrec.engine import (
 from callrec.engine.catchup import catch_up
 from callrec.engine.journal import OK, Journal
 from callrec.engine.journalfile import journal_dir
+from callrec.engine.portmemory import PortMemory, ports_dir
 from callrec.health import ProcessHealth, worker_report
 from callrec.server.listener import PhoneServer
 from callrec.service.process import prepare_process, run_loop
+from callrec.service.supervision import state_dir
 from callrec.service.workers import (
     PROGRESS_SECONDS,
     WorkerPool,
@@ -118,7 +120,12 @@ class Service:
         self.journal = Journal(
             journal_dir(self.root), self.writer, name="worker" if worker else "main"
         )
-        self.ports = PortRange(own.media_host, own.media_port_min, own.media_port_max)
+        self.ports = PortRange(
+            own.media_host,
+            own.media_port_min,
+            own.media_port_max,
+            memory=PortMemory(ports_dir(state_dir(self.root)), settings.media_port_quarantine),
+        )
         self.live = LiveRegistry()
         self.engine = build_engine(settings, self.journal, self.live)
         self.phone = PhoneServer(own, engine=self.engine, ports=self.ports)
@@ -170,6 +177,7 @@ class Service:
         what started to :meth:`stop`) once ``stop`` is set."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.journal.open()
+        self.ports.memory.open()
         settled = asyncio.Event()
         self._background = [
             asyncio.create_task(self.journal.run(), name="callrec-journal"),
@@ -224,6 +232,7 @@ class Service:
                 except Exception:
                     logger.exception("error stopping %s", type(part).__name__)
         await self.engine.stop()
+        self.ports.memory.close()
         await self._stop_catalogue(self.journal, self._background)
         self.catalog.close()
         logger.info("recording server stopped")

@@ -40,6 +40,28 @@ PACKET_COUNTERS = (
     "other",
 )
 
+#: Stream events exported as counters of their own: (counter, metric name, help).
+STREAM_EVENTS = (
+    (
+        "latch_changes",
+        "callrec_media_latch_changes",
+        "Times a call's media latch moved to another source port of the phone's address.",
+    ),
+    ("ssrc_changes", "callrec_media_ssrc_changes", "Times a call's stream moved to a new SSRC."),
+    (
+        "clock_changes",
+        "callrec_media_clock_changes",
+        "Times a call's RTP clock was found to differ from the codec's nominal one.",
+    ),
+)
+#: Why recordings end (exported at 0 before the first, so rates work).
+END_REASONS = (
+    "phone_stop",
+    "connection_lost",
+    "rtp_timeout",
+    "max_duration",
+    "shutdown",
+)
 #: The reasons a start is refused with (exported at 0 before the first, so rates work).
 REFUSAL_REASONS = ("busy", "disk_full", "unsupported_codec", "internal")
 #: Seconds a scrape waits for the count of recordings by status.
@@ -73,6 +95,20 @@ class _CoreCollector(Collector):
             )
             family.add_metric([], m.finished_packets[name] + sum(s.counters[name] for s in live))
             yield family
+        for counter, metric, text in STREAM_EVENTS:
+            family = CounterMetricFamily(metric, text)
+            family.add_metric(
+                [], m.finished_packets[counter] + sum(s.counters.get(counter, 0) for s in live)
+            )
+            yield family
+        ended = CounterMetricFamily(
+            "callrec_recordings_ended",
+            "Recordings finished since the server started, by why they ended.",
+            labels=["reason"],
+        )
+        for reason in sorted(set(END_REASONS) | set(m.ended)):
+            ended.add_metric([reason], m.ended.get(reason, 0))
+        yield ended
         written = CounterMetricFamily(
             "callrec_audio_bytes_written",
             "Bytes of audio written to recordings since the server started.",
@@ -153,7 +189,10 @@ class WebMetrics:
     def __init__(self, catalog: Catalog, view: LiveView | None) -> None:
         self.catalog = catalog
         self.view = view
-        self.finished_packets = dict.fromkeys(PACKET_COUNTERS, 0)
+        self.finished_packets = dict.fromkeys(
+            PACKET_COUNTERS + tuple(event[0] for event in STREAM_EVENTS), 0
+        )
+        self.ended: dict[str, int] = {}
         self.finished_bytes = 0
         #: What the collector reports; set by :meth:`render` just before collecting.
         self.live: list[LiveSession] = []
@@ -181,8 +220,10 @@ class WebMetrics:
 
     def _on_session(self, event: str, live: LiveSession) -> None:
         if event == FINISHED:
-            for name in PACKET_COUNTERS:
+            for name in self.finished_packets:
                 self.finished_packets[name] += live.counters.get(name, 0)
+            if live.stop_reason:
+                self.ended[live.stop_reason] = self.ended.get(live.stop_reason, 0) + 1
             self.finished_bytes += live.bytes_written
 
     def close(self) -> None:
