@@ -120,7 +120,10 @@ class PortRange:
                         memory.quarantine,
                     )
                 return socks
-        return (self._exhausted(),)
+        what = "UDP port" if len(group(firsts[0])) == 1 else "UDP port pair"
+        raise ResourceError(
+            f"no free {what} in {self.low}-{self.high} ({self.in_use} in use)", reason="busy"
+        )
 
     def _try_all(self, ports: tuple[int, ...], host: str) -> tuple[socket.socket, ...] | None:
         socks: list[socket.socket] = []
