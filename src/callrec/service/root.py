@@ -118,7 +118,9 @@ class Service:
         self.journal = Journal(
             journal_dir(self.root), self.writer, name="worker" if worker else "main"
         )
-        self.ports = PortRange(own.media_host, own.media_port_min, own.media_port_max)
+        self.ports = PortRange(
+            own.media_host, own.media_port_min, own.media_port_max, rcvbuf=own.media_rcvbuf
+        )
         self.live = LiveRegistry()
         self.engine = build_engine(settings, self.journal, self.live)
         self.phone = PhoneServer(own, engine=self.engine, ports=self.ports)
