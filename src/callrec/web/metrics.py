@@ -38,6 +38,7 @@ PACKET_COUNTERS = (
     "foreign",
     "malformed",
     "other",
+    "kernel_dropped",
 )
 
 #: The reasons a start is refused with (exported at 0 before the first, so rates work).
