@@ -20,6 +20,8 @@ import selectors
 import socket
 from collections.abc import Callable
 
+from callrec.net import plain_ip
+
 #: Larger than any RTP packet of a phone (60 ms of G.722 is 492 bytes); a longer datagram is
 #: cut here and then counted as malformed or foreign by the stream core, never crashes it.
 MAX_DATAGRAM = 4096
@@ -75,7 +77,7 @@ class MediaReceiver:
                 except OSError:
                     # A pending ICMP error on the socket: reading it clears it.
                     continue
-                entry[1](data, addr[0], now)
+                entry[1](data, plain_ip(addr[0]), now)
                 count += 1
         return count
 
