@@ -81,8 +81,8 @@ class Settings:
     media_rcvbuf: int = _doc(
         "Receive buffer of each media socket, in bytes: holds a burst of RTP (a phone "
         "flushing its jitter buffer) until it is read. The kernel caps it at "
-        "net.core.rmem_max unless callrec runs as root (packaging/sysctl.d raises it); what "
-        "overflows is counted as packets_kernel_dropped.",
+        "net.core.rmem_max unless callrec runs as root (packaging/systemd/sysctl.conf "
+        "raises it); what overflows is counted as packets_kernel_dropped.",
         1024 * 1024,
     )
     media_read_interval: float = _doc(

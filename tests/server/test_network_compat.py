@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -60,13 +61,13 @@ async def _call(server: Service, host: str, session_id: str, packets: list[RtpPa
 
 
 @pytest.fixture
-async def dual_stack(tmp_path: Path) -> Service:
+async def dual_stack(tmp_path: Path) -> AsyncIterator[Service]:
     if not _ipv6_loopback():
         pytest.skip("this machine has no IPv6 loopback (::1)")
     srv = Service(server_settings(tmp_path, control_host="::", media_host="::"))
     await srv.start()
     try:
-        yield srv  # type: ignore[misc]
+        yield srv
     finally:
         await srv.stop()
 
@@ -171,7 +172,7 @@ def _default_buffer_holds(size: int) -> bool:
 
 @pytest.mark.skipif(
     not _default_buffer_holds(1024 * 1024),
-    reason="net.core.rmem_max caps media_rcvbuf here (see packaging/sysctl.d)",
+    reason="net.core.rmem_max caps media_rcvbuf here (see packaging/systemd/sysctl.conf)",
 )
 async def test_a_burst_of_a_thousand_packets_is_recorded_whole(tmp_path: Path) -> None:
     """What ``callrec phone --fast`` sends: 1,000 packets at once. The default media_rcvbuf

@@ -106,7 +106,7 @@ class PortRange:
                 self._warned_short = True
                 logger.warning(
                     "media sockets get a %d-byte receive buffer, not the %d of media_rcvbuf: "
-                    "raise net.core.rmem_max (packaging/sysctl.d) or bursts are dropped",
+                    "raise net.core.rmem_max (packaging/systemd/sysctl.conf) or bursts are dropped",
                     granted.granted,
                     self.rcvbuf,
                 )
