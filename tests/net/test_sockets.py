@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from callrec.engine.ports import PortRange, drain_socket
-from callrec.net import kernel_drops, new_socket, size_receive_buffer
+from callrec.net import DropCounter, kernel_drops, new_socket, size_receive_buffer
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_MEMINFO (the drop count) is Linux's"
@@ -98,3 +98,30 @@ def test_kernel_drops_counts_what_a_full_queue_refused() -> None:
         # Loopback loses nothing on the way: every datagram was read or dropped at the queue.
         assert read + dropped == sent
     assert kernel_drops(rx) == 0  # a closed socket says nothing
+
+
+def _overflow(rx: socket.socket, tx: socket.socket, count: int) -> None:
+    for _ in range(count):
+        tx.sendto(b"\x80" + bytes(171), rx.getsockname())
+
+
+@linux_only
+def test_a_drop_counter_counts_from_its_start_and_outlives_the_socket() -> None:
+    """A SIP segment's count: the relay's socket is older than the segment, and is closed
+    when the call ends, maybe before the segment's last counters are read."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx = new_socket("127.0.0.1")
+        size_receive_buffer(rx, 4096)
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        _overflow(rx, tx, 100)
+        before = kernel_drops(rx)
+        assert before > 0
+        drain_socket(rx)
+        segment = DropCounter([rx])
+        assert segment.count() == 0
+        _overflow(rx, tx, 100)
+        during = kernel_drops(rx) - before
+        assert during > 0 and segment.count() == during
+        rx.close()
+        assert segment.count() == during

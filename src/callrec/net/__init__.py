@@ -10,9 +10,16 @@ reads what the kernel dropped on them.
 from __future__ import annotations
 
 from callrec.net.addresses import is_ipv6, plain_ip, plain_sockaddr, sendable, url_host
-from callrec.net.sockets import ReceiveBuffer, kernel_drops, new_socket, size_receive_buffer
+from callrec.net.sockets import (
+    DropCounter,
+    ReceiveBuffer,
+    kernel_drops,
+    new_socket,
+    size_receive_buffer,
+)
 
 __all__ = [
+    "DropCounter",
     "ReceiveBuffer",
     "is_ipv6",
     "kernel_drops",

@@ -14,6 +14,7 @@ import contextlib
 import socket
 import struct
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -87,3 +88,22 @@ def size_receive_buffer(sock: socket.socket, size: int) -> ReceiveBuffer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     granted = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
     return ReceiveBuffer(requested=size, granted=granted, forced=forced)
+
+
+class DropCounter:
+    """Datagrams the kernel dropped on some sockets since this counter was made: a
+    recording that uses sockets older than itself (a SIP call's relay, recorded segment by
+    segment). A socket closed meanwhile keeps the count last read from it."""
+
+    __slots__ = ("_base", "_last", "_sockets")
+
+    def __init__(self, sockets: Sequence[socket.socket]) -> None:
+        self._sockets = tuple(sockets)
+        self._last = [kernel_drops(s) for s in self._sockets]
+        self._base = sum(self._last)
+
+    def count(self) -> int:
+        for i, sock in enumerate(self._sockets):
+            if sock.fileno() >= 0:
+                self._last[i] = kernel_drops(sock)
+        return sum(self._last) - self._base

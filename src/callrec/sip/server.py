@@ -25,7 +25,7 @@ from callrec.config import Settings
 from callrec.engine import PortRange, RecordingEngine
 from callrec.engine.spec import HANGUP, STOP_REASONS
 from callrec.exceptions import CallrecError, CatalogError, ConfigError
-from callrec.net import new_socket, plain_sockaddr, sendable
+from callrec.net import DropCounter, new_socket, plain_sockaddr, sendable
 from callrec.sip.accounts import POLICIES, Account
 from callrec.sip.core import CoreConfig, SipCore
 from callrec.sip.errors import SipProtocolError
@@ -42,7 +42,7 @@ from callrec.sip.message import StreamFramer
 from callrec.sip.peer import Peer
 from callrec.sip.recorder import CALLEE, CALLER, StereoRecorder
 from callrec.sip.recording import SipSource, recording_spec
-from callrec.sip.relay import CallMedia, Relays
+from callrec.sip.relay import RTP, CallMedia, Relays
 
 logger = logging.getLogger(__name__)
 
@@ -426,6 +426,7 @@ class SipServer:
             # The port facing our own phone: the caller's when it made the call.
             media_port=media.ports[CALLER if event.direction == "out" else CALLEE],
             on_close=lambda src: self._source_closed(media, src),
+            drops=DropCounter([media.sockets[CALLER][RTP], media.sockets[CALLEE][RTP]]),
         )
         media.recording = source
         spec = recording_spec(event, codec, source.media_port)
