@@ -70,7 +70,8 @@ def test_receive_buffer_is_granted_and_reported() -> None:
         got = size_receive_buffer(sock, 64 * 1024)
         assert got.requested == 64 * 1024
         assert got.granted == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        assert got.granted >= 64 * 1024 or got.short
+        # 64 KiB is below every Linux default of net.core.rmem_max (208 KiB).
+        assert got.granted >= got.requested and not got.short
 
 
 def test_port_range_sizes_each_socket() -> None:
