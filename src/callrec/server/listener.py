@@ -22,7 +22,7 @@ from callrec.engine import PortRange, Recording, RecordingEngine, RecordingSpec
 from callrec.engine.spec import CONNECTION_LOST, PHONE_STOP, RTP_TIMEOUT, SHUTDOWN
 from callrec.exceptions import ResourceError, UnsupportedCodecError
 from callrec.media.naming import FIELDS as NAME_FIELDS
-from callrec.net import new_socket, plain_ip, plain_sockaddr
+from callrec.net import new_socket, plain_ip, plain_sockaddr, url_host
 from callrec.rtp.stream import MediaStream
 from callrec.server.receiver import MediaReceiver
 from callrec.server.source import PhoneSource
@@ -133,7 +133,7 @@ class PhoneServer:
         self._read_task = asyncio.create_task(self._read_loop(), name="callrec-media")
         logger.info(
             "phone control listening on %s:%d (TCP), media ports %d-%d, recordings in %s",
-            self.settings.control_host,
+            url_host(self.settings.control_host),
             self.control_port,
             self.settings.media_port_min,
             self.settings.media_port_max,
