@@ -190,3 +190,18 @@ async def test_a_burst_of_a_thousand_packets_is_recorded_whole(tmp_path: Path) -
         np.testing.assert_array_equal(samples, np.tile(REFERENCE, 10))
     finally:
         await srv.stop()
+
+
+@needs_ipv6
+async def test_the_web_ui_on_a_dual_stack_address_answers_ipv4_and_ipv6(tmp_path: Path) -> None:
+    srv = Service(web_settings(tmp_path, web_host="::"))
+    await srv.start()
+    try:
+        assert srv.web is not None
+        for host in ("127.0.0.1", "[::1]"):
+            async with httpx.AsyncClient(timeout=30) as client:
+                response = await client.get(f"http://{host}:{srv.web.port}/metrics")
+            assert response.status_code == 200, host
+            assert "callrec_packets_kernel_dropped_total" in response.text
+    finally:
+        await srv.stop()
