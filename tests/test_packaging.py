@@ -102,3 +102,16 @@ def test_the_install_guide_names_every_file_and_the_readme_links_it() -> None:
         assert f"packaging/systemd/{path.name}" in guide, path.name
     assert "KillMode=process" in guide
     assert "docs/install.md" in (ROOT / "README.md").read_text()
+
+
+def test_the_sysctl_snippet_lets_media_sockets_have_their_buffer() -> None:
+    """Not root, the service's media sockets get at most net.core.rmem_max: the snippet
+    must allow the default media_rcvbuf."""
+    values = {}
+    for raw in (SYSTEMD / "sysctl.conf").read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith(("#", ";")):
+            key, _, value = line.partition("=")
+            values[key.strip()] = int(value.strip())
+    settings, _ = load_settings(SYSTEMD / "callrec.toml", environ={})
+    assert values["net.core.rmem_max"] >= settings.media_rcvbuf

@@ -37,6 +37,9 @@ FORBIDDEN: dict[str, set[str]] = {
     "sim": {"engine", "server", "sip", "web", "usb", "service"},
     "catalog": {"engine", "server", "sip", "web", "usb", "service", "cli", "sim"}
     | {"control", "codecs", "media"},
+    # Addresses and sockets, under every layer that touches the network.
+    "net": {"engine", "server", "sip", "web", "usb", "service", "cli", "sim", "catalog"}
+    | {"control", "rtp", "codecs", "media"},
 }
 #: Only these subpackages may import the composition root.
 ROOT_USERS = {"cli", "service"}

@@ -36,9 +36,14 @@ def _doc(text: str, default: Any) -> Any:
 class Settings:
     """Effective configuration of a callrec server."""
 
-    control_host: str = _doc("Address the TCP control listener binds to.", "0.0.0.0")
+    control_host: str = _doc(
+        'Address the TCP control listener binds to. "::" is dual stack: IPv6 and IPv4 phones.',
+        "0.0.0.0",
+    )
     control_port: int = _doc("TCP port phones send RecordStart/StopRequest to.", 10000)
-    media_host: str = _doc("Address the per-session UDP media sockets bind to.", "0.0.0.0")
+    media_host: str = _doc(
+        'Address the per-session UDP media sockets bind to. "::" is dual stack.', "0.0.0.0"
+    )
     media_port_min: int = _doc("Lowest UDP port handed to a session (inclusive).", 41000)
     media_port_max: int = _doc("Highest UDP port handed to a session (inclusive).", 42999)
     advertised_address: str = _doc(
@@ -92,6 +97,13 @@ class Settings:
         "slice of the media port range (per-process limits: max_sessions and "
         "max_sessions_per_device apply to each).",
         1,
+    )
+    media_rcvbuf: int = _doc(
+        "Receive buffer of each media socket, in bytes: holds a burst of RTP (a phone "
+        "flushing its jitter buffer) until it is read. The kernel caps it at "
+        "net.core.rmem_max unless callrec runs as root (packaging/systemd/sysctl.conf "
+        "raises it); what overflows is counted as packets_kernel_dropped.",
+        1024 * 1024,
     )
     media_read_interval: float = _doc(
         "Seconds between batched reads of all media sockets (the kernel buffers meanwhile).",
@@ -243,6 +255,8 @@ class Settings:
             raise ConfigError(
                 "workers > 1 needs a media port range with at least one port per worker"
             )
+        if self.media_rcvbuf < 4096:
+            raise ConfigError(f"media_rcvbuf must be >= 4096 bytes, got {self.media_rcvbuf}")
         if self.reorder_window < 0:
             raise ConfigError("reorder_window must be >= 0")
         for name in (

@@ -51,6 +51,8 @@ def recording_info(row: Recording) -> RecordingInfo:
         packets_malformed=row.packets_malformed,
         packets_other=row.packets_other,
         ssrc_changes=row.ssrc_changes,
+        packets_kernel_dropped=row.packets_kernel_dropped,
+        clock_changes=row.clock_changes,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

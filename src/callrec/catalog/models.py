@@ -150,6 +150,8 @@ class Recording(Base):
     packets_malformed: Mapped[int] = _counter()
     packets_other: Mapped[int] = _counter()
     ssrc_changes: Mapped[int] = _counter()
+    packets_kernel_dropped: Mapped[int] = _counter()
+    clock_changes: Mapped[int] = _counter()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -140,6 +140,8 @@ COUNTER_COLUMNS = {
     "malformed": "packets_malformed",
     "other": "packets_other",
     "ssrc_changes": "ssrc_changes",
+    "kernel_dropped": "packets_kernel_dropped",
+    "clock_changes": "clock_changes",
 }
 
 
@@ -190,6 +192,10 @@ class RecordingInfo:
     updated_at: datetime
     #: The engine's name for the recording (None on rows from before the journal).
     uid: str | None = None
+    #: Datagrams the kernel dropped on the recording's socket (its queue was full).
+    packets_kernel_dropped: int = 0
+    #: How often the RTP clock was found to differ from the codec's.
+    clock_changes: int = 0
 
     @property
     def counters(self) -> StreamCounters:

@@ -19,12 +19,15 @@ from collections.abc import Callable
 
 from callrec.engine.portmemory import PortMemory
 from callrec.exceptions import ResourceError
+from callrec.net import new_socket, plain_ip, size_receive_buffer
 
 logger = logging.getLogger(__name__)
 
-#: Each call gets its own socket, so a scheduling hiccup is absorbed by the kernel: ask for
-#: a receive buffer of about ten seconds of a G.722 call.
-RCVBUF_BYTES = 256 * 1024
+#: Each call gets its own socket, so a scheduling hiccup is absorbed by the kernel: a
+#: receive buffer that holds a burst (a phone flushing its jitter buffer, ``callrec phone
+#: --fast``: 1,000 packets of G.711 filled 256 KiB after 630, and were all kept with 1 MiB).
+#: The ``media_rcvbuf`` setting; ``net.core.rmem_max`` caps it unless the server is root.
+RCVBUF_BYTES = 1024 * 1024
 #: Random picks tried before the range is scanned in full (it is then nearly all taken).
 RANDOM_TRIES = 32
 
@@ -42,12 +45,16 @@ class PortRange:
         *,
         memory: PortMemory | None = None,
         rng: random.Random | None = None,
+        rcvbuf: int = RCVBUF_BYTES,
     ) -> None:
         self.host = host
         self.low = low
         self.high = high
         self.memory = memory if memory is not None else PortMemory(None, 0)
         self._rng = rng if rng is not None else random.SystemRandom()
+        #: Receive buffer asked for on each socket, in bytes.
+        self.rcvbuf = rcvbuf
+        self._warned_short = False
         self._in_use: set[int] = set()
         self._warned_resting = False
 
@@ -164,9 +171,18 @@ class PortRange:
         return rtp, rtcp
 
     def _try(self, port: int, host: str) -> socket.socket | None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Dual stack for "::": an IPv4 phone's RTP reaches a socket bound there.
+        sock = new_socket(host, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+            granted = size_receive_buffer(sock, self.rcvbuf)
+            if granted.short and not self._warned_short:
+                self._warned_short = True
+                logger.warning(
+                    "media sockets get a %d-byte receive buffer, not the %d of media_rcvbuf: "
+                    "raise net.core.rmem_max (packaging/systemd/sysctl.conf) or bursts are dropped",
+                    granted.granted,
+                    self.rcvbuf,
+                )
             sock.bind((host, port))
         except OSError as exc:
             sock.close()
@@ -192,5 +208,5 @@ def drain_socket(sock: socket.socket, limit: int = 100_000) -> list[tuple[bytes,
             break
         except OSError:
             break
-        out.append((data, str(addr[0])))
+        out.append((data, plain_ip(str(addr[0]))))
     return out

@@ -22,6 +22,7 @@ from callrec.engine import PortRange, Recording, RecordingEngine, RecordingSpec
 from callrec.engine.spec import CONNECTION_LOST, PHONE_STOP, RTP_TIMEOUT, SHUTDOWN
 from callrec.exceptions import ResourceError, UnsupportedCodecError
 from callrec.media.naming import FIELDS as NAME_FIELDS
+from callrec.net import new_socket, plain_ip, plain_sockaddr, url_host
 from callrec.rtp.latch import MediaLatch
 from callrec.rtp.stream import MediaStream
 from callrec.server.receiver import MediaReceiver
@@ -106,8 +107,8 @@ class PhoneServer:
         which workers share when the settings ask for any free one (port 0)."""
         if self._control_sock is None:
             host = self.settings.control_host
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # "::" is dual stack: IPv4 phones connect too (their address is normalised).
+            sock = new_socket(host, socket.SOCK_STREAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 # Shared, whatever ``workers`` says: the processes of a pool share the port
@@ -138,7 +139,7 @@ class PhoneServer:
         self._read_task = asyncio.create_task(self._read_loop(), name="callrec-media")
         logger.info(
             "phone control listening on %s:%d (TCP), media ports %d-%d, recordings in %s",
-            self.settings.control_host,
+            url_host(self.settings.control_host),
             self.control_port,
             self.settings.media_port_min,
             self.settings.media_port_max,
@@ -211,7 +212,8 @@ class PhoneServer:
         assert task is not None
         self._connections.add(task)
         self._writers.add(writer)
-        peer = writer.get_extra_info("peername") or ("?", 0)
+        # On a dual-stack socket an IPv4 phone is ::ffff:a.b.c.d; its RTP comes from a.b.c.d.
+        peer = plain_sockaddr(writer.get_extra_info("peername") or ("?", 0))
         if len(self._connections) > self.settings.max_connections:
             logger.warning("too many control connections; closing one from %s", peer[0])
             self._connections.discard(task)
@@ -321,7 +323,11 @@ class PhoneServer:
         key = _key(peer, conn, event.session_id)
         if isinstance(event, StartRequest):
             try:
-                server_ip = self.settings.advertised_address or writer.get_extra_info("sockname")[0]
+                # The address the phone reached us on, in its own family: an IPv4 phone on a
+                # dual-stack listener gets a.b.c.d, which it can send RTP to.
+                server_ip = self.settings.advertised_address or plain_ip(
+                    str(writer.get_extra_info("sockname")[0])
+                )
                 rec = await self._open_session(key, conn, event, peer, writer)
             except (UnsupportedCodecError, ResourceError) as exc:
                 logger.warning("refused start %s from %s: %s", event.session_id, peer[0], exc)
@@ -397,7 +403,7 @@ class PhoneServer:
         media_host = settings.media_host
         if latching and media_host in WILDCARD_HOSTS:
             # Where the phone reached us is where its RTP will come (server= of the answer).
-            media_host = str(writer.get_extra_info("sockname")[0])
+            media_host = plain_ip(str(writer.get_extra_info("sockname")[0]))
 
         def make_source() -> PhoneSource:
             stream = MediaStream(

@@ -19,6 +19,7 @@ from typing import Any
 from callrec.codecs import Codec
 from callrec.codecs.base import PCM_SAMPLE_WIDTH, Decoder
 from callrec.engine.ports import PortRange, drain_socket
+from callrec.net import kernel_drops, sendable
 from callrec.rtp.counters import StreamCounters
 from callrec.rtp.latch import MediaLatch
 from callrec.rtp.stream import MediaStream, Piece
@@ -117,7 +118,7 @@ class PhoneSource:
         if sock is None:
             return
         try:
-            sock.connect(target)
+            sock.connect(sendable(sock.family, target))
         except OSError as exc:
             # Filtering is a protection, not a condition of recording: go on unfiltered.
             logger.warning("media latch on port %d failed (%s); not filtering", self._port, exc)
@@ -150,6 +151,7 @@ class PhoneSource:
             self.stop_reading()
             for data, source in drain_socket(sock):
                 self.stream.receive(data, source, now)
+            self._count_kernel_drops(sock)
         self.stream.flush(now, everything=True)
         return self._render()
 
@@ -158,15 +160,23 @@ class PhoneSource:
         return list(accumulate(_pcm_sizes(self._pieces, self.codec)))
 
     def counters(self) -> StreamCounters:
+        if self._sock is not None:
+            self._count_kernel_drops(self._sock)
         return self.stream.counters
 
     def close(self) -> None:
         self.stop_reading()
         sock, self._sock = self._sock, None
         if sock is not None:
+            self._count_kernel_drops(sock)
             sock.close()
             self._ports.release(self._port)
         self.on_close()
+
+    def _count_kernel_drops(self, sock: socket.socket) -> None:
+        # The socket is the session's own from its first datagram, so the kernel's count on it
+        # is this recording's: datagrams that came when its queue was full, never read.
+        self.stream.counters.kernel_dropped = kernel_drops(sock)
 
     def _render(self) -> Sequence[bytes]:
         pieces = self._pieces = self.stream.pop_pieces()

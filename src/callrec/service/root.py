@@ -125,6 +125,7 @@ class Service:
             own.media_port_min,
             own.media_port_max,
             memory=PortMemory(ports_dir(state_dir(self.root)), settings.media_port_quarantine),
+            rcvbuf=own.media_rcvbuf,
         )
         self.live = LiveRegistry()
         self.engine = build_engine(settings, self.journal, self.live)

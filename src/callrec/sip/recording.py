@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from callrec.codecs import Codec
 from callrec.engine import Companion, Recording, RecordingSpec
+from callrec.net import DropCounter
 from callrec.rtp.counters import StreamCounters
 from callrec.sip.events import CallParty, StartRecording
 from callrec.sip.recorder import StereoRecorder
@@ -34,8 +35,11 @@ class SipSource:
         segment: int,
         media_port: int,
         on_close: Callable[[SipSource], None],
+        drops: DropCounter | None = None,
     ) -> None:
         self.recorder = recorder
+        #: What the kernel dropped on the relay's RTP sockets during this segment.
+        self._drops = drops
         self.call = call
         self.segment = segment
         self._media_port = media_port
@@ -62,13 +66,20 @@ class SipSource:
         return self.recorder.pump(now)
 
     def drain(self, now: float) -> Sequence[bytes]:
+        if self._drops is not None:
+            # Now, while the relay's sockets are open: the call's end may close them before
+            # the engine reads the final counters.
+            self._drops.count()
         return self.recorder.drain()
 
     def cut_points(self) -> Sequence[int]:
         return ()
 
     def counters(self) -> StreamCounters:
-        return self.recorder.counters()
+        counters = self.recorder.counters()
+        if self._drops is not None:
+            counters.kernel_dropped += self._drops.count()
+        return counters
 
     def close(self) -> None:
         if not self._closed:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from callrec.engine import PortRange
 from callrec.exceptions import ResourceError
+from callrec.net import plain_ip, sendable
 from callrec.sip.events import MediaUpdate
 from callrec.sip.recorder import CALLEE, CALLER
 
@@ -93,7 +94,7 @@ class CallMedia:
         other = 1 - side
         transport, target = self.transports[other][kind], self.targets[other][kind]
         if transport is not None and target is not None:
-            transport.sendto(data, target)
+            transport.sendto(data, sendable(self.sockets[other][kind].family, target))
             if kind == RTP:
                 self.relayed[side] += 1
         recording = self.recording
@@ -111,8 +112,9 @@ class _RelayProtocol(asyncio.DatagramProtocol):
         self._time = loop.time
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        # Dual stack ("::"): an IPv4 phone's ::ffff:a.b.c.d is the a.b.c.d of its SDP.
         self._media.received(
-            self._side, self._kind, data, (str(addr[0]), int(addr[1])), self._time()
+            self._side, self._kind, data, (plain_ip(str(addr[0])), int(addr[1])), self._time()
         )
 
     def error_received(self, exc: Exception) -> None:

@@ -25,6 +25,7 @@ from callrec.config import Settings
 from callrec.engine import PortRange, RecordingEngine
 from callrec.engine.spec import HANGUP, STOP_REASONS
 from callrec.exceptions import CallrecError, CatalogError, ConfigError
+from callrec.net import DropCounter, new_socket, plain_sockaddr, sendable
 from callrec.sip.accounts import POLICIES, Account
 from callrec.sip.core import CoreConfig, SipCore
 from callrec.sip.errors import SipProtocolError
@@ -41,7 +42,7 @@ from callrec.sip.message import StreamFramer
 from callrec.sip.peer import Peer
 from callrec.sip.recorder import CALLEE, CALLER, StereoRecorder
 from callrec.sip.recording import SipSource, recording_spec
-from callrec.sip.relay import CallMedia, Relays
+from callrec.sip.relay import RTP, CallMedia, Relays
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,10 @@ class _SipDatagramProtocol(asyncio.DatagramProtocol):
         self._server = server
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._server.receive(data, Peer("udp", str(addr[0]), int(addr[1])))
+        # On "::" an IPv4 phone is ::ffff:a.b.c.d: the core (Via, Contact, SDP checks, the
+        # recording's addresses) sees it as a.b.c.d, the one spelling of its RTP's source.
+        host, port = plain_sockaddr(addr)
+        self._server.receive(data, Peer("udp", host, port))
 
     def error_received(self, exc: Exception) -> None:
         logger.debug("UDP error on the SIP port: %s", exc)
@@ -113,21 +117,23 @@ class SipServer:
             logger.warning("SIP starts without its accounts for now: %s", exc or "no answer")
         self._udp, _ = await loop.create_datagram_endpoint(
             lambda: _SipDatagramProtocol(self),
-            local_addr=(settings.sip_host, settings.sip_port),
+            sock=_bound(settings.sip_host, settings.sip_port, socket.SOCK_DGRAM),
         )
         udp_port = int(self._udp.get_extra_info("sockname")[1])
         tcp_port = udp_port
         if settings.sip_tcp:
             try:
                 self._tcp_server = await asyncio.start_server(
-                    self._serve_tcp, settings.sip_host, udp_port, reuse_address=True
+                    self._serve_tcp, sock=_bound(settings.sip_host, udp_port, socket.SOCK_STREAM)
                 )
             except OSError:
                 if settings.sip_port != 0:
                     self._udp.close()
                     raise
                 # Port 0: the UDP port's TCP twin may be taken; any TCP port will do.
-                self._tcp_server = await asyncio.start_server(self._serve_tcp, settings.sip_host, 0)
+                self._tcp_server = await asyncio.start_server(
+                    self._serve_tcp, sock=_bound(settings.sip_host, 0, socket.SOCK_STREAM)
+                )
             tcp_port = int(self._tcp_server.sockets[0].getsockname()[1])
         self.core = SipCore(
             CoreConfig(
@@ -294,7 +300,8 @@ class SipServer:
     def _send(self, data: bytes, peer: Peer) -> None:
         if peer.transport == "udp":
             if self._udp is not None:
-                self._udp.sendto(data, peer.address)
+                family = self._udp.get_extra_info("socket").family
+                self._udp.sendto(data, sendable(family, peer.address))
             return
         writer = self._tcp.get(peer.address)
         if writer is not None and not writer.is_closing():
@@ -314,8 +321,8 @@ class SipServer:
         self._spawn(self._read_tcp(reader, writer, peer))
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        addr = writer.get_extra_info("peername") or ("?", 0)
-        peer = Peer("tcp", str(addr[0]), int(addr[1]))
+        host, port = plain_sockaddr(writer.get_extra_info("peername") or ("?", 0))
+        peer = Peer("tcp", host, port)
         await self._read_tcp(reader, writer, peer)
 
     async def _read_tcp(
@@ -419,6 +426,7 @@ class SipServer:
             # The port facing our own phone: the caller's when it made the call.
             media_port=media.ports[CALLER if event.direction == "out" else CALLEE],
             on_close=lambda src: self._source_closed(media, src),
+            drops=DropCounter([media.sockets[CALLER][RTP], media.sockets[CALLEE][RTP]]),
         )
         media.recording = source
         spec = recording_spec(event, codec, source.media_port)
@@ -521,6 +529,23 @@ class SipServer:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _bound(host: str, port: int, kind: socket.SocketKind) -> socket.socket:
+    """A socket bound to ``host``:``port``, dual stack for "::" (asyncio's own listeners
+    would make an IPv6 one IPv6-only, deaf to IPv4 phones)."""
+    sock = new_socket(host, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def check_sip_settings(settings: Settings) -> None:

@@ -38,6 +38,7 @@ PACKET_COUNTERS = (
     "foreign",
     "malformed",
     "other",
+    "kernel_dropped",
 )
 
 #: Stream events exported as counters of their own: (counter, metric name, help).

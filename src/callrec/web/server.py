@@ -16,6 +16,7 @@ from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
 from callrec.exceptions import CatalogError, ConfigError
 from callrec.health import HealthSource
+from callrec.net import new_socket, url_host
 from callrec.web.app import create_app
 from callrec.web.security import hash_password, new_one_time_password
 
@@ -106,7 +107,7 @@ class WebServer:
     @property
     def url(self) -> str:
         host = self.settings.web_host
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else url_host(host)
         return f"http://{shown}:{self.port}"
 
     async def start(self) -> None:
@@ -117,8 +118,8 @@ class WebServer:
             # why), and the first admin is made as soon as the catalogue can take it.
             logger.warning("cannot check the web UI's users yet: %s", exc or "no answer")
             self._admin_task = asyncio.create_task(self._first_admin_later())
-        family = socket.AF_INET6 if ":" in self.settings.web_host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # "::" is dual stack: browsers and scrapers on IPv4 reach it too.
+        sock = new_socket(self.settings.web_host, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.settings.web_host, self.settings.web_port))

@@ -42,6 +42,12 @@ class Counters(BaseModel):
     malformed: int
     other: int
     ssrc_changes: int
+    kernel_dropped: int = Field(
+        0, description="Datagrams the kernel dropped on the recording's socket (queue full)."
+    )
+    clock_changes: int = Field(
+        0, description="How often the RTP clock was found to differ from the codec's."
+    )
 
 
 class QualityOut(BaseModel):
