@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from callrec.exceptions import ConfigError
+from callrec.filemodes import parse_mode
 
 #: Values of ``sync_mode`` (the same as :data:`callrec.engine.durability.MODES`, which the
 #: settings do not import: the engine package is heavy).
@@ -50,6 +51,19 @@ class Settings:
     database_url: str = _doc(
         "SQLAlchemy URL of the catalogue (SQLite file or postgresql+psycopg://...).",
         "sqlite:///callrec.db",
+    )
+    file_mode: str = _doc(
+        "Permission bits (octal) of the recordings, sidecars, exports and SQLite catalogue "
+        "callrec creates, whatever the umask; folders get the matching search bits (0640: "
+        "0750). Journals, locks and secrets are always 0600. Must keep the owner's read "
+        "and write, must not let every user write.",
+        "0640",
+    )
+    file_group: str = _doc(
+        "Group (name or number) the files and folders callrec creates are given, e.g. the "
+        "group of a backup user (file_mode 0640 lets it read). Empty: the process's own "
+        "group. The process must be a member of it.",
+        "",
     )
     filename_template: str = _doc(
         "Path of a recording under recordings_dir. Fields: dir, local_number, remote_number, "
@@ -256,6 +270,7 @@ class Settings:
             raise ConfigError(
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level}"
             )
+        parse_mode(self.file_mode)
         from callrec.media.naming import check_template
 
         check_template(self.filename_template)
