@@ -7,13 +7,16 @@ import contextlib
 import logging
 import socket
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import uvicorn
 
+from callrec import filemodes
 from callrec.catalog import ROLE_ADMIN, Catalog
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
+from callrec.engine.journalfile import STATE_DIR
 from callrec.exceptions import CatalogError, ConfigError
 from callrec.health import HealthSource
 from callrec.web.app import create_app
@@ -29,6 +32,9 @@ logger = logging.getLogger(__name__)
 #: Seconds open responses (audio, live events) get to finish when the server stops.
 GRACEFUL_SHUTDOWN = 3
 FIRST_ADMIN = "admin"
+#: Where a server without a console leaves the first admin's one-time password, under the
+#: recordings' state folder.
+FIRST_ADMIN_FILE = "first-admin-password"
 #: Seconds the start waits for the catalogue to say whether a first admin is needed.
 ADMIN_WAIT = 5.0
 
@@ -42,9 +48,12 @@ def check_web_settings(settings: Settings) -> None:
         raise ConfigError("web_zip_max_files must be >= 1")
 
 
-def ensure_first_admin(catalog: Catalog, *, announce: bool = True) -> str | None:
-    """With no user at all, create ``admin`` with a one-time password and print it; returns
-    the password (None when there were users)."""
+def ensure_first_admin(
+    catalog: Catalog, *, announce: bool = True, recordings_dir: Path | None = None
+) -> str | None:
+    """With no user at all, create ``admin`` with a one-time password and hand it to whoever
+    starts the server (:func:`announce_first_admin`); returns the password (None when there
+    were users)."""
     if catalog.count_users():
         return None
     password = new_one_time_password()
@@ -55,6 +64,19 @@ def ensure_first_admin(catalog: Catalog, *, announce: bool = True) -> str | None
         must_change_password=True,
     )
     if announce:
+        announce_first_admin(password, recordings_dir or Path("recordings"))
+    return password
+
+
+def first_admin_password_path(recordings_dir: Path) -> Path:
+    return recordings_dir.resolve() / STATE_DIR / FIRST_ADMIN_FILE
+
+
+def announce_first_admin(password: str, recordings_dir: Path) -> None:
+    """Show the one-time password to a person, never to a log: on an interactive console
+    it is printed there; otherwise (systemd, docker, a redirected stderr: all end in log
+    files) it goes to a file only callrec's user may read, and the log says where."""
+    if _interactive(sys.stderr):
         banner = (
             "\n"
             "  callrec web UI: no users existed, so an admin was created.\n"
@@ -63,8 +85,39 @@ def ensure_first_admin(catalog: Catalog, *, announce: bool = True) -> str | None
             "  Sign in and choose a new password (or use `callrec user passwd admin`).\n"
         )
         print(banner, file=sys.stderr, flush=True)
-    logger.warning("created the first admin user %r with a one-time password", FIRST_ADMIN)
-    return password
+        logger.warning(
+            "created the first admin user %r; its one-time password is shown on the console",
+            FIRST_ADMIN,
+        )
+        return
+    path = first_admin_password_path(recordings_dir)
+    try:
+        filemodes.make_dirs(path.parent)
+        path.unlink(missing_ok=True)  # one of a catalogue made afresh since
+        filemodes.write_new(path, f"{FIRST_ADMIN} {password}\n".encode(), private=True)
+    except OSError as exc:
+        logger.error(
+            "created the first admin user %r but cannot write its one-time password to %s "
+            "(%s): set one with `callrec user passwd %s`",
+            FIRST_ADMIN,
+            path,
+            exc,
+            FIRST_ADMIN,
+        )
+        return
+    logger.warning(
+        "created the first admin user %r; its one-time password is in %s (mode 0600): sign "
+        "in, choose a new password, then delete the file",
+        FIRST_ADMIN,
+        path,
+    )
+
+
+def _interactive(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
 
 
 class WebServer:
@@ -111,7 +164,7 @@ class WebServer:
 
     async def start(self) -> None:
         try:
-            await asyncio.wait_for(self.writer.run(ensure_first_admin, self.catalog), ADMIN_WAIT)
+            await asyncio.wait_for(self.writer.run(self._first_admin), ADMIN_WAIT)
         except (CatalogError, TimeoutError) as exc:
             # The catalogue is down or hung: the web UI still starts (its health page says
             # why), and the first admin is made as soon as the catalogue can take it.
@@ -154,12 +207,15 @@ class WebServer:
         self._task = asyncio.create_task(server.main_loop(), name="callrec-web")
         logger.info("web UI and REST API on %s (API reference at /api/docs)", self.url)
 
+    def _first_admin(self) -> None:
+        ensure_first_admin(self.catalog, recordings_dir=self.settings.recordings_dir)
+
     async def _first_admin_later(self) -> None:
         delay = 1.0
         while True:
             await asyncio.sleep(delay)
             try:
-                await self.writer.run(ensure_first_admin, self.catalog)
+                await self.writer.run(self._first_admin)
             except CatalogError:
                 delay = min(delay * 2, 30.0)
                 continue
