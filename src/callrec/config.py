@@ -180,6 +180,18 @@ class Settings:
         True,
     )
     web_zip_max_files: int = _doc("Most recordings one ZIP bulk download may hold.", 1000)
+    web_tls_cert: str = _doc(
+        "PEM certificate (with its chain) the web UI serves HTTPS with; needs web_tls_key. "
+        "Empty: plain HTTP (or web_tls_self_signed).",
+        "",
+    )
+    web_tls_key: str = _doc("PEM private key of web_tls_cert.", "")
+    web_tls_self_signed: bool = _doc(
+        "Serve HTTPS with a self-signed certificate callrec makes once and keeps under "
+        "<recordings_dir>/.callrec/tls/ (its SHA-256 fingerprint is logged at each start); "
+        "ignored when web_tls_cert is set.",
+        False,
+    )
     web_trust_proxy: bool = _doc(
         "Take the client address and scheme from X-Forwarded-For/-Proto (behind a reverse "
         "proxy only).",
@@ -271,6 +283,8 @@ class Settings:
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level}"
             )
         parse_mode(self.file_mode)
+        if bool(self.web_tls_cert) != bool(self.web_tls_key):
+            raise ConfigError("web_tls_cert and web_tls_key must be given together")
         from callrec.media.naming import check_template
 
         check_template(self.filename_template)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -21,6 +22,7 @@ from callrec.exceptions import CatalogError, ConfigError
 from callrec.health import HealthSource
 from callrec.web.app import create_app
 from callrec.web.security import hash_password, new_one_time_password
+from callrec.web.tls import CIPHERS, TlsFiles, web_tls
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -135,6 +137,9 @@ class WebServer:
     ) -> None:
         check_web_settings(settings)
         self.settings = settings
+        #: Checked (or made) here, so that a bad certificate stops `callrec serve` before it
+        #: opens any port.
+        self.tls: TlsFiles | None = web_tls(settings)
         self.catalog = catalog
         self.writer = writer
         self.app: FastAPI = create_app(
@@ -160,7 +165,10 @@ class WebServer:
     def url(self) -> str:
         host = self.settings.web_host
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        return f"http://{shown}:{self.port}"
+        if ":" in shown:
+            shown = f"[{shown}]"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://{shown}:{self.port}"
 
     async def start(self) -> None:
         try:
@@ -190,8 +198,14 @@ class WebServer:
             server_header=False,
             proxy_headers=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+            ssl_certfile=self.tls.cert if self.tls else None,
+            ssl_keyfile=self.tls.key if self.tls else None,
+            ssl_ciphers=CIPHERS,
         )
         config.load()
+        if config.ssl is not None:
+            # uvicorn leaves the oldest protocol the ssl module allows.
+            config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         server = uvicorn.Server(config)
         # Not server.serve(): that installs its own SIGINT/SIGTERM handlers, and signals
         # belong to `callrec serve`, which stops us in order. These are the steps of its
