@@ -177,6 +177,26 @@ async def test_a_bad_certificate_stops_serve_before_any_port_opens(tmp_path: Pat
         Service(settings)
 
 
+def test_callrec_serve_names_the_bad_setting_and_exits(tmp_path: Path) -> None:
+    from tests.support.serve import spawn_serve
+
+    cert, _ = make_certificate(tmp_path)
+    log = tmp_path / "serve.log"
+    proc = spawn_serve(
+        tmp_path,
+        log=log,
+        web_enabled=True,
+        web_host="127.0.0.1",
+        web_port=0,
+        web_tls_cert=cert,
+        web_tls_key=tmp_path / "nowhere.key",
+    )
+    assert proc.wait(timeout=60) == 2
+    text = " ".join(log.read_text().split())
+    assert "configuration error: web_tls_key" in text and "cannot read it" in text
+    assert "Traceback" not in text
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 async def test_a_browser_signs_in_over_https(tmp_path: Path) -> None:
     playwright_api = pytest.importorskip("playwright.async_api")

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from callrec import __version__, filemodes
 from callrec.config import Settings, load_settings
-from callrec.exceptions import CallrecError
+from callrec.exceptions import CallrecError, ConfigError
 from callrec.filemodes import FileModes
 
 app = typer.Typer(
@@ -108,6 +108,9 @@ def serve(
         # hand over when they see it held, and a second server on these recordings is refused.
         with main_lock(settings):
             run(settings)
+    except ConfigError as exc:  # found at start: a certificate, the file group
+        err_console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
     except OSError as exc:
         err_console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(1) from exc
