@@ -10,12 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from callrec import filemodes
+from callrec.cli import app
 from callrec.config import Settings
 from callrec.exceptions import ConfigError
 from callrec.filemodes import FileModes, dir_mode_for, parse_mode
 from callrec.service import Service
+from tests.support.data import LOCALFILE_DATA
+from tests.support.ffmpeg import needs_ffmpeg
 from tests.support.recording import record
 from tests.support.rtp import rtp_packets
 from tests.support.settings import server_settings
@@ -160,3 +164,36 @@ def test_a_group_the_process_is_not_in_is_refused() -> None:
         "file_group '0': this process (uid 65534) is not a member of group 0, so it may not "
         "give files to it"
     )
+
+
+async def test_exports_get_the_configured_mode(tmp_path: Path) -> None:
+    settings = server_settings(tmp_path)
+    await record_one_call(settings)
+    out = tmp_path / "export" / "calls"
+    env = {
+        "CALLREC_RECORDINGS_DIR": str(settings.recordings_dir),
+        "CALLREC_DATABASE_URL": settings.database_url,
+        "CALLREC_FILE_MODE": "0660",
+    }
+    result = CliRunner().invoke(app, ["recordings", "export", "--to", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    found = modes_under(tmp_path / "export")
+    assert any(name.endswith(".wav") for name in found) and "calls/index.csv" in found
+    assert {n: f"{m:04o}" for n, m in found.items()} == {
+        n: "0770" if (tmp_path / "export" / n).is_dir() else "0660" for n in found
+    }
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_converted_files_get_the_configured_mode(tmp_path: Path, fmt: str) -> None:
+    # FFmpeg writes the FLAC under the umask (0600 here); callrec gives it the mode after.
+    out = tmp_path / "converted" / "day"
+    source = str(LOCALFILE_DATA / "pcma-rtp.wav")
+    result = CliRunner().invoke(app, ["file", "convert", source, "-o", str(out), "-f", fmt])
+    assert result.exit_code == 0, result.output
+    found = modes_under(tmp_path / "converted")
+    assert {n: f"{m:04o}" for n, m in found.items()} == {
+        "day": "0750",
+        f"day/pcma-rtp.{fmt}": "0640",
+    }
