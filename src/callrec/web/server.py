@@ -57,6 +57,8 @@ def ensure_first_admin(
     starts the server (:func:`announce_first_admin`); returns the password (None when there
     were users)."""
     if catalog.count_users():
+        if announce:
+            _forget_spent_password(catalog, recordings_dir or Path("recordings"))
         return None
     password = new_one_time_password()
     catalog.create_user(
@@ -109,10 +111,24 @@ def announce_first_admin(password: str, recordings_dir: Path) -> None:
         return
     logger.warning(
         "created the first admin user %r; its one-time password is in %s (mode 0600): sign "
-        "in, choose a new password, then delete the file",
+        "in and choose a new password (the next start then deletes the file)",
         FIRST_ADMIN,
         path,
     )
+
+
+def _forget_spent_password(catalog: Catalog, recordings_dir: Path) -> None:
+    """The file of a one-time password that was replaced since (or whose user is gone) is of
+    no use to anyone: it goes, so no secret, even a spent one, lies about."""
+    path = first_admin_password_path(recordings_dir)
+    if not path.exists():
+        return
+    admin = catalog.get_user_by_name(FIRST_ADMIN)
+    if admin is not None and admin.must_change_password:
+        return  # not signed in yet: the file is still how to
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+        logger.info("removed %s: the first admin's one-time password was replaced", path)
 
 
 def _interactive(stream: TextIO) -> bool:
