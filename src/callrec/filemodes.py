@@ -143,20 +143,18 @@ def open_or_create(path: str | os.PathLike[str], flags: int, *, private: bool = 
 
 
 @contextlib.contextmanager
-def create_binary(path: Path, *, private: bool = False) -> Iterator[io.FileIO]:
+def create_binary(path: Path, *, private: bool = False) -> Iterator[io.BufferedWriter]:
     """A new file (never an existing one) opened for writing, like ``open(path, "xb")``."""
     fd = create(path, os.O_WRONLY, private=private)
-    with os.fdopen(fd, "wb", buffering=0) as out:
-        assert isinstance(out, io.FileIO)
+    with os.fdopen(fd, "wb") as out:
+        assert isinstance(out, io.BufferedWriter)
         yield out
 
 
 def write_new(path: Path, data: bytes, *, private: bool = False) -> None:
     """A new file holding ``data``."""
     with create_binary(path, private=private) as out:
-        view = memoryview(data)
-        while view:
-            view = view[out.write(view) or 0 :]
+        out.write(data)
 
 
 def make_dirs(path: str | os.PathLike[str], *, private: bool = False) -> None:
