@@ -43,7 +43,9 @@ def test_the_unit_restarts_runs_as_callrec_and_leaves_orphaned_workers_alone() -
 
     assert value("Restart") == "always"
     assert value("User") == value("Group") == "callrec"
-    assert value("UMask") == "0077"
+    # Others get nothing; the group (a backup user) may read (docs/deployment.md).
+    assert value("UMask") == "0027"
+    assert value("StateDirectoryMode") == "0750"
     # The default (control-group) and mixed would signal the orphaned workers when the main
     # process dies, ending the calls supervision keeps (callrec.service.supervision).
     assert value("KillMode") == "process"

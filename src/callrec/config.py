@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from callrec.exceptions import ConfigError
+from callrec.filemodes import parse_mode
 
 #: Values of ``sync_mode`` (the same as :data:`callrec.engine.durability.MODES`, which the
 #: settings do not import: the engine package is heavy).
@@ -55,6 +56,19 @@ class Settings:
     database_url: str = _doc(
         "SQLAlchemy URL of the catalogue (SQLite file or postgresql+psycopg://...).",
         "sqlite:///callrec.db",
+    )
+    file_mode: str = _doc(
+        "Permission bits (octal) of the recordings, sidecars, exports and SQLite catalogue "
+        "callrec creates, whatever the umask; folders get the matching search bits (0640: "
+        "0750). Journals, locks and secrets are always 0600. Must keep the owner's read "
+        "and write, must not let every user write.",
+        "0640",
+    )
+    file_group: str = _doc(
+        "Group (name or number) the files and folders callrec creates are given, e.g. the "
+        "group of a backup user (file_mode 0640 lets it read). Empty: the process's own "
+        "group. The process must be a member of it.",
+        "",
     )
     filename_template: str = _doc(
         "Path of a recording under recordings_dir. Fields: dir, local_number, remote_number, "
@@ -198,6 +212,18 @@ class Settings:
         True,
     )
     web_zip_max_files: int = _doc("Most recordings one ZIP bulk download may hold.", 1000)
+    web_tls_cert: str = _doc(
+        "PEM certificate (with its chain) the web UI serves HTTPS with; needs web_tls_key. "
+        "Empty: plain HTTP (or web_tls_self_signed).",
+        "",
+    )
+    web_tls_key: str = _doc("PEM private key of web_tls_cert.", "")
+    web_tls_self_signed: bool = _doc(
+        "Serve HTTPS with a self-signed certificate callrec makes once and keeps under "
+        "<recordings_dir>/.callrec/tls/ (its SHA-256 fingerprint is logged at each start); "
+        "ignored when web_tls_cert is set.",
+        False,
+    )
     web_trust_proxy: bool = _doc(
         "Take the client address and scheme from X-Forwarded-For/-Proto (behind a reverse "
         "proxy only).",
@@ -293,6 +319,9 @@ class Settings:
             raise ConfigError(
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level}"
             )
+        parse_mode(self.file_mode)
+        if bool(self.web_tls_cert) != bool(self.web_tls_key):
+            raise ConfigError("web_tls_cert and web_tls_key must be given together")
         from callrec.media.naming import check_template
 
         check_template(self.filename_template)

@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import stat
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
+from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.exceptions import ConfigError
 from callrec.service import Service
 from callrec.web import WebServer
-from callrec.web.server import check_web_settings
+from callrec.web.server import check_web_settings, ensure_first_admin, first_admin_password_path
 from tests.support.settings import server_settings
 from tests.support.web import start_site, stop_site
 
 
-async def test_first_start_prints_a_one_time_admin_password(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+async def test_first_start_without_a_console_leaves_the_password_in_a_private_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Under pytest stderr is no terminal: as under systemd or docker, it ends in a log.
     site = await start_site(tmp_path, users=False)
     try:
-        err = capsys.readouterr().err
-        assert "one-time password:" in err
-        password = err.split("one-time password:")[1].split()[0]
+        path = first_admin_password_path(site.server.settings.recordings_dir)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        user, password = path.read_text().split()
+        assert user == "admin" and len(password) >= 12
+        assert password not in capsys.readouterr().err
+        assert password not in caplog.text and str(path) in caplog.text
         admin = site.catalog.get_user_by_name("admin")
         assert admin is not None and admin.is_admin and admin.must_change_password
         async with httpx.AsyncClient(base_url=site.base) as client:
@@ -40,13 +49,42 @@ async def test_first_start_prints_a_one_time_admin_password(
             assert (await client.get("/api/v1/me")).json()["must_change_password"] is True
     finally:
         await stop_site(site)
-    # A second start with a user in the catalogue creates nobody.
-    again = await start_site(tmp_path, users=False)
-    try:
-        assert "one-time password" not in capsys.readouterr().err
-        assert [u.username for u in again.catalog.list_users()] == ["admin"]
-    finally:
-        await stop_site(again)
+    # A second start with a user in the catalogue creates nobody; the file stays while the
+    # one-time password is still to be replaced, and goes once it has been.
+    for replaced in (False, True):
+        again = await start_site(tmp_path, users=False)
+        try:
+            assert "one-time password" not in capsys.readouterr().err
+            assert [u.username for u in again.catalog.list_users()] == ["admin"]
+            assert path.exists() is not replaced
+            admin = again.catalog.get_user_by_name("admin")
+            assert admin is not None
+            again.catalog.update_user(admin.id, must_change_password=False)
+        finally:
+            await stop_site(again)
+
+
+def test_on_a_terminal_the_password_is_printed_there_and_not_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    main, child = pty.openpty()
+    with os.fdopen(child, "w", encoding="utf-8") as terminal, os.fdopen(main, "rb", 0) as screen:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+        try:
+            catalog.migrate()
+            password = ensure_first_admin(catalog, recordings_dir=tmp_path / "recordings")
+        finally:
+            catalog.close()
+        monkeypatch.undo()
+        shown = b""
+        for _ in range(50):  # the banner is a few hundred bytes, already in the terminal
+            shown += screen.read(4096)
+            if b"Sign in" in shown:
+                break
+    assert password is not None and f"one-time password:  {password}" in shown.decode()
+    assert password not in caplog.text and "shown on the console" in caplog.text
+    assert not first_admin_password_path(tmp_path / "recordings").exists()
 
 
 async def test_stop_ends_open_event_streams(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from callrec import filemodes
 from callrec.exceptions import CatalogError
 
 #: Package resource holding env.py and versions/; no alembic.ini is needed anywhere.
@@ -87,8 +88,14 @@ def make_parent_dir(url: URL, display: str) -> None:
         or database.startswith("file:")
     ):
         return
+    path = Path(database)
     try:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        filemodes.make_dirs(path.parent)
+        # Made here, not by SQLite, so that it has the configured mode whatever the umask;
+        # SQLite gives its -wal, -shm and -journal files the mode of the database file.
+        os.close(filemodes.create(path, os.O_WRONLY))
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise CatalogError(f"cannot open catalogue {display}: {exc}") from exc
 

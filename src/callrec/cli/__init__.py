@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import sys
 from datetime import UTC, date, datetime, time
@@ -16,9 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from callrec import __version__
+from callrec import __version__, filemodes
 from callrec.config import Settings, load_settings
-from callrec.exceptions import CallrecError
+from callrec.exceptions import CallrecError, ConfigError
+from callrec.filemodes import FileModes
 
 app = typer.Typer(
     help="callrec: a call-recording server for Fanvil/Becke SIP phones.",
@@ -44,7 +46,9 @@ ConfigOption = Annotated[
 
 def _settings(config: Path | None, **overrides: Any) -> tuple[Settings, dict[str, str]]:
     try:
-        return load_settings(config, overrides=overrides)
+        settings, sources = load_settings(config, overrides=overrides)
+        filemodes.configure(FileModes.from_settings(settings.file_mode, settings.file_group))
+        return settings, sources
     except CallrecError as exc:
         err_console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -104,6 +108,9 @@ def serve(
         # hand over when they see it held, and a second server on these recordings is refused.
         with main_lock(settings):
             run(settings)
+    except ConfigError as exc:  # found at start: a certificate, the file group
+        err_console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
     except OSError as exc:
         err_console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -355,9 +362,11 @@ def recordings_export(
     """Copy matching recordings (keeping their folders) and write an index.csv beside them."""
     settings, rows = _find(config, number, device, since, until, status, limit)
     root = settings.recordings_dir.resolve()
-    to.mkdir(parents=True, exist_ok=True)
+    filemodes.make_dirs(to)
     copied = missing = 0
-    with (to / "index.csv").open("w", newline="", encoding="utf-8") as fh:
+    index = to / "index.csv"
+    index.unlink(missing_ok=True)  # replaced, with the configured mode
+    with os.fdopen(filemodes.create(index, os.O_WRONLY), "w", newline="", encoding="utf-8") as fh:
         out: csv.DictWriter[str] | None = None
         for r in rows:
             src = root / r.path
@@ -372,8 +381,9 @@ def recordings_export(
                 err_console.print(f"[yellow]missing file for #{r.id}:[/yellow] {src}")
                 continue
             dst = to / r.path
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            filemodes.make_dirs(dst.parent)
             shutil.copy2(src, dst)
+            filemodes.apply(dst)  # copy2 copied the source's mode
             copied += 1
     console.print(f"exported {copied} recordings to {to} ({missing} missing files)")
     if missing:

@@ -42,6 +42,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from callrec import filemodes
 from callrec.catalog import FinishRecording, NewRecording
 from callrec.catalog.replay import JournalCheckpoint, JournalFinish, JournalStart
 from callrec.engine import files, journalfile
@@ -128,7 +129,7 @@ class RecordingEngine:
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        filemodes.make_dirs(self.root)
         self._tick_task = asyncio.create_task(self._tick_loop(), name="callrec-tick")
 
     async def stop(self) -> None:

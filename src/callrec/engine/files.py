@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from callrec import filemodes
 from callrec.media.wav import SAMPLE_WIDTH, WavInfo, WavTooLargeError, WavWriter, repair_wav
 
 if TYPE_CHECKING:
@@ -80,8 +81,8 @@ def repair_files(writers: tuple[WavWriter, ...]) -> WavInfo:
 
 def write_original(path: Path, data: bytes) -> None:
     """The original file, exclusively created and on disk before its recording is."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("xb") as out:
+    filemodes.make_dirs(path.parent)
+    with filemodes.create_binary(path) as out:
         try:
             out.write(data)
             out.flush()

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from callrec import filemodes
 from callrec.catalog import FinishRecording, NewRecording, StreamCounters
 from callrec.catalog.replay import JournalCheckpoint, JournalEntry, JournalFinish, JournalStart
 
@@ -115,8 +116,8 @@ class JournalFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        filemodes.make_dirs(path.parent)
+        self._fd = filemodes.open_or_create(path, os.O_WRONLY | os.O_APPEND, private=True)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BaseException:
@@ -199,16 +200,15 @@ def sidecar_bytes(start: JournalStart, finish: JournalFinish | None) -> bytes:
 
 def create_sidecar(path: Path, start: JournalStart) -> None:
     """The sidecar of a recording being opened (exclusively: never another's)."""
-    with open(path, "xb") as out:
-        out.write(sidecar_bytes(start, None))
+    filemodes.write_new(path, sidecar_bytes(start, None))
 
 
 def replace_sidecar(path: Path, start: JournalStart, finish: JournalFinish) -> None:
     """The sidecar of a finished recording, replaced whole (never half-written). Not synced
     here: the next tick's sync does it, and a stop does not wait for a second fsync."""
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as out:
-        out.write(sidecar_bytes(start, finish))
+    temporary.unlink(missing_ok=True)  # left by a crash between the write and the rename
+    filemodes.write_new(temporary, sidecar_bytes(start, finish))
     os.replace(temporary, path)
 
 

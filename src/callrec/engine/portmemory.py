@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from callrec import filemodes
+
 logger = logging.getLogger(__name__)
 
 SUFFIX: Final = ".ports"
@@ -65,7 +67,7 @@ class PortMemory:
             return
         now = self._clock()
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            filemodes.make_dirs(self.directory)
             names = sorted(self.directory.glob(f"*{SUFFIX}"))
         except OSError as exc:
             logger.warning("media port memory unavailable (%s): ports rest only until exit", exc)
@@ -142,7 +144,7 @@ class PortMemory:
         assert self.directory is not None
         path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o640)
+            fd = filemodes.create(path, os.O_WRONLY | os.O_APPEND)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             logger.warning("cannot write the media port memory %s: %s", path, exc)
@@ -181,7 +183,8 @@ class PortMemory:
         self._released = {p: at for p, at in self._released.items() if now - at < self.quarantine}
         tmp = path.with_name(path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o640)
+            tmp.unlink(missing_ok=True)
+            fd = filemodes.create(tmp, os.O_WRONLY | os.O_APPEND)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.replace(tmp, path)
         except OSError as exc:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from callrec import filemodes
 from callrec.exceptions import CallrecError
 from callrec.media.localfile import LocalFileInfo, decode, scan
 from callrec.media.wav import WavInfo, WavWriter
@@ -109,7 +110,7 @@ def convert_bytes(
             raise ConvertError(
                 f"{fmt} output needs FFmpeg, which is not installed; WAV output does not"
             )
-    output.parent.mkdir(parents=True, exist_ok=True)
+    filemodes.make_dirs(output.parent)
     temp_wav = _temp_path(output, ".wav")
     temp_out = _temp_path(output, FORMATS[fmt])
     try:
@@ -118,6 +119,7 @@ def convert_bytes(
             temp_out = temp_wav
         else:
             _ffmpeg_encode(ffmpeg, temp_wav, temp_out, fmt)
+            filemodes.apply(temp_out)  # FFmpeg made it under the umask
         _move_into_place(temp_out, output, overwrite=overwrite)
     finally:
         temp_wav.unlink(missing_ok=True)

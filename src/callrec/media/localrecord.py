@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from callrec import filemodes
 from callrec.codecs import Codec
 from callrec.exceptions import CallrecError
 from callrec.media.localfile import HEADER_SIZE, ByteOrder, LocalFileWriter
@@ -161,11 +162,10 @@ class LocalRecorder:
 
     def _open(self, at: float) -> None:
         self._finish()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        filemodes.make_dirs(self.directory)
         stamp = (self.start + timedelta(seconds=at)).strftime(NAME_TIME_FORMAT)
         path = unique_path(self.directory / f"{NAME_PREFIX}{stamp}{SUFFIX}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        self._fd = os.open(path, flags, 0o644)
+        self._fd = filemodes.create(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
         self.paths.append(path)
         self._writer = LocalFileWriter(
             codec=self.codec.name,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from callrec import filemodes
 from callrec.exceptions import CallrecError
 
 try:
@@ -246,9 +247,9 @@ class WavWriter:
         self._header = WavHeader(sample_rate=sample_rate, channels=channels)
         self._path = Path(path)
         self._max_data = max_data_size(channels)
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        filemodes.make_dirs(self._path.parent)
         # O_EXCL: never clobber a recording, even if two sessions compute the same name.
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o644)
+        self._fd = filemodes.create(self._path, os.O_RDWR | _O_BINARY)
         try:
             # Held until the file is closed, or the process dies: recovery after a crash
             # leaves alone the files another live process is still writing.

@@ -31,8 +31,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from callrec import filemodes
 from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.engine import (
@@ -47,6 +49,7 @@ from callrec.engine.catchup import catch_up
 from callrec.engine.journal import OK, Journal
 from callrec.engine.journalfile import journal_dir
 from callrec.engine.portmemory import PortMemory, ports_dir
+from callrec.filemodes import FileModes
 from callrec.health import ProcessHealth, worker_report
 from callrec.server.listener import PhoneServer
 from callrec.service.process import prepare_process, run_loop
@@ -114,6 +117,9 @@ class Service:
         # The main process of a pool records on the first slice of the media ports.
         own = slice_settings(settings, 0) if pooled else settings
         self.root = settings.recordings_dir.resolve()
+        # Before anything makes a file (the catalogue's, below): a ConfigError for a group
+        # this process may not use stops the start here.
+        filemodes.configure(FileModes.from_settings(settings.file_mode, settings.file_group))
         # Not connected here: the server records while its catalogue is unreachable.
         self.catalog = Catalog(settings.database_url, check=False)
         self.writer = CatalogWriter(self.catalog)
@@ -176,7 +182,8 @@ class Service:
     async def start(self, *, stop: asyncio.Event | None = None) -> None:
         """Recover, start the engine, the workers and the front ends; stops early (leaving
         what started to :meth:`stop`) once ``stop`` is set."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        filemodes.make_dirs(self.root)
+        _warn_if_open(self.root)
         self.journal.open()
         self.ports.memory.open()
         settled = asyncio.Event()
@@ -258,6 +265,21 @@ class Service:
             logger.warning("%d catalogue writes left in %s for the next start", left, journal.path)
         journal.close()
         await journal.writer.close()
+
+
+def _warn_if_open(root: Path) -> None:
+    """Folders made by an older callrec (or by hand) keep their modes: say so when every local
+    user can read the calls."""
+    with contextlib.suppress(OSError):
+        mode = root.stat().st_mode & 0o777
+        if mode & 0o005:
+            logger.warning(
+                "recordings_dir %s has mode %04o: every local user can read the calls "
+                "(chmod -R o-rwx %s; docs/deployment.md)",
+                root,
+                mode,
+                root,
+            )
 
 
 async def serve_forever(settings: Settings) -> None:

@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from callrec import filemodes
 from callrec.config import Settings
 from callrec.engine import journalfile
 
@@ -99,8 +100,8 @@ def main_lock(settings: Settings) -> Iterator[None]:
     server could not write its recordings either."""
     path = main_lock_path(settings.recordings_dir)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        filemodes.make_dirs(path.parent)
+        fd = filemodes.open_or_create(path, os.O_RDWR, private=True)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

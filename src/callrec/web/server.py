@@ -6,19 +6,24 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import uvicorn
 
+from callrec import filemodes
 from callrec.catalog import ROLE_ADMIN, Catalog
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
+from callrec.engine.journalfile import STATE_DIR
 from callrec.exceptions import CatalogError, ConfigError
 from callrec.health import HealthSource
 from callrec.net import new_socket, url_host
 from callrec.web.app import create_app
 from callrec.web.security import hash_password, new_one_time_password
+from callrec.web.tls import CIPHERS, TlsFiles, web_tls
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -30,6 +35,9 @@ logger = logging.getLogger(__name__)
 #: Seconds open responses (audio, live events) get to finish when the server stops.
 GRACEFUL_SHUTDOWN = 3
 FIRST_ADMIN = "admin"
+#: Where a server without a console leaves the first admin's one-time password, under the
+#: recordings' state folder.
+FIRST_ADMIN_FILE = "first-admin-password"
 #: Seconds the start waits for the catalogue to say whether a first admin is needed.
 ADMIN_WAIT = 5.0
 
@@ -43,10 +51,15 @@ def check_web_settings(settings: Settings) -> None:
         raise ConfigError("web_zip_max_files must be >= 1")
 
 
-def ensure_first_admin(catalog: Catalog, *, announce: bool = True) -> str | None:
-    """With no user at all, create ``admin`` with a one-time password and print it; returns
-    the password (None when there were users)."""
+def ensure_first_admin(
+    catalog: Catalog, *, announce: bool = True, recordings_dir: Path | None = None
+) -> str | None:
+    """With no user at all, create ``admin`` with a one-time password and hand it to whoever
+    starts the server (:func:`announce_first_admin`); returns the password (None when there
+    were users)."""
     if catalog.count_users():
+        if announce:
+            _forget_spent_password(catalog, recordings_dir or Path("recordings"))
         return None
     password = new_one_time_password()
     catalog.create_user(
@@ -56,6 +69,19 @@ def ensure_first_admin(catalog: Catalog, *, announce: bool = True) -> str | None
         must_change_password=True,
     )
     if announce:
+        announce_first_admin(password, recordings_dir or Path("recordings"))
+    return password
+
+
+def first_admin_password_path(recordings_dir: Path) -> Path:
+    return recordings_dir.resolve() / STATE_DIR / FIRST_ADMIN_FILE
+
+
+def announce_first_admin(password: str, recordings_dir: Path) -> None:
+    """Show the one-time password to a person, never to a log: on an interactive console
+    it is printed there; otherwise (systemd, docker, a redirected stderr: all end in log
+    files) it goes to a file only callrec's user may read, and the log says where."""
+    if _interactive(sys.stderr):
         banner = (
             "\n"
             "  callrec web UI: no users existed, so an admin was created.\n"
@@ -64,8 +90,53 @@ def ensure_first_admin(catalog: Catalog, *, announce: bool = True) -> str | None
             "  Sign in and choose a new password (or use `callrec user passwd admin`).\n"
         )
         print(banner, file=sys.stderr, flush=True)
-    logger.warning("created the first admin user %r with a one-time password", FIRST_ADMIN)
-    return password
+        logger.warning(
+            "created the first admin user %r; its one-time password is shown on the console",
+            FIRST_ADMIN,
+        )
+        return
+    path = first_admin_password_path(recordings_dir)
+    try:
+        filemodes.make_dirs(path.parent)
+        path.unlink(missing_ok=True)  # one of a catalogue made afresh since
+        filemodes.write_new(path, f"{FIRST_ADMIN} {password}\n".encode(), private=True)
+    except OSError as exc:
+        logger.error(
+            "created the first admin user %r but cannot write its one-time password to %s "
+            "(%s): set one with `callrec user passwd %s`",
+            FIRST_ADMIN,
+            path,
+            exc,
+            FIRST_ADMIN,
+        )
+        return
+    logger.warning(
+        "created the first admin user %r; its one-time password is in %s (mode 0600): sign "
+        "in and choose a new password (the next start then deletes the file)",
+        FIRST_ADMIN,
+        path,
+    )
+
+
+def _forget_spent_password(catalog: Catalog, recordings_dir: Path) -> None:
+    """The file of a one-time password that was replaced since (or whose user is gone) is of
+    no use to anyone: it goes, so no secret, even a spent one, lies about."""
+    path = first_admin_password_path(recordings_dir)
+    if not path.exists():
+        return
+    admin = catalog.get_user_by_name(FIRST_ADMIN)
+    if admin is not None and admin.must_change_password:
+        return  # not signed in yet: the file is still how to
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+        logger.info("removed %s: the first admin's one-time password was replaced", path)
+
+
+def _interactive(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
 
 
 class WebServer:
@@ -83,6 +154,9 @@ class WebServer:
     ) -> None:
         check_web_settings(settings)
         self.settings = settings
+        #: Checked (or made) here, so that a bad certificate stops `callrec serve` before it
+        #: opens any port.
+        self.tls: TlsFiles | None = web_tls(settings)
         self.catalog = catalog
         self.writer = writer
         self.app: FastAPI = create_app(
@@ -108,11 +182,12 @@ class WebServer:
     def url(self) -> str:
         host = self.settings.web_host
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else url_host(host)
-        return f"http://{shown}:{self.port}"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://{shown}:{self.port}"
 
     async def start(self) -> None:
         try:
-            await asyncio.wait_for(self.writer.run(ensure_first_admin, self.catalog), ADMIN_WAIT)
+            await asyncio.wait_for(self.writer.run(self._first_admin), ADMIN_WAIT)
         except (CatalogError, TimeoutError) as exc:
             # The catalogue is down or hung: the web UI still starts (its health page says
             # why), and the first admin is made as soon as the catalogue can take it.
@@ -138,8 +213,14 @@ class WebServer:
             server_header=False,
             proxy_headers=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+            ssl_certfile=self.tls.cert if self.tls else None,
+            ssl_keyfile=self.tls.key if self.tls else None,
+            ssl_ciphers=CIPHERS,
         )
         config.load()
+        if config.ssl is not None:
+            # uvicorn leaves the oldest protocol the ssl module allows.
+            config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         server = uvicorn.Server(config)
         # Not server.serve(): that installs its own SIGINT/SIGTERM handlers, and signals
         # belong to `callrec serve`, which stops us in order. These are the steps of its
@@ -155,12 +236,15 @@ class WebServer:
         self._task = asyncio.create_task(server.main_loop(), name="callrec-web")
         logger.info("web UI and REST API on %s (API reference at /api/docs)", self.url)
 
+    def _first_admin(self) -> None:
+        ensure_first_admin(self.catalog, recordings_dir=self.settings.recordings_dir)
+
     async def _first_admin_later(self) -> None:
         delay = 1.0
         while True:
             await asyncio.sleep(delay)
             try:
-                await self.writer.run(ensure_first_admin, self.catalog)
+                await self.writer.run(self._first_admin)
             except CatalogError:
                 delay = min(delay * 2, 30.0)
                 continue
