@@ -42,6 +42,7 @@ async def test_g722_stamped_with_a_16khz_clock_records_at_its_true_length(
     np.testing.assert_array_equal(samples, ffmpeg_samples("G722", data))
     assert rec.duration == len(packets) * 0.02
     assert rec.packets_lost == 0
+    assert rec.clock_changes == 1  # counted in the stream stats, kept on the row
 
 
 @needs_ffmpeg
