@@ -19,6 +19,7 @@ import socket
 from collections.abc import Awaitable
 from typing import Any, Final
 
+from callrec.access import AllowList, RefusalLog, plain_address
 from callrec.catalog import Catalog, SipAccountStore
 from callrec.codecs import get_codec
 from callrec.config import Settings
@@ -93,6 +94,11 @@ class SipServer:
         self._addresses: dict[str, str] = {}
         self._applying = False
         self._closing = False
+        self._allow = AllowList(settings.sip_allow, setting="sip_allow")
+        #: The upstream server's address: always allowed (it sends the calls to our phones).
+        self._upstream_host: str | None = None
+        #: Requests refused for ``sip_allow``, logged once per episode of a source.
+        self.refusals = RefusalLog("sip")
 
     @property
     def media(self) -> dict[str, CallMedia]:
@@ -105,6 +111,7 @@ class SipServer:
         loop = asyncio.get_running_loop()
         settings = self.settings
         upstream = await self._resolve_upstream()
+        self._upstream_host = plain_address(upstream.host) if upstream is not None else None
         try:
             await asyncio.wait_for(self.reload_accounts(), ACCOUNTS_START_WAIT)
         except (CatalogError, TimeoutError) as exc:
@@ -234,8 +241,16 @@ class SipServer:
         core = self.core
         if core is None or self._closing:
             return
+        now = asyncio.get_running_loop().time()
+        source = plain_address(peer.host)
+        if not self._allow.allows(source) and source != self._upstream_host:
+            if core.refuse(data, peer, now):
+                self.refusals.refused(source, "forbidden", "not in sip_allow", now)
+                self.engine.admission.refuse_connection("sip", "forbidden")
+            self._after()
+            return
         try:
-            core.receive(data, peer, asyncio.get_running_loop().time())
+            core.receive(data, peer, now)
         except Exception:
             logger.exception("SIP core failed on a message from %s (a bug)", peer)
         self._after()
