@@ -168,7 +168,7 @@ class Settings:
     max_connections_per_source: int = _doc(
         "Most open control connections from one address; more are closed at once, so one "
         "host cannot take max_connections from every phone (raise it for many phones behind "
-        "one NAT address, and for load tests from one address).",
+        "one NAT address, and for load tests from one address). Per process with workers > 1.",
         64,
     )
     max_sessions_per_connection: int = _doc(
