@@ -517,6 +517,8 @@ class SipServer:
         failing = False
         while True:
             await asyncio.sleep(refresh)
+            # The refusal episodes that went quiet are summed up here (no timer of their own).
+            self.refusals.sweep(asyncio.get_running_loop().time())
             try:
                 await self.reload_accounts()
             except CatalogError as exc:
