@@ -228,6 +228,23 @@ async def test_control_allow_list_refuses_other_hosts_and_devices(make_server: M
     assert admission.refused["forbidden"] == 2
 
 
+async def test_control_allow_list_on_a_dual_stack_listener(make_server: MakeServer) -> None:
+    # "::" takes IPv4 phones as ::ffff:a.b.c.d: the list is written, and matched, in IPv4.
+    # (Only the admission is checked here: the media filter's IPv4-mapped comparison is the
+    # address helper's, callrec.net.addresses.)
+    server = await make_server(
+        control_host="::", control_allow=[PHONE], advertised_address="127.0.0.1"
+    )
+    outsider = await Control.open(server.control_port, OTHER)
+    assert (await outsider.start("1", DEVICE))["reason"] == "forbidden"
+    outsider.close()
+    phone = await Control.open(server.control_port, PHONE)
+    assert (await phone.start("2", DEVICE))["result"] == "success"
+    assert (await phone.ask("cmd=RecordStopRequest&id=2"))["result"] == "success"
+    phone.close()
+    assert server.engine.admission.refused_connections[("control", "forbidden")] == 1
+
+
 def _free_udp_block(size: int) -> int:
     """The first of ``size`` consecutive UDP ports on loopback, all free a moment ago (below
     the kernel's ephemeral range, where the tests' own sockets live)."""
