@@ -25,7 +25,12 @@ def render() -> str:
         "|---|---|---|",
     ]
     for name, doc, default in Settings.fields_doc():
-        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        if isinstance(default, bool):
+            shown = str(default).lower()
+        elif isinstance(default, tuple):
+            shown = ", ".join(default)
+        else:
+            shown = str(default)
         meaning = doc.replace("|", "\\|")
         lines.append(f"| `{name}` | `{shown}` | {meaning} |")
     return "\n".join(lines) + "\n"

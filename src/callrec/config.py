@@ -187,6 +187,42 @@ class Settings:
         "rtpengine's default. 0: never.",
         60.0,
     )
+    # -- who may connect: allow-lists and per-source limits (issue 14) --
+    control_allow: tuple[str, ...] = _doc(
+        "Networks (CIDR) or addresses phones may use the control port from, e.g. "
+        '["10.20.0.0/16"] (environment: comma-separated). Others are answered '
+        "failed/forbidden and closed. Empty: every address. Set it to the phones' VLAN: the "
+        "control port hands out media ports and starts recordings.",
+        (),
+    )
+    control_allow_devices: tuple[str, ...] = _doc(
+        "MAC addresses (any common spelling) of the phones allowed to record: a start whose "
+        "device= is not listed is answered failed/forbidden. Empty: every device. A MAC is "
+        "no secret (it is on the phone's label); combine it with control_allow.",
+        (),
+    )
+    sip_allow: tuple[str, ...] = _doc(
+        "Networks (CIDR) or addresses SIP requests are taken from (UDP and TCP); others get "
+        "403. Empty: every address. The sip_upstream server is always allowed.",
+        (),
+    )
+    web_allow: tuple[str, ...] = _doc(
+        "Networks (CIDR) or addresses the web UI and API answer (the socket's peer: behind a "
+        "reverse proxy, list the proxy); others get 403. Empty: every address.",
+        (),
+    )
+    max_connections_per_source: int = _doc(
+        "Most open control connections from one address; more are closed at once, so one "
+        "host cannot take max_connections from every phone (raise it for many phones behind "
+        "one NAT address, and for load tests from one address). Per process with workers > 1.",
+        64,
+    )
+    max_sessions_per_connection: int = _doc(
+        "Most sessions open at once on one control connection (phones use one per call); "
+        "more are answered failed/too_many_sessions, so one connection cannot hold every "
+        "media port.",
+        4,
+    )
     log_level: str = _doc("Logging level: DEBUG, INFO, WARNING, ERROR.", "INFO")
     # -- phone-local (USB) files settings (issue 3) --
     usb_import_dir: str = _doc(
@@ -302,7 +338,13 @@ class Settings:
             )
         if self.max_message_bytes < 256:
             raise ConfigError("max_message_bytes must be at least 256")
-        for name in ("max_sessions", "max_sessions_per_device", "max_connections"):
+        for name in (
+            "max_sessions",
+            "max_sessions_per_device",
+            "max_connections",
+            "max_connections_per_source",
+            "max_sessions_per_connection",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
         if self.max_bad_requests < 1:
@@ -322,6 +364,17 @@ class Settings:
         parse_mode(self.file_mode)
         if bool(self.web_tls_cert) != bool(self.web_tls_key):
             raise ConfigError("web_tls_cert and web_tls_key must be given together")
+        from callrec.access import AllowList, DeviceAllowList
+
+        for name in ("control_allow", "control_allow_devices", "sip_allow", "web_allow"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ConfigError(f"{name} must be a list of entries, not one string")
+            object.__setattr__(self, name, tuple(value))  # a list given in code is kept as is
+
+        for name in ("control_allow", "sip_allow", "web_allow"):
+            AllowList(getattr(self, name), setting=name)
+        DeviceAllowList(self.control_allow_devices, setting="control_allow_devices")
         from callrec.media.naming import check_template
 
         check_template(self.filename_template)
@@ -359,6 +412,10 @@ def _coerce(name: str, raw: Any, target: Any) -> Any:
             return float(raw)
         if isinstance(target, Path):
             return Path(str(raw))
+        if kind is tuple:
+            # A TOML array, or one string (an environment variable): comma or space separated.
+            items = raw if isinstance(raw, list | tuple) else str(raw).replace(",", " ").split()
+            return tuple(str(item).strip() for item in items if str(item).strip())
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: cannot use {raw!r} as {kind.__name__}") from exc

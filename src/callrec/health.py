@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from callrec.engine.admission import Admission
@@ -68,11 +68,17 @@ class WorkerReport:
 
     journal: JournalStatus
     refused: dict[str, int]
+    #: Control connections it refused, by (listener, reason).
+    refused_connections: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def worker_report(journal: Journal, admission: Admission) -> WorkerReport:
     """This process's :class:`WorkerReport` (a media worker's side)."""
-    return WorkerReport(journal=journal.status(), refused=dict(admission.refused))
+    return WorkerReport(
+        journal=journal.status(),
+        refused=dict(admission.refused),
+        refused_connections=dict(admission.refused_connections),
+    )
 
 
 class HealthSource(Protocol):
@@ -84,6 +90,11 @@ class HealthSource(Protocol):
 
     def refused_starts(self) -> Mapping[str, int]:
         """Starts refused since the server started, by reason (every process)."""
+        ...
+
+    def refused_connections(self) -> Mapping[tuple[str, str], int]:
+        """Connections and requests refused before any start (an address not allowed, too
+        many from one address), by (listener, reason), every process."""
         ...
 
     def disk(self) -> DiskState:
@@ -102,6 +113,7 @@ class WorkerReports:
         self._latest: dict[int, WorkerReport] = {}
         #: What workers that ended had counted: counters never go back when one restarts.
         self._ended_refused: Counter[str] = Counter()
+        self._ended_connections: Counter[tuple[str, str]] = Counter()
         self._ended_failures = 0
         self._ended_applied = 0
 
@@ -114,6 +126,7 @@ class WorkerReports:
         report = self._latest.pop(index, None)
         if report is not None:
             self._ended_refused.update(report.refused)
+            self._ended_connections.update(report.refused_connections)
             self._ended_failures += report.journal.failures
             self._ended_applied += report.journal.applied
 
@@ -124,6 +137,12 @@ class WorkerReports:
         total = Counter(self._ended_refused)
         for report in self._latest.values():
             total.update(report.refused)
+        return total
+
+    def refused_connections(self) -> Counter[tuple[str, str]]:
+        total = Counter(self._ended_connections)
+        for report in self._latest.values():
+            total.update(report.refused_connections)
         return total
 
     @property
@@ -197,6 +216,13 @@ class ProcessHealth:
         pool = self._workers()
         if pool is not None:
             total.update(pool.reports.refused())
+        return dict(total)
+
+    def refused_connections(self) -> dict[tuple[str, str], int]:
+        total = Counter(self._admission.refused_connections)
+        pool = self._workers()
+        if pool is not None:
+            total.update(pool.reports.refused_connections())
         return dict(total)
 
     def disk(self) -> DiskState:

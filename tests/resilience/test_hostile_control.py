@@ -25,7 +25,14 @@ IDLE_TIMEOUT = 1.0
 @pytest.fixture
 async def strict_server(tmp_path: Path) -> AsyncIterator[Service]:
     srv = Service(
-        server_settings(tmp_path, connection_idle_timeout=IDLE_TIMEOUT, max_bad_requests=5)
+        server_settings(
+            tmp_path,
+            connection_idle_timeout=IDLE_TIMEOUT,
+            max_bad_requests=5,
+            # Every peer here is 127.0.0.1: the per-source cap would close the attackers
+            # before they attack (tests/resilience/test_access_limits.py tests the cap).
+            max_connections_per_source=IDLE_CONNECTIONS + 100,
+        )
     )
     await srv.start()
     try:

@@ -456,3 +456,14 @@ def test_a_worker_that_ended_keeps_its_counts_but_not_its_gauges() -> None:
     # Its successor counts from zero: the totals go on from where they were.
     reports.update(1, WorkerReport(_status(failures=1), {"busy": 1, "disk_full": 2}))
     assert reports.refused() == {"busy": 6, "disk_full": 2}
+
+
+def test_refused_connections_of_workers_add_up_and_survive_a_worker() -> None:
+    control = ("control", "too_many_connections")
+    reports = WorkerReports()
+    reports.update(1, WorkerReport(_status(), {}, {control: 4}))
+    reports.update(2, WorkerReport(_status(), {}, {control: 1, ("control", "forbidden"): 2}))
+    assert reports.refused_connections() == {control: 5, ("control", "forbidden"): 2}
+    reports.ended(1)
+    reports.update(1, WorkerReport(_status(), {}, {control: 1}))
+    assert reports.refused_connections() == {control: 6, ("control", "forbidden"): 2}

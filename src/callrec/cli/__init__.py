@@ -216,7 +216,9 @@ def config_show(
         return
     table = Table("setting", "value", "from", "meaning")
     for name, doc, _default in Settings.fields_doc():
-        table.add_row(name, str(getattr(settings, name)), source[name], doc)
+        value = getattr(settings, name)
+        shown = ", ".join(value) if isinstance(value, tuple) else str(value)
+        table.add_row(name, shown, source[name], doc)
     console.print(table)
 
 

@@ -61,6 +61,9 @@ class Admission:
         #: counts where it answers the refusal (:meth:`refuse`), so a start refused before
         #: the engine was asked (a codec nobody can record) counts as well as one refused here.
         self.refused: Counter[str] = Counter()
+        #: Connections (and SIP requests) refused before any start, by (listener, reason):
+        #: an address not allowed, too many connections from one address.
+        self.refused_connections: Counter[tuple[str, str]] = Counter()
 
     def admit(self, device: str, *, live: bool = True) -> Ticket:
         """Admit a recording or raise :class:`ResourceError` with the answer's reason:
@@ -94,6 +97,10 @@ class Admission:
     def refuse(self, reason: str) -> None:
         """Count a start answered with a refusal for ``reason`` (see :attr:`refused`)."""
         self.refused[reason] += 1
+
+    def refuse_connection(self, listener: str, reason: str) -> None:
+        """Count a connection or request a front end (``control``, ``sip``) refused."""
+        self.refused_connections[(listener, reason)] += 1
 
     def space(self) -> DiskSpace:
         """Free space and reserve under the recordings (one ``statvfs``); OSError when the

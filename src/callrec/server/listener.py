@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import Counter
 from typing import Any, Final
 
+from callrec.access import AllowList, DeviceAllowList, RefusalLog
 from callrec.codecs import get_codec
 from callrec.config import Settings
 from callrec.control import BadRequest, ControlConnection, StartRequest, StopRequest
@@ -51,6 +53,12 @@ LATCH_CHECK: Final = 0.25
 #: Addresses that bind every local address: a latched socket must be bound to the one the
 #: phone sends to, as connect() would otherwise pin the routing table's choice.
 WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})
+#: Connections from addresses not in ``control_allow`` being answered ``forbidden`` at once;
+#: past this many, further ones are closed without an answer (a flood of them costs nothing).
+MAX_FORBIDDEN_ANSWERS: Final = 64
+#: Seconds a connection from an address not allowed may take to send its start (phones send
+#: it at once) before it is closed unanswered.
+FORBIDDEN_WAIT: Final = 2.0
 #: TCP keepalive so that a phone that vanished (power cut) ends its session within ~90 s.
 KEEPALIVE: Final = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 
@@ -99,6 +107,15 @@ class PhoneServer:
         self._connections: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._closing = False
+        self._allow = AllowList(settings.control_allow, setting="control_allow")
+        self._allow_devices = DeviceAllowList(
+            settings.control_allow_devices, setting="control_allow_devices"
+        )
+        #: Open control connections by source address, for ``max_connections_per_source``.
+        self._per_source: Counter[str] = Counter()
+        self._forbidden_answers = 0
+        #: Refused connections and starts, logged once per episode of a source and reason.
+        self.refusals = RefusalLog("control")
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -208,18 +225,99 @@ class PhoneServer:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        # On a dual-stack socket an IPv4 phone is ::ffff:a.b.c.d; its RTP comes from a.b.c.d.
+        peer = plain_sockaddr(writer.get_extra_info("peername") or ("?", 0))
+        source = peer[0]
+        if not self._allow.allows(source):
+            await self._answer_forbidden(reader, writer, source)
+            return
+        settings = self.settings
+        if self._per_source[source] >= settings.max_connections_per_source:
+            # Closed before it counts against max_connections: one host cannot lock every
+            # phone out by opening connections and sending nothing.
+            self._refuse_connection(
+                source,
+                "too_many_connections",
+                f"{self._per_source[source]} control connections open from it already",
+            )
+            writer.close()
+            return
+        held = len(self._connections) - self._forbidden_answers
+        if held >= settings.max_connections:
+            self._refuse_connection(source, "max_connections", f"{held} control connections open")
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
         self._writers.add(writer)
-        # On a dual-stack socket an IPv4 phone is ::ffff:a.b.c.d; its RTP comes from a.b.c.d.
-        peer = plain_sockaddr(writer.get_extra_info("peername") or ("?", 0))
-        if len(self._connections) > self.settings.max_connections:
-            logger.warning("too many control connections; closing one from %s", peer[0])
-            self._connections.discard(task)
+        self._per_source[source] += 1
+        try:
+            await self._serve_allowed(reader, writer, peer)
+        finally:
+            self._per_source[source] -= 1
+            if self._per_source[source] <= 0:
+                del self._per_source[source]
             self._writers.discard(writer)
+            self._connections.discard(task)
+
+    def _refuse_connection(self, source: str, reason: str, detail: str) -> None:
+        self.refusals.refused(source, reason, detail, asyncio.get_running_loop().time())
+        self.engine.admission.refuse_connection("control", reason)
+
+    async def _answer_forbidden(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, source: str
+    ) -> None:
+        """A connection from an address not in ``control_allow``: its start is answered
+        ``failed&reason=forbidden`` (the phone shows why in its log, and does not retry as it
+        would after a reset), then it is closed."""
+        self._refuse_connection(source, "forbidden", "not in control_allow")
+        if self._forbidden_answers >= MAX_FORBIDDEN_ANSWERS or self._closing:
             writer.close()
             return
+        task = asyncio.current_task()
+        assert task is not None
+        # Tracked with the others so that stop() closes it too, but not counted against
+        # max_connections (it ends within seconds, and there are few at once).
+        self._connections.add(task)
+        self._writers.add(writer)
+        self._forbidden_answers += 1
+        loop = asyncio.get_running_loop()
+        try:
+            conn = ControlConnection(
+                max_message_bytes=self.settings.max_message_bytes,
+                message_idle=self.settings.message_idle,
+            )
+            try:
+                data = await asyncio.wait_for(reader.read(65536), FORBIDDEN_WAIT)
+            except (TimeoutError, ConnectionError, OSError):
+                data = b""
+            if data:
+                conn.receive_data(data, loop.time())
+            # One segment is all a phone sends before it waits for the answer.
+            conn.receive_eof(loop.time())
+            answers = b""
+            while (event := conn.next_event(loop.time())) is not None:
+                if isinstance(event, StartRequest):
+                    self.engine.admission.refuse("forbidden")
+                    answers += conn.reject_start(event, reason="forbidden")
+                elif isinstance(event, StopRequest):
+                    answers += conn.refuse_stop(event, reason="forbidden")
+            if answers:
+                writer.write(answers)
+                await writer.drain()
+            await _linger_close(reader, writer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._forbidden_answers -= 1
+            self._writers.discard(writer)
+            self._connections.discard(task)
+            writer.close()
+
+    async def _serve_allowed(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Any
+    ) -> None:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             _enable_keepalive(sock)
@@ -304,8 +402,6 @@ class PhoneServer:
                 if rec is not None:
                     self.engine.spawn_finish(rec, CONNECTION_LOST)
             writer.close()
-            self._writers.discard(writer)
-            self._connections.discard(task)
 
     async def _handle(
         self,
@@ -322,6 +418,14 @@ class PhoneServer:
             return event.answer
         key = _key(peer, conn, event.session_id)
         if isinstance(event, StartRequest):
+            refusal = self._refusal(conn, event, peer)
+            if refusal is not None:
+                reason, detail = refusal
+                source = str(peer[0])
+                detail = f"start {event.session_id!r}: {detail}"
+                self.refusals.refused(source, reason, detail, asyncio.get_running_loop().time())
+                self.engine.admission.refuse(reason)
+                return conn.reject_start(event, reason=reason)
             try:
                 # The address the phone reached us on, in its own family: an IPv4 phone on a
                 # dual-stack listener gets a.b.c.d, which it can send RTP to.
@@ -359,6 +463,29 @@ class PhoneServer:
                 # Its connection owes the phone nothing more: the phone left it for this one.
                 info.writer.close()
         return conn.answer_stop(event)
+
+    def _refusal(
+        self, conn: ControlConnection, event: StartRequest, peer: Any
+    ) -> tuple[str, str] | None:
+        """Why this start is refused before anything is opened: (reason, detail), or None."""
+        device = event.fields.get("device", "")
+        if not self._allow_devices.allows(device):
+            return "forbidden", f"device {device!r} is not in control_allow_devices"
+        # The core counts this start among the connection's open sessions already.
+        open_here = len(conn.active_sessions)
+        if open_here > self.settings.max_sessions_per_connection:
+            return (
+                "too_many_sessions",
+                f"{open_here - 1} sessions open on its connection "
+                f"(max_sessions_per_connection={self.settings.max_sessions_per_connection})",
+            )
+        if event.session_id:
+            # The same phone (address and device) may not record one id twice at once, on
+            # this connection (the core refuses that) or on another.
+            elsewhere = self._by_phone.get((str(peer[0]), device, event.session_id))
+            if elsewhere is not None and elsewhere in self.sessions:
+                return "duplicate_id", "a session with this id is open on another connection"
+        return None
 
     def _find_by_phone(self, peer: Any, event: StopRequest) -> SessionKey | None:
         # Always from the phone's own address: an id can be a guessable number, and a MAC is
@@ -493,6 +620,7 @@ class PhoneServer:
             if now >= next_check:
                 next_check = now + RTP_TIMEOUT_CHECK
                 self._end_silent_sessions(now)
+                self.refusals.sweep(now)
 
     def _end_silent_sessions(self, now: float) -> None:
         """Finish sessions whose phone sent no RTP for ``rtp_timeout`` (or never did): a

@@ -102,6 +102,9 @@ async def spawn_server(
         CALLREC_DATABASE_URL=url,
         CALLREC_MAX_SESSIONS=str(max(5000, calls + 10)),
         CALLREC_MAX_CONNECTIONS=str(max(10000, calls + 100)),
+        # Every simulated phone connects from 127.0.0.1: one source, as many connections as
+        # calls (a real site's phones each have an address of their own).
+        CALLREC_MAX_CONNECTIONS_PER_SOURCE=str(max(10000, calls + 100)),
     )
     child_env.update(env or {})
     log_path = root / "server.log"

@@ -307,6 +307,31 @@ class SipCore:
         else:
             self._on_request(message, peer, now)
 
+    def refuse(self, data: bytes, peer: Peer, now: float, *, status: int = 403) -> bool:
+        """Answer a request from a peer that may not use this server (``sip_allow``) with
+        ``status``, keeping no state for it: no transaction, no dialog, so a flood from such
+        an address costs one answer each and nothing stays. Responses and ACKs get no answer.
+        Returns whether the message was a request (worth counting as refused)."""
+        self._now = now
+        if is_keepalive(data):
+            return False
+        try:
+            message = parse_message(data, stream=peer.reliable)
+        except SipProtocolError:
+            return False
+        if isinstance(message, SipResponse):
+            return False
+        if message.method != "ACK":
+            response = make_response(
+                message,
+                status,
+                "Forbidden (address not allowed)" if status == 403 else None,
+                to_tag=None if message.to.tag else self._token(8),
+                headers=[("Server", self.config.user_agent)],
+            )
+            self._actions.append(Transmit(message=_with_received(response, peer), peer=peer))
+        return True
+
     def handle_timers(self, now: float) -> None:
         self._now = now
         for key, stx in list(self._server_txs.items()):

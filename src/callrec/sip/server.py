@@ -19,13 +19,14 @@ import socket
 from collections.abc import Awaitable
 from typing import Any, Final
 
+from callrec.access import AllowList, RefusalLog
 from callrec.catalog import Catalog, SipAccountStore
 from callrec.codecs import get_codec
 from callrec.config import Settings
 from callrec.engine import PortRange, RecordingEngine
 from callrec.engine.spec import HANGUP, STOP_REASONS
 from callrec.exceptions import CallrecError, CatalogError, ConfigError
-from callrec.net import DropCounter, new_socket, plain_sockaddr, sendable
+from callrec.net import DropCounter, new_socket, plain_ip, plain_sockaddr, sendable
 from callrec.sip.accounts import POLICIES, Account
 from callrec.sip.core import CoreConfig, SipCore
 from callrec.sip.errors import SipProtocolError
@@ -97,6 +98,11 @@ class SipServer:
         self._addresses: dict[str, str] = {}
         self._applying = False
         self._closing = False
+        self._allow = AllowList(settings.sip_allow, setting="sip_allow")
+        #: The upstream server's address: always allowed (it sends the calls to our phones).
+        self._upstream_host: str | None = None
+        #: Requests refused for ``sip_allow``, logged once per episode of a source.
+        self.refusals = RefusalLog("sip")
 
     @property
     def media(self) -> dict[str, CallMedia]:
@@ -109,6 +115,7 @@ class SipServer:
         loop = asyncio.get_running_loop()
         settings = self.settings
         upstream = await self._resolve_upstream()
+        self._upstream_host = plain_ip(upstream.host) if upstream is not None else None
         try:
             await asyncio.wait_for(self.reload_accounts(), ACCOUNTS_START_WAIT)
         except (CatalogError, TimeoutError) as exc:
@@ -240,8 +247,16 @@ class SipServer:
         core = self.core
         if core is None or self._closing:
             return
+        now = asyncio.get_running_loop().time()
+        source = plain_ip(peer.host)
+        if not self._allow.allows(source) and source != self._upstream_host:
+            if core.refuse(data, peer, now):
+                self.refusals.refused(source, "forbidden", "not in sip_allow", now)
+                self.engine.admission.refuse_connection("sip", "forbidden")
+            self._after()
+            return
         try:
-            core.receive(data, peer, asyncio.get_running_loop().time())
+            core.receive(data, peer, now)
         except Exception:
             logger.exception("SIP core failed on a message from %s (a bug)", peer)
         self._after()
@@ -510,6 +525,8 @@ class SipServer:
         failing = False
         while True:
             await asyncio.sleep(refresh)
+            # The refusal episodes that went quiet are summed up here (no timer of their own).
+            self.refusals.sweep(asyncio.get_running_loop().time())
             try:
                 await self.reload_accounts()
             except CatalogError as exc:

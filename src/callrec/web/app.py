@@ -13,11 +13,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callrec import __version__
+from callrec.access import AllowList, RefusalLog
 from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
 from callrec.health import HealthSource
 from callrec.web import upload
+from callrec.web.allow import AllowListMiddleware
 from callrec.web.api import accounts as accounts_api
 from callrec.web.api import live as live_api
 from callrec.web.api import notes as notes_api
@@ -139,6 +141,14 @@ def create_app(
 
     _install_error_handlers(app)
     app.add_middleware(_SecurityHeaders)
+    refusals = RefusalLog("web")
+    ctx.metrics.web_refusals = refusals
+    # Before anything else looks at the request (sessions, the catalogue).
+    app.add_middleware(
+        AllowListMiddleware,
+        allow=AllowList(settings.web_allow, setting="web_allow"),
+        refusals=refusals,
+    )
     # Outermost, so it also counts what the other middleware answer.
     app.add_middleware(_Metrics, metrics=ctx.metrics)
     return app

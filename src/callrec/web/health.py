@@ -153,6 +153,8 @@ class HealthReport:
     workers: WorkersState | None
     workers_state: str | None
     refused_starts: Mapping[str, int]
+    #: Connections and requests refused before any start, by (listener, reason).
+    refused_connections: Mapping[tuple[str, str], int]
 
 
 def probe_catalogue(catalog: Catalog) -> None:
@@ -204,6 +206,7 @@ class HealthCheck:
             workers=workers,
             workers_state=workers_state,
             refused_starts=source.refused_starts() if source is not None else {},
+            refused_connections=source.refused_connections() if source is not None else {},
         )
 
     async def _look_at_catalogue(self) -> CatalogueReport:

@@ -1,7 +1,8 @@
 """Prometheus metrics at ``/metrics``: the recording engine's calls, packets and bytes (phone
 sessions and SIP calls alike, with ``--workers`` those of every process), the catalogue's
-recordings by status, the state of the catalogue and its journal, the refused starts, and the
-web server's own requests.
+recordings by status, the state of the catalogue and its journal, the refused starts and
+connections (``callrec_refused_connections_total{listener,reason}``: an address not in an
+allow-list, too many connections from one address), and the web server's own requests.
 
 Engine figures are read when scraped (live recordings) or accumulated from the live view's
 observer (finished recordings), so the counters are totals since the process started, as
@@ -16,6 +17,7 @@ when the catalogue answered the health probe, with a time bound of its own, and 
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from callrec.access import RefusalLog
 from callrec.catalog import STATUSES, Catalog
 from callrec.engine import FINISHED, LiveSession, LiveView
 from callrec.web.health import BoundedProbe, Episode, HealthReport
@@ -64,7 +67,24 @@ END_REASONS = (
     "shutdown",
 )
 #: The reasons a start is refused with (exported at 0 before the first, so rates work).
-REFUSAL_REASONS = ("busy", "disk_full", "unsupported_codec", "internal")
+REFUSAL_REASONS = (
+    "busy",
+    "disk_full",
+    "unsupported_codec",
+    "internal",
+    "forbidden",
+    "too_many_sessions",
+    "duplicate_id",
+)
+#: Connections (control), requests (SIP, web) refused before any start, by listener and
+#: reason (exported at 0 before the first).
+CONNECTION_REFUSALS = (
+    ("control", "forbidden"),
+    ("control", "too_many_connections"),
+    ("control", "max_connections"),
+    ("sip", "forbidden"),
+    ("web", "forbidden"),
+)
 #: Seconds a scrape waits for the count of recordings by status.
 COUNT_SECONDS = 2.0
 
@@ -118,6 +138,7 @@ class _CoreCollector(Collector):
         yield written
         if m.health is not None:
             yield from _health_metrics(m.health)
+        yield _refused_connections(m)
         by_status = GaugeMetricFamily(
             "callrec_recordings", "Recordings in the catalogue, by status.", labels=["status"]
         )
@@ -127,6 +148,23 @@ class _CoreCollector(Collector):
         for status in sorted(STATUSES | set(counts)):
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status
+
+
+def _refused_connections(m: WebMetrics) -> Metric:
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    if m.health is not None:
+        counts.update(m.health.refused_connections)
+    if m.web_refusals is not None:
+        counts.update({("web", reason): n for reason, n in m.web_refusals.counts.items()})
+    family = CounterMetricFamily(
+        "callrec_refused_connections",
+        "Control connections, SIP and web requests refused since the server started (an "
+        "address not allowed, too many connections from one address), by listener and reason.",
+        labels=["listener", "reason"],
+    )
+    for listener, reason in sorted(set(CONNECTION_REFUSALS) | set(counts)):
+        family.add_metric([listener, reason], counts.get((listener, reason), 0))
+    return family
 
 
 def _health_metrics(report: HealthReport) -> Iterator[Metric]:
@@ -199,6 +237,8 @@ class WebMetrics:
         self.live: list[LiveSession] = []
         self.status_counts: dict[str, int] | None = None
         self.health: HealthReport | None = None
+        #: The web's own refusals (``web_allow``), counted by its middleware.
+        self.web_refusals: RefusalLog | None = None
         self._counts = BoundedProbe(catalog.status_counts, timeout=COUNT_SECONDS, name="counts")
         self._counting = Episode("metrics: cannot count recordings by status")
         self.registry = CollectorRegistry(auto_describe=True)
