@@ -230,8 +230,7 @@ async def test_control_allow_list_refuses_other_hosts_and_devices(make_server: M
 
 async def test_control_allow_list_on_a_dual_stack_listener(make_server: MakeServer) -> None:
     # "::" takes IPv4 phones as ::ffff:a.b.c.d: the list is written, and matched, in IPv4.
-    # (Only the admission is checked here: the media filter's IPv4-mapped comparison is the
-    # address helper's, callrec.net.addresses.)
+    # (The recording of such a phone is tests/server/test_network_compat.py's.)
     server = await make_server(
         control_host="::", control_allow=[PHONE], advertised_address="127.0.0.1"
     )
