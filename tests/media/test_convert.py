@@ -131,7 +131,7 @@ def test_output_taken_during_the_conversion_is_not_clobbered(
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("unknown-codec.wav", r"^codec 'G729' is not supported"),
+        ("unknown-codec.wav", r"^codec 'iLBC' is not supported"),
         ("zero-length.wav", r"^file is empty \(0 bytes\): not a phone recording$"),
         ("not-this-format.wav", r"codec field has no NUL terminator"),
     ],
