@@ -3,14 +3,15 @@
 G.726, G.729 and G.723.1 are decoded by FFmpeg itself, so a recording is what FFmpeg makes of
 the same payloads, sample for sample. One codec context per stream: every one of these codecs
 carries predictor or filter state from one frame to the next.
+
+PyAV is imported when the first such context is made: loading FFmpeg takes about half a
+second and 20 MB, which a server that only ever sees G.711 and G.722 need not pay.
 """
 
 from __future__ import annotations
 
 from typing import Final, Literal
 
-import av
-import av.error
 import numpy as np
 
 from .base import PCM_SAMPLE_WIDTH
@@ -22,7 +23,7 @@ NARROWBAND_RATE: Final = 8000
 class FfmpegContext:
     """One FFmpeg codec context, mono at 8 kHz, fed and drained as int16 PCM bytes."""
 
-    __slots__ = ("_ctx",)
+    __slots__ = ("_ctx", "_error", "_packet")
 
     def __init__(
         self,
@@ -31,6 +32,11 @@ class FfmpegContext:
         options: dict[str, str] | None = None,
         bit_rate: int = 0,
     ) -> None:
+        import av  # here, not at the top: see the module's doc
+        import av.error
+
+        self._packet = av.Packet
+        self._error = av.error.FFmpegError
         ctx = av.CodecContext.create(codec, mode)
         assert isinstance(ctx, av.AudioCodecContext)
         ctx.sample_rate = NARROWBAND_RATE
@@ -52,8 +58,8 @@ class FfmpegContext:
     def decode(self, data: bytes) -> bytes | None:
         """FFmpeg's PCM for one packet, or None when FFmpeg refuses the packet."""
         try:
-            frames = self._ctx.decode(av.Packet(data))
-        except av.error.FFmpegError:
+            frames = self._ctx.decode(self._packet(data))
+        except self._error:
             return None
         # Mono planar and packed int16 are the same bytes; a plane may be padded past the end.
         parts = [bytes(f.planes[0])[: f.samples * PCM_SAMPLE_WIDTH] for f in frames]
@@ -63,6 +69,8 @@ class FfmpegContext:
     def encode(self, pcm: bytes) -> bytes:
         """The packets FFmpeg makes of one frame of PCM (of :attr:`frame_size` samples)."""
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16, copy=False)
+        import av
+
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = NARROWBAND_RATE
         return b"".join(bytes(p) for p in self._ctx.encode(frame))
