@@ -192,7 +192,7 @@ def test_play_reports_a_failing_player_and_a_bad_file(
     result = run("file", "play", str(LOCALFILE_DATA / "pcma-rtp.wav"))
     assert result.exit_code == 1 and "failplay failed (exit 3)" in result.output
     bad = run("file", "play", str(LOCALFILE_DATA / "unknown-codec.wav"))
-    assert bad.exit_code == 1 and "codec 'G729' is not supported" in bad.output
+    assert bad.exit_code == 1 and "codec 'iLBC' is not supported" in bad.output
 
 
 def test_find_player_needs_an_audio_output(tmp_path: Path) -> None:

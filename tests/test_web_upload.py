@@ -110,7 +110,7 @@ async def test_damaged_upload_is_imported_as_recovered(web: Web) -> None:
     ("name", "detail"),
     [
         ("not-this-format.wav", "not-this-format.wav: the 64-byte codec field has no NUL"),
-        ("unknown-codec.wav", "unknown-codec.wav: codec 'G729' is not supported"),
+        ("unknown-codec.wav", "unknown-codec.wav: codec 'iLBC' is not supported"),
         ("zero-length.wav", "zero-length.wav: file is empty (0 bytes): not a phone recording"),
     ],
 )

@@ -77,8 +77,8 @@ def build() -> dict[str, bytes]:
         increment=INCREMENT,
         byte_order="big",
     )
-    # G.729 codes 10 ms in 10 bytes: 20 bytes a unit. We do not decode it.
-    g729 = build_file(codec="G729", units=[bytes(range(20))] * 50, increment=INCREMENT)
+    # iLBC codes 20 ms in 38 bytes. We do not decode it.
+    ilbc = build_file(codec="iLBC", units=[bytes(range(38))] * 50, increment=INCREMENT)
     return {
         # Clean files: 50 units of 20 ms, 1.00 s each.
         "pcma-rtp.wav": pcma_rtp,
@@ -91,7 +91,7 @@ def build() -> dict[str, bytes]:
         "lying-datasize.wav": with_data_size(g722_bare, 5 * 160),
         # The header announces 200 units, four times what the file holds (bare G.722).
         "datasize-too-big.wav": with_data_size(g722_bare, 200 * 160),
-        "unknown-codec.wav": g729,
+        "unknown-codec.wav": ilbc,
         "zero-length.wav": b"",
         # The first 40 bytes of a good file: cut inside the header.
         "cut-in-header.wav": pcma_rtp[:40],

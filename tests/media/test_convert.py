@@ -20,8 +20,9 @@ from callrec.media.convert import (
     convert_file,
     output_suffix,
 )
-from callrec.media.localfile import decode, payloads, scan
-from tests.support.data import LOCALFILE_DATA
+from callrec.media.localfile import build_file, decode, payloads, scan
+from callrec.rtp.packet import RtpPacket
+from tests.support.data import CODEC_DATA, LOCALFILE_DATA
 from tests.support.ffmpeg import ffmpeg_samples, ffprobe, needs_ffmpeg, needs_ffprobe
 
 #: Committed clean files: name -> (codec, rate of the audio).
@@ -131,7 +132,7 @@ def test_output_taken_during_the_conversion_is_not_clobbered(
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("unknown-codec.wav", r"^codec 'G729' is not supported"),
+        ("unknown-codec.wav", r"^codec 'iLBC' is not supported"),
         ("zero-length.wav", r"^file is empty \(0 bytes\): not a phone recording$"),
         ("not-this-format.wav", r"codec field has no NUL terminator"),
     ],
@@ -180,3 +181,38 @@ def test_ffmpeg_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConvertError, match=r"FFmpeg could not encode opus \(exit 1\): Unknown"):
         convert_bytes(data, tmp_path / "out" / "x.opus", fmt="opus")
     assert os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    ("codec", "filename", "unit_bytes", "increment", "payload_type"),
+    [
+        ("G726-32", "signal.g726-32", 80, 160, 112),
+        ("G729", "noise.g729", 20, 160, 18),
+        ("G723", "signal.g723", 24, 240, 4),
+    ],
+)
+def test_a_local_file_of_an_ffmpeg_codec_converts_to_ffmpegs_decoding(
+    codec: str, filename: str, unit_bytes: int, increment: int, payload_type: int, tmp_path: Path
+) -> None:
+    """A phone-local file whose header names G.726, G.729 or G.723.1: the WAV holds FFmpeg's
+    decoding of its payloads, sample for sample."""
+    encoded = (CODEC_DATA / filename).read_bytes()
+    units = [
+        RtpPacket(
+            payload_type=payload_type,
+            sequence_number=i,
+            timestamp=i * increment,
+            ssrc=9,
+            payload=encoded[pos : pos + unit_bytes],
+        ).serialize()
+        for i, pos in enumerate(range(0, len(encoded), unit_bytes))
+    ]
+    source = tmp_path / "Record_20261202010203.wav"
+    source.write_bytes(build_file(codec=codec, units=units, increment=increment))
+
+    result = convert_file(source, tmp_path / "out.wav")
+
+    samples, rate = soundfile.read(result.output, dtype="int16")
+    assert rate == 8000 and result.sample_rate == 8000
+    reference = np.frombuffer((CODEC_DATA / f"{filename}.ffmpeg.s16le").read_bytes(), "<i2")
+    np.testing.assert_array_equal(samples, reference)

@@ -22,6 +22,7 @@ from callrec.media.localfile import (
 from callrec.rtp.packet import RtpPacket
 from callrec.sim.phone import build_packets
 from tests.support.audio import decode_payloads, tone
+from tests.support.data import CODEC_DATA
 
 CODECS = ["PCMA", "PCMU", "G722"]
 
@@ -300,17 +301,46 @@ def test_header_only_file_has_no_audio() -> None:
     assert list(decode(info, b"")) == []
 
 
+@pytest.mark.parametrize("rtp_headers", [True, False])
+@pytest.mark.parametrize(("name", "payload_type"), [("G726-32", 2), ("g726_32", 112)])
+def test_a_g726_file_decodes_as_ffmpeg_does(
+    name: str, payload_type: int, rtp_headers: bool
+) -> None:
+    """G.726 has no static payload type: the phone's own (2 or a dynamic one) is no problem,
+    and the header's spelling of the name is the phone's."""
+    encoded = (CODEC_DATA / "signal.g726-32").read_bytes()
+    chunks = [encoded[i : i + 80] for i in range(0, len(encoded), 80)]
+    packets = [
+        RtpPacket(
+            payload_type=payload_type, sequence_number=i, timestamp=160 * i, ssrc=7, payload=c
+        )
+        for i, c in enumerate(chunks)
+    ]
+    units = [p.serialize() if rtp_headers else p.payload for p in packets]
+    data = build_file(codec=name, units=units, increment=160)
+
+    info = scan(data)
+
+    assert info.codec is get_codec("G726-32")
+    assert info.rtp_headers is rtp_headers
+    assert info.problems == ()
+    assert info.duration == pytest.approx(2.0)
+    pcm = b"".join(decode(info, data, chunk_units=7))
+    assert pcm == (CODEC_DATA / "signal.g726-32.ffmpeg.s16le").read_bytes()
+
+
 def test_unknown_codec_scans_but_does_not_decode() -> None:
-    data = build_file(codec="G729", units=[bytes(20)] * 50, increment=160)
+    data = build_file(codec="iLBC", units=[bytes(38)] * 50, increment=160)
     info = scan(data)
     assert info.codec is None and info.sample_rate is None
     assert info.duration == 1.0
     message = (
-        "codec 'G729' is not supported (callrec decodes PCMU, PCMA, G722): "
+        "codec 'iLBC' is not supported (callrec decodes PCMU, PCMA, G722, G726-16, G726-24, "
+        "G726-32, G726-40, AAL2-G726-16, AAL2-G726-24, AAL2-G726-32, AAL2-G726-40, G729, G723): "
         "the audio cannot be decoded"
     )
     assert info.problems == (message,)
-    with pytest.raises(LocalFileError, match=r"^codec 'G729' is not supported"):
+    with pytest.raises(LocalFileError, match=r"^codec 'iLBC' is not supported"):
         list(decode(info, data))
 
 
@@ -363,7 +393,7 @@ def test_any_bytes_parse_or_raise_local_file_error(data: bytes) -> None:
 @st.composite
 def plausible_files(draw: st.DrawFn) -> bytes:
     """A header that parses (any codec, sizes, order) over random or RTP-looking units."""
-    codec = draw(st.sampled_from([b"PCMA", b"PCMU", b"G722", b"G729", b"pcmu"]))
+    codec = draw(st.sampled_from([b"PCMA", b"PCMU", b"G722", b"G729", b"iLBC", b"pcmu"]))
     unit = draw(st.integers(1, 200))
     order = draw(st.sampled_from(["<", ">"]))
     head = header_bytes(

@@ -72,8 +72,9 @@ READABLE = {
         1.0,
         False,
         (
-            "codec 'G729' is not supported (callrec decodes PCMU, PCMA, G722): "
-            "the audio cannot be decoded",
+            "codec 'iLBC' is not supported (callrec decodes PCMU, PCMA, G722, G726-16, G726-24, "
+            "G726-32, G726-40, AAL2-G726-16, AAL2-G726-24, AAL2-G726-32, AAL2-G726-40, G729, "
+            "G723): the audio cannot be decoded",
         ),
     ),
 }

@@ -365,3 +365,14 @@ def test_dynamic_payload_type_is_found_from_audio_sized_payloads() -> None:
     out = run(s, [event] + [pkt(i, pt=112) for i in range(5)])
     assert timeline(out) == list(range(5))
     assert s.payload_type == 112 and s.counters.other == 1
+
+
+def test_dynamic_payload_type_is_settled_by_audio_of_the_expected_type() -> None:
+    """A G.726 phone sending RFC 1890's type 2 keeps it: a later packet of a dynamic type
+    (another stream's, a redundancy format) is not taken for the codec's."""
+    s = make_stream(payload_type=2, dynamic_payload_type=True)
+    out = run(
+        s, [pkt(i, pt=2) for i in range(3)] + [pkt(3, pt=112)] + [pkt(i, pt=2) for i in range(4, 6)]
+    )
+    assert s.payload_type == 2 and s.counters.other == 1
+    assert timeline(out) == [0, 1, 2, ("gap", UNITS), 4, 5]

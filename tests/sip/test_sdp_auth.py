@@ -17,9 +17,9 @@ OFFER = (
     b"s=-\r\n"
     b"c=IN IP4 10.0.0.5\r\n"
     b"t=0 0\r\n"
-    b"m=audio 49170 RTP/AVP 18 9 8 0 96 101\r\n"
-    b"a=rtpmap:18 G729/8000\r\n"
-    b"a=fmtp:18 annexb=no\r\n"
+    b"m=audio 49170 RTP/AVP 97 9 8 0 96 101\r\n"
+    b"a=rtpmap:97 iLBC/8000\r\n"
+    b"a=fmtp:97 mode=20\r\n"
     b"a=rtpmap:9 G722/8000\r\n"
     b"a=rtpmap:96 opus/48000/2\r\n"
     b"a=rtpmap:101 telephone-event/8000\r\n"
@@ -51,7 +51,7 @@ def test_anchor_keeps_what_we_record_and_points_at_us() -> None:
     assert "m=audio 40000 RTP/AVP 9 8 0 101\r\n" in text
     assert "c=IN IP4 192.0.2.1\r\n" in text and "10.0.0.5" not in text
     assert "o=alice 2890844526 2890844527 IN IP4 192.0.2.1\r\n" in text
-    for gone in ("G729", "opus", "annexb", "a=rtcp:", "ice-ufrag", "candidate"):
+    for gone in ("iLBC", "opus", "mode=20", "a=rtcp:", "ice-ufrag", "candidate"):
         assert gone not in text
     assert "a=fmtp:101 0-16" in text and "a=ptime:20" in text and "a=sendrecv" in text
     assert "m=video 0 RTP/AVP 97" in text and "10.0.0.6" not in text
@@ -59,17 +59,38 @@ def test_anchor_keeps_what_we_record_and_points_at_us() -> None:
     assert (again.address, again.port) == ("192.0.2.1", 40000)
 
 
+def test_g726_g729_and_g723_are_recordable() -> None:
+    """Codecs beyond G.711 and G.722 phones offer: G.726 by its rtpmap only (it has no static
+    type), G.729 and G.723.1 by their static types, with or without an rtpmap."""
+    offer = SessionDescription.parse(
+        OFFER.replace(b"RTP/AVP 97 9 8 0 96 101", b"RTP/AVP 112 2 18 4 113 101").replace(
+            b"a=rtpmap:97 iLBC/8000\r\n",
+            b"a=rtpmap:112 G726-32/8000\r\na=rtpmap:18 G729/8000\r\n"
+            b"a=rtpmap:113 AAL2-G726-24/8000\r\n",
+        )
+    )
+
+    stream = audio_stream(offer)
+
+    # Type 2 without an rtpmap is no longer G.726 (RFC 3551 withdrew it): not offered.
+    assert stream.codecs == {112: "G726-32", 18: "G729", 4: "G723", 113: "AAL2-G726-24"}
+    assert stream.first_codec == (112, "G726-32")
+    text = anchor(offer, address="192.0.2.1", port=40000).serialize().decode()
+    assert "m=audio 40000 RTP/AVP 112 18 4 113 101\r\n" in text
+    assert "a=rtpmap:112 G726-32/8000" in text and "a=rtpmap:18 G729/8000" in text
+
+
 def test_hold_and_refusals() -> None:
     hold = SessionDescription.parse(OFFER.replace(b"c=IN IP4 10.0.0.5", b"c=IN IP4 0.0.0.0"))
     assert audio_stream(hold).address is None
     with pytest.raises(SdpError, match="no codec we can record"):
         anchor(
-            SessionDescription.parse(OFFER.replace(b"RTP/AVP 18 9 8 0 96 101", b"RTP/AVP 18 96")),
+            SessionDescription.parse(OFFER.replace(b"RTP/AVP 97 9 8 0 96 101", b"RTP/AVP 97 96")),
             address="192.0.2.1",
             port=1,
         )
     with pytest.raises(SdpError, match="not plain RTP"):
-        audio_stream(SessionDescription.parse(OFFER.replace(b"RTP/AVP 18", b"RTP/SAVP 18")))
+        audio_stream(SessionDescription.parse(OFFER.replace(b"RTP/AVP 97", b"RTP/SAVP 97")))
     with pytest.raises(SdpError, match="does not start with v=0"):
         SessionDescription.parse(b"o=x\r\n")
     with pytest.raises(SdpError) as info:

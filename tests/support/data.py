@@ -22,6 +22,18 @@ REFERENCES = {
     "noise.g722": "G722",
 }
 
+#: Encoded file under CODEC_DATA -> (canonical codec name, bytes of a 20 ms or 30 ms payload),
+#: for the codecs decoded through FFmpeg (``tools/make_ffmpeg_codec_testdata.py``).
+FFMPEG_REFERENCES = {
+    "signal.g726-16": ("G726-16", 40),
+    "signal.g726-24": ("G726-24", 60),
+    "signal.g726-32": ("G726-32", 80),
+    "signal.g726-40": ("G726-40", 100),
+    "signal.aal2-g726-32": ("AAL2-G726-32", 80),
+    "signal.g723": ("G723", 24),
+    "noise.g729": ("G729", 20),
+}
+
 #: The 2 s test signal, encoded with each codec.
 SIGNAL = {"PCMA": "signal.alaw", "PCMU": "signal.ulaw", "G722": "signal.g722"}
 

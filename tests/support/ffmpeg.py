@@ -27,6 +27,14 @@ FFMPEG_INPUT = {
     "PCMA": ["-f", "alaw", "-ar", "8000", "-ac", "1"],
     "PCMU": ["-f", "mulaw", "-ar", "8000", "-ac", "1"],
     "G722": ["-f", "g722"],
+    # RFC 3551 packs G.726 codes from the least significant bit: FFmpeg's "g726le".
+    **{
+        f"G726-{kbits}": ["-f", "g726le", "-code_size", str(bits), "-sample_rate", "8000"]
+        for bits, kbits in ((2, 16), (3, 24), (4, 32), (5, 40))
+    },
+    "AAL2-G726-32": ["-f", "g726", "-code_size", "4", "-sample_rate", "8000"],
+    "G729": ["-f", "g729"],
+    "G723": ["-f", "g723_1"],
 }
 
 

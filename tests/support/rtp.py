@@ -13,18 +13,26 @@ EVENT_PT = 101
 
 
 def rtp_packets(
-    codec: str, data: bytes, *, ssrc: int = 0x1234, seq0: int = 1000, ts0: int = 5000
+    codec: str,
+    data: bytes,
+    *,
+    ssrc: int = 0x1234,
+    seq0: int = 1000,
+    ts0: int = 5000,
+    packet_bytes: int = PACKET_BYTES,
+    payload_type: int | None = None,
 ) -> list[RtpPacket]:
-    """``data`` (encoded with ``codec``) cut into 20 ms packets, numbered from ``seq0`` and
-    ``ts0`` (both wrap)."""
+    """``data`` (encoded with ``codec``) cut into packets of ``packet_bytes`` (20 ms of
+    G.711 or G.722), numbered from ``seq0`` and ``ts0`` (both wrap), of the codec's payload
+    type unless ``payload_type`` is given."""
     c = get_codec(codec)
     out = []
     ts = ts0
-    for i, pos in enumerate(range(0, len(data), PACKET_BYTES)):
-        payload = data[pos : pos + PACKET_BYTES]
+    for i, pos in enumerate(range(0, len(data), packet_bytes)):
+        payload = data[pos : pos + packet_bytes]
         out.append(
             RtpPacket(
-                payload_type=c.payload_type,
+                payload_type=c.payload_type if payload_type is None else payload_type,
                 sequence_number=(seq0 + i) % 65536,
                 timestamp=ts % (1 << 32),
                 ssrc=ssrc,

@@ -165,7 +165,7 @@ async def test_damaged_file_is_imported_as_recovered(catalog: Catalog, tmp_path:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("unknown-codec.wav", r"^codec 'G729' is not supported"),
+        ("unknown-codec.wav", r"^codec 'iLBC' is not supported"),
         ("zero-length.wav", r"^file is empty"),
         ("not-this-format.wav", r"no NUL terminator"),
         ("standard.wav", r"^a standard RIFF/WAVE file"),

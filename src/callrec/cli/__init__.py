@@ -120,7 +120,10 @@ def serve(
 def phone(
     play: Annotated[Path, typer.Option(help="WAV file: the local party (or the phone's mix).")],
     server: Annotated[str, typer.Option(help="Recording server as HOST:PORT.")] = "127.0.0.1:10000",
-    codec: Annotated[str, typer.Option(help="PCMA, PCMU or G722.")] = "PCMA",
+    codec: Annotated[
+        str,
+        typer.Option(help="PCMA, PCMU, G722, G726-32 (or -16, -24, -40) or G723 (30 ms packets)."),
+    ] = "PCMA",
     play_remote: Annotated[
         Path | None, typer.Option(help="WAV file: the remote party, mixed in as the phone does.")
     ] = None,

@@ -34,6 +34,11 @@ class Encoder(ABC):
     def encode(self, pcm: bytes) -> bytes:
         """Return the payload bytes for int16 little-endian mono PCM at the codec's rate."""
 
+    def flush(self) -> bytes:
+        """Return what an encoder that codes whole frames still holds, padded with silence
+        to a frame (nothing for sample-by-sample codecs)."""
+        return b""
+
 
 class Codec(ABC):
     """One payload format. Instances hold no state, so one shared instance per codec is safe.
@@ -51,6 +56,15 @@ class Codec(ABC):
     clock_rate: ClassVar[int]
     #: Rate of the decoded PCM, in Hz.
     sample_rate: ClassVar[int]
+    #: True when payloads joined end to end decode as the payloads one by one would (a plain
+    #: bit stream: G.711, G.722, G.726), so a run of them may be decoded in one call. False
+    #: for frame codecs whose payload ends carry meaning (G.729's SID, G.723.1's frame sizes).
+    concatenable: ClassVar[bool] = True
+    #: True when the codec has no static RTP payload type (G.726): :attr:`payload_type` is
+    #: only the likeliest one, and a stream takes the dynamic type the phone actually sends.
+    dynamic_payload_type: ClassVar[bool] = False
+    #: Milliseconds of audio in one packet a phone usually sends (the simulator's packets).
+    ptime: ClassVar[int] = 20
 
     @abstractmethod
     def decoder(self) -> Decoder:

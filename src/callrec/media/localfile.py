@@ -32,8 +32,8 @@ from typing import Final, Literal
 
 from callrec.codecs import CODECS, Codec, get_codec
 from callrec.exceptions import LocalFileError, RtpError, UnsupportedCodecError
+from callrec.rtp.packet import DYNAMIC_PT, RTP_VERSION, RtpPacket
 from callrec.rtp.packet import HEADER_SIZE as RTP_HEADER_SIZE
-from callrec.rtp.packet import RTP_VERSION, RtpPacket
 
 ByteOrder = Literal["little", "big"]
 
@@ -331,7 +331,7 @@ def _has_rtp_headers(view: memoryview, header: LocalFileHeader, units: int) -> b
             return False
         only = checked[0]
         return (
-            only.payload_type == codec.payload_type
+            _payload_type_fits(only.payload_type, codec)
             and codec.timestamp_units(len(only.payload)) == header.increment
         )
     return all(_advances(a, b) for a, b in itertools.pairwise(checked))
@@ -350,9 +350,16 @@ def _continuing_units(view: memoryview, header: LocalFileHeader, start: int, end
     return count
 
 
+def _payload_type_fits(payload_type: int, codec: Codec) -> bool:
+    # G.726 has no static type: a phone picks one, usually 2 (RFC 1890's) or a dynamic one.
+    if codec.dynamic_payload_type:
+        return payload_type == codec.payload_type or payload_type in DYNAMIC_PT
+    return payload_type == codec.payload_type
+
+
 def _payload_type_problem(view: memoryview, header: LocalFileHeader, codec: Codec) -> Iterator[str]:
     first = _rtp(_unit(view, header, 0))
-    if first is not None and first.payload_type != codec.payload_type:
+    if first is not None and not _payload_type_fits(first.payload_type, codec):
         yield (
             f"units carry RTP payload type {first.payload_type} but the header names "
             f"{header.codec} (payload type {codec.payload_type}); decoded as {codec.name}"

@@ -25,7 +25,8 @@ What it repairs, and why:
   ticks (RFC 3551 says 8 kHz) is found by timestamp steps of twice the payload's length, and
   the stream is timed by that clock (``clock_changes`` counts each switch).
 * A codec with a dynamic payload type (G.726) takes the first dynamic type that carries
-  audio-sized payloads, not a telephone-event's 4 bytes.
+  audio-sized payloads, not a telephone-event's 4 bytes, unless audio of the expected type
+  (RFC 1890's 2 for G.726) came first.
 
 Nearly every packet of a healthy call is the next one of the current stream, on time, with a
 plain 12-byte header: :meth:`MediaStream.receive` takes those through a fast path (one
@@ -229,6 +230,8 @@ class MediaStream:
         if not packet.payload:
             c.malformed += 1
             return
+        # Audio of the expected type settles it: a later dynamic type is not the codec's.
+        self._dynamic = False
         if self._ssrc is None:
             self._ssrc = packet.ssrc
         if packet.ssrc != self._ssrc:

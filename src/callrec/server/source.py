@@ -192,13 +192,18 @@ def _nothing() -> None:
 
 def render(pieces: list[Piece], codec: Codec, decoder: Decoder) -> list[bytes]:
     """PCM for what a stream released: each run of consecutive payloads joined and decoded
-    in one call (one table lookup for G.711; G.722's decoder is stateful byte by byte, so the
-    concatenation decodes as its parts would), and zeros for each silence."""
+    in one call when the codec allows it (one table lookup for G.711; G.722's and G.726's
+    decoders are stateful bit by bit, so the concatenation decodes as its parts would), one
+    call per payload for frame codecs (G.729, G.723.1), and zeros for each silence."""
     parts: list[bytes] = []
     run: list[bytes] = []
+    join = codec.concatenable
     for piece in pieces:
         if isinstance(piece, bytes):
-            run.append(piece)
+            if join:
+                run.append(piece)
+            else:
+                parts.append(decoder.decode(piece))
             continue
         if run:
             parts.append(decoder.decode(run[0] if len(run) == 1 else b"".join(run)))

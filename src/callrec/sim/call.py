@@ -132,7 +132,7 @@ async def record_call(
         if not call.accepted:
             error = start_answer.get("reason") or start_answer.get("result") or "refused"
         else:
-            await call.send_packets(packets, realtime=realtime)
+            await call.send_packets(packets, realtime=realtime, packet_ms=codec_impl.ptime)
             if call.control_lost:
                 error = "connection_lost: the server closed the control connection"
             else:

@@ -25,14 +25,14 @@ import random
 import re
 import socket
 import wave
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from callrec.codecs import Codec
+from callrec.codecs import Codec, Encoder
 from callrec.control.connection import START_REQUEST, STOP_REQUEST
 from callrec.control.message import ControlMessage
 from callrec.exceptions import CallrecError, ControlProtocolError
@@ -169,9 +169,10 @@ def build_packets(
     ssrc: int,
     first_seq: int = 0,
     first_ts: int = 0,
-    packet_ms: int = 20,
+    packet_ms: int | None = None,
 ) -> list[RtpPacket]:
-    """Encode ``pcm`` (int16 at ``codec.sample_rate``) into RTP packets of ``packet_ms``.
+    """Encode ``pcm`` (int16 at ``codec.sample_rate``) into RTP packets of ``packet_ms``
+    (the codec's usual packet, :attr:`~callrec.codecs.Codec.ptime`, unless given).
 
     One encoder for the whole stream (ADPCM codecs carry state from frame to frame); the last
     partial frame is padded with silence. Sequence numbers and timestamps wrap at 2**16 and
@@ -179,6 +180,8 @@ def build_packets(
     units (G.722: 8 kHz clock for 16 kHz audio). The first packet has the marker bit set, as
     phones do at the start of a talkspurt.
     """
+    if packet_ms is None:
+        packet_ms = codec.ptime
     if packet_ms <= 0:
         raise ValueError(f"packet_ms must be positive, not {packet_ms}")
     frame = codec.sample_rate * packet_ms // 1000
@@ -191,8 +194,7 @@ def build_packets(
     packets: list[RtpPacket] = []
     seq = first_seq % _U16
     ts = first_ts % _U32
-    for start in range(0, len(data), frame):
-        payload = encoder.encode(data[start : start + frame].astype("<i2").tobytes())
+    for payload in _payloads(encoder, codec, data.astype("<i2"), frame):
         packets.append(
             RtpPacket(
                 payload_type=codec.payload_type,
@@ -206,6 +208,25 @@ def build_packets(
         seq = (seq + 1) % _U16
         ts = (ts + codec.timestamp_units(len(payload))) % _U32
     return packets
+
+
+def _payloads(
+    encoder: Encoder, codec: Codec, data: npt.NDArray[np.int16], frame: int
+) -> Iterator[bytes]:
+    count = len(data) // frame
+    if count == 0:
+        return
+    if codec.concatenable:
+        # A bit-stream codec's encoder may hold PCM back for a frame of its own (FFmpeg's
+        # G.726 takes thousands of samples): code it all, then cut equal payloads.
+        encoded = encoder.encode(data.tobytes()) + encoder.flush()
+        size = len(encoded) // count
+        for i in range(count):
+            yield encoded[i * size : (i + 1) * size]
+        return
+    for i in range(count):
+        payload = encoder.encode(data[i * frame : (i + 1) * frame].tobytes())
+        yield payload + encoder.flush() if i == count - 1 else payload
 
 
 # -- one session over real sockets ---------------------------------------------------------

@@ -16,8 +16,14 @@ from typing import Final
 from callrec.codecs import CODECS
 from callrec.sip.errors import SipProtocolError
 
-#: Static payload types of the codecs we record (RFC 3551).
-STATIC_CODECS: Final = {c.payload_type: c.name for c in CODECS.values()}
+#: SDP encoding names (``a=rtpmap:96 G726-32/8000``) of the codecs a SIP call can be recorded
+#: in: every codec we decode, under its canonical name, which is its RFC 3551 / RFC 4856 name.
+SIP_CODECS: Final = tuple(CODECS)
+#: Static payload types of the codecs we record (RFC 3551); G.726's are dynamic, so named only
+#: by an ``a=rtpmap``.
+STATIC_CODECS: Final = {
+    c.payload_type: c.name for c in CODECS.values() if not c.dynamic_payload_type
+}
 #: RTP profiles whose payload we can read. SRTP (``RTP/SAVP``) is encrypted end to end.
 PLAIN_PROFILES: Final = frozenset({"RTP/AVP", "RTP/AVPF"})
 TELEPHONE_EVENT: Final = "telephone-event"
@@ -198,7 +204,7 @@ def audio_stream(sdp: SessionDescription) -> AudioStream:
         pt = int(fmt)
         encoding, clock = rtpmap.get(pt, ("", 0))
         name = encoding.upper()
-        if name in CODECS and clock == 8000:
+        if name in SIP_CODECS and clock == 8000:
             codecs[pt] = name
         elif encoding.lower() == TELEPHONE_EVENT and event is None:
             event = pt
@@ -230,7 +236,7 @@ def anchor(sdp: SessionDescription, *, address: str, port: int) -> SessionDescri
     index, _ = found
     stream = audio_stream(sdp)
     if not stream.codecs:
-        raise SdpError("no codec we can record (PCMA, PCMU, G722) is offered")
+        raise SdpError("no codec we can record (PCMA, PCMU, G722, G726-nn, G729, G723) is offered")
     family = "IP6" if ":" in address else "IP4"
     connection = f"c=IN {family} {address}"
     kept = {str(pt) for pt in stream.codecs}
