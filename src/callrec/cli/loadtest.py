@@ -47,7 +47,9 @@ def loadtest(
     calls: Annotated[int, typer.Option(help="Simulated phones, one call each.")] = 100,
     seconds: Annotated[float, typer.Option(help="Seconds each call streams.")] = 30.0,
     ramp: Annotated[float, typer.Option(help="Calls started per second.")] = 100.0,
-    codec: Annotated[str, typer.Option(help="PCMA, PCMU or G722.")] = "PCMA",
+    codec: Annotated[
+        str, typer.Option(help="PCMA, PCMU, G722 or G726-32 (-16, -24, -40).")
+    ] = "PCMA",
     terminator: Annotated[
         str, typer.Option(help="Control message terminator: none (as phones), crlf, lf, nul.")
     ] = "none",

@@ -70,7 +70,12 @@ class LoadOptions:
             raise LoadError(f"ramp must be > 0 calls per second, not {self.ramp}")
         if self.verify < 0 or self.max_loss < 0 or self.answer_timeout <= 0 or self.senders < 0:
             raise LoadError("verify, max_loss and senders must be >= 0, answer_timeout > 0")
-        get_codec(self.codec)  # raises UnsupportedCodecError for an unknown name
+        codec = get_codec(self.codec)  # raises UnsupportedCodecError for an unknown name
+        if codec.ptime != 20 or not codec.concatenable:
+            # The load generator cuts one encoded signal into 20 ms packets.
+            raise LoadError(
+                f"the load test sends 20 ms packets of PCMA, PCMU, G722 or G.726, not {codec.name}"
+            )
 
     @property
     def packets_per_call(self) -> int:

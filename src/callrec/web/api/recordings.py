@@ -124,7 +124,9 @@ async def list_recordings(
     tz: Annotated[str, Query(description="IANA time zone of dates (default UTC).")] = "",
     direction: Annotated[Literal["", "in", "out"], Query()] = "",
     device: Annotated[str, Query(description="Device (MAC), exactly.")] = "",
-    codec: Annotated[str, Query(description="PCMA, PCMU or G722.")] = "",
+    codec: Annotated[
+        str, Query(description="A codec as catalogued: PCMA, PCMU, G722, G726-32, G729, G723...")
+    ] = "",
     status: Annotated[Literal["", "recording", "complete", "recovered", "failed"], Query()] = "",
     source: Annotated[Literal["", "server", "usb", "sip"], Query()] = "",
     min_duration: Annotated[str, Query(description="Seconds, inclusive.")] = "",

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from callrec.catalog.records import STATUSES
+from callrec.codecs import CODECS as ALL_CODECS
 from callrec.exceptions import CatalogError
 from callrec.web.api.notes import change_tag, create_note, remove_note
 from callrec.web.api.recordings import bulk_response, remove_recording
@@ -30,7 +31,8 @@ from callrec.web.recordings import (
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZES: Final = (25, 50, 100, 200)
-CODECS: Final = ("PCMA", "PCMU", "G722")
+#: The codec filter's choices: every codec a recording can have.
+CODECS: Final = tuple(ALL_CODECS)
 
 
 # -- recordings ----------------------------------------------------------------------------
