@@ -10,22 +10,11 @@ import pytest
 
 from callrec.engine.ports import PortRange, drain_socket
 from callrec.net import DropCounter, kernel_drops, new_socket, size_receive_buffer
+from tests.support.net import needs_ipv6
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_MEMINFO (the drop count) is Linux's"
 )
-
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no ::1")
 
 
 def test_families() -> None:

@@ -19,6 +19,7 @@ from callrec.rtp.packet import RtpPacket
 from callrec.service import Service
 from callrec.sim.phone import PhoneCall
 from tests.support.data import CODEC_DATA, SIGNAL, encoded
+from tests.support.net import ipv6_loopback, needs_ipv6
 from tests.support.recording import only_recording, read_recording
 from tests.support.rtp import rtp_packets
 from tests.support.settings import server_settings, web_settings
@@ -28,20 +29,6 @@ PACKETS = rtp_packets("PCMA", encoded("PCMA"))
 #: FFmpeg's decoding of the same signal, committed (A-law is stateless: a repeated signal
 #: decodes to the repeated reference).
 REFERENCE = np.frombuffer((CODEC_DATA / f"{SIGNAL['PCMA']}.ffmpeg.s16le").read_bytes(), "<i2")
-
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(
-    not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)"
-)
 
 
 async def _call(server: Service, host: str, session_id: str, packets: list[RtpPacket]) -> str:
@@ -62,7 +49,7 @@ async def _call(server: Service, host: str, session_id: str, packets: list[RtpPa
 
 @pytest.fixture
 async def dual_stack(tmp_path: Path) -> AsyncIterator[Service]:
-    if not _ipv6_loopback():
+    if not ipv6_loopback():
         pytest.skip("this machine has no IPv6 loopback (::1)")
     srv = Service(server_settings(tmp_path, control_host="::", media_host="::"))
     await srv.start()

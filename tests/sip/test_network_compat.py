@@ -8,7 +8,6 @@ than the relay socket's queue is counted as the segment's kernel drops."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import wave
 from pathlib import Path
@@ -19,25 +18,12 @@ import pytest
 from callrec.codecs import get_codec
 from tests.sip.ua import TestPhone, play
 from tests.support.data import CODEC_DATA
+from tests.support.net import needs_ipv6
 from tests.support.rtp import rtp_packets
 from tests.support.sip import start_env, stop_env
 from tests.support.waiting import wait_for, wait_idle, wait_received
 
 PACKET = 160
-
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(
-    not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)"
-)
 
 
 @needs_ipv6

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 
 def free_tcp_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -55,3 +57,19 @@ def tcp_listeners(port: int) -> set[int]:
 def udp_bound(port: int) -> bool:
     """Some process has a UDP socket bound to ``port`` (looked up, never probed by binding)."""
     return bool(_sockets("udp", port, None))
+
+
+def ipv6_loopback() -> bool:
+    """Whether this machine has ``::1`` (containers often do not)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+#: For tests of IPv6 peers: skipped, saying why, on a machine without ``::1``.
+needs_ipv6 = pytest.mark.skipif(
+    not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)"
+)
