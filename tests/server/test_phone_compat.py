@@ -12,6 +12,7 @@ import pytest
 from callrec.control import ControlMessage
 from callrec.service import Service
 from callrec.sim.phone import PhoneCall
+from callrec.web.metrics import WebMetrics
 from tests.support.data import encoded
 from tests.support.recording import read_recording
 from tests.support.rtp import rtp_packets
@@ -255,6 +256,7 @@ async def test_rtp_timeout_ends_a_silent_session_and_frees_its_port(tmp_path: Pa
     that never streams at all, each give their port back after rtp_timeout."""
     srv = Service(server_settings(tmp_path, rtp_timeout=1.0))
     await srv.start()
+    metrics = WebMetrics(srv.catalog, srv.live)  # what /metrics counts, without a web server
     try:
         talker = await started_call(srv, "talk")
         hoarder = PhoneCall("127.0.0.1", srv.control_port, session_id="mute", codec="PCMA")
@@ -265,10 +267,12 @@ async def test_rtp_timeout_ends_a_silent_session_and_frees_its_port(tmp_path: Pa
         samples, _ = read_recording(srv, rows["talk"].id)
         assert len(samples) == len(PACKETS) * 160  # what came is kept
         assert srv.ports.in_use == 0
+        assert metrics.ended == {"rtp_timeout": 2}
         # The phones still believe they record: their stops are answered success.
         assert (await talker.stop())["result"] == "success"
         assert (await hoarder.stop())["result"] == "success"
         await talker.close()
         await hoarder.close()
     finally:
+        metrics.close()
         await srv.stop()

@@ -553,6 +553,10 @@ async def test_metrics(site: Site) -> None:
     assert values["callrec_sessions_total"] >= len(CALLS)
     assert values["callrec_packets_received_total"] >= 100 + 50 + 150 + 25
     assert values["callrec_packets_lost_total"] == 0
+    # The calls' phones kept their source port and SSRC; no call ended for lack of RTP.
+    assert values["callrec_media_latch_changes_total"] == 0
+    assert values["callrec_media_ssrc_changes_total"] == 0
+    assert values['callrec_recordings_ended_total{reason="rtp_timeout"}'] == 0
     assert values["callrec_audio_bytes_written_total"] >= 2 * (16000 + 8000 + 48000 + 4000)
     assert values['callrec_recordings{status="complete"}'] >= len(CALLS)
     key = 'callrec_http_requests_total{method="GET",route="/api/v1/recordings",status="200"}'
