@@ -19,6 +19,7 @@ from callrec.catalog import RecordingInfo
 from callrec.service import Service
 from callrec.sim.phone import PhoneCall
 from tests.support.data import CODEC_DATA, encoded
+from tests.support.net import free_udp_block
 from tests.support.recording import read_recording, record
 from tests.support.rtp import rtp_packets
 from tests.support.settings import server_settings, web_settings
@@ -120,7 +121,7 @@ def start_line(session_id: str, device: str = DEVICE) -> str:
 
 async def test_one_connection_cannot_hoard_the_media_ports(make_server: MakeServer) -> None:
     # Eight media ports: enough for every call of a small site, if no one hoards them.
-    low = _free_udp_block(8)
+    low = free_udp_block(8)
     server = await make_server(
         max_sessions_per_connection=4, media_port_min=low, media_port_max=low + 7
     )
@@ -242,25 +243,6 @@ async def test_control_allow_list_on_a_dual_stack_listener(make_server: MakeServ
     assert (await phone.ask("cmd=RecordStopRequest&id=2"))["result"] == "success"
     phone.close()
     assert server.engine.admission.refused_connections[("control", "forbidden")] == 1
-
-
-def _free_udp_block(size: int) -> int:
-    """The first of ``size`` consecutive UDP ports on loopback, all free a moment ago (below
-    the kernel's ephemeral range, where the tests' own sockets live)."""
-    for low in range(30000, 32700, size):
-        socks: list[socket.socket] = []
-        try:
-            for port in range(low, low + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return low
-    raise AssertionError("no free block of UDP ports")
 
 
 async def test_web_allow_list_answers_403_and_metrics_count_refusals(tmp_path: Path) -> None:

@@ -17,14 +17,14 @@ from callrec.codecs import get_codec
 from callrec.rtp.packet import RtpPacket
 from callrec.sim.phone import PhoneCall
 from tests.support.audio import read_wav
-from tests.support.net import free_tcp_port
+from tests.support.net import free_tcp_port, free_udp_block
 from tests.support.serve import start_serve, terminate
 
 OLD = 10
 NEW = 10
 NEW_PACKETS = 100
 #: Twice the calls of each generation: without rests, new calls would land on old ports.
-PORT_LOW, PORT_HIGH = 47540, 47540 + OLD + NEW - 1
+PORTS = OLD + NEW
 
 
 def _packets(byte: int, count: int, ssrc: int) -> list[RtpPacket]:
@@ -69,7 +69,8 @@ async def _new_phone(port: int, k: int) -> None:
 
 async def test_new_calls_never_record_old_phones_still_streaming(tmp_path: Path) -> None:
     port = free_tcp_port()
-    ports = {"media_port_min": PORT_LOW, "media_port_max": PORT_HIGH}
+    low = free_udp_block(PORTS)
+    ports = {"media_port_min": low, "media_port_max": low + PORTS - 1}
     proc = start_serve(tmp_path, port, **ports)
     done = asyncio.Event()
     olds = []

@@ -26,7 +26,7 @@ from tests.sip.ua import TestPhone, play
 from tests.support.audio import read_wav
 from tests.support.catalog import T0
 from tests.support.data import CODEC_DATA
-from tests.support.net import free_udp_port
+from tests.support.net import free_udp_block, free_udp_port
 from tests.support.rtp import PACKET_BYTES, alaw_packets
 from tests.support.serve import start_serve_sip, terminate
 from tests.support.settings import server_settings
@@ -354,7 +354,9 @@ def test_port_pairs_are_even_and_odd() -> None:
     from callrec.engine.ports import PortRange
     from callrec.exceptions import ResourceError
 
-    for ports in (PortRange("127.0.0.1", 0, 0), PortRange("127.0.0.1", 47101, 47106)):
+    # An odd first port: its lowest and highest cannot pair.
+    low = free_udp_block(7) + 1
+    for ports in (PortRange("127.0.0.1", 0, 0), PortRange("127.0.0.1", low, low + 5)):
         taken = []
         try:
             for _ in range(2):
@@ -363,16 +365,17 @@ def test_port_pairs_are_even_and_odd() -> None:
                 port = rtp.getsockname()[1]
                 assert port % 2 == 0 and rtcp.getsockname()[1] == port + 1
             if ports.low:
-                # 47102/3 and 47104/5 are taken; 47101 and 47106 cannot pair.
+                # low+1/+2 and low+3/+4 are taken; low and low+5 cannot pair.
                 with pytest.raises(ResourceError, match="no free UDP port pair"):
                     ports.bind_pair()
-                ports.release(47102)
-                ports.release(47103)
+                first = taken[0].getsockname()[1]
+                ports.release(first)
+                ports.release(first + 1)
                 taken[0].close()
                 taken[1].close()
                 rtp, rtcp = ports.bind_pair()
                 taken += [rtp, rtcp]
-                assert rtp.getsockname()[1] == 47102
+                assert rtp.getsockname()[1] == first
         finally:
             for sock in taken:
                 sock.close()

@@ -73,3 +73,23 @@ def ipv6_loopback() -> bool:
 needs_ipv6 = pytest.mark.skipif(
     not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)"
 )
+
+
+def free_udp_block(size: int) -> int:
+    """The first (even) port of ``size`` consecutive UDP ports on loopback, all free a moment
+    ago, below the kernel's ephemeral range (32768-) where other tests' sockets land."""
+    step = size + size % 2
+    for low in range(30000, 32768 - size, step):
+        socks: list[socket.socket] = []
+        try:
+            for port in range(low, low + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return low
+    raise AssertionError(f"no free block of {size} UDP ports")
