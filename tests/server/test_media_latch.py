@@ -182,6 +182,7 @@ async def test_a_phone_whose_source_port_changes_is_followed_after_a_silence(
     await _finish(latching, call)
     rec = only_recording(latching)
     assert rec.packets_received == 40 and rec.packets_lost == 0
+    assert rec.latch_changes == 1
     samples, _ = read_recording(latching, rec.id)
     np.testing.assert_array_equal(samples, _reference(packets))
 

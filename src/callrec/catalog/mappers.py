@@ -53,6 +53,7 @@ def recording_info(row: Recording) -> RecordingInfo:
         ssrc_changes=row.ssrc_changes,
         packets_kernel_dropped=row.packets_kernel_dropped,
         clock_changes=row.clock_changes,
+        latch_changes=row.latch_changes,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

@@ -152,6 +152,7 @@ class Recording(Base):
     ssrc_changes: Mapped[int] = _counter()
     packets_kernel_dropped: Mapped[int] = _counter()
     clock_changes: Mapped[int] = _counter()
+    latch_changes: Mapped[int] = _counter()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -142,6 +142,7 @@ COUNTER_COLUMNS = {
     "ssrc_changes": "ssrc_changes",
     "kernel_dropped": "packets_kernel_dropped",
     "clock_changes": "clock_changes",
+    "latch_changes": "latch_changes",
 }
 
 
@@ -196,6 +197,8 @@ class RecordingInfo:
     packets_kernel_dropped: int = 0
     #: How often the RTP clock was found to differ from the codec's.
     clock_changes: int = 0
+    #: How often the media latch moved to another source port of the phone's address.
+    latch_changes: int = 0
 
     @property
     def counters(self) -> StreamCounters:

@@ -48,6 +48,9 @@ class Counters(BaseModel):
     clock_changes: int = Field(
         0, description="How often the RTP clock was found to differ from the codec's."
     )
+    latch_changes: int = Field(
+        0, description="How often the phone's RTP moved to another source port (NAT rebinding)."
+    )
 
 
 class QualityOut(BaseModel):

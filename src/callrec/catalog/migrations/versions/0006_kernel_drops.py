@@ -1,10 +1,11 @@
-"""Two more packet counters per recording: kernel drops and RTP clock changes.
+"""Three more counters per recording: kernel drops, RTP clock changes, latch changes.
 
 ``packets_kernel_dropped`` counts datagrams the kernel dropped on the recording's socket
 because its queue was full (a burst larger than ``media_rcvbuf``): before, such a recording
 came out short with nothing counted (issue 13 item 10). ``clock_changes`` counts how often the
-stream's RTP clock was found to differ from the codec's (issue 13 item 7). Rows from before
-count 0.
+stream's RTP clock was found to differ from the codec's (issue 13 item 7). ``latch_changes``
+counts how often the call's media latch moved to another source port of the phone's address
+(issue 14 item 1). Rows from before count 0.
 
 Revision ID: 0006
 Revises: 0005
@@ -20,7 +21,7 @@ down_revision: str | None = "0005"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-COLUMNS = ("packets_kernel_dropped", "clock_changes")
+COLUMNS = ("packets_kernel_dropped", "clock_changes", "latch_changes")
 
 
 def upgrade() -> None:
