@@ -234,7 +234,12 @@ class WebServer:
             raise
         self._uvicorn = server
         self._task = asyncio.create_task(server.main_loop(), name="callrec-web")
-        logger.info("web UI and REST API on %s (API reference at /api/docs)", self.url)
+        logger.info(
+            "web UI and REST API listening on %s:%d, e.g. %s (API reference at /api/docs)",
+            url_host(self.settings.web_host or "0.0.0.0"),
+            self.port,
+            self.url,
+        )
 
     def _first_admin(self) -> None:
         ensure_first_admin(self.catalog, recordings_dir=self.settings.recordings_dir)
