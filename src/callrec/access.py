@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from callrec.exceptions import ConfigError
+from callrec.net import plain_ip
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +44,9 @@ def _plain_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
     """``address`` as an IP address, an IPv4-mapped IPv6 one (``::ffff:a.b.c.d``, what a
     dual-stack listener sees) as the IPv4 address; None when it is not an address at all."""
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        return ipaddress.ip_address(plain_ip(address).split("%", 1)[0])
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 class AllowList:

@@ -21,8 +21,6 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from callrec.net import plain_ip
-
 #: Larger than any RTP packet of a phone (60 ms of G.722 is 492 bytes); a longer datagram is
 #: cut here and then counted as malformed or foreign by the stream core, never crashes it.
 MAX_DATAGRAM = 4096
@@ -30,7 +28,7 @@ MAX_DATAGRAM = 4096
 #: read, then the loop serves control connections before the next read takes more.
 MAX_ROUNDS = 64
 
-#: Takes (datagram, (source ip in its plain form, source port), time of the batch).
+#: Takes (datagram, source address as recvfrom gives it, time of the batch).
 Receive = Callable[[bytes, Any, float], None]
 
 
@@ -79,7 +77,7 @@ class MediaReceiver:
                 except OSError:
                     # A pending ICMP error on the socket: reading it clears it.
                     continue
-                entry[1](data, (plain_ip(addr[0]), addr[1]), now)
+                entry[1](data, addr, now)
                 count += 1
         return count
 

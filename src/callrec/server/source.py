@@ -19,7 +19,7 @@ from typing import Any
 from callrec.codecs import Codec
 from callrec.codecs.base import PCM_SAMPLE_WIDTH, Decoder
 from callrec.engine.ports import PortRange, drain_socket
-from callrec.net import kernel_drops, sendable
+from callrec.net import kernel_drops, plain_ip, sendable
 from callrec.rtp.counters import StreamCounters
 from callrec.rtp.latch import MediaLatch
 from callrec.rtp.stream import MediaStream, Piece
@@ -91,12 +91,14 @@ class PhoneSource:
     def _receive(self, data: bytes, addr: Any, now: float) -> None:
         latch = self._latch
         stream = self.stream
+        # On a dual-stack socket an IPv4 phone's datagrams come from ::ffff:a.b.c.d.
+        ip = plain_ip(addr[0])
         if latch is None or latch.port is not None:
             # Latched (or not filtering): whatever the kernel let through is the phone's.
-            stream.receive(data, addr[0], now)
+            stream.receive(data, ip, now)
             return
         before = stream.accepted
-        stream.receive(data, addr[0], now)
+        stream.receive(data, ip, now)
         if stream.accepted != before and latch.taken(addr[1]):
             self._connect(latch.target)
             if latch.changes != stream.counters.latch_changes:
