@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import wave
 from pathlib import Path
@@ -18,6 +19,9 @@ from tests.support.recording import record
 from tests.support.rtp import rtp_packets
 from tests.support.settings import server_settings
 
+#: A phone-supplied name that a spreadsheet would turn into a link (CSV injection).
+HOSTILE_NAME = '=HYPERLINK("http://evil.example/","click me")'
+
 
 @pytest.fixture
 def filled(tmp_path: Path) -> tuple[Path, dict[str, str]]:
@@ -27,14 +31,20 @@ def filled(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         srv = Service(settings)
         await srv.start()
         try:
-            for sid, remote, device in (
-                ("1", "2011", "aa"),
-                ("2", "5555", "bb"),
-                ("3", "2012", "aa"),
+            for sid, remote, device, name in (
+                ("1", "2011", "aa", HOSTILE_NAME),
+                ("2", "5555", "bb", "Bob"),
+                ("3", "2012", "aa", "Carol"),
             ):
                 packets = rtp_packets("PCMA", encoded("PCMA"))[:10]
                 await record(
-                    srv, "PCMA", packets, session_id=sid, remote_number=remote, device=device
+                    srv,
+                    "PCMA",
+                    packets,
+                    session_id=sid,
+                    remote_number=remote,
+                    remote_name=name,
+                    device=device,
                 )
         finally:
             await srv.stop()
@@ -82,6 +92,10 @@ def test_recordings_show_and_export(filled: tuple[Path, dict[str, str]], tmp_pat
         assert w.getnframes() == 1600
     index = (out / "index.csv").read_text().splitlines()
     assert len(index) == 3 and index[0].startswith("id,")
+    with (out / "index.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # The spreadsheet shows the name as text: no cell starts a formula.
+    assert {r["remote_name"] for r in rows} == {"'" + HOSTILE_NAME, "Carol"}
 
 
 def test_config_show(tmp_path: Path) -> None:

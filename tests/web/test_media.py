@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import zipfile
 from datetime import UTC, datetime
@@ -55,6 +56,15 @@ def test_zip_stream_is_a_valid_stored_archive_built_in_pieces(tmp_path: Path) ->
     assert archive.getinfo("2026-03-01/big.wav").compress_type == zipfile.ZIP_STORED
     assert archive.read("MISSING.txt") == b"2026-03-01/gone.wav\n"
     assert archive.read("index.csv").decode().splitlines() == ["id,path", "1,2026-03-01/big.wav"]
+
+
+def test_zip_index_never_holds_a_formula(tmp_path: Path) -> None:
+    """CSV injection: a phone-supplied name a spreadsheet would run is written as text."""
+    hostile = '=HYPERLINK("http://evil.example/","click me")'
+    rows = [{"id": 1, "remote_name": hostile, "remote_number": "+4930123"}]
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(zip_stream([], index_rows=rows))))
+    index = list(csv.DictReader(io.StringIO(archive.read("index.csv").decode())))
+    assert index == [{"id": "1", "remote_name": "'" + hostile, "remote_number": "+4930123"}]
 
 
 def test_flac_total_samples_is_filled_in_once() -> None:

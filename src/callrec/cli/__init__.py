@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -21,6 +20,7 @@ from callrec import __version__, filemodes
 from callrec.config import Settings, load_settings
 from callrec.exceptions import CallrecError, ConfigError
 from callrec.filemodes import FileModes
+from callrec.spreadsheet import SafeDictWriter
 
 app = typer.Typer(
     help="callrec: a call-recording server for Fanvil/Becke SIP phones.",
@@ -372,13 +372,13 @@ def recordings_export(
     index = to / "index.csv"
     index.unlink(missing_ok=True)  # replaced, with the configured mode
     with os.fdopen(filemodes.create(index, os.O_WRONLY), "w", newline="", encoding="utf-8") as fh:
-        out: csv.DictWriter[str] | None = None
+        out: SafeDictWriter | None = None
         for r in rows:
             src = root / r.path
             data = _row_dict(r)
             data["extra"] = json.dumps(data["extra"], ensure_ascii=False)
             if out is None:
-                out = csv.DictWriter(fh, fieldnames=list(data))
+                out = SafeDictWriter(fh, list(data))
                 out.writeheader()
             out.writerow(data)
             if not src.is_file():

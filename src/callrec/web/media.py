@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import io
 import logging
 import os
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+
+from callrec.spreadsheet import SafeDictWriter
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ def zip_stream(
             yield pipe.take()
         if index_rows:
             text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=list(index_rows[0]))
+            writer = SafeDictWriter(text, list(index_rows[0]))
             writer.writeheader()
             writer.writerows(index_rows)
             archive.writestr("index.csv", text.getvalue(), compress_type=zipfile.ZIP_DEFLATED)

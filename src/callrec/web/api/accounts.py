@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from callrec.catalog import AUDIT_ACTIONS, AuditInfo, TokenInfo, UserInfo
 from callrec.exceptions import CatalogError
+from callrec.spreadsheet import SafeWriter
 from callrec.web.api import Admin, User, bearer
 from callrec.web.auth import Principal, api_csrf, audit, ctx_of
 from callrec.web.recordings import BadRequest, content_disposition, parse_moment, time_zone
@@ -309,7 +309,7 @@ async def audit_csv(request: Request) -> StreamingResponse:
 
     async def rows() -> Any:
         text = io.StringIO()
-        writer = csv.writer(text)
+        writer = SafeWriter(text)
         writer.writerow(
             ["id", "at", "username", "action", "recording_id", "client_address", "detail"]
         )
