@@ -20,6 +20,7 @@ from callrec.media.convert import (
     convert_file,
     output_suffix,
 )
+from callrec.media.encode import Encoding
 from callrec.media.localfile import build_file, decode, payloads, scan
 from callrec.rtp.packet import RtpPacket
 from tests.support.data import CODEC_DATA, LOCALFILE_DATA
@@ -164,21 +165,24 @@ def test_unknown_format() -> None:
     assert output_suffix("opus") == ".opus"
 
 
-def test_without_ffmpeg_only_wav(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(convert_module.shutil, "which", lambda name: None)
+def test_flac_and_opus_need_no_ffmpeg_program(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after `make run` on a fresh machine: nothing called ffmpeg on the PATH."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     data = (LOCALFILE_DATA / "pcma-rtp.wav").read_bytes()
-    with pytest.raises(ConvertError, match="flac output needs FFmpeg, which is not installed"):
-        convert_bytes(data, tmp_path / "x.flac", fmt="flac")
-    assert convert_bytes(data, tmp_path / "x.wav").duration == 1.0
+    flac = convert_bytes(data, tmp_path / "x.flac", fmt="flac")
+    assert flac.duration == 1.0 and flac.sample_rate == 8000
+    assert soundfile.info(str(tmp_path / "x.flac")).frames == 8000
+    assert convert_bytes(data, tmp_path / "x.opus", fmt="opus").duration == 1.0
+    assert soundfile.info(str(tmp_path / "x.opus")).frames == 8000
 
 
-def test_ffmpeg_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = tmp_path / "ffmpeg"
-    fake.write_text("#!/bin/sh\necho 'Unknown encoder' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    monkeypatch.setattr(convert_module.shutil, "which", lambda name: str(fake))
+def test_encoder_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = Encoding(codec="libnothing", container="ogg")
+    monkeypatch.setitem(convert_module.ENCODINGS, "opus", missing)
     data = (LOCALFILE_DATA / "pcma-rtp.wav").read_bytes()
-    with pytest.raises(ConvertError, match=r"FFmpeg could not encode opus \(exit 1\): Unknown"):
+    with pytest.raises(ConvertError, match=r"could not encode opus: .*no usable libnothing"):
         convert_bytes(data, tmp_path / "out" / "x.opus", fmt="opus")
     assert os.listdir(tmp_path / "out") == []
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from callrec.media.encode import flac_with_total_samples
 from callrec.web.media import (
     ZipMember,
     compute_peaks,
-    flac_with_total_samples,
     wav_layout,
     zip_stream,
 )

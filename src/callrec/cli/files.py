@@ -242,7 +242,7 @@ def file_convert(
         Path, typer.Option("--output", "-o", help="Directory to write into.", show_default=False)
     ],
     fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Output format (flac, opus: FFmpeg).")
+        OutputFormat, typer.Option("--format", "-f", help="Output format (wav, flac, opus).")
     ] = OutputFormat.wav,
     overwrite: Annotated[bool, typer.Option(help="Replace outputs that exist.")] = False,
 ) -> None:

@@ -1,4 +1,5 @@
-"""Phone-local (USB) files to standard audio: WAV by our own writer, FLAC and Opus by FFmpeg.
+"""Phone-local (USB) files to standard audio: WAV by our own writer, FLAC and Opus by the
+encoders PyAV bundles (:mod:`callrec.media.encode`; no FFmpeg program needed).
 
 Output is mono at the codec's rate (8 kHz for G.711, 16 kHz for G.722, never downsampled);
 Opus, whose decoders always run at 48 kHz, is encoded from that. A conversion writes a hidden
@@ -10,33 +11,29 @@ only when asked.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import numpy as np
+
 from callrec import filemodes
 from callrec.exceptions import CallrecError
+from callrec.media.encode import FLAC, OPUS_FILE, EncodeError, Encoding, Samples, encode_file
 from callrec.media.localfile import LocalFileInfo, decode, scan
 from callrec.media.wav import WavInfo, WavWriter
 
 #: Output formats and their file suffixes.
 FORMATS: Final = {"wav": ".wav", "flac": ".flac", "opus": ".opus"}
-#: FFmpeg encoder arguments per format (WAV is written by :class:`WavWriter`, no FFmpeg).
-#: 32 kbit/s Opus in VoIP mode is transparent for narrow- and wide-band telephone speech.
-FFMPEG_ENCODE: Final = {
-    "flac": ["-c:a", "flac", "-f", "flac"],
-    "opus": ["-c:a", "libopus", "-b:a", "32k", "-application", "voip", "-f", "opus"],
-}
-#: Seconds FFmpeg may take to encode one file before we give up on it.
-FFMPEG_TIMEOUT: Final = 600.0
+#: Encoders per format (WAV is written by :class:`WavWriter`).
+ENCODINGS: Final[dict[str, Encoding]] = {"flac": FLAC, "opus": OPUS_FILE}
 #: Decoded bytes buffered before they are written out, bounding memory on long files.
 _FLUSH_BYTES: Final = 1 << 20
 
 
 class ConvertError(CallrecError):
-    """A conversion that could not be done: output exists, FFmpeg missing or failing."""
+    """A conversion that could not be done: output exists, encoder missing or failing."""
 
 
 class OutputExistsError(ConvertError):
@@ -95,40 +92,37 @@ def convert_bytes(
 
     Raises :class:`~callrec.exceptions.LocalFileError` for a file that cannot be read or
     decoded, :class:`OutputExistsError` when ``output`` exists and ``overwrite`` is False, and
-    :class:`ConvertError` when FFmpeg is missing or fails.
+    :class:`ConvertError` when the encoder is missing or fails.
     """
     output_suffix(fmt)
     output = Path(output)
     if not overwrite and os.path.lexists(output):
         raise OutputExistsError(f"{output} exists (use --overwrite to replace it)")
     info = scan(data)
-    info.require_codec()
-    ffmpeg = None
-    if fmt != "wav":
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg is None:
-            raise ConvertError(
-                f"{fmt} output needs FFmpeg, which is not installed; WAV output does not"
-            )
+    codec = info.require_codec()
     filemodes.make_dirs(output.parent)
-    temp_wav = _temp_path(output, ".wav")
-    temp_out = _temp_path(output, FORMATS[fmt])
+    temp = _temp_path(output, FORMATS[fmt])
     try:
-        wav = write_wav(info, data, temp_wav)
-        if ffmpeg is None:
-            temp_out = temp_wav
+        if fmt == "wav":
+            wav = write_wav(info, data, temp)
+            rate, duration = wav.sample_rate, wav.duration
         else:
-            _ffmpeg_encode(ffmpeg, temp_wav, temp_out, fmt)
-            filemodes.apply(temp_out)  # FFmpeg made it under the umask
-        _move_into_place(temp_out, output, overwrite=overwrite)
+            rate = codec.sample_rate
+            counted = _Counted(info, data)
+            try:
+                encode_file(counted, temp, encoding=ENCODINGS[fmt], sample_rate=rate)
+            except EncodeError as exc:
+                raise ConvertError(f"could not encode {fmt}: {exc}") from exc
+            filemodes.apply(temp)  # PyAV made it under the umask
+            duration = counted.frames / rate
+        _move_into_place(temp, output, overwrite=overwrite)
     finally:
-        temp_wav.unlink(missing_ok=True)
-        temp_out.unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
     return ConvertResult(
         output=output,
         format=fmt,
-        sample_rate=wav.sample_rate,
-        duration=wav.duration,
+        sample_rate=rate,
+        duration=duration,
         info=info,
     )
 
@@ -154,23 +148,30 @@ def _temp_path(output: Path, suffix: str) -> Path:
     return output.with_name(f".{output.name}.{os.getpid()}.part{suffix}")
 
 
-def _ffmpeg_encode(ffmpeg: str, source: Path, output: Path, fmt: str) -> None:
-    command = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
-    command += ["-i", str(source), *FFMPEG_ENCODE[fmt], str(output)]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise ConvertError(f"FFmpeg took over {FFMPEG_TIMEOUT:g} s encoding {fmt}") from None
-    except OSError as exc:
-        raise ConvertError(f"cannot run FFmpeg: {exc}") from exc
-    if done.returncode != 0:
-        detail = done.stderr.strip().splitlines()
-        raise ConvertError(
-            f"FFmpeg could not encode {fmt} (exit {done.returncode}): "
-            f"{detail[-1] if detail else 'no message'}"
-        )
+class _Counted:
+    """The decoded audio as int16 blocks, counting the samples that went by."""
+
+    def __init__(self, info: LocalFileInfo, data: bytes | bytearray | memoryview) -> None:
+        self._info = info
+        self._data = data
+        self.frames = 0
+
+    def __iter__(self) -> Iterator[Samples]:
+        pending: list[bytes] = []
+        size = 0
+        for chunk in decode(self._info, self._data):
+            pending.append(bytes(chunk))
+            size += len(chunk)
+            if size >= _FLUSH_BYTES:
+                yield self._block(pending)
+                pending, size = [], 0
+        if pending:
+            yield self._block(pending)
+
+    def _block(self, chunks: list[bytes]) -> Samples:
+        block = np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.int16, copy=False)
+        self.frames += len(block)
+        return block
 
 
 def _move_into_place(temp: Path, output: Path, *, overwrite: bool) -> None:

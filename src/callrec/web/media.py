@@ -1,22 +1,20 @@
 """Audio out of the web server: file slices, on-demand transcoding, ZIP streams, waveform peaks.
 
-Nothing here holds a whole recording in memory. File slices and ZIP archives are synchronous
-generators (the ASGI layer iterates them on worker threads); transcoding is an FFmpeg child
-process whose output is relayed as it comes and which is killed when the client goes away.
+Nothing here holds a whole recording in memory. File slices, transcoded audio and ZIP
+archives are synchronous generators, which the ASGI layer iterates on worker threads so that
+a long encode never holds up the event loop; a client that goes away stops the generator.
+Transcoding is PyAV's (:mod:`callrec.media.encode`): no FFmpeg program is needed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import logging
 import os
-import shutil
 import struct
 import zipfile
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from callrec.media.encode import FLAC, MP3, OPUS_DOWNLOAD, EncodeError, Encoding, encode_stream
 from callrec.spreadsheet import SafeDictWriter
 
 logger = logging.getLogger(__name__)
@@ -36,29 +35,22 @@ class AudioFormat:
     name: str
     extension: str
     media_type: str
-    #: FFmpeg output options; None for the original file.
-    ffmpeg_args: tuple[str, ...] | None
+    #: How it is encoded; None for the original file.
+    encoding: Encoding | None
 
 
 #: What a recording can be downloaded as. The WAV is the file itself; the others are made
 #: on demand. Opus and MP3 bit rates suit narrow- and wide-band speech.
 FORMATS: Final[dict[str, AudioFormat]] = {
     "wav": AudioFormat("wav", "wav", "audio/wav", None),
-    "flac": AudioFormat("flac", "flac", "audio/flac", ("-c:a", "flac", "-f", "flac")),
-    "opus": AudioFormat(
-        "opus",
-        "opus",
-        "audio/ogg",
-        ("-c:a", "libopus", "-b:a", "24k", "-application", "voip", "-f", "ogg"),
-    ),
-    "mp3": AudioFormat(
-        "mp3", "mp3", "audio/mpeg", ("-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3")
-    ),
+    "flac": AudioFormat("flac", "flac", "audio/flac", FLAC),
+    "opus": AudioFormat("opus", "opus", "audio/ogg", OPUS_DOWNLOAD),
+    "mp3": AudioFormat("mp3", "mp3", "audio/mpeg", MP3),
 }
 
 
 class TranscodeError(Exception):
-    """FFmpeg is missing or could not convert the file."""
+    """This server's PyAV lacks the format's encoder."""
 
 
 # -- file slices ---------------------------------------------------------------------------
@@ -80,98 +72,54 @@ def file_slice(path: Path, start: int, length: int) -> Iterator[bytes]:
 # -- transcoding ---------------------------------------------------------------------------
 
 
-async def transcode(
-    path: Path, fmt: AudioFormat, *, frames: int | None = None
-) -> AsyncIterator[bytes]:
-    """The recording converted by FFmpeg, relayed chunk by chunk as FFmpeg writes it.
+def transcode(path: Path, fmt: AudioFormat) -> Iterator[bytes]:
+    """The recording in ``fmt``, encoded in-process by PyAV as it is read, piece by piece.
 
-    The first chunk is produced before this returns an iterator, so a file FFmpeg cannot
-    read raises :class:`TranscodeError` while the caller can still answer with an error.
-    ``frames``, when known, goes into a FLAC header that FFmpeg, writing to a pipe, cannot
-    go back to complete (players then know the duration).
+    Blocking: call it, and iterate what it returns, on a worker thread. The WAV's layout is
+    read and the encoder opened here, so an unreadable file raises :class:`WavLayoutError`
+    and a missing encoder :class:`TranscodeError` before any byte is sent. The length goes
+    into the headers a player reads first (FLAC's total samples, MP3's Info frame).
     """
-    assert fmt.ffmpeg_args is not None
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise TranscodeError("FFmpeg is not installed on the server")
-    proc = await asyncio.create_subprocess_exec(
-        ffmpeg,
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-i",
-        str(path),
-        "-map_metadata",
-        "-1",
-        *fmt.ffmpeg_args,
-        "pipe:1",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    errors = asyncio.ensure_future(proc.stderr.read(16 * 1024))
+    assert fmt.encoding is not None
+    rate, channels, offset, length = wav_layout(path)
+    frames = length // (2 * channels)
     try:
-        first = await proc.stdout.read(CHUNK)
-    except BaseException:
-        await _reap(proc, errors)
-        raise
-    if not first:
-        code = await proc.wait()
-        message = (await errors).decode(errors="replace").strip()
-        raise TranscodeError(f"FFmpeg could not convert {path.name} ({code}): {message}")
-    if fmt.name == "flac" and frames is not None:
-        first = flac_with_total_samples(first, frames)
-    return _relay(proc, first, errors, path)
+        pieces = encode_stream(
+            _pcm_blocks(path, offset, length),
+            encoding=fmt.encoding,
+            sample_rate=rate,
+            channels=channels,
+            frames=frames,
+        )
+        first = next(pieces, b"")
+    except EncodeError as exc:
+        raise TranscodeError(str(exc)) from exc
+    return _relay(first, pieces, path)
 
 
-#: Where STREAMINFO's 36-bit total-samples field lies in a FLAC stream: after "fLaC" (4) and
-#: the metadata block header (4), 13.5 bytes into the block.
-_FLAC_TOTAL_AT = 8 + 13
+#: Samples (per channel) read and encoded at a time: 8 s at 8 kHz.
+_BLOCK_FRAMES: Final = 64 * 1024
 
 
-def flac_with_total_samples(head: bytes, frames: int) -> bytes:
-    """``head`` (the start of a FLAC stream) with STREAMINFO's total samples set to
-    ``frames``, if it says 0 (unknown) there; otherwise unchanged."""
-    if len(head) < _FLAC_TOTAL_AT + 5 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:
-        return head
-    if not 0 < frames < 1 << 36:
-        return head
-    field = bytearray(head[_FLAC_TOTAL_AT : _FLAC_TOTAL_AT + 5])
-    if field[0] & 0x0F or any(field[1:]):
-        return head  # FFmpeg already knew
-    field[0] |= (frames >> 32) & 0x0F
-    field[1:] = (frames & 0xFFFFFFFF).to_bytes(4, "big")
-    return head[:_FLAC_TOTAL_AT] + bytes(field) + head[_FLAC_TOTAL_AT + 5 :]
+def _pcm_blocks(path: Path, offset: int, length: int) -> Iterator[np.ndarray[Any, Any]]:
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        left = length
+        while left > 0:
+            data = fh.read(min(left, 2 * _BLOCK_FRAMES))
+            data = data[: len(data) - len(data) % 2]
+            if not data:
+                return
+            left -= len(data)
+            yield np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
 
 
-async def _relay(
-    proc: asyncio.subprocess.Process, first: bytes, errors: asyncio.Future[bytes], path: Path
-) -> AsyncIterator[bytes]:
-    assert proc.stdout is not None
+def _relay(first: bytes, pieces: Iterator[bytes], path: Path) -> Iterator[bytes]:
+    yield first
     try:
-        yield first
-        while chunk := await proc.stdout.read(CHUNK):
-            yield chunk
-        code = await proc.wait()
-        if code:
-            message = (await errors).decode(errors="replace").strip()
-            logger.error("FFmpeg failed on %s (%d): %s", path, code, message)
-    finally:
-        await _reap(proc, errors)
-
-
-async def _reap(proc: asyncio.subprocess.Process, errors: asyncio.Future[bytes]) -> None:
-    """Kill FFmpeg if it still runs (client gone) and collect it."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    with contextlib.suppress(Exception):
-        await proc.wait()
-    errors.cancel()
-    with contextlib.suppress(BaseException):
-        await errors
+        yield from pieces
+    except EncodeError as exc:  # too late for an error status: the client gets a short file
+        logger.error("encoding %s failed: %s", path, exc)
 
 
 # -- ZIP -----------------------------------------------------------------------------------

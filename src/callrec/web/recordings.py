@@ -3,7 +3,6 @@ search filters, describe a row and its stream quality, and answer with its audio
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import re
@@ -30,7 +29,6 @@ from callrec.web.media import (
     ZipMember,
     file_slice,
     transcode,
-    wav_layout,
     zip_stream,
 )
 from callrec.web.ranges import (
@@ -273,12 +271,12 @@ def file_response(request: Request, path: Path, *, media_type: str, disposition:
 async def converted_response(path: Path, fmt: AudioFormat, filename: str) -> Response:
     if not path.is_file():
         raise HTTPException(404, "the recording's file is missing")
-    frames: int | None = None
-    with contextlib.suppress(OSError, WavLayoutError):
-        _rate, channels, _offset, length = await run_in_threadpool(wav_layout, path)
-        frames = length // (2 * channels)
     try:
-        body = await transcode(path, fmt, frames=frames)
+        body = await run_in_threadpool(transcode, path, fmt)
+    except FileNotFoundError as exc:
+        raise HTTPException(404, "the recording's file is missing") from exc
+    except (WavLayoutError, OSError) as exc:
+        raise HTTPException(422, f"cannot read the recording's audio: {exc}") from exc
     except TranscodeError as exc:
         raise HTTPException(503, str(exc)) from exc
     return StreamingResponse(

@@ -213,7 +213,10 @@ async def download(
     rec_id: int,
     format: Annotated[
         Literal["wav", "flac", "opus", "mp3"],
-        Query(description="wav: the original file (ranges work); others made by FFmpeg."),
+        Query(
+            description="wav: the original file (ranges work); others encoded on the fly "
+            "(by PyAV, streamed; their length is the WAV's)."
+        ),
     ] = "wav",
 ) -> Response:
     """The recording as an attachment. Audited as a `download`."""
@@ -222,7 +225,7 @@ async def download(
     fmt = audio_format(format)
     path = recording_file(ctx, rec)
     name = download_name(rec, fmt)
-    if fmt.ffmpeg_args is None:
+    if fmt.encoding is None:
         response = file_response(
             request,
             path,
