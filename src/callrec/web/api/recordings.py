@@ -181,7 +181,9 @@ async def get_recording(request: Request, principal: User, rec_id: int) -> dict[
 )
 async def play(request: Request, principal: User, rec_id: int) -> Response:
     """The WAV for a player: inline, with byte ranges so that it can seek. A request from
-    the start of the file is audited as a `play`."""
+    the start of the file (200, or a range from byte 0) is audited as a `play`: the pages'
+    player loads nothing before the listener presses play or seeks (`preload="none"`), so a
+    page view is not a `play`."""
     ctx = ctx_of(request)
     rec = await visible_recording(ctx, principal, rec_id)
     response = file_response(

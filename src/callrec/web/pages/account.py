@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from callrec.web.api.accounts import drop_token, issue_token
 from callrec.web.auth import Principal, audit, ctx_of
 from callrec.web.pages.inputs import PageUser, field, posted_form
-from callrec.web.pages.render import redirect, render
+from callrec.web.pages.render import redirect, render, revealed
 from callrec.web.recordings import BadRequest
 from callrec.web.security import PasswordPolicyError, hash_password, verify_password
 
@@ -35,7 +35,7 @@ async def _account(
 
 @router.get("/account")
 async def account_page(request: Request, principal: PageUser) -> Response:
-    return await _account(request, principal)
+    return await _account(request, principal, new_token=revealed(request, principal) or "")
 
 
 @router.post("/account/password")
@@ -87,7 +87,7 @@ async def account_token(request: Request, principal: PageUser) -> Response:
     if days is not None and days <= 0:
         raise BadRequest("days must be > 0")
     _info, token = await issue_token(request, principal, field(form, "name"), days)
-    return await _account(request, principal, new_token=token)
+    return redirect("/account", "Token created.", reveal=(principal.user.id, token))
 
 
 @router.post("/account/tokens/{token_id:int}/revoke")

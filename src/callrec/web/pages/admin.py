@@ -12,7 +12,7 @@ from callrec.exceptions import CatalogError
 from callrec.web.api.accounts import audit_rows
 from callrec.web.auth import Principal, audit, ctx_of
 from callrec.web.pages.inputs import MustChangePassword, PageAdmin, field, posted_form, words
-from callrec.web.pages.render import redirect, render
+from callrec.web.pages.render import redirect, render, revealed
 from callrec.web.recordings import BadRequest
 from callrec.web.security import PasswordPolicyError, hash_password, new_one_time_password
 
@@ -43,7 +43,7 @@ async def _users(
 async def users_page(request: Request, principal: PageAdmin) -> Response:
     if principal.user.must_change_password:
         raise MustChangePassword()
-    return await _users(request, principal)
+    return await _users(request, principal, secret=revealed(request, principal))
 
 
 @router.post("/admin/users")
@@ -68,8 +68,8 @@ async def users_add(request: Request, principal: PageAdmin) -> Response:
     except (CatalogError, PasswordPolicyError) as exc:
         return await _users(request, principal, status_code=400, error=str(exc))
     await audit(request, "user_add", principal, target=user.username, role=user.role)
-    secret = (user.username, password) if generated else None
-    return await _users(request, principal, secret=secret)
+    secret = (principal.user.id, (user.username, password)) if generated else None
+    return redirect("/admin/users", f"Added {user.username}.", reveal=secret)
 
 
 @router.post("/admin/users/{user_id:int}")
@@ -113,7 +113,11 @@ async def users_reset(request: Request, user_id: int, principal: PageAdmin) -> R
     except CatalogError as exc:
         return await _users(request, principal, status_code=400, error=str(exc))
     await audit(request, "user_update", principal, target=user.username, password_changed=True)
-    return await _users(request, principal, secret=(user.username, password))
+    return redirect(
+        "/admin/users",
+        f"New one-time password for {user.username}.",
+        reveal=(principal.user.id, (user.username, password)),
+    )
 
 
 @router.post("/admin/users/{user_id:int}/delete")

@@ -11,7 +11,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from callrec.catalog.records import STATUSES
+from callrec.catalog.records import COUNTER_COLUMNS, STATUSES
+from callrec.catalog.webrecords import normalise_tag
 from callrec.codecs import CODECS as ALL_CODECS
 from callrec.exceptions import CatalogError
 from callrec.web.api.notes import change_tag, create_note, remove_note
@@ -130,6 +131,19 @@ async def recordings_zip(request: Request, principal: PageUser) -> Response:
 
 @router.get("/recordings/{rec_id:int}")
 async def recording_page(request: Request, rec_id: int, principal: PageUser) -> Response:
+    return await _recording(request, principal, rec_id)
+
+
+async def _recording(
+    request: Request,
+    principal: Principal,
+    rec_id: int,
+    *,
+    status_code: int = 200,
+    **values: Any,
+) -> Response:
+    """The recording's page; ``values`` carry a form's error and what was typed, shown by
+    the form (status 400) instead of a bare error page."""
     ctx = ctx_of(request)
     rec = await visible_recording(ctx, principal, rec_id)
     tags = (await ctx.db(ctx.catalog.tags_of, [rec.id])).get(rec.id, [])
@@ -141,23 +155,43 @@ async def recording_page(request: Request, rec_id: int, principal: PageUser) -> 
     )
     shown = {k: v for k, v in rec.extra.items() if v not in ({}, [], "", None)}
     extra = json.dumps(shown, ensure_ascii=False, indent=1) if shown else ""
+    # A call still being recorded: the catalogue row holds what the last checkpoint wrote;
+    # the engine's live view (the live page's source) has the running figures.
+    live = None
+    if rec.status == "recording":
+        live = next((s for s in ctx.live.sessions(principal.scope) if s.rec_id == rec.id), None)
+    counters = {
+        name: (live.counters.get(name, 0) if live else getattr(rec, column))
+        for name, column in COUNTER_COLUMNS.items()
+    }
     return render(
         request,
         "recording.html",
         principal=principal,
+        status_code=status_code,
         rec=rec,
+        live=live,
+        counters=counters,
+        duration=live.duration if live else rec.duration,
         tags=tags,
         notes=notes,
         history=history,
-        q=quality(rec),
+        q=quality(counters),
         extra=extra,
+        **values,
     )
 
 
 @router.post("/recordings/{rec_id:int}/notes")
 async def note_add(request: Request, rec_id: int, principal: PageUser) -> Response:
     form = await posted_form(request, principal)
-    await create_note(request, principal, rec_id, field(form, "text"))
+    text = field(form, "text")
+    try:
+        await create_note(request, principal, rec_id, text)
+    except BadRequest as exc:
+        return await _recording(
+            request, principal, rec_id, status_code=400, note_error=str(exc), note_text=text
+        )
     return redirect(f"/recordings/{rec_id}#notes", "Note added.")
 
 
@@ -171,16 +205,31 @@ async def note_delete(request: Request, rec_id: int, note_id: int, principal: Pa
 @router.post("/recordings/{rec_id:int}/tags")
 async def tag_add(request: Request, rec_id: int, principal: PageUser) -> Response:
     form = await posted_form(request, principal)
-    for tag in words(field(form, "tag")):
-        await change_tag(request, principal, rec_id, tag, add=True)
-    return redirect(f"/recordings/{rec_id}#tags")
+    typed = field(form, "tag")
+    added = words(typed)
+    try:
+        if not added:
+            raise BadRequest("type a tag")
+        for tag in added:  # all or none
+            try:
+                normalise_tag(tag)
+            except CatalogError as exc:
+                raise BadRequest(str(exc)) from exc
+        for tag in added:
+            await change_tag(request, principal, rec_id, tag, add=True)
+    except BadRequest as exc:
+        return await _recording(
+            request, principal, rec_id, status_code=400, tag_error=str(exc), tag_text=typed
+        )
+    return redirect(f"/recordings/{rec_id}#tags", f"Tagged {', '.join(added)}.")
 
 
 @router.post("/recordings/{rec_id:int}/tags/remove")
 async def tag_remove(request: Request, rec_id: int, principal: PageUser) -> Response:
     form = await posted_form(request, principal)
-    await change_tag(request, principal, rec_id, field(form, "tag"), add=False)
-    return redirect(f"/recordings/{rec_id}#tags")
+    tag = field(form, "tag")
+    await change_tag(request, principal, rec_id, tag, add=False)
+    return redirect(f"/recordings/{rec_id}#tags", f"Removed tag {tag}.")
 
 
 @router.post("/recordings/{rec_id:int}/delete")

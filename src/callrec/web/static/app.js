@@ -21,8 +21,10 @@ function fillZones(root) {
   for (const input of root.querySelectorAll("input[data-tz]")) input.value = zone;
 }
 
+// Whole seconds cut down, as players count (6.6 s is 0:06): the same rule as the pages'
+// `duration` filter (pages/render.py) and the browser's own audio controls.
 function formatDuration(seconds) {
-  const total = Math.round(seconds);
+  const total = Math.max(0, Math.floor(seconds || 0));
   const h = Math.floor(total / 3600), m = Math.floor((total % 3600) / 60), s = total % 60;
   const mm = h ? String(m).padStart(2, "0") : String(m);
   return (h ? h + ":" : "") + mm + ":" + String(s).padStart(2, "0");
@@ -180,9 +182,15 @@ async function setupPlayer() {
       draw();
     }
   });
+  const clock = document.getElementById("clock");
+  function tick() {
+    if (clock) clock.textContent = formatDuration(audio.currentTime) + " / " + formatDuration(duration());
+  }
   for (const name of ["timeupdate", "seeked", "loadedmetadata", "play", "pause"]) {
     audio.addEventListener(name, draw);
+    audio.addEventListener(name, tick);
   }
+  player.addEventListener("duration", (event) => { seconds = event.detail; tick(); draw(); });
   window.addEventListener("resize", draw);
   let frame = null;
   const animate = () => { draw(); frame = audio.paused ? null : requestAnimationFrame(animate); };
@@ -201,6 +209,58 @@ async function setupPlayer() {
     draw();
     player.dataset.ready = "1";
   }
+}
+
+// -- recording page of a call still being recorded: running figures, then the final ones ---
+
+function setupCallLive() {
+  const player = document.getElementById("player");
+  if (!player || player.dataset.status !== "recording" || !window.EventSource) return;
+  const id = Number(player.dataset.id);
+  const set = (name, text) => {
+    for (const el of document.querySelectorAll(`[data-live='${name}']`)) el.textContent = text;
+  };
+  const show = (seconds, counters) => {
+    set("duration", formatDuration(seconds));
+    set("seconds", `(${seconds.toFixed(2)} s)`);
+    for (const [name, value] of Object.entries(counters)) {
+      for (const el of document.querySelectorAll(`[data-counter='${name}']`)) el.textContent = String(value);
+    }
+    player.dispatchEvent(new CustomEvent("duration", {detail: seconds}));
+  };
+  const source = new EventSource("/api/v1/live/events");
+  let seen = false;
+  source.addEventListener("snapshot", async (event) => {
+    const live = JSON.parse(event.data).find((s) => s.rec_id === id);
+    if (live) {
+      seen = true;
+      show(live.duration, live.counters);
+      player.dataset.live = "1";
+      return;
+    }
+    // Gone from the live view: finished (or never there). Show what the catalogue has now.
+    source.close();
+    const response = await fetch(`/api/v1/recordings/${id}`);
+    if (!response.ok) return;
+    const rec = await response.json();
+    if (rec.duration !== null) show(rec.duration, rec.counters);
+    set("status", rec.status);
+    for (const el of document.querySelectorAll("[data-live='status']")) el.className = `status status-${rec.status}`;
+    set("stop_reason", rec.stop_reason || "");
+    set("grade", rec.quality.grade);
+    set("loss", `(${rec.quality.loss_percent} % of ${rec.quality.expected})`);
+    set("note", "");
+    if (rec.end_time) {
+      const time = document.createElement("time");
+      time.setAttribute("datetime", rec.end_time);
+      for (const el of document.querySelectorAll("[data-live='end_time']")) {
+        el.replaceChildren(time.cloneNode());
+        localTimes(el);
+      }
+    }
+    player.dataset.status = rec.status;
+    player.dataset.live = seen ? "ended" : "0";
+  });
 }
 
 // -- live page ------------------------------------------------------------------------------
@@ -280,6 +340,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setupSearch();
   updateSelection();
   setupPlayer();
+  setupCallLive();
   setupLive();
   setupBack();
 });
