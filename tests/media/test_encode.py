@@ -28,7 +28,7 @@ from callrec.media.encode import (
     encode_stream,
     mp3_frame_count,
 )
-from tests.support.ffmpeg import FFMPEG, needs_ffmpeg
+from tests.support.ffmpeg import FFMPEG, FFPROBE, needs_ffmpeg, needs_ffprobe
 
 FORMATS = {"flac": FLAC, "opus": OPUS_DOWNLOAD, "mp3": MP3}
 
@@ -214,6 +214,38 @@ def test_mp3_info_frame_says_what_ffmpeg_says_when_it_can_seek(rate: int, frames
     size = Mp3Header.parse(ours).frame_size()
     assert len(ours) == len(reference) and ours[size:] == reference[size:]
     assert _info_fields(ours)["frames"] == mp3_frame_count(frames, 576)
+
+
+@needs_ffprobe
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_ffprobe_reads_the_mp3_length_within_a_frame(rate: int, tmp_path: Path) -> None:
+    """ffprobe (FFmpeg 5.1) gives the container's duration in whole frames and the skipped
+    delay as start_time: what is left is the WAV's length to less than one frame."""
+    assert FFPROBE is not None
+    frames = 5 * rate + 1234
+    path = tmp_path / "x.mp3"
+    path.write_bytes(stream(speech_like(frames, rate, 1), rate, MP3))
+    out = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration,start_time",
+            "-of",
+            "default=nw=1",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    probe = dict(line.split("=") for line in out.split())
+    start, duration = float(probe["start_time"]), float(probe["duration"])
+    assert start == pytest.approx((LAME_ENCODER_DELAY + 529) / rate, abs=1e-5)
+    assert duration == pytest.approx(mp3_frame_count(frames, 576) * 576 / rate, abs=1e-5)
+    assert 0 <= (duration - start) - frames / rate < 576 / rate
 
 
 def test_mp3_info_frame_crc_is_the_lame_tags() -> None:
