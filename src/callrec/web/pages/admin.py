@@ -9,9 +9,10 @@ from fastapi import APIRouter, Request, Response
 
 from callrec.catalog import AUDIT_ACTIONS, ROLES, UserInfo
 from callrec.exceptions import CatalogError
-from callrec.web.api.accounts import audit_rows
+from callrec.web.api.accounts import audit_rows, password_effects
 from callrec.web.auth import Principal, audit, ctx_of
-from callrec.web.pages.inputs import MustChangePassword, PageAdmin, field, posted_form, words
+from callrec.web.ids import ID_RANGE, Id, parse_id
+from callrec.web.pages.inputs import PageAdmin, field, posted_form, words
 from callrec.web.pages.render import redirect, render
 from callrec.web.recordings import BadRequest
 from callrec.web.security import PasswordPolicyError, hash_password, new_one_time_password
@@ -41,8 +42,6 @@ async def _users(
 
 @router.get("/admin/users")
 async def users_page(request: Request, principal: PageAdmin) -> Response:
-    if principal.user.must_change_password:
-        raise MustChangePassword()
     return await _users(request, principal)
 
 
@@ -73,7 +72,7 @@ async def users_add(request: Request, principal: PageAdmin) -> Response:
 
 
 @router.post("/admin/users/{user_id:int}")
-async def users_update(request: Request, user_id: int, principal: PageAdmin) -> Response:
+async def users_update(request: Request, user_id: Id, principal: PageAdmin) -> Response:
     ctx = ctx_of(request)
     form = await posted_form(request, principal)
     role = field(form, "role")
@@ -98,26 +97,35 @@ async def users_update(request: Request, user_id: int, principal: PageAdmin) -> 
 
 
 @router.post("/admin/users/{user_id:int}/password")
-async def users_reset(request: Request, user_id: int, principal: PageAdmin) -> Response:
+async def users_reset(request: Request, user_id: Id, principal: PageAdmin) -> Response:
     ctx = ctx_of(request)
     await posted_form(request, principal)
     password = new_one_time_password()
     password_hash = await ctx.db(hash_password, password)
     try:
-        user: UserInfo = await ctx.write(
-            ctx.catalog.update_user,
+        change = await ctx.write(
+            ctx.catalog.set_password,
             user_id,
             password_hash=password_hash,
             must_change_password=True,
+            keep_session=principal.session_hash if user_id == principal.user.id else None,
         )
     except CatalogError as exc:
         return await _users(request, principal, status_code=400, error=str(exc))
-    await audit(request, "user_update", principal, target=user.username, password_changed=True)
+    user: UserInfo = change.user
+    await audit(
+        request,
+        "user_update",
+        principal,
+        target=user.username,
+        password_changed=True,
+        **password_effects(change),
+    )
     return await _users(request, principal, secret=(user.username, password))
 
 
 @router.post("/admin/users/{user_id:int}/delete")
-async def users_delete(request: Request, user_id: int, principal: PageAdmin) -> Response:
+async def users_delete(request: Request, user_id: Id, principal: PageAdmin) -> Response:
     ctx = ctx_of(request)
     await posted_form(request, principal)
     try:
@@ -135,9 +143,10 @@ async def audit_page(request: Request, principal: PageAdmin) -> Response:
     error = ""
     entries: list[Any] = []
     try:
-        entries = await audit_rows(
-            request, limit=100, before_id=int(before) if before and before.isdigit() else None
-        )
+        before_id = parse_id(before) if before else None
+        if before and before_id is None:
+            raise BadRequest(f"before_id must be a number from {ID_RANGE}")
+        entries = await audit_rows(request, limit=100, before_id=before_id)
     except (BadRequest, CatalogError) as exc:
         error = str(exc)
     filters = {

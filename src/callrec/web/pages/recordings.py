@@ -17,6 +17,7 @@ from callrec.exceptions import CatalogError
 from callrec.web.api.notes import change_tag, create_note, remove_note
 from callrec.web.api.recordings import bulk_response, remove_recording
 from callrec.web.auth import Forbidden, Principal, ctx_of
+from callrec.web.ids import Id
 from callrec.web.pages.inputs import PageUser, field, posted_form, words
 from callrec.web.pages.render import redirect, render
 from callrec.web.recordings import (
@@ -129,9 +130,9 @@ async def recordings_zip(request: Request, principal: PageUser) -> Response:
 
 
 @router.get("/recordings/{rec_id:int}")
-async def recording_page(request: Request, rec_id: int, principal: PageUser) -> Response:
+async def recording_page(request: Request, rec_id: Id, principal: PageUser) -> Response:
     ctx = ctx_of(request)
-    rec = await visible_recording(ctx, principal, rec_id)
+    rec = await visible_recording(request, principal, rec_id, asked="page")
     tags = (await ctx.db(ctx.catalog.tags_of, [rec.id])).get(rec.id, [])
     notes = await ctx.db(ctx.catalog.notes, rec.id)
     history = (
@@ -155,21 +156,21 @@ async def recording_page(request: Request, rec_id: int, principal: PageUser) -> 
 
 
 @router.post("/recordings/{rec_id:int}/notes")
-async def note_add(request: Request, rec_id: int, principal: PageUser) -> Response:
+async def note_add(request: Request, rec_id: Id, principal: PageUser) -> Response:
     form = await posted_form(request, principal)
     await create_note(request, principal, rec_id, field(form, "text"))
     return redirect(f"/recordings/{rec_id}#notes", "Note added.")
 
 
 @router.post("/recordings/{rec_id:int}/notes/{note_id:int}/delete")
-async def note_delete(request: Request, rec_id: int, note_id: int, principal: PageUser) -> Response:
+async def note_delete(request: Request, rec_id: Id, note_id: Id, principal: PageUser) -> Response:
     await posted_form(request, principal)
     await remove_note(request, principal, note_id)
     return redirect(f"/recordings/{rec_id}#notes", "Note deleted.")
 
 
 @router.post("/recordings/{rec_id:int}/tags")
-async def tag_add(request: Request, rec_id: int, principal: PageUser) -> Response:
+async def tag_add(request: Request, rec_id: Id, principal: PageUser) -> Response:
     form = await posted_form(request, principal)
     for tag in words(field(form, "tag")):
         await change_tag(request, principal, rec_id, tag, add=True)
@@ -177,14 +178,14 @@ async def tag_add(request: Request, rec_id: int, principal: PageUser) -> Respons
 
 
 @router.post("/recordings/{rec_id:int}/tags/remove")
-async def tag_remove(request: Request, rec_id: int, principal: PageUser) -> Response:
+async def tag_remove(request: Request, rec_id: Id, principal: PageUser) -> Response:
     form = await posted_form(request, principal)
     await change_tag(request, principal, rec_id, field(form, "tag"), add=False)
     return redirect(f"/recordings/{rec_id}#tags")
 
 
 @router.post("/recordings/{rec_id:int}/delete")
-async def recording_delete(request: Request, rec_id: int, principal: PageUser) -> Response:
+async def recording_delete(request: Request, rec_id: Id, principal: PageUser) -> Response:
     if not principal.is_admin:
         raise Forbidden("deleting recordings needs the admin role")
     await posted_form(request, principal)
