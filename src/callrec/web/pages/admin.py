@@ -1,4 +1,5 @@
-"""The admin pages: users (add, change, new one-time password, delete) and the audit log."""
+"""The admin pages: users (add, change, new one-time password, delete), everyone's API
+tokens (revoke) and the audit log."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from callrec.catalog import AUDIT_ACTIONS, ROLES, UserInfo
 from callrec.exceptions import CatalogError
-from callrec.web.api.accounts import audit_rows, password_effects
+from callrec.web.api.accounts import audit_rows, drop_token, password_effects
 from callrec.web.auth import Principal, audit, ctx_of
 from callrec.web.ids import ID_RANGE, Id, parse_id
 from callrec.web.pages.inputs import PageAdmin, field, posted_form, words
@@ -90,8 +91,8 @@ async def users_update(request: Request, user_id: Id, principal: PageAdmin) -> R
         principal,
         target=user.username,
         role=role,
-        extensions=extensions,
-        devices=devices,
+        extensions=list(user.extensions),
+        devices=list(user.devices),
     )
     return redirect("/admin/users", f"Saved {user.username}.")
 
@@ -134,6 +135,14 @@ async def users_delete(request: Request, user_id: Id, principal: PageAdmin) -> R
         return await _users(request, principal, status_code=400, error=str(exc))
     await audit(request, "user_delete", principal, target=user.username)
     return redirect("/admin/users", f"Deleted {user.username}.")
+
+
+@router.post("/admin/tokens/{token_id:int}/revoke")
+async def tokens_revoke(request: Request, token_id: Id, principal: PageAdmin) -> Response:
+    """Any user's token (a lost laptop, someone who left); audited as ``token_revoke``."""
+    await posted_form(request, principal)
+    await drop_token(request, principal, token_id)
+    return redirect("/admin/users#tokens", f"Token {token_id} revoked.")
 
 
 @router.get("/admin/audit")
