@@ -81,7 +81,10 @@ def create_app(
         description=(
             "Find, play and download call recordings. Authenticate with an API token "
             "(`Authorization: Bearer crt_...`, from `callrec user token NAME` or the account "
-            "page) or a browser session (then send `X-CSRF-Token` with changes)."
+            "page) or a browser session (then send `X-CSRF-Token` with changes). Until a "
+            "one-time password is replaced, everything but `GET /api/v1/me` answers 403. "
+            "Query parameters out of range answer 400, ids in the path that cannot exist "
+            "404, bodies that do not fit 422."
         ),
         openapi_url="/api/openapi.json",
         docs_url=None,
