@@ -256,13 +256,10 @@ async def revalidate(ctx: WebContext, principal: Principal) -> Principal | None:
     """The caller as the catalogue has them now, or None when their credentials no longer
     hold: token revoked or expired, session signed out or expired, user deleted, or a
     one-time password set since. For what outlives its request (the live feed). Nothing is
-    touched: watching does not extend a session. A catalogue that does not answer counts as
-    "no longer valid" (fail closed; the client reconnects and is asked again)."""
+    touched: watching does not extend a session. Raises :class:`CatalogError` when the
+    catalogue cannot say (the caller must then stop too: fail closed)."""
     secret_hash = principal.token_hash if principal.via == "token" else principal.session_hash
-    try:
-        now = await _check(ctx, principal.via, secret_hash, touch=False)
-    except CatalogError:
-        return None
+    now = await _check(ctx, principal.via, secret_hash, touch=False)
     if now is None or now.user.must_change_password:
         return None
     return now

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from callrec.catalog import Scope
 from callrec.engine import LiveSession, LiveView
+from callrec.exceptions import CatalogError
 
 #: Seconds between snapshots on an open event stream.
 TICK: Final = 1.0
@@ -24,7 +25,7 @@ TICK: Final = 1.0
 ENDED: Final = "signed out: the session or token is no longer valid"
 
 #: Who watches a stream, asked before each snapshot: their scope now, or None when their
-#: credentials no longer hold.
+#: credentials no longer hold; raises CatalogError when the catalogue cannot say.
 Viewer = Callable[[], Awaitable[Scope | None]]
 
 
@@ -81,7 +82,12 @@ class LiveHub:
             yield "retry: 2000\n\n"
             while not self._closed.is_set():
                 wakeup.clear()
-                scope = await viewer()
+                try:
+                    scope = await viewer()
+                except CatalogError:
+                    # Nobody can tell whether the viewer still may watch: nothing more is
+                    # sent. No `end` event: the client reconnects and is asked again.
+                    return
                 if scope is None:
                     yield f"event: end\ndata: {json.dumps({'reason': ENDED})}\n\n"
                     return
