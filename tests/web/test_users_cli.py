@@ -130,6 +130,12 @@ def test_tokens_passwords_and_restrictions_from_the_cli(
         entry = catalog.audit_entries(action="user_update", limit=1)[0]
     assert sorted(entry.detail["tokens_revoked"]) == sorted(t.id for t in tokens.values())
 
+    # Numbers no catalogue can hold are errors, not tracebacks.
+    code, out = run("user", "token", "dora", "--revoke", str(2**64))
+    assert code == 1 and "too large" in out
+    code, out = run("user", "token", "dora", "--days", "1e400")
+    assert code == 2 and "at most 36500" in out
+
     code, out = run("user", "set", "dora", "-e", "30 01", "-e", "abc;")
     assert code == 1 and "'30 01', 'abc;' are not extensions" in out
     code, out = run("user", "set", "dora", "-e", "+4930123", "-d", "0C-38-3E-0E-70-9A")

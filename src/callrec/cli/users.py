@@ -275,7 +275,7 @@ def user_token(
 
     The one way, with the account page (which asks for the password), to make a token that
     never expires; `web_token_max_days`, when set, caps it."""
-    from callrec.web.security import new_api_token
+    from callrec.web.security import MAX_TOKEN_DAYS, new_api_token
 
     settings, catalog = _catalog(config)
     try:
@@ -300,8 +300,8 @@ def user_token(
             _audit(catalog, "token_revoke", target=user.username, token_id=revoke)
             console.print(f"revoked token {revoke}")
             return
-        if days is not None and days <= 0:
-            err_console.print("[red]--days must be > 0[/red]")
+        if days is not None and not 0 < days <= MAX_TOKEN_DAYS:
+            err_console.print(f"[red]--days must be more than 0 and at most {MAX_TOKEN_DAYS}[/red]")
             raise typer.Exit(2)
         if user.must_change_password:
             err_console.print(

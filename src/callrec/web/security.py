@@ -27,6 +27,9 @@ MIN_PASSWORD_LENGTH: Final = 8
 MAX_PASSWORD_LENGTH: Final = 1024
 #: API tokens start with this, so secret scanners and people can recognise them.
 TOKEN_PREFIX: Final = "crt_"
+#: The longest expiry one may ask for, in days (a hundred years: "never" is asked by leaving
+#: the expiry out).
+MAX_TOKEN_DAYS: Final = 36_500
 
 
 class PasswordPolicyError(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -27,6 +27,7 @@ from callrec.web.auth import (
 from callrec.web.ids import ID_RANGE, Id, parse_id
 from callrec.web.recordings import BadRequest, content_disposition, parse_moment, time_zone
 from callrec.web.security import (
+    MAX_TOKEN_DAYS,
     PasswordPolicyError,
     hash_password,
     new_api_token,
@@ -60,10 +61,6 @@ class UserPatch(BaseModel):
     extensions: list[str] | None = None
     devices: list[str] | None = None
     password: str | None = None
-
-
-#: The longest expiry one may ask for (a hundred years: "never" is asked by leaving it out).
-MAX_TOKEN_DAYS: Final = 36_500
 
 
 class TokenIn(BaseModel):

@@ -6,13 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from callrec.web.api.accounts import MAX_TOKEN_DAYS, drop_token, issue_token, password_effects
+from callrec.web.api.accounts import drop_token, issue_token, password_effects
 from callrec.web.auth import Forbidden, Principal, audit, ctx_of
 from callrec.web.ids import Id
 from callrec.web.pages.inputs import PageUser, field, posted_form
 from callrec.web.pages.render import redirect, render
 from callrec.web.recordings import BadRequest
-from callrec.web.security import PasswordPolicyError, hash_password, verify_password
+from callrec.web.security import (
+    MAX_TOKEN_DAYS,
+    PasswordPolicyError,
+    hash_password,
+    verify_password,
+)
 
 router = APIRouter(include_in_schema=False)
 
