@@ -248,6 +248,13 @@ class Settings:
         True,
     )
     web_zip_max_files: int = _doc("Most recordings one ZIP bulk download may hold.", 1000)
+    web_token_max_days: float = _doc(
+        "Longest life of an API token, in days, wherever it is made (account page, API, "
+        "`callrec user token`); a longer one asked for is cut to it. 0: no maximum, and then "
+        "tokens that never expire can be made from the account page (with the password) or "
+        "the CLI, never with another token.",
+        0.0,
+    )
     web_tls_cert: str = _doc(
         "PEM certificate (with its chain) the web UI serves HTTPS with; needs web_tls_key. "
         "Empty: plain HTTP (or web_tls_self_signed).",

@@ -112,7 +112,10 @@ def test_web_sessions(catalog: Catalog) -> None:
     catalog.create_web_session(
         "u" * 64, user_id=user.id, csrf_token="c3", expires_at=now + timedelta(hours=1)
     )
-    catalog.update_user(user.id, password_hash="new", keep_session="u" * 64)
+    change = catalog.set_password(
+        user.id, password_hash="new", must_change_password=False, keep_session="u" * 64
+    )
+    assert change.sessions_ended == 1 and change.tokens_revoked == ()
     assert catalog.web_session_user("s" * 64, now, extend_to=now) is None
     assert catalog.web_session_user("u" * 64, now, extend_to=now) is not None
     catalog.delete_web_session("u" * 64)

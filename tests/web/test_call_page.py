@@ -304,7 +304,7 @@ async def test_every_page_form_redirects(site: Site, short: int) -> None:
             assert r.status_code == 303, url
             assert r.headers["location"].startswith(f"/recordings/{short}#")
 
-        r = await client.post("/account/tokens", data={"name": "prg", "csrf": csrf})
+        r = await client.post("/account/tokens", data={"name": "prg", "days": "30", "csrf": csrf})
         assert r.status_code == 303 and r.headers["location"] == "/account"
         shown = (await client.get("/account")).text
         token = re.search(r'id="new-token">(crt_[^<]+)<', shown)
@@ -331,7 +331,8 @@ async def test_every_page_form_redirects(site: Site, short: int) -> None:
     # Another user's session never sees a secret meant for the admin.
     async with signed_in(site, "admin") as client:
         csrf = csrf_of((await client.get("/account")).text)
-        r = await client.post("/account/tokens", data={"name": "mine", "csrf": csrf})
+        r = await client.post("/account/tokens", data={"name": "mine", "days": "1", "csrf": csrf})
+        assert r.status_code == 303
         key = client.cookies["callrec_reveal"]
     async with signed_in(site, "listener") as other:
         other.cookies.set("callrec_reveal", key)

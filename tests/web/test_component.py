@@ -45,8 +45,10 @@ async def test_first_start_without_a_console_leaves_the_password_in_a_private_fi
             # Until a new password is chosen, every page leads back to the account page.
             r = await client.get("/recordings")
             assert r.status_code == 303 and r.headers["location"] == "/account"
-            # The API (scripts) is not held up by it.
+            # The API says who is asking, and refuses everything else, saying why.
             assert (await client.get("/api/v1/me")).json()["must_change_password"] is True
+            r = await client.get("/api/v1/recordings")
+            assert r.status_code == 403 and "one-time password" in r.json()["detail"]
     finally:
         await stop_site(site)
     # A second start with a user in the catalogue creates nobody; the file stays while the

@@ -20,7 +20,6 @@ from callrec.web.media import (
 )
 from callrec.web.recordings import quality
 from callrec.web.security import (
-    LoginThrottle,
     PasswordPolicyError,
     digest,
     hash_password,
@@ -114,16 +113,3 @@ def test_passwords_and_tokens() -> None:
     assert token.startswith("crt_") and len(token) > 40
     assert token_hash == digest(token) and len(token_hash) == 64 and token not in token_hash
     assert token.startswith(prefix)
-
-
-def test_login_throttle() -> None:
-    throttle = LoginThrottle(limit=3, window=60)
-    for t in range(3):
-        assert not throttle.blocked("bob", "10.0.0.1", now=t)
-        throttle.failed("bob", "10.0.0.1", now=t)
-    assert throttle.blocked("bob", "10.0.0.9", now=3)  # the name
-    assert throttle.blocked("alice", "10.0.0.1", now=3)  # the address
-    assert not throttle.blocked("bob", "10.0.0.9", now=61)  # the window passed
-    throttle.failed("carol", "10.0.0.2", now=100)
-    throttle.succeeded("carol")
-    assert not throttle.blocked("carol", "10.0.0.3", now=100)

@@ -102,3 +102,41 @@ def test_user_lifecycle(db: str) -> None:
     ]
     assert all(e.username.startswith("cli") and e.client_address == "local" for e in log)
     assert "s3cret" not in json.dumps([e.detail for e in log])
+
+
+def test_tokens_passwords_and_restrictions_from_the_cli(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: a one-time password gets no token; a new password revokes every token;
+    web_token_max_days caps the CLI's tokens too; restrictions are checked."""
+    code, out = run("user", "add", "dora", "--generate")
+    assert code == 0
+    code, out = run("user", "token", "dora")
+    assert code == 1 and "still has a one-time password" in out
+    code, out = run("user", "passwd", "dora", "--password-stdin", stdin="dora-own-pw\n")
+    assert code == 0
+    code, out = run("user", "token", "dora", "--name", "forever")
+    assert code == 0
+    monkeypatch.setenv("CALLREC_WEB_TOKEN_MAX_DAYS", "7")
+    code, out = run("user", "token", "dora", "--name", "capped")
+    assert code == 0 and "expires in 7 days" in out
+    with Catalog(db) as catalog:
+        tokens = {t.name: t for t in catalog.list_tokens()}
+    assert tokens["forever"].expires_at is None and tokens["capped"].expires_at is not None
+    code, out = run("user", "passwd", "dora", "--password-stdin", stdin="dora-new-pw\n")
+    assert code == 0 and "2 API token(s) revoked" in out
+    with Catalog(db) as catalog:
+        assert catalog.list_tokens() == []
+        entry = catalog.audit_entries(action="user_update", limit=1)[0]
+    assert sorted(entry.detail["tokens_revoked"]) == sorted(t.id for t in tokens.values())
+
+    # Numbers no catalogue can hold are errors, not tracebacks.
+    code, out = run("user", "token", "dora", "--revoke", str(2**64))
+    assert code == 1 and "too large" in out
+    code, out = run("user", "token", "dora", "--days", "1e400")
+    assert code == 2 and "at most 36500" in out
+
+    code, out = run("user", "set", "dora", "-e", "30 01", "-e", "abc;")
+    assert code == 1 and "'30 01', 'abc;' are not extensions" in out
+    code, out = run("user", "set", "dora", "-e", "+4930123", "-d", "0C-38-3E-0E-70-9A")
+    assert code == 0 and "+4930123" in out and "0c383e0e709a" in out

@@ -38,6 +38,7 @@ from callrec.catalog.records import STATUS_RECORDING, RecordingInfo, require_awa
 from callrec.catalog.webmodels import Note, RecordingTag
 from callrec.catalog.webrecords import (
     COUNT_CAP,
+    MAX_ID,
     MAX_NOTE_LENGTH,
     NoteInfo,
     Scope,
@@ -318,6 +319,8 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
         value, last_id, cursor_sort = data["v"], int(data["i"]), data["s"]
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise CatalogError(f"invalid cursor {cursor[:40]!r}") from exc
+    if not 0 <= last_id <= MAX_ID:  # a made-up cursor: no such row, and no query for it
+        raise CatalogError(f"invalid cursor {cursor[:40]!r}")
     if cursor_sort != sort:
         raise CatalogError(f"the cursor belongs to sort {cursor_sort!r}, not {sort!r}")
     try:

@@ -536,7 +536,9 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
             raise CatalogError(f"cannot {action}: catalogue {self._display} is closed")
         try:
             yield
-        except (SQLAlchemyError, sqlite3.Error, CommandError) as exc:
+        # OverflowError: an integer past 64 bits reached a query (the front ends bound
+        # theirs; this keeps any other caller's from becoming a traceback).
+        except (SQLAlchemyError, sqlite3.Error, CommandError, OverflowError) as exc:
             raise CatalogError(
                 f"cannot {action} in {self._display}: {failure_reason(exc)}"
             ) from exc

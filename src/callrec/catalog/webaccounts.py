@@ -25,9 +25,11 @@ from callrec.catalog.webrecords import (
     ROLES,
     AuditInfo,
     NewAuditEntry,
-    Scope,
+    PasswordChange,
     TokenInfo,
     UserInfo,
+    check_devices,
+    check_extensions,
     normalise_username,
 )
 from callrec.exceptions import CatalogError
@@ -61,13 +63,12 @@ class AccountQueries:
         """Add a user; refuses a name that exists (whatever its case)."""
         name = normalise_username(username)
         _require_role(role)
-        scope = Scope(extensions=tuple(extensions), devices=tuple(devices))
         row = User(
             username=name,
             password_hash=password_hash,
             role=role,
-            extensions=list(scope.extensions),
-            devices=list(scope.devices),
+            extensions=list(check_extensions(extensions)),
+            devices=list(check_devices(devices)),
             must_change_password=must_change_password,
         )
         with self._guard("create a user"):
@@ -112,14 +113,14 @@ class AccountQueries:
         role: str | None = None,
         extensions: Sequence[str] | None = None,
         devices: Sequence[str] | None = None,
-        password_hash: str | None = None,
         must_change_password: bool | None = None,
-        keep_session: str | None = None,
     ) -> UserInfo:
-        """Change what is given. A new password ends the user's browser sessions (but
-        ``keep_session``, the hash of the one that changed it); the last admin stays admin."""
+        """Change what is given (a password: :meth:`set_password`); the last admin stays
+        admin."""
         if role is not None:
             _require_role(role)
+        new_extensions = None if extensions is None else check_extensions(extensions)
+        new_devices = None if devices is None else check_devices(devices)
         with self._guard(f"update user {user_id}"), self._session(write=True) as session:
             row = session.get(User, user_id, with_for_update=True)
             if row is None:
@@ -128,23 +129,45 @@ class AccountQueries:
                 if row.role == ROLE_ADMIN and _admins(session) <= 1:
                     raise CatalogError(f"cannot make {row.username} a {role}: the last admin")
                 row.role = role
-            if extensions is not None or devices is not None:
-                scope = Scope(
-                    extensions=tuple(row.extensions if extensions is None else extensions),
-                    devices=tuple(row.devices if devices is None else devices),
-                )
-                row.extensions = list(scope.extensions)
-                row.devices = list(scope.devices)
-            if password_hash is not None:
-                row.password_hash = password_hash
-                gone = delete(WebSession).where(WebSession.user_id == user_id)
-                if keep_session is not None:
-                    gone = gone.where(WebSession.token_hash != keep_session)
-                session.execute(gone)
+            if new_extensions is not None:
+                row.extensions = list(new_extensions)
+            if new_devices is not None:
+                row.devices = list(new_devices)
             if must_change_password is not None:
                 row.must_change_password = must_change_password
             session.flush()
             return user_info(row)
+
+    def set_password(
+        self,
+        user_id: int,
+        *,
+        password_hash: str,
+        must_change_password: bool,
+        keep_session: str | None = None,
+    ) -> PasswordChange:
+        """A new password (a one-time one with ``must_change_password``). Whatever the old
+        one let in goes with it, in the same transaction: every API token of the user, and
+        every browser session but ``keep_session`` (the hash of the one that changed it)."""
+        with (
+            self._guard(f"set the password of user {user_id}"),
+            self._session(write=True) as session,
+        ):
+            row = session.get(User, user_id, with_for_update=True)
+            if row is None:
+                raise CatalogError(f"cannot set a password: no user {user_id}")
+            row.password_hash = password_hash
+            row.must_change_password = must_change_password
+            tokens = list(session.scalars(select(ApiToken.id).where(ApiToken.user_id == user_id)))
+            session.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+            gone = delete(WebSession).where(WebSession.user_id == user_id)
+            if keep_session is not None:
+                gone = gone.where(WebSession.token_hash != keep_session)
+            ended = session.execute(gone).rowcount  # type: ignore[attr-defined]
+            session.flush()
+            return PasswordChange(
+                user=user_info(row), tokens_revoked=tuple(sorted(tokens)), sessions_ended=ended
+            )
 
     def delete_user(self, user_id: int) -> UserInfo:
         """Remove a user with their tokens and sessions (not their audit rows or notes)."""
@@ -211,14 +234,16 @@ class AccountQueries:
         found = self.check_token(token_hash, now)
         if found is None:
             return None
-        user, stale = found
+        user, stale, _expires = found
         if stale:
             self.touch_token(token_hash, now)
         return user
 
-    def check_token(self, token_hash: str, now: datetime) -> tuple[UserInfo, bool] | None:
-        """Read only: the user a valid, unexpired token acts as, and whether its
-        ``last_used_at`` is due to be written (:meth:`touch_token`)."""
+    def check_token(
+        self, token_hash: str, now: datetime
+    ) -> tuple[UserInfo, bool, datetime | None] | None:
+        """Read only: the user a valid, unexpired token acts as, whether its ``last_used_at``
+        is due to be written (:meth:`touch_token`), and when the token expires."""
         statement = select(ApiToken, User).join(User).where(ApiToken.token_hash == token_hash)
         with self._guard("check an API token"), self._session() as session:
             found = session.execute(statement).first()
@@ -227,7 +252,7 @@ class AccountQueries:
             token, user = found
             if token.expires_at is not None and token.expires_at <= now:
                 return None
-            return user_info(user), _stale(token.last_used_at, now)
+            return user_info(user), _stale(token.last_used_at, now), token.expires_at
 
     def touch_token(self, token_hash: str, now: datetime) -> None:
         """Note that a token was used at ``now``."""

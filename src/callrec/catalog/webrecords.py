@@ -29,7 +29,8 @@ ROLE_LISTENER: Final = "listener"
 ROLES: Final = frozenset({ROLE_ADMIN, ROLE_LISTENER})
 
 #: What the audit log records. Sign-ins (and their failures), every access to audio, every
-#: change to a recording's notes and tags, deletions, and changes to users and tokens.
+#: change to a recording's notes and tags, deletions, changes to users and tokens, and
+#: ``denied``: a restricted user asked for a recording that exists outside their restriction.
 AUDIT_ACTIONS: Final = frozenset(
     {
         "sign_in",
@@ -51,6 +52,7 @@ AUDIT_ACTIONS: Final = frozenset(
         "token_create",
         "token_revoke",
         "audit_export",
+        "denied",
     }
 )
 
@@ -74,7 +76,17 @@ MAX_PAGE_SIZE: Final = 500
 #: match of a broad filter would read most of a large catalogue on every page.
 COUNT_CAP: Final = 1_000
 
+#: The largest id a row can have (a signed 64-bit integer in every database we run on);
+#: a larger one in a request is a bad request, never a query.
+MAX_ID: Final = 2**63 - 1
+#: The last page number a search takes: its row offset still fits a 64-bit integer.
+MAX_PAGE: Final = MAX_ID // MAX_PAGE_SIZE
+
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+#: An extension or phone number in a restriction: digits, optionally after a leading +.
+_EXTENSION = re.compile(r"\+?[0-9]{1,32}")
+#: A device in a restriction: its MAC, 12 hex digits (':', '-' or '.' between them allowed).
+_MAC = re.compile(r"[0-9a-f]{12}")
 _TAG = re.compile(r"[^\W_][\w-]{0,31}")
 MAX_NOTE_LENGTH: Final = 10_000
 MAX_QUERY_LENGTH: Final = 200
@@ -100,6 +112,39 @@ def normalise_tag(value: str) -> str:
             "starting with a letter or digit"
         )
     return tag
+
+
+def check_extensions(values: Any) -> tuple[str, ...]:
+    """A restriction's extensions as given by a person (page, API, CLI): each an extension or
+    phone number, digits with an optional leading ``+``; matched exactly. Refuses the whole
+    list, naming every bad entry, rather than store a restriction that matches nothing."""
+    entries = _clean_list("extensions", values)
+    bad = [v for v in entries if not _EXTENSION.fullmatch(v)]
+    if bad:
+        verb = "is not an extension" if len(bad) == 1 else "are not extensions"
+        raise CatalogError(
+            f"extensions: {_listed(bad)} {verb} (digits, optionally after a leading +; "
+            "separate several with spaces or commas)"
+        )
+    return entries
+
+
+def check_devices(values: Any) -> tuple[str, ...]:
+    """A restriction's devices as given by a person: each a MAC, 12 hex digits in any case,
+    with ':', '-' or '.' between them or not; stored as 12 lower-case digits."""
+    entries = _clean_list("devices", values)
+    macs = {v: v.lower().replace(":", "").replace("-", "").replace(".", "") for v in entries}
+    bad = [v for v, mac in macs.items() if not _MAC.fullmatch(mac)]
+    if bad:
+        raise CatalogError(
+            f"devices: {_listed(bad)} {'is not a MAC' if len(bad) == 1 else 'are not MACs'}"
+            " (12 hex digits, e.g. 0c383e0e709a or 0C:38:3E:0E:70:9A)"
+        )
+    return tuple(sorted(set(macs.values())))
+
+
+def _listed(values: list[str]) -> str:
+    return ", ".join(repr(v) for v in values)
 
 
 def _clean_list(name: str, values: Any) -> tuple[str, ...]:
@@ -177,6 +222,17 @@ class TokenInfo:
     created_at: datetime
     last_used_at: datetime | None
     expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PasswordChange:
+    """What a new password took with it."""
+
+    user: UserInfo
+    #: Ids of the user's API tokens, all revoked.
+    tokens_revoked: tuple[int, ...]
+    #: Browser sessions of the user that were ended.
+    sessions_ended: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -265,8 +321,8 @@ class SearchQuery:
                 raise CatalogError(f"{name} must be >= 0, got {value}")
         if not 1 <= self.limit <= MAX_PAGE_SIZE:
             raise CatalogError(f"limit must be 1-{MAX_PAGE_SIZE}, got {self.limit}")
-        if self.page is not None and self.page < 1:
-            raise CatalogError(f"page must be >= 1, got {self.page}")
+        if self.page is not None and not 1 <= self.page <= MAX_PAGE:
+            raise CatalogError(f"page must be 1-{MAX_PAGE}, got {self.page}")
         if self.page is not None and self.cursor is not None:
             raise CatalogError("give cursor or page, not both")
         if self.tag is not None:

@@ -206,23 +206,34 @@ def user_passwd(
     password_stdin: StdinOpt = False,
     generate: GenerateOpt = False,
 ) -> None:
-    """Set a user's password; signs them out of every browser."""
+    """Set a user's password; signs them out of every browser and revokes their API
+    tokens."""
     from callrec.web.security import hash_password
 
     catalog = _open(config)
     try:
         user = _user_or_exit(catalog, name)
         password, generated = _password(password_stdin, generate)
-        catalog.update_user(
+        change = catalog.set_password(
             user.id, password_hash=hash_password(password), must_change_password=generated
         )
-        _audit(catalog, "user_update", target=user.username, password_changed=True)
+        _audit(
+            catalog,
+            "user_update",
+            target=user.username,
+            password_changed=True,
+            tokens_revoked=list(change.tokens_revoked),
+            sessions_ended=change.sessions_ended,
+        )
     except CallrecError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     finally:
         catalog.close()
-    console.print(f"password of {user.username} changed")
+    console.print(
+        f"password of {user.username} changed; {len(change.tokens_revoked)} API token(s) "
+        f"revoked, {change.sessions_ended} browser session(s) ended"
+    )
     if generated:
         console.print(f"one-time password: {password}")
 
@@ -260,10 +271,13 @@ def user_token(
     list_: Annotated[bool, typer.Option("--list", help="List the user's tokens instead.")] = False,
     revoke: Annotated[int | None, typer.Option(help="Revoke the token with this id.")] = None,
 ) -> None:
-    """Make an API token for scripts (printed once), or list / revoke a user's tokens."""
-    from callrec.web.security import new_api_token
+    """Make an API token for scripts (printed once), or list / revoke a user's tokens.
 
-    catalog = _open(config)
+    The one way, with the account page (which asks for the password), to make a token that
+    never expires; `web_token_max_days`, when set, caps it."""
+    from callrec.web.security import MAX_TOKEN_DAYS, new_api_token
+
+    settings, catalog = _catalog(config)
     try:
         user = _user_or_exit(catalog, name)
         if list_:
@@ -286,15 +300,33 @@ def user_token(
             _audit(catalog, "token_revoke", target=user.username, token_id=revoke)
             console.print(f"revoked token {revoke}")
             return
-        if days is not None and days <= 0:
-            err_console.print("[red]--days must be > 0[/red]")
+        if days is not None and not 0 < days <= MAX_TOKEN_DAYS:
+            err_console.print(f"[red]--days must be more than 0 and at most {MAX_TOKEN_DAYS}[/red]")
             raise typer.Exit(2)
+        if user.must_change_password:
+            err_console.print(
+                f"[red]{user.username} still has a one-time password: no token until they "
+                "choose their own (changing it revokes every token of theirs)[/red]"
+            )
+            raise typer.Exit(1)
         token, token_hash, prefix = new_api_token()
-        expires = datetime.now(UTC) + timedelta(days=days) if days else None
+        now = datetime.now(UTC)
+        expires = now + timedelta(days=days) if days else None
+        max_days = settings.web_token_max_days
+        if max_days and (expires is None or expires > now + timedelta(days=max_days)):
+            expires = now + timedelta(days=max_days)
+            err_console.print(f"web_token_max_days: the token expires in {max_days:g} days")
         info = catalog.create_token(
             user.id, name=label, token_hash=token_hash, prefix=prefix, expires_at=expires
         )
-        _audit(catalog, "token_create", target=user.username, token_id=info.id, name=label)
+        _audit(
+            catalog,
+            "token_create",
+            target=user.username,
+            token_id=info.id,
+            name=label,
+            expires_at=expires.isoformat() if expires else None,
+        )
     except CallrecError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc

@@ -162,6 +162,10 @@ class Importer:
             return ImportResult(recording=existing, duplicate=True, original_sha256=sha256)
         info = await asyncio.to_thread(scan, data)
         codec = info.require_codec()
+        if not info.units:
+            # A header alone (a phone that stopped at once, a truncated copy) would be a
+            # 0-second recording that plays nothing: refused before anything is stored.
+            raise LocalFileError("no audio: the file holds a header and no whole unit of audio")
         start, start_from = _start_time(name, info, file_time, tz)
         folder = _import_base(self.import_dir) / start.astimezone(tz).strftime("%Y-%m-%d")
         stem = sanitize_component(PurePosixPath(name.replace("\\", "/")).stem, max_len=_MAX_STEM)

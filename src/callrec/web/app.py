@@ -27,11 +27,13 @@ from callrec.web.api import recordings as recordings_api
 from callrec.web.api import status as status_api
 from callrec.web.auth import (
     Forbidden,
+    PasswordChangeRequired,
     SignInRequired,
+    Throttled,
     Touches,
     WebContext,
     ctx_of,
-    optional_principal,
+    require_admin,
 )
 from callrec.web.health import HealthCheck
 from callrec.web.live import LiveHub
@@ -79,7 +81,10 @@ def create_app(
         description=(
             "Find, play and download call recordings. Authenticate with an API token "
             "(`Authorization: Bearer crt_...`, from `callrec user token NAME` or the account "
-            "page) or a browser session (then send `X-CSRF-Token` with changes)."
+            "page) or a browser session (then send `X-CSRF-Token` with changes). Until a "
+            "one-time password is replaced, everything but `GET /api/v1/me` answers 403. "
+            "Query parameters out of range answer 400, ids in the path that cannot exist "
+            "404, bodies that do not fit 422."
         ),
         openapi_url="/api/openapi.json",
         docs_url=None,
@@ -123,11 +128,7 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         if not ctx.settings.web_metrics_public:
-            principal = await optional_principal(request)
-            if principal is None:
-                raise SignInRequired()
-            if not principal.is_admin:
-                raise Forbidden("metrics need the admin role")
+            await require_admin(request)
         body = await ctx.metrics.render(await ctx.health.check())
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -171,6 +172,21 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers={"www-authenticate": 'Bearer realm="callrec"'},
         )
 
+    @app.exception_handler(PasswordChangeRequired)
+    async def first_steps(request: Request, exc: PasswordChangeRequired) -> Response:
+        if _wants_html(request):
+            return RedirectResponse("/account", status_code=303)
+        return JSONResponse({"detail": exc.detail}, status_code=403)
+
+    @app.exception_handler(Throttled)
+    async def throttled(request: Request, exc: Throttled) -> Response:
+        headers = {"retry-after": str(exc.retry_after)}
+        if _wants_html(request):
+            response = error_page(request, 429, exc.detail)
+            response.headers.update(headers)
+            return response
+        return JSONResponse({"detail": exc.detail}, status_code=429, headers=headers)
+
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:
         if _wants_html(request):
@@ -193,14 +209,21 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # A bad value in the path names nothing that exists: 404. One in the query string is
+        # a bad parameter: 400. A body that does not fit its schema: 422.
+        places = {str(e.get("loc", ("",))[0]) for e in exc.errors()}
+        status = 404 if "path" in places else 400 if places <= {"query"} else 422
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
         if _wants_html(request):
-            first = exc.errors()[0] if exc.errors() else {}
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            return error_page(request, 400, f"{where}: {first.get('msg', 'invalid')}")
+            detail = "not found" if status == 404 else f"{where}: {first.get('msg', 'invalid')}"
+            return error_page(request, 404 if status == 404 else 400, detail)
+        if status == 404:
+            return JSONResponse({"detail": f"not found: {where} is not an id here"}, status)
         errors: list[Any] = [
             {k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()
         ]
-        return JSONResponse({"detail": errors}, status_code=422)
+        return JSONResponse({"detail": errors}, status_code=status)
 
 
 class _SecurityHeaders:

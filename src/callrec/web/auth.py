@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -123,6 +124,10 @@ class Principal:
     csrf: str = ""
     #: Digest of the session cookie (cookie sign-ins only).
     session_hash: str = ""
+    #: Digest of the API token (token requests only).
+    token_hash: str = ""
+    #: When the API token expires; None: never (or not a token).
+    token_expires_at: datetime | None = None
 
     @property
     def scope(self) -> Scope | None:
@@ -147,6 +152,44 @@ class Forbidden(Exception):
         self.detail = detail
 
 
+class PasswordChangeRequired(Forbidden):
+    """Signed in with a one-time password not yet replaced: 403 for the API, a redirect to
+    the account page for pages."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this account still has its one-time password: choose your own on the account "
+            "page (/account) first; until then nothing else is allowed, API tokens included"
+        )
+
+
+class Throttled(Exception):
+    """Too many failed password checks: 429 with ``Retry-After``."""
+
+    def __init__(self, wait: float) -> None:
+        self.retry_after = retry_after(wait)
+        super().__init__(
+            f"too many failed password attempts; try again in {wait_text(self.retry_after)}"
+        )
+        self.detail = str(self)
+
+
+def retry_after(wait: float) -> int:
+    """A ``Retry-After`` in whole seconds, at least 1."""
+    return max(1, math.ceil(wait))
+
+
+def wait_text(seconds: int) -> str:
+    return f"{seconds} s" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
+
+
+#: All a user signed in with a one-time password may reach: the account page, its password
+#: form, signing out, and ``/api/v1/me`` (which says that a new password is due). A
+#: one-time password was seen by whoever set it (an admin, a terminal, a log), so it must
+#: not open anything else, nor mint a token that outlives it.
+FIRST_STEPS: Final = frozenset({"/account", "/account/password", "/logout", "/api/v1/me"})
+
+
 def client_address(request: Request) -> str:
     ctx = ctx_of(request)
     if ctx.settings.web_trust_proxy:
@@ -169,40 +212,67 @@ async def optional_principal(request: Request) -> Principal | None:
         cached: Principal | None = request.state.principal
         return cached
     ctx = ctx_of(request)
-    now = datetime.now(UTC)
     found: Principal | None = None
     authorization = request.headers.get("authorization", "")
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
-        token_hash = digest(credentials.strip())
-        token = await ctx.db(ctx.catalog.check_token, token_hash, now)
-        if token is not None:
-            user, stale = token
-            if stale:
-                ctx.touches.submit(token_hash, ctx.catalog.touch_token, token_hash, now)
-            found = Principal(user=user, via="token")
+        found = await _check(ctx, "token", digest(credentials.strip()), touch=True)
     elif cookie := request.cookies.get(SESSION_COOKIE):
-        session_hash = digest(cookie)
-        result = await ctx.db(ctx.catalog.check_web_session, session_hash, now)
-        if result is not None:
-            user, csrf, stale = result
-            if stale:
-                ctx.touches.submit(
-                    session_hash,
-                    ctx.catalog.touch_web_session,
-                    session_hash,
-                    now,
-                    extend_to=now + ctx.session_lifetime(),
-                )
-            found = Principal(user=user, via="session", csrf=csrf, session_hash=session_hash)
+        found = await _check(ctx, "session", digest(cookie), touch=True)
     request.state.principal = found
     return found
 
 
+async def _check(
+    ctx: WebContext, via: Literal["session", "token"], secret_hash: str, *, touch: bool
+) -> Principal | None:
+    """The principal a token's or session cookie's digest stands for now, or None; with
+    ``touch``, its "last used" note is queued when due (and a session's expiry slides)."""
+    now = datetime.now(UTC)
+    if via == "token":
+        token = await ctx.db(ctx.catalog.check_token, secret_hash, now)
+        if token is None:
+            return None
+        user, stale, expires = token
+        if stale and touch:
+            ctx.touches.submit(secret_hash, ctx.catalog.touch_token, secret_hash, now)
+        return Principal(user=user, via="token", token_hash=secret_hash, token_expires_at=expires)
+    result = await ctx.db(ctx.catalog.check_web_session, secret_hash, now)
+    if result is None:
+        return None
+    user, csrf, stale = result
+    if stale and touch:
+        ctx.touches.submit(
+            secret_hash,
+            ctx.catalog.touch_web_session,
+            secret_hash,
+            now,
+            extend_to=now + ctx.session_lifetime(),
+        )
+    return Principal(user=user, via="session", csrf=csrf, session_hash=secret_hash)
+
+
+async def revalidate(ctx: WebContext, principal: Principal) -> Principal | None:
+    """The caller as the catalogue has them now, or None when their credentials no longer
+    hold: token revoked or expired, session signed out or expired, user deleted, or a
+    one-time password set since. For what outlives its request (the live feed). Nothing is
+    touched: watching does not extend a session. Raises :class:`CatalogError` when the
+    catalogue cannot say (the caller must then stop too: fail closed)."""
+    secret_hash = principal.token_hash if principal.via == "token" else principal.session_hash
+    now = await _check(ctx, principal.via, secret_hash, touch=False)
+    if now is None or now.user.must_change_password:
+        return None
+    return now
+
+
 async def require_user(request: Request) -> Principal:
+    """A signed-in user who may act: one with a one-time password reaches only
+    :data:`FIRST_STEPS`."""
     principal = await optional_principal(request)
     if principal is None:
         raise SignInRequired()
+    if principal.user.must_change_password and request.url.path not in FIRST_STEPS:
+        raise PasswordChangeRequired()
     return principal
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from starlette.concurrency import run_in_threadpool
 
 from callrec.catalog import RecordingInfo, SearchQuery
 from callrec.exceptions import CatalogError
-from callrec.web.auth import Principal, WebContext
+from callrec.web.auth import Principal, WebContext, audit
+from callrec.web.ids import ID_RANGE, parse_id
 from callrec.web.media import (
     FORMATS,
     AudioFormat,
@@ -60,13 +62,38 @@ class BadRequest(Exception):
     """A parameter that does not make sense; answered with 400 (API) or shown (pages)."""
 
 
-async def visible_recording(ctx: WebContext, principal: Principal, rec_id: int) -> RecordingInfo:
+async def visible_recording(
+    request: Request, principal: Principal, rec_id: int, *, asked: str
+) -> RecordingInfo:
     """The recording if the caller may see it; 404 otherwise (not 403: a restricted user
-    must not learn which ids exist)."""
+    must not learn which ids exist). When it exists outside the caller's restriction, the
+    attempt is audited as ``denied`` with what was ``asked`` (``play``, ``download``,
+    ``metadata``, ``notes``...)."""
+    ctx: WebContext = request.app.state.ctx
     rec = await ctx.db(ctx.catalog.get_visible, rec_id, principal.scope)
     if rec is None:
+        if principal.scope is not None and await ctx.db(ctx.catalog.get, rec_id) is not None:
+            await audit(request, "denied", principal, recording_id=rec_id, asked=asked)
         raise HTTPException(404, f"no recording {rec_id}")
     return rec
+
+
+async def audit_denied(
+    request: Request, principal: Principal, asked_ids: list[int], shown: list[RecordingInfo]
+) -> None:
+    """Audits as one ``denied`` entry the recordings among ``asked_ids`` that exist but were
+    left out of an answer (a ZIP) because of the caller's restriction."""
+    if principal.scope is None:
+        return
+    ctx: WebContext = request.app.state.ctx
+    hidden = set(asked_ids) - {r.id for r in shown}
+    if not hidden:
+        return
+    existing = await ctx.db(ctx.catalog.get_many_visible, hidden, None)
+    if existing:
+        await audit(
+            request, "denied", principal, asked="zip", recordings=sorted(r.id for r in existing)
+        )
 
 
 def recording_file(ctx: WebContext, rec: RecordingInfo) -> Path:
@@ -113,8 +140,8 @@ def _number(name: str, value: str) -> float:
         number = float(value)
     except ValueError as exc:
         raise BadRequest(f"{name} must be a number of seconds, got {value!r}") from exc
-    if number < 0 or number != number:
-        raise BadRequest(f"{name} must be >= 0")
+    if not 0 <= number < math.inf:  # also NaN
+        raise BadRequest(f"{name} must be a number >= 0")
     return number
 
 
@@ -342,9 +369,10 @@ def parse_ids(values: list[str]) -> list[int]:
         for part in re.split(r"[,\s]+", value.strip()):
             if not part:
                 continue
-            if not part.isdigit():
-                raise BadRequest(f"recording ids must be numbers, got {part!r}")
-            ids.append(int(part))
+            number = parse_id(part)
+            if number is None:
+                raise BadRequest(f"recording ids must be numbers from {ID_RANGE}, got {part!r}")
+            ids.append(number)
     return ids
 
 

@@ -27,6 +27,9 @@ MIN_PASSWORD_LENGTH: Final = 8
 MAX_PASSWORD_LENGTH: Final = 1024
 #: API tokens start with this, so secret scanners and people can recognise them.
 TOKEN_PREFIX: Final = "crt_"
+#: The longest expiry one may ask for, in days (a hundred years: "never" is asked by leaving
+#: the expiry out).
+MAX_TOKEN_DAYS: Final = 36_500
 
 
 class PasswordPolicyError(ValueError):
@@ -82,11 +85,26 @@ def same(a: str, b: str) -> bool:
 
 @dataclass
 class LoginThrottle:
-    """Refuses sign-in attempts after ``limit`` failures within ``window`` seconds for the same
-    user name or client address; in memory, so it resets on restart (the audit log keeps
-    every failure)."""
+    """Failed sign-ins (and failed password re-entries), counted in a sliding ``window`` of
+    seconds; in memory, so it resets on restart (the audit log keeps every failure).
+
+    Three counts, so that one noisy address cannot lock everybody else out:
+
+    * per (client address, user name): ``limit`` failures block that name from that address,
+      right password or not, until the oldest of them leaves the window;
+    * per existing user name, from any address: ``name_limit`` failures block that name
+      everywhere (a guess spread over many addresses);
+    * per client address: past ``address_limit`` failures (made-up names, wrong passwords),
+      every further *failure* from it is answered 429, but a right password for a name that
+      is not itself blocked still signs in. Offices behind one NAT share an address; a
+      script spraying made-up names from it must not lock out their users.
+
+    Every wait is in seconds, for a ``Retry-After``; 0 when not blocked.
+    """
 
     limit: int = 10
+    name_limit: int = 100
+    address_limit: int = 100
     window: float = 300.0
 
     def __post_init__(self) -> None:
@@ -98,19 +116,39 @@ class LoginThrottle:
             stamps.popleft()
         return stamps
 
-    def blocked(self, username: str, client: str, now: float | None = None) -> bool:
+    def _wait(self, key: str, limit: int, now: float) -> float:
+        stamps = self._recent(key, now)
+        if len(stamps) < limit:
+            return 0.0
+        # Unblocked when all but limit - 1 of the failures have left the window.
+        return max(0.0, stamps[len(stamps) - limit] + self.window - now)
+
+    def wait(self, username: str, client: str, now: float | None = None) -> float:
+        """Seconds until ``username`` may try again from ``client`` (0: now); asked before
+        the password is checked."""
         t = time.monotonic() if now is None else now
-        return any(
-            len(self._recent(key, t)) >= self.limit for key in (f"u:{username}", f"c:{client}")
+        return max(
+            self._wait(f"p:{client}|{username}", self.limit, t),
+            self._wait(f"u:{username}", self.name_limit, t),
         )
 
-    def failed(self, username: str, client: str, now: float | None = None) -> None:
+    def address_wait(self, client: str, now: float | None = None) -> float:
+        """Seconds until failures from ``client`` are answered 401 again, not 429; asked
+        after a failure, never to refuse a right password."""
         t = time.monotonic() if now is None else now
-        for key in (f"u:{username}", f"c:{client}"):
+        return self._wait(f"c:{client}", self.address_limit, t)
+
+    def failed(self, username: str, client: str, *, known: bool, now: float | None = None) -> None:
+        """A failure; ``known``: the name exists (only those count towards ``name_limit``,
+        so made-up names cost nobody anything)."""
+        t = time.monotonic() if now is None else now
+        keys = [f"p:{client}|{username}", f"c:{client}"] + ([f"u:{username}"] if known else [])
+        for key in keys:
             self._recent(key, t).append(t)
         if len(self._failures) > 10_000:  # bound memory under a spray of names
-            for key in [k for k, v in self._failures.items() if not v]:
+            for key in [k for k, v in self._failures.items() if not self._recent(k, t)]:
                 del self._failures[key]
 
-    def succeeded(self, username: str) -> None:
-        self._failures.pop(f"u:{username}", None)
+    def succeeded(self, username: str, client: str) -> None:
+        """A right password: that name's failures from that address are forgotten."""
+        self._failures.pop(f"p:{client}|{username}", None)

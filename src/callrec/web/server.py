@@ -49,6 +49,8 @@ def check_web_settings(settings: Settings) -> None:
         raise ConfigError("web_session_hours must be > 0")
     if settings.web_zip_max_files < 1:
         raise ConfigError("web_zip_max_files must be >= 1")
+    if not settings.web_token_max_days >= 0:
+        raise ConfigError("web_token_max_days must be >= 0 (0: no maximum)")
 
 
 def ensure_first_admin(

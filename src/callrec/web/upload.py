@@ -9,7 +9,8 @@ duplicates recognised by SHA-256.
 Answers: 201 and the new recording; 200 and the existing one when the file was imported
 before (``duplicate: true``); 411 without a Content-Length; 413 over ``usb_import_max_bytes``
 (checked on the Content-Length before the body is read, and on the file); 422 when the file
-is not a phone recording callrec can decode (the detail says why); 503 when the catalogue
+is not a phone recording callrec can decode, or holds no audio (a header alone): the detail
+says why, and nothing is stored or catalogued; 503 when the catalogue
 does not answer (the detail says whether the file was stored: it is catalogued when the
 catalogue is back); 507 when the disk is full (under the reserve). Admins only.
 """
@@ -45,7 +46,10 @@ Admin = Annotated[Principal, Depends(require_admin)]
         200: {"description": "Imported before: the existing recording."},
         411: {"description": "No Content-Length."},
         413: {"description": "Over usb_import_max_bytes."},
-        422: {"description": "Not a phone recording callrec can decode."},
+        422: {
+            "description": "Not a phone recording callrec can decode, or no audio in it "
+            "(a header alone); nothing is stored."
+        },
         503: {"description": "The catalogue does not answer (the file may be stored)."},
         507: {"description": "The disk is full (under the reserve)."},
     },

@@ -11,13 +11,28 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from callrec.catalog import AUDIT_ACTIONS, AuditInfo, TokenInfo, UserInfo
+from callrec.catalog import AUDIT_ACTIONS, AuditInfo, PasswordChange, TokenInfo, UserInfo
 from callrec.exceptions import CatalogError
 from callrec.spreadsheet import SafeWriter
 from callrec.web.api import Admin, User, bearer
-from callrec.web.auth import Principal, api_csrf, audit, ctx_of
+from callrec.web.auth import (
+    Forbidden,
+    Principal,
+    Throttled,
+    api_csrf,
+    audit,
+    client_address,
+    ctx_of,
+)
+from callrec.web.ids import ID_RANGE, Id, parse_id
 from callrec.web.recordings import BadRequest, content_disposition, parse_moment, time_zone
-from callrec.web.security import PasswordPolicyError, hash_password, new_api_token
+from callrec.web.security import (
+    MAX_TOKEN_DAYS,
+    PasswordPolicyError,
+    hash_password,
+    new_api_token,
+    verify_password,
+)
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
 
@@ -50,12 +65,24 @@ class UserPatch(BaseModel):
 
 class TokenIn(BaseModel):
     name: str = Field(default="", max_length=100)
-    expires_in_days: float | None = Field(default=None, gt=0)
+    expires_in_days: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TOKEN_DAYS,
+        description="Days until it expires; cut to the calling token's own expiry and to "
+        "`web_token_max_days`. Empty: never, which needs a browser session and `password`.",
+    )
+    password: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="The caller's password: needed (with a browser session, never a token) "
+        "for a token that never expires.",
+    )
 
 
 class TokenOut(BaseModel):
     id: int
-    user_id: int
+    user_id: Id
     username: str
     name: str
     prefix: str
@@ -71,7 +98,7 @@ class TokenCreated(TokenOut):
 class AuditOut(BaseModel):
     id: int
     at: datetime
-    user_id: int | None
+    user_id: Id | None
     username: str
     action: str
     recording_id: int | None
@@ -141,9 +168,10 @@ async def create_user(request: Request, principal: Admin, body: UserIn) -> dict[
 
 @router.patch("/users/{user_id:int}", response_model=UserOut, tags=["users"])
 async def update_user(
-    request: Request, principal: Admin, user_id: int, body: UserPatch
+    request: Request, principal: Admin, user_id: Id, body: UserPatch
 ) -> dict[str, Any]:
-    """Change a user's role, restrictions or password (admin). Audited."""
+    """Change a user's role, restrictions or password (admin). Audited. A new password
+    revokes every API token of the user and ends their browser sessions."""
     await api_csrf(request, principal)
     ctx = ctx_of(request)
     try:
@@ -156,24 +184,46 @@ async def update_user(
             role=body.role,
             extensions=body.extensions,
             devices=body.devices,
-            password_hash=password_hash,
         )
+        change = None
+        if password_hash is not None:
+            change = await ctx.write(
+                ctx.catalog.set_password,
+                user_id,
+                password_hash=password_hash,
+                must_change_password=user.must_change_password,
+                keep_session=principal.session_hash if user.id == principal.user.id else None,
+            )
+            user = change.user
     except (CatalogError, PasswordPolicyError) as exc:
         raise BadRequest(str(exc)) from exc
-    changed = body.model_dump(exclude_none=True, exclude={"password"})
+    changed = body.model_dump(exclude_none=True, exclude={"password", "extensions", "devices"})
+    if body.extensions is not None:
+        changed["extensions"] = list(user.extensions)
+    if body.devices is not None:
+        changed["devices"] = list(user.devices)
     await audit(
         request,
         "user_update",
         principal,
         target=user.username,
-        password_changed=body.password is not None,
+        password_changed=change is not None,
         **changed,
+        **(password_effects(change) if change is not None else {}),
     )
     return user_out(user)
 
 
+def password_effects(change: PasswordChange) -> dict[str, Any]:
+    """What a new password took with it, for its audit entry."""
+    return {
+        "tokens_revoked": list(change.tokens_revoked),
+        "sessions_ended": change.sessions_ended,
+    }
+
+
 @router.delete("/users/{user_id:int}", status_code=204, tags=["users"])
-async def delete_user(request: Request, principal: Admin, user_id: int) -> Response:
+async def delete_user(request: Request, principal: Admin, user_id: Id) -> Response:
     """Remove a user and their tokens (admin); the audit log keeps their name."""
     await api_csrf(request, principal)
     ctx = ctx_of(request)
@@ -193,20 +243,52 @@ async def list_tokens(request: Request, principal: User) -> list[dict[str, Any]]
     return [token_out(t) for t in await ctx.db(ctx.catalog.list_tokens, owner)]
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["users"])
+@router.post(
+    "/tokens",
+    response_model=TokenCreated,
+    status_code=201,
+    tags=["users"],
+    responses={403: {"description": "A token that never expires, asked without a password."}},
+)
 async def create_token(request: Request, principal: User, body: TokenIn) -> dict[str, Any]:
-    """A new API token for the caller; the response is the only time it is shown."""
+    """A new API token for the caller; the response is the only time it is shown.
+
+    A token made with a token never outlives it: its expiry is cut to the calling token's,
+    and a calling token that never expires can only make tokens that do. A token that never
+    expires is made only in a browser session that re-enters the password (`password`), or
+    with `callrec user token`. `web_token_max_days`, when set, caps every token. Audited as
+    `token_create` with the expiry given."""
     await api_csrf(request, principal)
-    info, token = await issue_token(request, principal, body.name, body.expires_in_days)
+    info, token = await issue_token(
+        request, principal, body.name, body.expires_in_days, password=body.password
+    )
     return {**token_out(info), "token": token}
 
 
 async def issue_token(
-    request: Request, principal: Principal, name: str, days: float | None
+    request: Request,
+    principal: Principal,
+    name: str,
+    days: float | None,
+    *,
+    password: str | None = None,
 ) -> tuple[TokenInfo, str]:
     ctx = ctx_of(request)
+    now = datetime.now(UTC)
+    expires, capped_by = token_expiry(
+        now,
+        days=days,
+        max_days=ctx.settings.web_token_max_days,
+        minting_token_expires=principal.token_expires_at if principal.via == "token" else None,
+    )
+    if expires is None:
+        if principal.via == "token":
+            raise Forbidden(
+                "a token cannot make a token that never expires: give expires_in_days, or "
+                "make it on the account page (with your password) or with `callrec user token`"
+            )
+        await confirm_password(request, principal, password)
     token, token_hash, prefix = new_api_token()
-    expires = datetime.now(UTC) + timedelta(days=days) if days else None
     info = await ctx.write(
         ctx.catalog.create_token,
         principal.user.id,
@@ -215,19 +297,70 @@ async def issue_token(
         prefix=prefix,
         expires_at=expires,
     )
-    await audit(request, "token_create", principal, token_id=info.id, name=info.name)
+    await audit(
+        request,
+        "token_create",
+        principal,
+        token_id=info.id,
+        name=info.name,
+        expires_at=expires.isoformat() if expires else None,
+        capped_by=capped_by,
+    )
     return info, token
 
 
+def token_expiry(
+    now: datetime,
+    *,
+    days: float | None,
+    max_days: float,
+    minting_token_expires: datetime | None,
+) -> tuple[datetime | None, str | None]:
+    """When a new token expires (None: never), and what cut it (``web_token_max_days`` or
+    ``minting_token``), if anything did."""
+    expires = now + timedelta(days=days) if days else None
+    limits = []
+    if max_days:
+        limits.append((now + timedelta(days=max_days), "web_token_max_days"))
+    if minting_token_expires is not None:
+        limits.append((minting_token_expires, "minting_token"))
+    capped_by = None
+    if limits:
+        limit, why = min(limits)
+        if expires is None or limit < expires:
+            expires, capped_by = limit, why
+    return expires, capped_by
+
+
+async def confirm_password(request: Request, principal: Principal, password: str | None) -> None:
+    """Refuses (403) unless ``password`` is the caller's; failures count towards the sign-in
+    throttle, so that a stolen session cookie does not become a way to guess the password."""
+    ctx = ctx_of(request)
+    username = principal.user.username
+    client = client_address(request)
+    if not password:
+        raise Forbidden(
+            "a token that never expires needs your password: send it as `password` (or give "
+            "expires_in_days)"
+        )
+    wait = ctx.throttle.wait(username, client)
+    if wait:
+        raise Throttled(wait)
+    found = await ctx.db(ctx.catalog.user_credentials, username)
+    if found is None or not await ctx.db(verify_password, found[1], password):
+        ctx.throttle.failed(username, client, known=found is not None)
+        raise Forbidden("wrong password: a token that never expires was not made")
+
+
 @router.delete("/tokens/{token_id:int}", status_code=204, tags=["users"])
-async def revoke_token(request: Request, principal: User, token_id: int) -> Response:
+async def revoke_token(request: Request, principal: User, token_id: Id) -> Response:
     """Revoke one of the caller's tokens (an admin: anyone's)."""
     await api_csrf(request, principal)
     await drop_token(request, principal, token_id)
     return Response(status_code=204)
 
 
-async def drop_token(request: Request, principal: Principal, token_id: int) -> None:
+async def drop_token(request: Request, principal: Principal, token_id: Id) -> None:
     ctx = ctx_of(request)
     owner = None if principal.is_admin else principal.user.id
     if not await ctx.write(ctx.catalog.delete_token, token_id, user_id=owner):
@@ -242,7 +375,7 @@ async def audit_rows(
     request: Request,
     *,
     limit: int,
-    before_id: int | None,
+    before_id: Id | None,
 ) -> list[AuditInfo]:
     ctx = ctx_of(request)
     params = request.query_params
@@ -251,8 +384,8 @@ async def audit_rows(
     if action is not None and action not in AUDIT_ACTIONS:
         raise BadRequest(f"action must be one of {', '.join(sorted(AUDIT_ACTIONS))}")
     rec = params.get("recording_id") or None
-    if rec is not None and not rec.isdigit():
-        raise BadRequest("recording_id must be a number")
+    if rec is not None and parse_id(rec) is None:
+        raise BadRequest(f"recording_id must be a number from {ID_RANGE}")
     return await ctx.db(
         ctx.catalog.audit_entries,
         since=parse_moment(params["since"], zone) if params.get("since") else None,
@@ -284,7 +417,7 @@ async def audit_log(
     username: Annotated[str, Query(description=AuditFilters["username"])] = "",
     action: Annotated[str, Query(description=AuditFilters["action"])] = "",
     recording_id: Annotated[str, Query(description=AuditFilters["recording_id"])] = "",
-    before_id: Annotated[int | None, Query(description="Page back: last id seen.")] = None,
+    before_id: Annotated[Id | None, Query(description="Page back: last id seen.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """The audit log, newest first (admin)."""

@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from callrec.catalog import Scope
 from callrec.engine import LiveSession
 from callrec.web.api import User, bearer
-from callrec.web.auth import ctx_of
+from callrec.web.auth import ctx_of, revalidate
 from callrec.web.live import live_dict
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
@@ -29,9 +30,20 @@ async def live(request: Request, principal: User) -> list[dict[str, Any]]:
 )
 async def live_events(request: Request, principal: User) -> StreamingResponse:
     """Server-Sent Events: a `snapshot` event (JSON list as in `GET /live`) at once, on
-    every start and end of a call, and every second."""
+    every start and end of a call, and every second.
+
+    The caller's credentials are checked again before every snapshot: once the token is
+    revoked or expired, the session signed out or expired, the user deleted or given a
+    one-time password, an `end` event (`{"reason": ...}`) is sent and the stream closes, with
+    no snapshot after it. A changed restriction applies from the next snapshot on."""
+    ctx = ctx_of(request)
+
+    async def viewer() -> Scope | None:
+        now = await revalidate(ctx, principal)
+        return None if now is None else now.user.scope
+
     return StreamingResponse(
-        ctx_of(request).live.events(principal.scope),
+        ctx.live.events(viewer),
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
     )

@@ -14,10 +14,12 @@ from callrec.engine.journalfile import sidecar_path
 from callrec.exceptions import CatalogError
 from callrec.web.api import Admin, User, bearer
 from callrec.web.auth import Principal, api_csrf, audit, ctx_of
+from callrec.web.ids import Id, Page
 from callrec.web.media import FORMATS, WavLayoutError
 from callrec.web.recordings import (
     BadRequest,
     audio_format,
+    audit_denied,
     content_disposition,
     converted_response,
     download_name,
@@ -106,7 +108,7 @@ class PeaksOut(BaseModel):
 
 
 class BulkIn(BaseModel):
-    ids: list[int] = Field(min_length=1, description="Recording ids to put in the ZIP.")
+    ids: list[Id] = Field(min_length=1, description="Recording ids to put in the ZIP.")
 
 
 # -- recordings ----------------------------------------------------------------------------
@@ -138,7 +140,7 @@ async def list_recordings(
     sort: SortParam = "-start_time",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(description="From `next_cursor`.")] = None,
-    page: Annotated[int | None, Query(ge=1, description="1-based; instead of cursor.")] = None,
+    page: Annotated[Page | None, Query(description="1-based; instead of cursor.")] = None,
     count: Annotated[bool, Query(description="Count the matches (`total`).")] = True,
 ) -> dict[str, Any]:
     """Search recordings the caller may see. Filters combine with AND."""
@@ -160,10 +162,10 @@ async def list_recordings(
 
 
 @router.get("/recordings/{rec_id:int}", response_model=RecordingOut, tags=["recordings"])
-async def get_recording(request: Request, principal: User, rec_id: int) -> dict[str, Any]:
+async def get_recording(request: Request, principal: User, rec_id: Id) -> dict[str, Any]:
     """One recording's metadata, stream counters and quality, and tags."""
     ctx = ctx_of(request)
-    rec = await visible_recording(ctx, principal, rec_id)
+    rec = await visible_recording(request, principal, rec_id, asked="metadata")
     tags = await ctx.db(ctx.catalog.tags_of, [rec.id])
     return recording_dict(rec, tags.get(rec.id))
 
@@ -179,13 +181,13 @@ async def get_recording(request: Request, principal: User, rec_id: int) -> dict[
         416: {"description": "Range not satisfiable."},
     },
 )
-async def play(request: Request, principal: User, rec_id: int) -> Response:
+async def play(request: Request, principal: User, rec_id: Id) -> Response:
     """The WAV for a player: inline, with byte ranges so that it can seek. A request from
     the start of the file (200, or a range from byte 0) is audited as a `play`: the pages'
     player loads nothing before the listener presses play or seeks (`preload="none"`), so a
     page view is not a `play`."""
     ctx = ctx_of(request)
-    rec = await visible_recording(ctx, principal, rec_id)
+    rec = await visible_recording(request, principal, rec_id, asked="play")
     response = file_response(
         request,
         recording_file(ctx, rec),
@@ -212,7 +214,7 @@ async def play(request: Request, principal: User, rec_id: int) -> Response:
 async def download(
     request: Request,
     principal: User,
-    rec_id: int,
+    rec_id: Id,
     format: Annotated[
         Literal["wav", "flac", "opus", "mp3"],
         Query(
@@ -223,7 +225,7 @@ async def download(
 ) -> Response:
     """The recording as an attachment. Audited as a `download`."""
     ctx = ctx_of(request)
-    rec = await visible_recording(ctx, principal, rec_id)
+    rec = await visible_recording(request, principal, rec_id, asked="download")
     fmt = audio_format(format)
     path = recording_file(ctx, rec)
     name = download_name(rec, fmt)
@@ -252,12 +254,12 @@ async def download(
 async def peaks(
     request: Request,
     principal: User,
-    rec_id: int,
+    rec_id: Id,
     buckets: Annotated[int, Query(ge=10, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """The waveform: min and max of the audio in `buckets` equal slices."""
     ctx = ctx_of(request)
-    rec = await visible_recording(ctx, principal, rec_id)
+    rec = await visible_recording(request, principal, rec_id, asked="peaks")
     path = recording_file(ctx, rec)
     try:
         result = await ctx.db(ctx.peaks.get, path, buckets)
@@ -269,16 +271,16 @@ async def peaks(
 
 
 @router.delete("/recordings/{rec_id:int}", status_code=204, tags=["recordings"])
-async def delete_recording(request: Request, principal: Admin, rec_id: int) -> Response:
+async def delete_recording(request: Request, principal: Admin, rec_id: Id) -> Response:
     """Delete the recording, its file, notes and tags (admin). Audited as `delete`."""
     await api_csrf(request, principal)
     await remove_recording(request, principal, rec_id)
     return Response(status_code=204)
 
 
-async def remove_recording(request: Request, principal: Principal, rec_id: int) -> None:
+async def remove_recording(request: Request, principal: Principal, rec_id: Id) -> None:
     ctx = ctx_of(request)
-    await visible_recording(ctx, principal, rec_id)
+    await visible_recording(request, principal, rec_id, asked="delete")
     try:
         rec = await ctx.write(ctx.catalog.delete_recording, rec_id)
     except CatalogError as exc:
@@ -331,6 +333,7 @@ async def bulk_response(request: Request, principal: Principal, ids: list[int]) 
     if len(set(ids)) > limit:
         raise BadRequest(f"at most {limit} recordings per ZIP, {len(set(ids))} asked")
     recs = await ctx.db(ctx.catalog.get_many_visible, ids, principal.scope)
+    await audit_denied(request, principal, ids, recs)
     if not recs:
         raise HTTPException(404, "none of these recordings exist or are visible to you")
     name = zip_name()

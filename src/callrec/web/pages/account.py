@@ -6,12 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from callrec.web.api.accounts import drop_token, issue_token
-from callrec.web.auth import Principal, audit, ctx_of
+from callrec.web.api.accounts import drop_token, issue_token, password_effects
+from callrec.web.auth import Forbidden, Principal, audit, ctx_of
+from callrec.web.ids import Id
 from callrec.web.pages.inputs import PageUser, field, posted_form
 from callrec.web.pages.render import redirect, render, revealed
 from callrec.web.recordings import BadRequest
-from callrec.web.security import PasswordPolicyError, hash_password, verify_password
+from callrec.web.security import (
+    MAX_TOKEN_DAYS,
+    PasswordPolicyError,
+    hash_password,
+    verify_password,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -23,6 +29,7 @@ async def _account(
     tokens = await ctx.db(ctx.catalog.list_tokens, principal.user.id)
     values.setdefault("error", "")
     values.setdefault("new_token", "")
+    values.setdefault("token_max_days", ctx.settings.web_token_max_days)
     return render(
         request,
         "account.html",
@@ -65,15 +72,23 @@ async def account_password(request: Request, principal: PageUser) -> Response:
         password_hash = await ctx.db(hash_password, new)
     except PasswordPolicyError as exc:
         return await _account(request, principal, status_code=400, error=str(exc))
-    await ctx.write(
-        ctx.catalog.update_user,
+    change = await ctx.write(
+        ctx.catalog.set_password,
         principal.user.id,
         password_hash=password_hash,
         must_change_password=False,
         keep_session=principal.session_hash or None,
     )
-    await audit(request, "password_change", principal, target=principal.user.username)
-    return redirect("/recordings", "Password changed.")
+    await audit(
+        request,
+        "password_change",
+        principal,
+        target=principal.user.username,
+        **password_effects(change),
+    )
+    revoked = len(change.tokens_revoked)
+    note = f" {revoked} API token{'s' if revoked != 1 else ''} revoked." if revoked else ""
+    return redirect("/recordings", f"Password changed.{note}")
 
 
 @router.post("/account/tokens")
@@ -84,14 +99,24 @@ async def account_token(request: Request, principal: PageUser) -> Response:
         days = float(days_text) if days_text else None
     except ValueError as exc:
         raise BadRequest("days must be a number") from exc
-    if days is not None and days <= 0:
-        raise BadRequest("days must be > 0")
-    _info, token = await issue_token(request, principal, field(form, "name"), days)
+    if days is not None and not 0 < days <= MAX_TOKEN_DAYS:
+        raise BadRequest(f"days must be more than 0 and at most {MAX_TOKEN_DAYS}")
+    password = form.get("password")
+    try:
+        _info, token = await issue_token(
+            request,
+            principal,
+            field(form, "name"),
+            days,
+            password=password if isinstance(password, str) else None,
+        )
+    except Forbidden as exc:
+        return await _account(request, principal, status_code=403, error=exc.detail)
     return redirect("/account", "Token created.", reveal=(principal.user.id, token))
 
 
 @router.post("/account/tokens/{token_id:int}/revoke")
-async def account_token_revoke(request: Request, token_id: int, principal: PageUser) -> Response:
+async def account_token_revoke(request: Request, token_id: Id, principal: PageUser) -> Response:
     await posted_form(request, principal)
     await drop_token(request, principal, token_id)
     return redirect("/account", "Token revoked.")

@@ -1,4 +1,5 @@
-"""The admin pages: users (add, change, new one-time password, delete) and the audit log."""
+"""The admin pages: users (add, change, new one-time password, delete), everyone's API
+tokens (revoke) and the audit log."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from fastapi import APIRouter, Request, Response
 
 from callrec.catalog import AUDIT_ACTIONS, ROLES, UserInfo
 from callrec.exceptions import CatalogError
-from callrec.web.api.accounts import audit_rows
+from callrec.web.api.accounts import audit_rows, drop_token, password_effects
 from callrec.web.auth import Principal, audit, ctx_of
-from callrec.web.pages.inputs import MustChangePassword, PageAdmin, field, posted_form, words
+from callrec.web.ids import ID_RANGE, Id, parse_id
+from callrec.web.pages.inputs import PageAdmin, field, posted_form, words
 from callrec.web.pages.render import redirect, render, revealed
 from callrec.web.recordings import BadRequest
 from callrec.web.security import PasswordPolicyError, hash_password, new_one_time_password
@@ -41,8 +43,6 @@ async def _users(
 
 @router.get("/admin/users")
 async def users_page(request: Request, principal: PageAdmin) -> Response:
-    if principal.user.must_change_password:
-        raise MustChangePassword()
     return await _users(request, principal, secret=revealed(request, principal))
 
 
@@ -73,7 +73,7 @@ async def users_add(request: Request, principal: PageAdmin) -> Response:
 
 
 @router.post("/admin/users/{user_id:int}")
-async def users_update(request: Request, user_id: int, principal: PageAdmin) -> Response:
+async def users_update(request: Request, user_id: Id, principal: PageAdmin) -> Response:
     ctx = ctx_of(request)
     form = await posted_form(request, principal)
     role = field(form, "role")
@@ -91,28 +91,37 @@ async def users_update(request: Request, user_id: int, principal: PageAdmin) -> 
         principal,
         target=user.username,
         role=role,
-        extensions=extensions,
-        devices=devices,
+        extensions=list(user.extensions),
+        devices=list(user.devices),
     )
     return redirect("/admin/users", f"Saved {user.username}.")
 
 
 @router.post("/admin/users/{user_id:int}/password")
-async def users_reset(request: Request, user_id: int, principal: PageAdmin) -> Response:
+async def users_reset(request: Request, user_id: Id, principal: PageAdmin) -> Response:
     ctx = ctx_of(request)
     await posted_form(request, principal)
     password = new_one_time_password()
     password_hash = await ctx.db(hash_password, password)
     try:
-        user: UserInfo = await ctx.write(
-            ctx.catalog.update_user,
+        change = await ctx.write(
+            ctx.catalog.set_password,
             user_id,
             password_hash=password_hash,
             must_change_password=True,
+            keep_session=principal.session_hash if user_id == principal.user.id else None,
         )
     except CatalogError as exc:
         return await _users(request, principal, status_code=400, error=str(exc))
-    await audit(request, "user_update", principal, target=user.username, password_changed=True)
+    user: UserInfo = change.user
+    await audit(
+        request,
+        "user_update",
+        principal,
+        target=user.username,
+        password_changed=True,
+        **password_effects(change),
+    )
     return redirect(
         "/admin/users",
         f"New one-time password for {user.username}.",
@@ -121,7 +130,7 @@ async def users_reset(request: Request, user_id: int, principal: PageAdmin) -> R
 
 
 @router.post("/admin/users/{user_id:int}/delete")
-async def users_delete(request: Request, user_id: int, principal: PageAdmin) -> Response:
+async def users_delete(request: Request, user_id: Id, principal: PageAdmin) -> Response:
     ctx = ctx_of(request)
     await posted_form(request, principal)
     try:
@@ -132,6 +141,14 @@ async def users_delete(request: Request, user_id: int, principal: PageAdmin) -> 
     return redirect("/admin/users", f"Deleted {user.username}.")
 
 
+@router.post("/admin/tokens/{token_id:int}/revoke")
+async def tokens_revoke(request: Request, token_id: Id, principal: PageAdmin) -> Response:
+    """Any user's token (a lost laptop, someone who left); audited as ``token_revoke``."""
+    await posted_form(request, principal)
+    await drop_token(request, principal, token_id)
+    return redirect("/admin/users#tokens", f"Token {token_id} revoked.")
+
+
 @router.get("/admin/audit")
 async def audit_page(request: Request, principal: PageAdmin) -> Response:
     params = request.query_params
@@ -139,9 +156,10 @@ async def audit_page(request: Request, principal: PageAdmin) -> Response:
     error = ""
     entries: list[Any] = []
     try:
-        entries = await audit_rows(
-            request, limit=100, before_id=int(before) if before and before.isdigit() else None
-        )
+        before_id = parse_id(before) if before else None
+        if before and before_id is None:
+            raise BadRequest(f"before_id must be a number from {ID_RANGE}")
+        entries = await audit_rows(request, limit=100, before_id=before_id)
     except (BadRequest, CatalogError) as exc:
         error = str(exc)
     filters = {

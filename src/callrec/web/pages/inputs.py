@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from starlette.datastructures import FormData
 
 from callrec.web.auth import Principal, check_csrf, require_admin, require_user
@@ -27,20 +27,7 @@ def words(text: str) -> list[str]:
     return [w for w in text.replace(",", " ").split() if w]
 
 
-async def page_user(request: Request) -> Principal:
-    """A signed-in user who has set their own password (else: to the account page)."""
-    principal = await require_user(request)
-    first_steps = ("/account", "/account/password")
-    if principal.user.must_change_password and request.url.path not in first_steps:
-        raise MustChangePassword()
-    return principal
-
-
-class MustChangePassword(HTTPException):
-    def __init__(self) -> None:
-        super().__init__(303, "set a new password first", headers={"location": "/account"})
-
-
-PageUser = Annotated[Principal, Depends(page_user)]
+PageUser = Annotated[Principal, Depends(require_user)]
 PageAdmin = Annotated[Principal, Depends(require_admin)]
+#: Any signed-in user, a one-time password's too (signing out).
 SignedIn = Annotated[Principal, Depends(require_user)]

@@ -18,6 +18,7 @@ from callrec.exceptions import CatalogError
 from callrec.web.api.notes import change_tag, create_note, remove_note
 from callrec.web.api.recordings import bulk_response, remove_recording
 from callrec.web.auth import Forbidden, Principal, ctx_of
+from callrec.web.ids import Id
 from callrec.web.pages.inputs import PageUser, field, posted_form, words
 from callrec.web.pages.render import redirect, render
 from callrec.web.recordings import (
@@ -130,7 +131,7 @@ async def recordings_zip(request: Request, principal: PageUser) -> Response:
 
 
 @router.get("/recordings/{rec_id:int}")
-async def recording_page(request: Request, rec_id: int, principal: PageUser) -> Response:
+async def recording_page(request: Request, rec_id: Id, principal: PageUser) -> Response:
     return await _recording(request, principal, rec_id)
 
 
@@ -145,7 +146,7 @@ async def _recording(
     """The recording's page; ``values`` carry a form's error and what was typed, shown by
     the form (status 400) instead of a bare error page."""
     ctx = ctx_of(request)
-    rec = await visible_recording(ctx, principal, rec_id)
+    rec = await visible_recording(request, principal, rec_id, asked="page")
     tags = (await ctx.db(ctx.catalog.tags_of, [rec.id])).get(rec.id, [])
     notes = await ctx.db(ctx.catalog.notes, rec.id)
     history = (
@@ -183,7 +184,7 @@ async def _recording(
 
 
 @router.post("/recordings/{rec_id:int}/notes")
-async def note_add(request: Request, rec_id: int, principal: PageUser) -> Response:
+async def note_add(request: Request, rec_id: Id, principal: PageUser) -> Response:
     form = await posted_form(request, principal)
     text = field(form, "text")
     try:
@@ -196,14 +197,14 @@ async def note_add(request: Request, rec_id: int, principal: PageUser) -> Respon
 
 
 @router.post("/recordings/{rec_id:int}/notes/{note_id:int}/delete")
-async def note_delete(request: Request, rec_id: int, note_id: int, principal: PageUser) -> Response:
+async def note_delete(request: Request, rec_id: Id, note_id: Id, principal: PageUser) -> Response:
     await posted_form(request, principal)
     await remove_note(request, principal, note_id)
     return redirect(f"/recordings/{rec_id}#notes", "Note deleted.")
 
 
 @router.post("/recordings/{rec_id:int}/tags")
-async def tag_add(request: Request, rec_id: int, principal: PageUser) -> Response:
+async def tag_add(request: Request, rec_id: Id, principal: PageUser) -> Response:
     form = await posted_form(request, principal)
     typed = field(form, "tag")
     added = words(typed)
@@ -225,7 +226,7 @@ async def tag_add(request: Request, rec_id: int, principal: PageUser) -> Respons
 
 
 @router.post("/recordings/{rec_id:int}/tags/remove")
-async def tag_remove(request: Request, rec_id: int, principal: PageUser) -> Response:
+async def tag_remove(request: Request, rec_id: Id, principal: PageUser) -> Response:
     form = await posted_form(request, principal)
     tag = field(form, "tag")
     await change_tag(request, principal, rec_id, tag, add=False)
@@ -233,7 +234,7 @@ async def tag_remove(request: Request, rec_id: int, principal: PageUser) -> Resp
 
 
 @router.post("/recordings/{rec_id:int}/delete")
-async def recording_delete(request: Request, rec_id: int, principal: PageUser) -> Response:
+async def recording_delete(request: Request, rec_id: Id, principal: PageUser) -> Response:
     if not principal.is_admin:
         raise Forbidden("deleting recordings needs the admin role")
     await posted_form(request, principal)

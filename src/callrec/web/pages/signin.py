@@ -16,6 +16,8 @@ from callrec.web.auth import (
     ctx_of,
     is_https,
     optional_principal,
+    retry_after,
+    wait_text,
 )
 from callrec.web.pages.inputs import SignedIn, field, posted_form
 from callrec.web.pages.render import redirect, render
@@ -81,21 +83,28 @@ async def login(request: Request) -> Response:
             status_code=400,
         )
     client = client_address(request)
-    if ctx.throttle.blocked(username, client):
+    wait = ctx.throttle.wait(username, client)
+    if wait:
         await audit(request, "sign_in_failed", None, username=username, reason="throttled")
-        return _login_form(
-            request,
-            next=target,
-            error="Too many failed attempts; wait a few minutes.",
-            username=username,
-            status_code=429,
-        )
+        return _throttled(request, target, username, wait)
     found = await ctx.db(ctx.catalog.user_credentials, username) if username else None
     ok = await ctx.db(verify_password, found[1] if found else None, password)
     if found is None or not ok:
-        ctx.throttle.failed(username, client)
+        ctx.throttle.failed(username, client, known=found is not None)
         reason = "unknown user" if found is None else "wrong password"
-        await audit(request, "sign_in_failed", None, username=username, reason=reason)
+        # Past the address's ceiling every failure answers 429 alike (made-up name or
+        # wrong password: no way to tell which names exist); a right password still works.
+        address_wait = ctx.throttle.address_wait(client)
+        await audit(
+            request,
+            "sign_in_failed",
+            None,
+            username=username,
+            reason=reason,
+            **({"address_throttled": True} if address_wait else {}),
+        )
+        if address_wait:
+            return _throttled(request, target, username, address_wait)
         return _login_form(
             request,
             next=target,
@@ -104,7 +113,7 @@ async def login(request: Request) -> Response:
             status_code=401,
         )
     user = found[0]
-    ctx.throttle.succeeded(username)
+    ctx.throttle.succeeded(username, client)
     cookie_value = new_secret()
     await ctx.write(
         ctx.catalog.create_web_session,
@@ -128,6 +137,19 @@ async def login(request: Request) -> Response:
         path="/",
     )
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+def _throttled(request: Request, target: str, username: str, wait: float) -> Response:
+    seconds = retry_after(wait)
+    response = _login_form(
+        request,
+        next=target,
+        error=f"Too many failed attempts; try again in {wait_text(seconds)}.",
+        username=username,
+        status_code=429,
+    )
+    response.headers["retry-after"] = str(seconds)
     return response
 
 

@@ -286,6 +286,14 @@ function setupLive() {
   let known = new Set([...body.querySelectorAll("tr[data-session]")].map((r) => r.dataset.session));
   source.addEventListener("open", () => { state.textContent = "Connected; updates every second."; });
   source.addEventListener("error", () => { state.textContent = "Connection lost; retrying…"; });
+  // The server ended the feed: this session or token no longer holds. Nothing stays shown.
+  source.addEventListener("end", (event) => {
+    source.close();
+    body.replaceChildren();
+    count.textContent = "–";
+    state.textContent = `${JSON.parse(event.data).reason}. Sign in again to watch.`;
+    state.dataset.ended = "1";
+  });
   source.addEventListener("snapshot", (event) => {
     const sessions = JSON.parse(event.data);
     const rows = [];
