@@ -141,6 +141,15 @@ async def recording_page(request: Request, rec_id: int, principal: PageUser) -> 
     )
     shown = {k: v for k, v in rec.extra.items() if v not in ({}, [], "", None)}
     extra = json.dumps(shown, ensure_ascii=False, indent=1) if shown else ""
+    # A call still being recorded can be heard live (the row's uid names it in the engine).
+    live_uid = next(
+        (
+            s.uid
+            for s in ctx.live.sessions(principal.scope)
+            if rec.status == "recording" and rec.uid and s.uid == rec.uid
+        ),
+        None,
+    )
     return render(
         request,
         "recording.html",
@@ -151,6 +160,7 @@ async def recording_page(request: Request, rec_id: int, principal: PageUser) -> 
         history=history,
         q=quality(rec),
         extra=extra,
+        live_uid=live_uid,
     )
 
 
