@@ -108,6 +108,8 @@ class Listener:
         self._queue: collections.deque[Frame] = collections.deque()
         self._ready = asyncio.Event()
         self._ended = False
+        #: Set when the web server stops (not the call).
+        self.stopping = False
         #: Frames handed to the connection, and frames this listener lost (it fell behind).
         self.sent = 0
         self.dropped = 0
@@ -142,9 +144,11 @@ class Listener:
             self._hub.dropped.inc(lost)
         self._ready.set()
 
-    def end(self) -> None:
-        """No more frames will come: the recording has finished (or the hub stops)."""
+    def end(self, *, stopping: bool = False) -> None:
+        """No more frames will come: the recording has finished (or, ``stopping``, the web
+        server stops)."""
         self._ended = True
+        self.stopping = self.stopping or stopping
         self._ready.set()
 
     def acknowledge(self, received: int) -> None:
@@ -245,10 +249,20 @@ class ListenHub:
     """Every listener of this web server, the files they listen to, and the poller thread."""
 
     def __init__(
-        self, view: LiveView | None, root: Path, registry: CollectorRegistry | None = None
+        self,
+        view: LiveView | None,
+        root: Path,
+        registry: CollectorRegistry | None = None,
+        *,
+        thread: bool = True,
     ) -> None:
+        """``thread``: poll in a thread of its own (False: whoever calls :meth:`poll_once`)."""
         self._root = root
+        self._threaded = thread
         self._taps: dict[str, _Tap] = {}
+        #: What the poller thread looks at: replaced whole (never changed in place) by the
+        #: loop, so the thread never iterates a dict being changed.
+        self._polled: tuple[_Tap, ...] = ()
         self._listeners: set[Listener] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -300,6 +314,7 @@ class ListenHub:
             tap = self._taps.setdefault(live.uid, made)
             if tap is not made:  # another listener opened it meanwhile
                 made.close()
+            self._polled = tuple(self._taps.values())
         listener = Listener(self, tap, username=username, client=client, live=live)
         tap.listeners.add(listener)
         self._listeners.add(listener)
@@ -317,6 +332,7 @@ class ListenHub:
         tap.listeners.discard(listener)
         if not tap.listeners:
             del self._taps[listener.uid]
+            self._polled = tuple(self._taps.values())
             tap.close()
 
     def finish(self, uid: str) -> None:
@@ -333,7 +349,8 @@ class ListenHub:
             self._unsubscribe = None
         self._stop.set()
         for listener in list(self._listeners):
-            listener.end()
+            listener.end(stopping=True)
+        self._polled = ()
         for tap in list(self._taps.values()):
             tap.close()
         self._taps.clear()
@@ -362,34 +379,40 @@ class ListenHub:
     # -- the poller thread -------------------------------------------------------------------
 
     def _start_poller(self) -> None:
-        if self._thread is not None:
-            return
         self._loop = asyncio.get_running_loop()
+        if self._thread is not None or not self._threaded:
+            return
         self._thread = threading.Thread(target=self._poll, name="callrec-listen", daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:
+        while not self._stop.wait(POLL_SECONDS) and self.poll_once():
+            pass
+
+    def poll_once(self) -> bool:
+        """(the poller) One look at every listened file; what they gained goes to the loop.
+        False once the loop has closed."""
         loop = self._loop
         assert loop is not None
-        while not self._stop.wait(POLL_SECONDS):
-            for tap in list(self._taps.values()):
-                if tap.done:
-                    continue
-                # The flag before the read: once the recording has finished, its file is
-                # complete, so this read takes the rest.
-                finishing = tap.finishing
-                try:
-                    got = tap.poll()
-                except OSError as exc:
-                    logger.warning("live listening: cannot read %s: %s", tap.path, exc)
-                    got, finishing = None, True
-                try:
-                    if got is not None:
-                        loop.call_soon_threadsafe(self._deliver, tap, *got)
-                    if finishing:
-                        loop.call_soon_threadsafe(self._finished, tap)
-                except RuntimeError:  # the loop has closed
-                    return
+        for tap in self._polled:
+            if tap.done:
+                continue
+            # The flag before the read: once the recording has finished, its file is
+            # complete, so this read takes the rest.
+            finishing = tap.finishing
+            try:
+                got = tap.poll()
+            except OSError as exc:
+                logger.warning("live listening: cannot read %s: %s", tap.path, exc)
+                got, finishing = None, True
+            try:
+                if got is not None:
+                    loop.call_soon_threadsafe(self._deliver, tap, *got)
+                if finishing:
+                    loop.call_soon_threadsafe(self._finished, tap)
+            except RuntimeError:  # the loop has closed
+                return False
+        return True
 
     async def stop(self) -> None:
         """Wait for the poller thread (after :meth:`close`)."""

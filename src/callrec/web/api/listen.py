@@ -69,6 +69,7 @@ NOT_FOUND: Final = 4404
 GOING_AWAY: Final = 1001
 POLICY_VIOLATION: Final = 1008
 UNAVAILABLE: Final = 1011
+SERVICE_RESTART: Final = 1012
 UID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -221,6 +222,9 @@ async def _send(websocket: WebSocket, listener: Listener) -> None:
             )
         await websocket.send_bytes(frame.pcm)
         expected = frame.position + len(frame.pcm) // block
+    if listener.stopping:
+        await websocket.close(SERVICE_RESTART, "the server is stopping")
+        return
     await websocket.send_json({"event": "ended", "dropped": listener.dropped})
     await websocket.close(1000)
 
