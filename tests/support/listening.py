@@ -46,13 +46,15 @@ class Heard:
         return first, bytes(data)
 
 
-def listen_url(site: Site, uid: str) -> str:
-    return site.base.replace("http://", "ws://") + f"/api/v1/live/{uid}/listen"
+def listen_url(site: Site | str, uid: str) -> str:
+    """The WebSocket of a server (a :class:`Site` or its base URL)."""
+    base = site if isinstance(site, str) else site.base
+    return base.replace("http://", "ws://") + f"/api/v1/live/{uid}/listen"
 
 
 @contextlib.asynccontextmanager
 async def listening(
-    site: Site,
+    site: Site | str,
     uid: str,
     *,
     token: str | None = None,

@@ -7,12 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
+from pathlib import Path
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from callrec.catalog import Catalog
+from callrec.codecs import get_codec
 from callrec.media.wav import HEADER_SIZE
+from callrec.service.workers import port_slices
+from callrec.sim.phone import PhoneCall, build_packets
 from callrec.web.security import hash_password, new_api_token
+from tests.support.audio import speech_like_signal
 from tests.support.listening import (
     Heard,
     LiveCall,
@@ -21,6 +29,8 @@ from tests.support.listening import (
     metric,
     sign_in_cookie,
 )
+from tests.support.net import free_tcp_port
+from tests.support.serve import start_serve_workers, terminate
 from tests.support.waiting import wait_for
 from tests.support.web import USERS, Site
 
@@ -225,3 +235,84 @@ async def test_a_stalled_listener_loses_its_own_frames_only(site: Site) -> None:
         what="the stalled listener to be let go",
         timeout=20,
     )
+
+
+async def test_listening_to_a_call_a_media_worker_records(tmp_path: Path) -> None:
+    """With `serve --workers 2` the web (main process) has no access to a worker's engine:
+    it hears the worker's call from the file, byte for byte."""
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    catalog = Catalog(url)
+    catalog.migrate()
+    user = catalog.create_user("boss", password_hash=hash_password("boss-password"), role="admin")
+    token, token_hash, prefix = new_api_token()
+    catalog.create_token(user.id, name="ws", token_hash=token_hash, prefix=prefix)
+    catalog.close()
+    port, web_port = free_tcp_port(), free_tcp_port()
+    low = random.randrange(30000, 60000, 100)
+    proc = start_serve_workers(
+        tmp_path,
+        port,
+        2,
+        media_port_min=low,
+        media_port_max=low + 39,
+        sync_interval=0.1,
+        web_enabled=True,
+        web_host="127.0.0.1",
+        web_port=web_port,
+    )
+    base = f"http://127.0.0.1:{web_port}"
+    _, (w_low, w_high) = port_slices(low, low + 39, 2)
+    codec = get_codec("PCMA")
+    calls: list[PhoneCall] = []
+    try:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=30
+        ) as api:
+            # Calls until one is the worker's (the kernel spreads connections).
+            while True:
+                call = PhoneCall("127.0.0.1", port, session_id=f"7200{len(calls)}", codec="PCMA")
+                calls.append(call)
+                assert (await call.start())["result"] == "success"
+                assert call.media_port is not None
+                if w_low <= call.media_port <= w_high:
+                    break
+                assert len(calls) < 20, "no call reached the media worker"
+
+            async def uid_of_call() -> str | None:
+                for s in (await api.get("/api/v1/live")).json():
+                    if s["session_id"] == call.session_id:
+                        return str(s["uid"])
+                return None
+
+            uid = None
+            for _ in range(100):
+                if uid := await uid_of_call():
+                    break
+                await asyncio.sleep(0.05)
+            assert uid is not None
+            packets = build_packets(speech_like_signal(3.0, 8000), codec, ssrc=call.ssrc)
+            async with listening(base, uid, token=token) as ws:
+                reading = asyncio.create_task(hear(ws, Heard()))
+                await call.send_packets(packets, realtime=True)
+                await asyncio.sleep(0.5)  # the last packets counted before the stop
+                assert (await call.stop("hangup"))["result"] == "success"
+                heard = await asyncio.wait_for(reading, 15)
+            row = None
+            for _ in range(200):
+                items = (await api.get("/api/v1/recordings", params={"q": ""})).json()["items"]
+                row = next((r for r in items if r["session_id"] == call.session_id), None)
+                if row is not None and row["status"] == "complete":
+                    break
+                await asyncio.sleep(0.05)
+            assert row is not None and row["status"] == "complete"
+    finally:
+        for c in calls:
+            with contextlib.suppress(Exception):
+                await c.stop("hangup")
+            await c.close()
+        terminate(proc, 40)
+    assert heard.ended
+    first, pcm = heard.contiguous()
+    data = (tmp_path / "recordings" / row["path"]).read_bytes()[HEADER_SIZE:]
+    assert pcm == data[first * 2 :] and len(pcm) >= 8000 * 2
+    assert row["counters"]["lost"] == 0

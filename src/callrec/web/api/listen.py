@@ -6,8 +6,8 @@ of this server (its ``Origin`` is this host), else the upgrade is refused (HTTP 
 browser sends the cookie with a WebSocket opened by any site, and no CSRF token travels with
 the upgrade. Other refusals close the accepted socket with a code a page can read: 4401 (no
 valid sign-in), 4404 (no such call being recorded, or not one the caller may see: as for
-recordings, a restricted user does not learn which exist), 1011 (the audit log cannot take
-the entry).
+recordings, a restricted user does not learn which exist), 1011 (the catalogue cannot check
+the sign-in or take the audit entry).
 
 Then: a JSON text message ``{"event": "start", "format": "s16le", "sample_rate",
 "channels", ...}``, binary messages of interleaved PCM, each run of them announced by
@@ -110,7 +110,12 @@ async def live_listeners(request: Request, principal: Admin) -> list[dict[str, o
 @router.websocket("/live/{uid}/listen")
 async def listen(websocket: WebSocket, uid: str) -> None:
     ctx = ctx_of(websocket)
-    principal = await optional_principal(websocket)
+    try:
+        principal = await optional_principal(websocket)
+    except CatalogError:
+        await websocket.accept()
+        await websocket.close(UNAVAILABLE, "cannot check the sign-in now (catalogue)")
+        return
     if principal is not None and principal.via == "session" and not same_origin(websocket, ctx):
         # Refused before the upgrade (HTTP 403): another site's page learns nothing.
         await websocket.close(POLICY_VIOLATION)

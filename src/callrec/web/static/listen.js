@@ -19,7 +19,7 @@
     1000: "The call has ended.",
     1001: "The call has ended.",
     1008: "Refused: open this page from the callrec server itself.",
-    1011: "The server cannot listen now (audit log unavailable); try again.",
+    1011: "The server cannot check the sign-in or audit the listening now; try again.",
     1012: "The server is restarting.",
     4401: "Your sign-in is no longer valid; sign in again.",
     4403: "This call is no longer one you may hear.",
