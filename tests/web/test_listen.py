@@ -32,7 +32,7 @@ from tests.support.listening import (
 from tests.support.net import free_tcp_port
 from tests.support.serve import start_serve_workers, terminate
 from tests.support.waiting import wait_for
-from tests.support.web import USERS, Site
+from tests.support.web import USERS, Site, start_site, stop_site
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -316,3 +316,18 @@ async def test_listening_to_a_call_a_media_worker_records(tmp_path: Path) -> Non
     data = (tmp_path / "recordings" / row["path"]).read_bytes()[HEADER_SIZE:]
     assert pcm == data[first * 2 :] and len(pcm) >= 8000 * 2
     assert row["counters"]["lost"] == 0
+
+
+async def test_a_server_stopping_closes_its_listeners(tmp_path: Path) -> None:
+    own = await start_site(tmp_path)
+    call = LiveCall(own, session_id="71040", seconds=30.0)
+    try:
+        live = await call.start(realtime=True)
+        async with listening(own, live.uid, token=own.tokens["admin"]) as ws:
+            await asyncio.wait_for(_first_pcm(ws), 10)
+            await asyncio.wait_for(stop_site(own), 30)  # the call still going
+            assert await asyncio.wait_for(_closed_with(ws), 10) == 1012
+    finally:
+        await call.abort()
+        await stop_site(own)
+    assert own.web.app.state.ctx.listen.listeners() == []
