@@ -305,6 +305,8 @@ async def test_listening_to_a_call_a_media_worker_records(tmp_path: Path) -> Non
                     break
                 await asyncio.sleep(0.05)
             assert row is not None and row["status"] == "complete"
+            entries = (await api.get("/api/v1/audit", params={"action": "listen_live"})).json()
+            assert [e["recording_id"] for e in entries] == [row["id"]]
     finally:
         for c in calls:
             with contextlib.suppress(Exception):

@@ -137,13 +137,18 @@ async def listen(websocket: WebSocket, uid: str) -> None:
     except ListenError as exc:
         await websocket.close(NOT_FOUND, _reason(str(exc)))
         return
+    rec_id = live.rec_id
+    if rec_id is None:  # the journal has not told this process yet (a worker's call)
+        with contextlib.suppress(CatalogError):
+            row = await ctx.db(ctx.catalog.get_uid, live.uid)
+            rec_id = row.id if row is not None else None
     try:
         try:
             await audit(
                 websocket,
                 "listen_live",
                 principal,
-                recording_id=live.rec_id,
+                recording_id=rec_id,
                 uid=live.uid,
                 session_id=live.session_id,
                 local_number=live.local_number,
