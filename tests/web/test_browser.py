@@ -364,6 +364,9 @@ async def test_listen_live_plays_the_call_being_recorded(
         await page.wait_for_selector("#listen-panel[data-state='playing']")
         assert "3001" in await page.inner_text("#listen-panel")
         await page.wait_for_function("() => document.getElementById('listen-panel').dataset.ahead")
+        # Played for real, at the call's rate: the audio clock runs.
+        assert await page.evaluate("window.callrecListen.player.ctx.sampleRate") == 8000
+        await page.wait_for_function("() => window.callrecListen.player.ctx.currentTime > 0.5")
         shot = screenshot_path(tmp_path, "live-listening.png")
         await page.screenshot(path=str(shot), full_page=False)
         rec_id = await call.finish()

@@ -77,6 +77,7 @@
       this.ws.addEventListener("close", (event) => this.closed(event));
       this.timer = setInterval(() => this.show(), 250);
       this.setState("connecting", "Connecting…");
+      if (debug) window.callrecListen.player = this;
     }
 
     setState(state, text) {
@@ -90,6 +91,7 @@
         if (debug) window.callrecListen.events.push(event);
         if (event.event === "start") {
           this.format = event;
+          this.useRate(event.sample_rate);
           this.setState("waiting", "Waiting for audio…");
         } else if (event.event === "position") {
           this.position = event.position;
@@ -131,6 +133,22 @@
       this.position += frames;
       this.lastArrival = performance.now();
       if (this.panel.dataset.state !== "playing") this.setState("playing", "");
+    }
+
+    // Play at the call's own rate: the browser then resamples one continuous stream to the
+    // device, not each buffer apart (which clicks at their edges). The page was clicked, so
+    // a context made now may play; where that rate is refused, the first one stays.
+    useRate(rate) {
+      if (this.ctx.sampleRate === rate) return;
+      let ctx;
+      try {
+        ctx = new AudioContext({ sampleRate: rate });
+      } catch (err) {
+        return;
+      }
+      this.ctx.close();
+      this.ctx = ctx;
+      if (ctx.state === "suspended") ctx.resume();
     }
 
     flush() {
