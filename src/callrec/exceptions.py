@@ -22,6 +22,7 @@ The tree tells the peer's fault from ours::
     ├── media.convert.ConvertError    a conversion we cannot do (output exists, FFmpeg fails)
     │   └── OutputExistsError      the output exists and replacing it was not asked for
     ├── media.player.PlayerError   no audio output, or the player failed
+    ├── web.listen.ListenError     a live recording's file we cannot listen to
     ├── media.localrecord.LocalRecordError  local (USB) recording options that do not work
     ├── sim.phone.PhoneError       the phone simulator could not complete a call
     └── sim.loadrun.LoadError      a load test that cannot run (options, server start-up)

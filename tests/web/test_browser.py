@@ -1,8 +1,9 @@
 """The web UI in headless Chromium (Debian's ``chromium``, driven by Playwright).
 
 Sign in, search (the URL follows; back and forward work), open a recording, play and seek,
-download, watch a call appear on the live page while the phone simulator streams it, and the
-admin pages. With ``CALLREC_UPDATE_SCREENSHOTS=1`` the screenshots go to ``docs/``.
+download, watch a call appear on the live page while the phone simulator streams it, listen
+to it live, and the admin pages. With ``CALLREC_UPDATE_SCREENSHOTS=1`` the screenshots go to
+``docs/``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
 from callrec.codecs import get_codec
 from callrec.sim.phone import PhoneCall, build_packets
 from tests.support.audio import speech_like_signal
+from tests.support.listening import LiveCall
+from tests.support.waiting import wait_for
 from tests.support.web import USERS, Site
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -334,3 +338,61 @@ async def test_admin_adds_a_user_and_reads_the_audit_log(
     await (await info.value).save_as(exported)
     assert "password_change" in exported.read_text()
     await page.close()
+
+
+async def test_listen_live_plays_the_call_being_recorded(
+    site: Site, browser: object, tmp_path: Path
+) -> None:
+    """Listen on the live page: the samples the page schedules on Web Audio are the call's
+    (int16 / 32768, exactly), from where the server said, to the end of the recording; the
+    call's own page offers the same while it is recorded."""
+    call = LiveCall(site, session_id="50002", seconds=6.0, local_number="3001")
+    live = await call.start(realtime=True)
+    page = await browser.new_page()  # type: ignore[attr-defined]
+    try:
+        await sign_in(page, site, "listener")
+        # The call's page, while it is recorded: Listen live, then Stop.
+        rec_id = await wait_for(lambda: live_row(site, live.uid), what="the call's row")
+        await page.goto(f"{site.base}/recordings/{rec_id}?listen-debug=1")
+        await page.click("#listen-live button[data-listen]")
+        await page.wait_for_selector("#listen-panel[data-state='playing']")
+        await page.click("#listen-stop")
+        await page.wait_for_selector("#listen-panel[data-state='stopped']")
+
+        await page.goto(f"{site.base}/live?listen-debug=1")
+        await page.click(f"#live button[data-listen='{live.uid}']")
+        await page.wait_for_selector("#listen-panel[data-state='playing']")
+        assert "3001" in await page.inner_text("#listen-panel")
+        await page.wait_for_function("() => document.getElementById('listen-panel').dataset.ahead")
+        # Played for real, at the call's rate: the audio clock runs.
+        assert await page.evaluate("window.callrecListen.player.ctx.sampleRate") == 8000
+        await page.wait_for_function("() => window.callrecListen.player.ctx.currentTime > 0.5")
+        shot = screenshot_path(tmp_path, "live-listening.png")
+        await page.screenshot(path=str(shot), full_page=False)
+        rec_id = await call.finish()
+        await page.wait_for_selector("#listen-panel[data-state='ended']")
+        chunks = await page.evaluate("window.callrecListen.chunks")
+        events = await page.evaluate("window.callrecListen.events")
+    finally:
+        await call.abort()
+        await page.close()
+    assert events[0]["event"] == "start" and events[0]["sample_rate"] == 8000
+    assert events[-1]["event"] == "ended"
+    rec = site.catalog.get(rec_id)
+    assert rec is not None
+    wav = np.frombuffer((site.server.root / rec.path).read_bytes()[44:], dtype="<i2")
+    assert chunks and chunks[0]["position"] > 0  # it joined a call already under way
+    played = 0
+    for chunk in chunks:
+        samples = np.array(chunk["channels"][0])
+        expected = wav[chunk["position"] : chunk["position"] + samples.size] / 32768
+        assert samples.size == expected.size
+        assert np.max(np.abs(samples - expected)) < 1 / 32768
+        played += samples.size
+    last = chunks[-1]
+    assert last["position"] + len(last["channels"][0]) == wav.size  # heard to the end
+    assert played >= 8000  # more than a second of it
+
+
+def live_row(site: Site, uid: str) -> int | None:
+    return next((r.id for r in site.catalog.find(limit=1000) if r.uid == uid), None)

@@ -39,6 +39,7 @@ AUDIT_ACTIONS: Final = frozenset(
         "play",
         "download",
         "bulk_download",
+        "listen_live",
         "note_add",
         "note_delete",
         "tag_add",

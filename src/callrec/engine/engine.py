@@ -548,6 +548,7 @@ class RecordingEngine:
             duration=writer.duration,
             bytes_written=writer.frames_written * SAMPLE_WIDTH * writer.channels,
             counters=rec.source.counters().as_dict(),
+            path=rec.relpath,
         )
 
     def _live_snapshots(self) -> list[LiveSession]:

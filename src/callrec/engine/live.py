@@ -53,6 +53,9 @@ class LiveSession:
     counters: dict[str, int]
     #: Why it ended (``phone_stop``, ``rtp_timeout``...), in the :data:`FINISHED` snapshot.
     stop_reason: str = ""
+    #: The WAV being written (stereo for SIP calls), relative to the recordings directory:
+    #: the web's live listening reads it as it grows, whichever process writes it.
+    path: str = ""
 
 
 #: Called on the event loop with :data:`STARTED` or :data:`FINISHED` and a snapshot; must not

@@ -200,6 +200,13 @@ def _parse_format(data: bytes) -> tuple[int, int, int, int]:
     return channels, sample_rate, riff_size, data_size
 
 
+def read_format(data: bytes) -> tuple[int, int]:
+    """The sample rate and channels a header we write names, whatever its sizes say: a file
+    being written may be read between its data and its header's update."""
+    channels, sample_rate, _, _ = _parse_format(data)
+    return sample_rate, channels
+
+
 def _info(path: Path, header: WavHeader, sha256: str) -> WavInfo:
     return WavInfo(
         path=path,

@@ -21,6 +21,7 @@ from callrec.health import HealthSource
 from callrec.web import upload
 from callrec.web.allow import AllowListMiddleware
 from callrec.web.api import accounts as accounts_api
+from callrec.web.api import listen as listen_api
 from callrec.web.api import live as live_api
 from callrec.web.api import notes as notes_api
 from callrec.web.api import recordings as recordings_api
@@ -36,6 +37,7 @@ from callrec.web.auth import (
     require_admin,
 )
 from callrec.web.health import HealthCheck
+from callrec.web.listen import ListenHub
 from callrec.web.live import LiveHub
 from callrec.web.metrics import WebMetrics
 from callrec.web.pages import account as account_pages
@@ -91,6 +93,7 @@ def create_app(
         redoc_url=None,
     )
     root = settings.recordings_dir.resolve()
+    web_metrics = WebMetrics(catalog, recording)
     ctx = WebContext(
         settings=settings,
         catalog=catalog,
@@ -99,7 +102,8 @@ def create_app(
         importer=importer,
         root=root,
         live=LiveHub(recording),
-        metrics=WebMetrics(catalog, recording),
+        listen=ListenHub(recording, root, web_metrics.registry),
+        metrics=web_metrics,
         health=HealthCheck(catalog, health),
         touches=Touches(writer),
     )
@@ -117,6 +121,7 @@ def create_app(
     app.include_router(recordings_api.router)
     app.include_router(notes_api.router)
     app.include_router(live_api.router)
+    app.include_router(listen_api.router)
     app.include_router(accounts_api.router)
     app.include_router(upload.router)  # POST /api/v1/recordings/import (issue 3)
     app.include_router(signin_pages.router)

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar
 
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from callrec.catalog import Catalog, NewAuditEntry, Scope, UserInfo
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
 from callrec.exceptions import CatalogError
 from callrec.web.health import Episode, HealthCheck
+from callrec.web.listen import ListenHub
 from callrec.web.live import LiveHub
 from callrec.web.media import PeaksCache
 from callrec.web.metrics import WebMetrics
@@ -92,6 +94,8 @@ class WebContext:
     importer: Importer | None
     root: Path
     live: LiveHub
+    #: Live listening: the growing WAV files of the calls being recorded, for WebSockets.
+    listen: ListenHub
     metrics: WebMetrics
     #: Looks at the server's parts for /health and /metrics, never through ``writer``.
     health: HealthCheck
@@ -111,7 +115,7 @@ class WebContext:
         return timedelta(hours=self.settings.web_session_hours)
 
 
-def ctx_of(request: Request) -> WebContext:
+def ctx_of(request: HTTPConnection) -> WebContext:
     ctx: WebContext = request.app.state.ctx
     return ctx
 
@@ -190,7 +194,7 @@ def wait_text(seconds: int) -> str:
 FIRST_STEPS: Final = frozenset({"/account", "/account/password", "/logout", "/api/v1/me"})
 
 
-def client_address(request: Request) -> str:
+def client_address(request: HTTPConnection) -> str:
     ctx = ctx_of(request)
     if ctx.settings.web_trust_proxy:
         forwarded = request.headers.get("x-forwarded-for")
@@ -199,15 +203,15 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def is_https(request: Request) -> bool:
+def is_https(request: HTTPConnection) -> bool:
     ctx = ctx_of(request)
     if ctx.settings.web_trust_proxy and request.headers.get("x-forwarded-proto") == "https":
         return True
     return request.url.scheme == "https"
 
 
-async def optional_principal(request: Request) -> Principal | None:
-    """The caller, if any credentials check out; memoised on the request."""
+async def optional_principal(request: HTTPConnection) -> Principal | None:
+    """The caller, if any credentials check out; memoised on the request (or WebSocket)."""
     if hasattr(request.state, "principal"):
         cached: Principal | None = request.state.principal
         return cached
@@ -296,7 +300,7 @@ async def api_csrf(request: Request, principal: Principal) -> None:
 
 
 async def audit(
-    request: Request,
+    request: HTTPConnection,
     action: str,
     principal: Principal | None,
     *,

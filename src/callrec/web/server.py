@@ -214,6 +214,8 @@ class WebServer:
             lifespan="off",
             server_header=False,
             proxy_headers=False,
+            # Live listening's PCM barely compresses; deflate would cost CPU per listener.
+            ws_per_message_deflate=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
             ssl_certfile=self.tls.cert if self.tls else None,
             ssl_keyfile=self.tls.key if self.tls else None,
@@ -264,7 +266,9 @@ class WebServer:
             await asyncio.gather(self._admin_task, return_exceptions=True)
         ctx = self.app.state.ctx
         ctx.live.close()
+        ctx.listen.close()
         ctx.metrics.close()
+        await ctx.listen.stop()
         if self._uvicorn is None:
             return
         self._uvicorn.should_exit = True

@@ -18,7 +18,8 @@ router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
 
 @router.get("/live", response_model=list[LiveSession], tags=["live"])
 async def live(request: Request, principal: User) -> list[dict[str, Any]]:
-    """Calls being recorded now, with their running counters."""
+    """Calls being recorded now, with their running counters. Listen to one as it is
+    recorded over the WebSocket `/api/v1/live/{uid}/listen` (docs/listen.md)."""
     return [live_dict(s) for s in ctx_of(request).live.sessions(principal.scope)]
 
 

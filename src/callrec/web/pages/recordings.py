@@ -157,10 +157,18 @@ async def _recording(
     shown = {k: v for k, v in rec.extra.items() if v not in ({}, [], "", None)}
     extra = json.dumps(shown, ensure_ascii=False, indent=1) if shown else ""
     # A call still being recorded: the catalogue row holds what the last checkpoint wrote;
-    # the engine's live view (the live page's source) has the running figures.
+    # the engine's live view (the live page's source) has the running figures, and the
+    # session's uid lets the page listen to it live.
     live = None
     if rec.status == "recording":
-        live = next((s for s in ctx.live.sessions(principal.scope) if s.rec_id == rec.id), None)
+        live = next(
+            (
+                s
+                for s in ctx.live.sessions(principal.scope)
+                if s.rec_id == rec.id or (rec.uid and s.uid == rec.uid)
+            ),
+            None,
+        )
     counters = {
         name: (live.counters.get(name, 0) if live else getattr(rec, column))
         for name, column in COUNTER_COLUMNS.items()
@@ -179,6 +187,7 @@ async def _recording(
         history=history,
         q=quality(counters),
         extra=extra,
+        live_uid=live.uid if live else None,
         **values,
     )
 

@@ -276,6 +276,19 @@ function party(number, name) {
   return name ? `${number} (${name})` : number;
 }
 
+// The button static/listen.js answers (listen live to the call).
+function listenCell(s) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "listen";
+  button.dataset.listen = s.uid;
+  button.dataset.what = `${party(s.local_number, s.local_name)} ↔ ${party(s.remote_number, s.remote_name)}`;
+  button.textContent = "Listen";
+  const td = document.createElement("td");
+  td.append(button);
+  return td;
+}
+
 function setupLive() {
   const table = document.getElementById("live");
   if (!table || !window.EventSource) return;
@@ -312,14 +325,14 @@ function setupLive() {
         cell(party(s.remote_number, s.remote_name)), cell(s.device, "mono"), cell(s.codec),
         cell(formatDuration(s.duration), "r"), cell(String(s.counters.received), "r"),
         cell(String(s.counters.lost), "r"), cell(String(s.counters.foreign), "r"),
-        cell(s.session_id, "mono"));
+        cell(s.session_id, "mono"), listenCell(s));
       rows.push(tr);
     }
     if (!rows.length) {
       const tr = document.createElement("tr");
       tr.className = "none";
       const td = cell("No call is being recorded.", "empty");
-      td.colSpan = 11;
+      td.colSpan = 12;
       tr.append(td);
       rows.push(tr);
     }
