@@ -51,6 +51,8 @@ AUDIT_ACTIONS: Final = frozenset(
         "token_create",
         "token_revoke",
         "audit_export",
+        "export",
+        "bulk_delete",
     }
 )
 
