@@ -205,3 +205,36 @@ async def test_bulk_delete_page_form_needs_admin_and_csrf(site: Site) -> None:
         assert r.headers["location"] == "/recordings"
     finally:
         await admin.aclose()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/v1/recordings.csv"), ("POST", "/api/v1/recordings/bulk-delete")],
+)
+async def test_anonymous_gets_401(site: Site, method: str, path: str) -> None:
+    async with site.client() as c:
+        r = await c.request(method, path)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_openapi_describes_the_new_routes(site: Site) -> None:
+    async with site.client("listener") as c:
+        spec = (await c.get("/api/openapi.json")).json()
+    paths = spec["paths"]
+    assert "text/csv" in paths["/api/v1/recordings.csv"]["get"]["responses"]["200"]["content"]
+    assert "bulk_delete" in paths["/api/v1/recordings/bulk-delete"]["post"]["description"]
+    listed = paths["/api/v1/recordings"]["get"]
+    assert "at" in {p["name"] for p in listed["parameters"]}
+    page = spec["components"]["schemas"]["RecordingPage"]["properties"]
+    assert {"prev_cursor", "offset"} <= set(page)
+
+
+async def test_list_page_bad_page_and_date_are_shown(site: Site) -> None:
+    async with site.client("listener") as c:
+        for params, message in [
+            ({"page": "0"}, "page must be a number from 1 to"),
+            ({"page": str(2**64)}, "page must be a number from 1 to"),
+            ({"at": "someday"}, "is not a date"),
+        ]:
+            r = await c.get("/recordings", params=params)
+            assert r.status_code == 200 and message in r.text, params
