@@ -120,7 +120,9 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-#: Page links go as far as the count does: past it, previous and next (keyset) go on.
+#: The highest ``page`` the list takes: a page number is an offset, which reads every row
+#: before it. Links go as far as the count (``COUNT_CAP`` rows); past it, previous and next
+#: (keyset) go on at the same cost on every page.
 MAX_PAGE_LINK: Final = COUNT_CAP
 #: Page numbers shown on either side of the current one.
 PAGE_WINDOW: Final = 2
