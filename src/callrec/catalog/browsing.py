@@ -353,10 +353,14 @@ def _position_of(name: str, row: Recording) -> _Position:
 def _beyond(
     key: ColumnElement[Any], descending: bool, at: _Position, *, forward: bool
 ) -> ColumnElement[bool]:
-    """Rows after ``at`` in the order shown (``forward``), or before it."""
+    """Rows after ``at`` in the order shown (``forward``), or before it.
+
+    The bound on ``key`` alone is redundant but not idle: without it SQLite reads the OR as
+    no range on the sort's index, and walks the index from its far end (every row older
+    than a page, to read the page before it)."""
     if descending == forward:
-        return or_(key < at.value, and_(key == at.value, Recording.id < at.last_id))
-    return or_(key > at.value, and_(key == at.value, Recording.id > at.last_id))
+        return and_(key <= at.value, or_(key < at.value, Recording.id < at.last_id))
+    return and_(key >= at.value, or_(key > at.value, Recording.id > at.last_id))
 
 
 def _capped_count(session: Session, where: list[ColumnElement[bool]]) -> int:
