@@ -230,7 +230,7 @@ function playRow(row) {
   const audio = listAudio();
   if (!audio || !row) return;
   if (row.dataset.id === playingId) {
-    if (audio.paused) audio.play(); else audio.pause();
+    if (audio.paused) audio.play().catch(() => {}); else audio.pause();
     return;
   }
   playingId = row.dataset.id;
@@ -260,7 +260,7 @@ function setupListPlayer() {
     playRow(row);
   });
   document.getElementById("playbar-toggle").addEventListener("click", () => {
-    if (audio.paused) audio.play(); else audio.pause();
+    if (audio.paused) audio.play().catch(() => {}); else audio.pause();
   });
   document.getElementById("playbar-close").addEventListener("click", () => {
     audio.pause();
@@ -357,9 +357,12 @@ function labelCells(root) {
   for (const table of root.querySelectorAll("table.list")) {
     const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
     for (const row of table.querySelectorAll("tbody tr")) {
-      [...row.cells].forEach((td, i) => {
-        if (!td.hasAttribute("data-label") && heads[i] && td.colSpan === 1) td.dataset.label = heads[i];
-      });
+      let column = 0;
+      for (const td of row.cells) {
+        const head = heads[column];
+        if (!td.hasAttribute("data-label") && head && td.colSpan === 1) td.dataset.label = head;
+        column += td.colSpan;
+      }
     }
   }
 }
