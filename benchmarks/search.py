@@ -2,7 +2,8 @@
 
 Fills a fresh catalogue with synthetic recordings (default 1,000,000), then times typical
 searches through :meth:`Catalog.search`, the query behind ``GET /api/v1/recordings`` and the
-recordings page: one page of 50 plus the (capped) count, as the UI asks. Prints the median
+recordings page: one page of 50 plus the (capped) count and, past the first page, whether
+there is a page before and how many rows (capped) come before it, as the UI asks. Prints the median
 and 95th percentile per query and backend.
 
     .venv/bin/python benchmarks/search.py                       # both backends, 1M rows
@@ -169,12 +170,24 @@ def cases(catalog: Catalog) -> list[Case]:
         second = c.search(SearchQuery(limit=50, cursor=first.next_cursor, with_total=False))
         return SearchQuery(limit=50, cursor=second.next_cursor)
 
+    def back_from_third(c: Catalog) -> SearchQuery:
+        return SearchQuery(limit=50, cursor=c.search(third_page(c)).prev_cursor)
+
+    def meier_second_page(c: Catalog) -> SearchQuery:
+        first = c.search(SearchQuery(limit=50, q="meier", with_total=False))
+        return SearchQuery(limit=50, q="meier", cursor=first.next_cursor)
+
     return [
         Case("newest 50 (landing page)", lambda c: SearchQuery()),
         Case("third page by cursor", third_page),
+        Case("second page by previous cursor", back_from_third),
+        Case("page 10 by number", lambda c: SearchQuery(page=10)),
+        Case("jump to a date (at)", lambda c: SearchQuery(at=day)),
+        Case("jump a year back (at)", lambda c: SearchQuery(at=END - timedelta(days=365))),
         Case("extension '3042' (free text)", lambda c: SearchQuery(q="3042")),
         Case(f"rare number part {rare!r}", lambda c: SearchQuery(q=rare)),
         Case("name 'meier'", lambda c: SearchQuery(q="meier")),
+        Case("name 'meier', second page", meier_second_page),
         Case("name + extension 'anna 3007'", lambda c: SearchQuery(q="anna 3007")),
         Case(
             "one day",

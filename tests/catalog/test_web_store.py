@@ -257,3 +257,57 @@ def test_counts_are_capped(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) ->
     assert (page.total, page.total_exact) == (5, False)
     assert catalog.search(SearchQuery(limit=2, with_total=False)).total is None
     assert catalog.status_counts() == {"recording": 8}
+
+
+@pytest.mark.parametrize("sort", ["-start_time", "start_time", "duration"])
+def test_previous_cursors_walk_back_and_offsets_number_the_pages(
+    filled: Catalog, sort: str
+) -> None:
+    expected = search_ids(filled, sort=sort)
+    pages: list[list[int]] = []
+    offsets: list[int | None] = []
+    cursor = None
+    while True:
+        page = filled.search(SearchQuery(limit=7, sort=sort, cursor=cursor))
+        pages.append([r.id for r in page.items])
+        offsets.append(page.offset)
+        assert (page.prev_cursor is None) == (len(pages) == 1)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert offsets == [0, 7, 14, 21, 28]
+    # Back from the last page, page by page, to the first.
+    back: list[list[int]] = []
+    cursor = page.prev_cursor
+    while cursor is not None:
+        page = filled.search(SearchQuery(limit=7, sort=sort, cursor=cursor))
+        back.insert(0, [r.id for r in page.items])
+        assert page.offset == 7 * (len(pages) - 1 - len(back))
+        assert page.next_cursor is not None
+        cursor = page.prev_cursor
+    assert back == pages[:-1]
+    assert [i for p in pages for i in p] == expected
+    # Page numbers by offset agree with the cursors.
+    assert [r.id for r in filled.search(SearchQuery(limit=7, sort=sort, page=3)).items] == pages[2]
+    assert filled.search(SearchQuery(limit=7, sort=sort, page=3)).offset == 14
+
+
+def test_at_starts_the_page_at_a_moment(filled: Catalog) -> None:
+    # Recording n (id n + 1) starts n minutes after T0.
+    at = T0 + timedelta(minutes=10)
+    newest = filled.search(SearchQuery(limit=5, at=at))
+    assert [r.id for r in newest.items] == [10, 9, 8, 7, 6]
+    assert newest.offset == 20 and newest.prev_cursor is not None
+    newer = filled.search(SearchQuery(limit=5, cursor=newest.prev_cursor))
+    assert [r.id for r in newer.items] == [15, 14, 13, 12, 11]
+    oldest = filled.search(SearchQuery(limit=5, sort="start_time", at=at))
+    assert [r.id for r in oldest.items] == [11, 12, 13, 14, 15] and oldest.offset == 10
+    before_all = filled.search(SearchQuery(limit=5, at=T0))
+    assert before_all.items == [] and before_all.next_cursor is None
+    assert [
+        r.id for r in filled.search(SearchQuery(limit=5, cursor=before_all.prev_cursor)).items
+    ] == [5, 4, 3, 2, 1]
+    with pytest.raises(CatalogError, match="needs a sort by start_time"):
+        SearchQuery(at=at, sort="duration")
+    with pytest.raises(CatalogError, match="one of cursor, page and at"):
+        SearchQuery(at=at, page=2)

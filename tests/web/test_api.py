@@ -177,7 +177,7 @@ async def test_bad_search_parameters_are_400(site: Site) -> None:
             ({"tz": "Mars/Olympus"}, "unknown time zone"),
             ({"min_duration": "long"}, "must be a number"),
             ({"cursor": "garbage"}, "invalid cursor"),
-            ({"cursor": "x", "page": 2}, "not both"),
+            ({"cursor": "x", "page": 2}, "one of cursor, page and at"),
         ]:
             r = await c.get("/api/v1/recordings", params=params)
             assert r.status_code == 400, (params, r.text)

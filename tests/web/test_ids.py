@@ -59,6 +59,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/audit?before_id=", "query"),
     ("GET", "/api/v1/audit?limit=", "query"),
     ("POST", "/api/v1/recordings/bulk-download", "body"),
+    ("POST", "/api/v1/recordings/bulk-delete", "body"),
     # Read by hand, not by FastAPI:
     ("GET", "/api/v1/audit?recording_id=", "query"),
     ("GET", "/api/v1/audit.csv?recording_id=", "query"),

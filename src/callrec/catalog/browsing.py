@@ -13,6 +13,7 @@ import binascii
 import json
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -143,34 +144,66 @@ class BrowsingQueries:
         """One page of the recordings matching ``query`` that ``scope`` allows."""
         where = [*_search_where(query, self._engine.dialect.name), *_scope_where(scope)]
         key, descending = _sort_key(query.sort)
-        order = (key.desc(), Recording.id.desc()) if descending else (key.asc(), Recording.id)
-        page_where = list(where)
+        position: _Position | None = None
         if query.cursor is not None:
-            value, last_id = _decode_cursor(query.cursor, query.sort)
-            if descending:
-                after = or_(key < value, and_(key == value, Recording.id < last_id))
-            else:
-                after = or_(key > value, and_(key == value, Recording.id > last_id))
-            page_where.append(after)
+            position = _decode_cursor(query.cursor, query.sort)
+        elif query.at is not None:
+            # Id 0 is before every row: the page begins with the first row past the moment.
+            position = _Position(value=query.at, last_id=0, backward=False)
+        backward = position is not None and position.backward
+        page_where = list(where)
+        if position is not None:
+            page_where.append(_beyond(key, descending, position, forward=not backward))
+        # A page before a position is read in the reverse order, then turned round.
+        read_descending = descending != backward
+        order = (key.desc(), Recording.id.desc()) if read_descending else (key.asc(), Recording.id)
         statement = select(Recording).where(*page_where).order_by(*order).limit(query.limit + 1)
         if query.page is not None:
             statement = statement.offset((query.page - 1) * query.limit)
+        first_page = position is None and (query.page or 1) == 1
+        name = query.sort.lstrip("-")
         with self._guard("search recordings"), self._session() as session:
             rows = list(session.scalars(statement))
             more = len(rows) > query.limit
             rows = rows[: query.limit]
+            if backward:
+                rows.reverse()
+            first = _position_of(name, rows[0]) if rows else position
+            last = _position_of(name, rows[-1]) if rows else position
+
+            def exists_beyond(at: _Position | None, *, forward: bool) -> bool:
+                if at is None:
+                    return False
+                probe = select(Recording.id).where(
+                    *where, _beyond(key, descending, at, forward=forward)
+                )
+                return session.scalar(probe.limit(1)) is not None
+
+            has_next = exists_beyond(last, forward=True) if backward else more
+            has_prev = more if backward else not first_page and exists_beyond(first, forward=False)
             items = [recording_info(row) for row in rows]
             total: int | None = None
+            offset: int | None = None
             if query.with_total:
-                capped = select(Recording.id).where(*where).limit(COUNT_CAP + 1).subquery()
-                total = session.scalar(select(func.count()).select_from(capped)) or 0
-        next_cursor = _encode_cursor(query.sort, rows[-1]) if more and rows else None
-        exact = total is None or total <= COUNT_CAP
+                total = _capped_count(session, where)
+                if position is None:
+                    offset = ((query.page or 1) - 1) * query.limit
+                elif not has_prev:
+                    offset = 0
+                elif first is not None:
+                    before = _capped_count(
+                        session, [*where, _beyond(key, descending, first, forward=False)]
+                    )
+                    offset = before if before <= COUNT_CAP else None
         return SearchPage(
             items=items,
-            next_cursor=next_cursor,
+            next_cursor=_encode_cursor(query.sort, last) if has_next and last else None,
+            prev_cursor=_encode_cursor(query.sort, first, backward=True)
+            if has_prev and first
+            else None,
             total=None if total is None else min(total, COUNT_CAP),
-            total_exact=exact,
+            total_exact=total is None or total <= COUNT_CAP,
+            offset=offset,
         )
 
     def get_visible(self, rec_id: int, scope: Scope | None) -> RecordingInfo | None:
@@ -301,23 +334,58 @@ def _sort_key(sort: str) -> tuple[ColumnElement[Any], bool]:
     return column, descending
 
 
-def _encode_cursor(sort: str, row: Recording) -> str:
-    name = sort.lstrip("-")
+@dataclass(frozen=True, slots=True)
+class _Position:
+    """A place in a search's order: between the row with this sort value and id and the
+    next; ``backward`` for a cursor that asks for the page before it."""
+
+    value: Any
+    last_id: int
+    backward: bool = False
+
+
+def _position_of(name: str, row: Recording) -> _Position:
     value: Any = getattr(row, name)
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    elif name == "duration" and value is None:
+    if name == "duration" and value is None:
         value = -1.0
-    raw = json.dumps({"s": sort, "v": value, "i": row.id}, separators=(",", ":"))
+    return _Position(value=value, last_id=row.id)
+
+
+def _beyond(
+    key: ColumnElement[Any], descending: bool, at: _Position, *, forward: bool
+) -> ColumnElement[bool]:
+    """Rows after ``at`` in the order shown (``forward``), or before it.
+
+    The bound on ``key`` alone is redundant but not idle: without it SQLite reads the OR as
+    no range on the sort's index, and walks the index from its far end (every row older
+    than a page, to read the page before it)."""
+    if descending == forward:
+        return and_(key <= at.value, or_(key < at.value, Recording.id < at.last_id))
+    return and_(key >= at.value, or_(key > at.value, Recording.id > at.last_id))
+
+
+def _capped_count(session: Session, where: list[ColumnElement[bool]]) -> int:
+    """Matches of ``where``, counted up to one past :data:`COUNT_CAP`."""
+    capped = select(Recording.id).where(*where).limit(COUNT_CAP + 1).subquery()
+    return session.scalar(select(func.count()).select_from(capped)) or 0
+
+
+def _encode_cursor(sort: str, at: _Position, *, backward: bool = False) -> str:
+    value = at.value.isoformat() if isinstance(at.value, datetime) else at.value
+    data: dict[str, Any] = {"s": sort, "v": value, "i": at.last_id}
+    if backward:
+        data["b"] = 1
+    raw = json.dumps(data, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
+def _decode_cursor(cursor: str, sort: str) -> _Position:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
         value, last_id, cursor_sort = data["v"], int(data["i"]), data["s"]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        backward = bool(data.get("b", 0))
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise CatalogError(f"invalid cursor {cursor[:40]!r}") from exc
     if not 0 <= last_id <= MAX_ID:  # a made-up cursor: no such row, and no query for it
         raise CatalogError(f"invalid cursor {cursor[:40]!r}")
@@ -333,4 +401,4 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
             value = str(value)
     except (ValueError, TypeError, CatalogError) as exc:
         raise CatalogError(f"invalid cursor {cursor[:40]!r}") from exc
-    return value, last_id
+    return _Position(value=value, last_id=last_id, backward=backward)

@@ -54,6 +54,8 @@ AUDIT_ACTIONS: Final = frozenset(
         "token_revoke",
         "audit_export",
         "denied",
+        "export",
+        "bulk_delete",
     }
 )
 
@@ -280,8 +282,10 @@ class SearchQuery:
     ``q`` is free text: every whitespace-separated word must occur (case-insensitively, as a
     substring) in the local or remote number or name, or the device. Times are
     ``since <= start_time < until``; durations are in seconds and inclusive. Paging is by
-    ``cursor`` (opaque, from the previous page; stable while rows are added) or by ``page``
-    (1-based, for page links); not both.
+    ``cursor`` (opaque, from a neighbouring page's ``next_cursor`` or ``prev_cursor``; stable
+    while rows are added), by ``page`` (1-based, for page links), or by ``at``: the page that
+    starts at that moment in the order of ``sort`` (a time sort), from where ``cursor``s go
+    on either way; one of the three.
     """
 
     q: str = ""
@@ -299,7 +303,11 @@ class SearchQuery:
     limit: int = 50
     cursor: str | None = None
     page: int | None = None
-    #: Count the matches (up to :data:`COUNT_CAP`); costs a second query.
+    #: Start the page at this moment: newest first, the first row starts before it; oldest
+    #: first, at or after it.
+    at: datetime | None = None
+    #: Count the matches (up to :data:`COUNT_CAP`), and the rows before this page; costs a
+    #: query each.
     with_total: bool = True
 
     def __post_init__(self) -> None:
@@ -324,8 +332,12 @@ class SearchQuery:
             raise CatalogError(f"limit must be 1-{MAX_PAGE_SIZE}, got {self.limit}")
         if self.page is not None and not 1 <= self.page <= MAX_PAGE:
             raise CatalogError(f"page must be 1-{MAX_PAGE}, got {self.page}")
-        if self.page is not None and self.cursor is not None:
-            raise CatalogError("give cursor or page, not both")
+        if sum(v is not None for v in (self.page, self.cursor, self.at)) > 1:
+            raise CatalogError("give one of cursor, page and at")
+        if self.at is not None:
+            require_aware("at", self.at)
+            if self.sort.lstrip("-") != "start_time":
+                raise CatalogError("at (jump to a date) needs a sort by start_time")
         if self.tag is not None:
             object.__setattr__(self, "tag", normalise_tag(self.tag))
 
@@ -345,3 +357,8 @@ class SearchPage:
     total: int | None
     #: False when there are more than :data:`COUNT_CAP` matches (``total`` is the cap).
     total_exact: bool
+    #: Pass as ``cursor`` for the page before this one; None on the first page.
+    prev_cursor: str | None = None
+    #: Matches before this page's first row, when counted and at most :data:`COUNT_CAP`
+    #: (with ``limit``, the page's number); None otherwise.
+    offset: int | None = None

@@ -145,6 +145,12 @@ def _number(name: str, value: str) -> float:
     return number
 
 
+def filters_of(params: Mapping[str, str]) -> dict[str, str]:
+    """The search filters among ``params`` (with ``tz``), without a page's position: what a
+    search of every match (ZIP, CSV) reads."""
+    return {k: params[k] for k in (*FILTER_PARAMS, "tz") if params.get(k, "").strip()}
+
+
 def search_query(
     params: Mapping[str, str],
     *,
@@ -153,9 +159,14 @@ def search_query(
     page: int | None = None,
     with_total: bool = True,
 ) -> SearchQuery:
-    """A :class:`SearchQuery` from request parameters; empty values mean "no filter"."""
-    p = {k: params[k].strip() for k in (*FILTER_PARAMS, "tz") if params.get(k, "").strip()}
+    """A :class:`SearchQuery` from request parameters; empty values mean "no filter".
+
+    ``at`` (jump to a date) starts the page at a date or date-time: newest first, at the last
+    call of that day (before its end); oldest first, at the first."""
+    p = {k: params[k].strip() for k in (*FILTER_PARAMS, "tz", "at") if params.get(k, "").strip()}
     zone = time_zone(p.get("tz"))
+    sort = p.get("sort", "-start_time")
+    at = parse_moment(p["at"], zone, end=sort.startswith("-")) if "at" in p else None
     try:
         return SearchQuery(
             q=p.get("q", ""),
@@ -173,10 +184,11 @@ def search_query(
             if "max_duration" in p
             else None,
             tag=p.get("tag"),
-            sort=p.get("sort", "-start_time"),
+            sort=sort,
             limit=limit,
             cursor=cursor or None,
             page=page,
+            at=at,
             with_total=with_total,
         )
     except CatalogError as exc:

@@ -3,15 +3,21 @@ format, its waveform), its deletion, and ZIP downloads of several."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime, tzinfo
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from callrec.catalog import RecordingInfo
 from callrec.catalog.webrecords import COUNT_CAP, MAX_PAGE_SIZE, SORTS
 from callrec.engine.journalfile import sidecar_path
 from callrec.exceptions import CatalogError
+from callrec.spreadsheet import SafeDictWriter
 from callrec.web.api import Admin, User, bearer
 from callrec.web.auth import Principal, api_csrf, audit, ctx_of
 from callrec.web.ids import Id, Page
@@ -24,9 +30,12 @@ from callrec.web.recordings import (
     converted_response,
     download_name,
     file_response,
+    filters_of,
+    quality,
     recording_dict,
     recording_file,
     search_query,
+    time_zone,
     visible_recording,
     zip_name,
     zip_response,
@@ -97,6 +106,13 @@ class RecordingOut(BaseModel):
 class RecordingPage(BaseModel):
     items: list[RecordingOut]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+    prev_cursor: str | None = Field(
+        description="Pass as `cursor` for the page before; null on the first page."
+    )
+    offset: int | None = Field(
+        description=f"Matches before this page (its number is offset / limit + 1), when "
+        f"counted and at most {COUNT_CAP}."
+    )
     total: int | None = Field(description=f"Matches in all pages, counted up to {COUNT_CAP}.")
     total_exact: bool = Field(description=f"False when there are more than {COUNT_CAP}.")
 
@@ -109,6 +125,27 @@ class PeaksOut(BaseModel):
 
 class BulkIn(BaseModel):
     ids: list[Id] = Field(min_length=1, description="Recording ids to put in the ZIP.")
+
+
+#: Most recordings one bulk delete takes: each is a catalogue write and some unlinks.
+MAX_BULK_DELETE: Final = 1000
+
+
+class BulkDeleteIn(BaseModel):
+    ids: list[Id] = Field(
+        min_length=1, max_length=MAX_BULK_DELETE, description="Recording ids to delete."
+    )
+
+
+class Refusal(BaseModel):
+    id: int
+    reason: str
+
+
+class BulkDeleteOut(BaseModel):
+    deleted: list[int] = Field(description="Deleted with their files.")
+    missing: list[int] = Field(description="No such recording (or deleted meanwhile).")
+    refused: list[Refusal] = Field(description="Kept, and why: still being recorded.")
 
 
 # -- recordings ----------------------------------------------------------------------------
@@ -141,7 +178,17 @@ async def list_recordings(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(description="From `next_cursor`.")] = None,
     page: Annotated[Page | None, Query(description="1-based; instead of cursor.")] = None,
-    count: Annotated[bool, Query(description="Count the matches (`total`).")] = True,
+    at: Annotated[
+        str,
+        Query(
+            description="Jump to a date (or ISO date-time) instead of cursor or page: the "
+            "page starts at the last call of that day (newest first) or its first (oldest "
+            "first); needs a sort by start_time. Cursors go on either way from there."
+        ),
+    ] = "",
+    count: Annotated[
+        bool, Query(description="Count the matches (`total`) and those before the page (`offset`).")
+    ] = True,
 ) -> dict[str, Any]:
     """Search recordings the caller may see. Filters combine with AND."""
     ctx = ctx_of(request)
@@ -156,6 +203,8 @@ async def list_recordings(
     return {
         "items": [recording_dict(r, tags.get(r.id)) for r in result.items],
         "next_cursor": result.next_cursor,
+        "prev_cursor": result.prev_cursor,
+        "offset": result.offset,
         "total": result.total,
         "total_exact": result.total_exact,
     }
@@ -322,6 +371,149 @@ async def remove_recording(request: Request, principal: Principal, rec_id: Id) -
     )
 
 
+@router.post(
+    "/recordings/bulk-delete",
+    response_model=BulkDeleteOut,
+    tags=["recordings"],
+)
+async def bulk_delete(request: Request, principal: Admin, body: BulkDeleteIn) -> dict[str, Any]:
+    """Delete several recordings, their files, notes and tags (admin), each exactly as
+    `DELETE /recordings/{id}` does and audits it (`delete`); one more `bulk_delete` entry
+    lists what was asked and what became of it. Recordings still being recorded are kept."""
+    await api_csrf(request, principal)
+    return await remove_recordings(request, principal, body.ids)
+
+
+async def remove_recordings(
+    request: Request, principal: Principal, ids: list[int]
+) -> dict[str, Any]:
+    deleted: list[int] = []
+    missing: list[int] = []
+    refused: list[dict[str, Any]] = []
+    for rec_id in dict.fromkeys(ids):
+        try:
+            await remove_recording(request, principal, rec_id)
+        except HTTPException as exc:
+            if exc.status_code == 404:
+                missing.append(rec_id)
+            else:
+                refused.append({"id": rec_id, "reason": str(exc.detail)})
+        else:
+            deleted.append(rec_id)
+    await audit(
+        request,
+        "bulk_delete",
+        principal,
+        count=len(deleted),
+        deleted=deleted,
+        missing=missing,
+        refused=[r["id"] for r in refused],
+    )
+    return {"deleted": deleted, "missing": missing, "refused": refused}
+
+
+# -- CSV of a search -----------------------------------------------------------------------
+
+#: Columns of the CSV export, in order.
+EXPORT_FIELDS: Final = (
+    "id",
+    "start_time",
+    "end_time",
+    "duration",
+    "direction",
+    "local_number",
+    "local_name",
+    "remote_number",
+    "remote_name",
+    "device",
+    "codec",
+    "status",
+    "source",
+    "quality",
+    "loss_percent",
+    "tags",
+    "file_name",
+    "path",
+)
+#: Rows read from the catalogue at a time while the CSV is sent.
+EXPORT_BATCH: Final = 500
+
+
+@router.get(
+    "/recordings.csv",
+    tags=["recordings"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def export_csv(request: Request, principal: User) -> StreamingResponse:
+    """Every recording matching the same filters as `GET /recordings` (all pages, in its
+    `sort`; only those the caller may see) as CSV, sent as it is read. Times are ISO 8601 in
+    `tz` (default UTC). A cell a spreadsheet would run as a formula starts with `'`. Audited
+    as `export`."""
+    ctx = ctx_of(request)
+    filters = filters_of(request.query_params)
+    zone = time_zone(filters.get("tz"))
+    query = search_query(filters, limit=EXPORT_BATCH, with_total=False)
+    try:
+        first = await ctx.db(ctx.catalog.search, query, principal.scope)
+    except CatalogError as exc:
+        raise BadRequest(str(exc)) from exc
+    name = f"callrec-recordings-{datetime.now().astimezone():%Y-%m-%d_%H%M%S}.csv"
+    await audit(request, "export", principal, filters=filters, file_name=name)
+
+    async def lines() -> AsyncIterator[str]:
+        text = io.StringIO()
+        writer = SafeDictWriter(text, list(EXPORT_FIELDS))
+        writer.writeheader()
+        page = first
+        while True:
+            tags = await ctx.db(ctx.catalog.tags_of, [r.id for r in page.items])
+            for rec in page.items:
+                writer.writerow(_export_row(rec, tags.get(rec.id, []), zone))
+            yield text.getvalue()
+            text.seek(0)
+            text.truncate()
+            if page.next_cursor is None:
+                return
+            following = search_query(
+                filters, limit=EXPORT_BATCH, cursor=page.next_cursor, with_total=False
+            )
+            page = await ctx.db(ctx.catalog.search, following, principal.scope)
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "content-disposition": content_disposition("attachment", name),
+            "cache-control": "private, no-store",
+        },
+    )
+
+
+def _export_row(rec: RecordingInfo, tags: list[str], zone: tzinfo) -> dict[str, Any]:
+    grade = quality(rec)
+    return {
+        "id": rec.id,
+        "start_time": rec.start_time.astimezone(zone).isoformat(),
+        "end_time": rec.end_time.astimezone(zone).isoformat() if rec.end_time else "",
+        "duration": "" if rec.duration is None else round(rec.duration, 3),
+        "direction": rec.direction,
+        "local_number": rec.local_number,
+        "local_name": rec.local_name,
+        "remote_number": rec.remote_number,
+        "remote_name": rec.remote_name,
+        "device": rec.device,
+        "codec": rec.codec,
+        "status": rec.status,
+        "source": rec.source,
+        "quality": grade.grade,
+        "loss_percent": grade.loss_percent,
+        "tags": " ".join(tags),
+        "file_name": PurePosixPath(rec.path).name,
+        "path": rec.path,
+    }
+
+
 # -- bulk download -------------------------------------------------------------------------
 
 
@@ -371,15 +563,14 @@ async def bulk_download_search(request: Request, principal: User) -> Response:
     """A ZIP of every recording matching the same filters as `GET /recordings` (at most
     `web_zip_max_files`, newest first)."""
     ctx = ctx_of(request)
-    query = search_query(
-        request.query_params, limit=min(MAX_PAGE_SIZE, ctx.settings.web_zip_max_files)
-    )
+    filters = filters_of(request.query_params)
+    query = search_query(filters, limit=min(MAX_PAGE_SIZE, ctx.settings.web_zip_max_files))
     ids: list[int] = []
     cursor: str | None = None
     while len(ids) < ctx.settings.web_zip_max_files:
         page = await ctx.db(
             ctx.catalog.search,
-            search_query(request.query_params, limit=query.limit, cursor=cursor, with_total=False),
+            search_query(filters, limit=query.limit, cursor=cursor, with_total=False),
             principal.scope,
         )
         ids.extend(r.id for r in page.items)

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
+from callrec.catalog import SearchPage
 from callrec.catalog.records import COUNTER_COLUMNS, STATUSES
-from callrec.catalog.webrecords import normalise_tag
+from callrec.catalog.webrecords import COUNT_CAP, normalise_tag
 from callrec.codecs import CODECS as ALL_CODECS
 from callrec.exceptions import CatalogError
 from callrec.web.api.notes import change_tag, create_note, remove_note
-from callrec.web.api.recordings import bulk_response, remove_recording
+from callrec.web.api.recordings import bulk_response, remove_recording, remove_recordings
 from callrec.web.auth import Forbidden, Principal, ctx_of
 from callrec.web.ids import Id
 from callrec.web.pages.inputs import PageUser, field, posted_form, words
@@ -27,6 +32,7 @@ from callrec.web.recordings import (
     parse_ids,
     quality,
     search_query,
+    time_zone,
     visible_recording,
 )
 
@@ -58,7 +64,9 @@ async def recordings_page(request: Request, principal: PageUser) -> Response:
     items: list[Any] = []
     result = None
     try:
-        query = search_query(params, limit=limit, cursor=params.get("cursor") or None)
+        query = search_query(
+            params, limit=limit, cursor=params.get("cursor") or None, page=_page_number(params)
+        )
         result = await ctx.db(ctx.catalog.search, query, principal.scope)
         items = result.items
     except (BadRequest, CatalogError) as exc:
@@ -70,12 +78,7 @@ async def recordings_page(request: Request, principal: PageUser) -> Response:
     base = {k: v for k, v in filters.items() if v}
     if limit != 50:
         base["limit"] = str(limit)
-    next_url = (
-        "/recordings?" + urlencode({**base, "cursor": result.next_cursor})
-        if result and result.next_cursor
-        else ""
-    )
-    first_url = "/recordings?" + urlencode(base) if params.get("cursor") else ""
+    zone = _zone(filters["tz"])
     return render(
         request,
         "recordings.html",
@@ -92,10 +95,111 @@ async def recordings_page(request: Request, principal: PageUser) -> Response:
         tag_counts=tag_counts,
         codecs=CODECS,
         statuses=sorted(STATUSES),
-        next_url=next_url,
-        first_url=first_url,
+        pager=_pager(result, base, limit) if result else None,
+        presets=date_presets(base, datetime.now(zone).date()),
+        at=params.get("at", ""),
+        jump_fields={k: v for k, v in base.items() if k not in ("since", "until")},
+        time_sorted=(filters["sort"] or "-start_time").lstrip("-") == "start_time",
+        csv_url="/api/v1/recordings.csv" + ("?" + urlencode(base) if base else ""),
         zip_max=ctx.settings.web_zip_max_files,
     )
+
+
+def _page_number(params: Mapping[str, str]) -> int | None:
+    value = params.get("page", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_LINK:
+        raise BadRequest(f"page must be a number from 1 to {MAX_PAGE_LINK}")
+    return int(value)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return time_zone(name)
+    except BadRequest:
+        return ZoneInfo("UTC")
+
+
+#: The highest ``page`` the list takes: a page number is an offset, which reads every row
+#: before it. Links go as far as the count (``COUNT_CAP`` rows); past it, previous and next
+#: (keyset) go on at the same cost on every page.
+MAX_PAGE_LINK: Final = COUNT_CAP
+#: Page numbers shown on either side of the current one.
+PAGE_WINDOW: Final = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pager:
+    """The list's paging: previous and next go by cursor (stable while calls arrive), the
+    numbers by page (offset); where this page is comes from the catalogue's count."""
+
+    prev_url: str
+    next_url: str
+    #: Page numbers to link, None for a gap ("…").
+    numbers: list[int | None]
+    #: This page's number when it starts on a page boundary; 0 when unknown or between two.
+    current: int
+    #: "51-100 of 230" (or "of 1,000+"); empty when the position is not known.
+    shown: str
+    urls: dict[int, str]
+
+
+def _pager(result: SearchPage, base: dict[str, str], limit: int) -> Pager:
+    def url(**extra: str) -> str:
+        query = urlencode({**base, **extra})
+        return "/recordings" + ("?" + query if query else "")
+
+    pages = 0
+    more = False
+    if result.total is not None:
+        pages = max(1, -(-result.total // limit))
+        more = not result.total_exact
+    current = 0
+    shown = ""
+    if result.offset is not None:
+        if result.offset % limit == 0:
+            current = result.offset // limit + 1
+        if result.items and result.total is not None:
+            of = f"{result.total:,}{'+' if more else ''}"
+            shown = f"{result.offset + 1:,}\u2013{result.offset + len(result.items):,} of {of}"
+    numbers: list[int | None] = []
+    if pages > 1:
+        middle = current or (result.offset // limit + 1 if result.offset is not None else 1)
+        wanted = {1, pages, *range(middle - PAGE_WINDOW, middle + PAGE_WINDOW + 1)}
+        for n in sorted(n for n in wanted if 1 <= n <= pages):
+            if numbers and n - (numbers[-1] or 0) > 1:
+                numbers.append(None)
+            numbers.append(n)
+        if more:
+            numbers.append(None)
+    return Pager(
+        prev_url=url(cursor=result.prev_cursor) if result.prev_cursor else "",
+        next_url=url(cursor=result.next_cursor) if result.next_cursor else "",
+        numbers=numbers,
+        current=current,
+        shown=shown,
+        urls={n: url(page=str(n)) if n > 1 else url() for n in numbers if n is not None},
+    )
+
+
+def date_presets(base: dict[str, str], today: date) -> list[tuple[str, str, str]]:
+    """(key, label, link) of the date presets, for ``today`` in the list's time zone (the
+    page's script makes them again in the browser's, which it sends as ``tz``)."""
+    week = today - timedelta(days=6)
+    month = today.replace(day=1)
+    yesterday = today - timedelta(days=1)
+    spans = [
+        ("today", "Today", today, today),
+        ("yesterday", "Yesterday", yesterday, yesterday),
+        ("week", "Last 7 days", week, today),
+        ("month", "This month", month, today),
+    ]
+    links = []
+    for key, label, since, until in spans:
+        query = {**base, "since": since.isoformat(), "until": until.isoformat()}
+        links.append((key, label, "/recordings?" + urlencode(query)))
+    return links
 
 
 #: The device filter's choices: a DISTINCT over every recording, so kept for a while.
@@ -128,6 +232,28 @@ async def recordings_zip(request: Request, principal: PageUser) -> Response:
     form = await posted_form(request, principal)
     ids = parse_ids([v for v in form.getlist("id") if isinstance(v, str)])
     return await bulk_response(request, principal, ids)
+
+
+@router.post("/recordings/delete")
+async def recordings_delete(request: Request, principal: PageUser) -> Response:
+    """The list's "Delete selected" (admin): the API's bulk delete, then back to the list."""
+    if not principal.is_admin:
+        raise Forbidden("deleting recordings needs the admin role")
+    form = await posted_form(request, principal)
+    ids = parse_ids([v for v in form.getlist("id") if isinstance(v, str)])
+    if not ids:
+        raise BadRequest("select at least one recording")
+    outcome = await remove_recordings(request, principal, ids)
+    deleted = len(outcome["deleted"])
+    message = f"Deleted {deleted} recording{'' if deleted == 1 else 's'}."
+    if outcome["refused"]:
+        kept = ", ".join(str(r["id"]) for r in outcome["refused"])
+        message += f" Kept {kept}: still being recorded."
+    back = field(form, "back")
+    # Only back to the list, never to another site ("//evil.example").
+    if not back.startswith("/recordings") or back.startswith("//"):
+        back = "/recordings"
+    return redirect(back, message)
 
 
 @router.get("/recordings/{rec_id:int}")

@@ -64,7 +64,11 @@ async function loadResults(url, push) {
     if (!fresh) { location.href = url; return; }
     results.replaceWith(fresh);
     localTimes(fresh);
+    fillZones(fresh);
+    labelCells(fresh);
     updateSelection();
+    markPlaying();
+    markPresets();
     if (push) history.pushState({ url }, "", url);
   } catch (err) {
     if (err.name !== "AbortError") location.href = url;
@@ -113,6 +117,60 @@ function setupSearch() {
     syncForm(form);
     loadResults(location.href, false);
   });
+  // The jump-to-date form (inside the results) loads in place like the links.
+  document.addEventListener("submit", (event) => {
+    const jump = event.target.closest("form[data-nav-form]");
+    if (!jump || event.defaultPrevented) return;
+    event.preventDefault();
+    const params = new URLSearchParams();
+    for (const [key, value] of new FormData(jump)) if (value) params.append(key, value);
+    loadResults(jump.getAttribute("action") + "?" + params.toString(), true);
+  });
+  setupPresets(form);
+}
+
+// -- date presets: in the browser's time zone, as the dates are shown ----------------------
+
+function isoDay(day) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${day.getFullYear()}-${pad(day.getMonth() + 1)}-${pad(day.getDate())}`;
+}
+
+function presetSpan(key) {
+  const today = new Date();
+  const day = (offset) => new Date(today.getFullYear(), today.getMonth(), today.getDate() + offset);
+  switch (key) {
+    case "today": return [isoDay(today), isoDay(today)];
+    case "yesterday": return [isoDay(day(-1)), isoDay(day(-1))];
+    case "week": return [isoDay(day(-6)), isoDay(today)];
+    case "month": return [isoDay(new Date(today.getFullYear(), today.getMonth(), 1)), isoDay(today)];
+  }
+  return null;
+}
+
+function markPresets() {
+  const form = document.getElementById("search");
+  if (!form) return;
+  for (const link of document.querySelectorAll("a[data-preset]")) {
+    const span = presetSpan(link.dataset.preset);
+    const on = span && form.since.value === span[0] && form.until.value === span[1];
+    link.classList.toggle("active", Boolean(on));
+    if (on) link.setAttribute("aria-current", "true"); else link.removeAttribute("aria-current");
+  }
+}
+
+function setupPresets(form) {
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("a[data-preset]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    const span = presetSpan(link.dataset.preset);
+    if (!span) return;
+    event.preventDefault();
+    [form.since.value, form.until.value] = span;
+    markPresets();
+    form.requestSubmit();
+  });
+  markPresets();
 }
 
 function updateSelection() {
@@ -122,6 +180,12 @@ function updateSelection() {
   const ticked = [...boxes].filter((b) => b.checked).length;
   zip.disabled = ticked === 0;
   zip.textContent = ticked ? `Download ${ticked} selected (ZIP)` : "Download selected (ZIP)";
+  const remove = document.getElementById("delete-selected");
+  if (remove) {
+    remove.disabled = ticked === 0;
+    remove.textContent = ticked ? `Delete ${ticked} selected` : "Delete selected";
+    remove.dataset.confirm = `Delete ${ticked} recording${ticked === 1 ? "" : "s"} and their files for good?`;
+  }
   const all = document.getElementById("all");
   if (all) all.checked = ticked > 0 && ticked === boxes.length;
 }
@@ -134,9 +198,190 @@ document.addEventListener("change", (event) => {
 });
 
 document.addEventListener("submit", (event) => {
-  const message = event.target.dataset.confirm;
+  const message = (event.submitter && event.submitter.dataset.confirm) || event.target.dataset.confirm;
   if (message && !confirm(message)) event.preventDefault();
 });
+
+// -- recordings list: one player for the page -----------------------------------------------
+
+let playingId = null;
+
+function listAudio() {
+  return document.getElementById("list-audio");
+}
+
+function markPlaying() {
+  const audio = listAudio();
+  if (!audio) return;
+  for (const row of document.querySelectorAll("#results tr[data-id]")) {
+    const on = row.dataset.id === playingId;
+    row.classList.toggle("playing", on);
+    if (on) row.setAttribute("aria-current", "true"); else row.removeAttribute("aria-current");
+    const link = row.querySelector("a[data-play]");
+    if (link) {
+      const pause = on && !audio.paused;
+      link.textContent = pause ? "❚❚" : "▶";
+      link.setAttribute("aria-label", `${pause ? "Pause" : "Play"} recording ${row.dataset.id}`);
+    }
+  }
+  const toggle = document.getElementById("playbar-toggle");
+  if (toggle) toggle.textContent = audio.paused ? "▶" : "❚❚";
+}
+
+function playRow(row) {
+  const audio = listAudio();
+  if (!audio || !row) return;
+  if (row.dataset.id === playingId) {
+    if (audio.paused) audio.play().catch(() => {}); else audio.pause();
+    return;
+  }
+  playingId = row.dataset.id;
+  const link = row.querySelector("a[data-play]");
+  const title = document.getElementById("playbar-title");
+  title.textContent = link ? link.dataset.title : `Recording ${playingId}`;
+  title.href = `/recordings/${playingId}`;
+  const when = row.querySelector("time");
+  document.getElementById("playbar-time").textContent = when ? when.textContent : "";
+  audio.src = `/api/v1/recordings/${playingId}/audio`;
+  document.getElementById("playbar").hidden = false;
+  document.body.classList.add("has-playbar");
+  audio.play().catch(() => {});
+  markPlaying();
+}
+
+function setupListPlayer() {
+  const audio = listAudio();
+  if (!audio) return;
+  for (const name of ["play", "pause", "ended", "emptied"]) audio.addEventListener(name, markPlaying);
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("a[data-play]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    const row = link.closest("tr[data-id]");
+    markRow(row, false);
+    playRow(row);
+  });
+  document.getElementById("playbar-toggle").addEventListener("click", () => {
+    if (audio.paused) audio.play().catch(() => {}); else audio.pause();
+  });
+  document.getElementById("playbar-close").addEventListener("click", () => {
+    audio.pause();
+    audio.removeAttribute("src");
+    audio.load();
+    playingId = null;
+    document.getElementById("playbar").hidden = true;
+    document.body.classList.remove("has-playbar");
+    markPlaying();
+  });
+}
+
+// -- keyboard: list and recording page ------------------------------------------------------
+
+function markedRow() {
+  return document.querySelector("#results tr[data-id].marked");
+}
+
+function markRow(row, focus) {
+  if (!row) return;
+  for (const other of document.querySelectorAll("#results tr.marked")) other.classList.remove("marked");
+  row.classList.add("marked");
+  if (focus) {
+    const link = row.querySelector("a.rec-link");
+    if (link) link.focus({ preventScroll: true });
+    row.scrollIntoView({ block: "nearest" });
+  }
+}
+
+function moveRow(step) {
+  const rows = [...document.querySelectorAll("#results tr[data-id]")];
+  if (!rows.length) return;
+  const at = rows.indexOf(markedRow() || document.querySelector("#results tr.playing"));
+  const next = at < 0 ? (step > 0 ? 0 : rows.length - 1) : Math.max(0, Math.min(rows.length - 1, at + step));
+  markRow(rows[next], true);
+}
+
+function toggleHelp(show) {
+  const help = document.getElementById("keys-help");
+  if (!help) return;
+  help.hidden = show === undefined ? !help.hidden : !show;
+  if (!help.hidden) help.querySelector("[data-keys-close]").focus();
+}
+
+function setupKeys() {
+  const help = document.getElementById("keys-help");
+  if (!help) return;
+  for (const hint of document.querySelectorAll(".keys-hint")) hint.hidden = false;
+  document.addEventListener("click", (event) => {
+    if (event.target.closest("[data-keys-help]")) toggleHelp(true);
+    else if (event.target.closest("[data-keys-close]") || event.target === help) toggleHelp(false);
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) return;
+    const target = event.target;
+    // Typing in a field, or a control that has its own use of the key.
+    if (target.closest && target.closest("input, textarea, select, [contenteditable]")) return;
+    if (event.key === "?") { event.preventDefault(); toggleHelp(); return; }
+    if (event.key === "Escape") { toggleHelp(false); return; }
+    if (!help.hidden) return;
+    const list = listAudio();
+    const audio = list || document.getElementById("audio");
+    const own = target.closest && target.closest("button, audio, video, summary");
+    switch (event.key) {
+      case " ":
+        if (own || !audio) return;
+        event.preventDefault();
+        if (list && !playingId) playRow(markedRow() || document.querySelector("#results tr[data-id]"));
+        else if (audio.paused) audio.play().catch(() => {}); else audio.pause();
+        return;
+      case "ArrowLeft":
+      case "ArrowRight": {
+        if (own || !audio || !audio.currentSrc) return;
+        event.preventDefault();
+        const step = (event.shiftKey ? 30 : 5) * (event.key === "ArrowLeft" ? -1 : 1);
+        const end = isFinite(audio.duration) ? audio.duration : Infinity;
+        audio.currentTime = Math.max(0, Math.min(end, audio.currentTime + step));
+        return;
+      }
+    }
+    if (!list) return;
+    switch (event.key) {
+      case "j": event.preventDefault(); moveRow(1); return;
+      case "k": event.preventDefault(); moveRow(-1); return;
+      case "p": { const row = markedRow(); if (row) { event.preventDefault(); playRow(row); } return; }
+      case "o": { const row = markedRow(); if (row) location.href = `/recordings/${row.dataset.id}`; return; }
+    }
+  });
+}
+
+// -- narrow screens: each cell of a list says what it is, for the card layout ---------------
+
+function labelCells(root) {
+  for (const table of root.querySelectorAll("table.list")) {
+    const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    for (const row of table.querySelectorAll("tbody tr")) {
+      let column = 0;
+      for (const td of row.cells) {
+        const head = heads[column];
+        if (!td.hasAttribute("data-label") && head && td.colSpan === 1) td.dataset.label = head;
+        column += td.colSpan;
+      }
+    }
+  }
+}
+
+function setupLabels() {
+  labelCells(document);
+  // Rows a page's script adds later (the live page) get their labels too.
+  const observer = new MutationObserver((changes) => {
+    for (const change of changes) {
+      const table = change.target.closest && change.target.closest("table.list");
+      if (table) labelCells(table.parentNode);
+    }
+  });
+  for (const body of document.querySelectorAll("table.list tbody")) {
+    observer.observe(body, { childList: true, subtree: true });
+  }
+}
 
 // -- recording page: waveform player --------------------------------------------------------
 
@@ -364,4 +609,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setupCallLive();
   setupLive();
   setupBack();
+  setupListPlayer();
+  setupKeys();
+  setupLabels();
 });
