@@ -98,6 +98,12 @@ def test_quality_grades() -> None:
     assert quality(base | {"lost": 100}).grade == "poor"
     assert quality(base | {"received": 10, "foreign": 10}).grade == "unknown"
     assert quality(base | {"other": 500, "duplicate": 10}).expected == 490
+    # The tail of a call the kernel dropped (no later packet shows a gap): still lost.
+    tail = quality(base | {"kernel_dropped": 100})
+    assert (tail.expected, tail.lost, tail.grade) == (1100, 100, "poor")
+    # Dropped in mid-call: the gap counts them already; counted once.
+    middle = quality(base | {"lost": 30, "kernel_dropped": 20})
+    assert (middle.expected, middle.lost) == (1030, 30)
 
 
 def test_passwords_and_tokens() -> None:

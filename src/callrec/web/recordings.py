@@ -204,6 +204,8 @@ class Quality:
 
     #: Audio packets that should have arrived (received as audio plus lost).
     expected: int
+    #: Lost in the network (sequence gaps) or dropped by this machine's kernel, whichever is
+    #: more (a dropped packet in mid-call shows as a gap too).
     lost: int
     late: int
     duplicate: int
@@ -214,16 +216,28 @@ class Quality:
 
 def quality(rec: RecordingInfo | Mapping[str, int]) -> Quality:
     if isinstance(rec, RecordingInfo):
-        c = {name: getattr(rec.counters, name) for name in ("received", "lost", "late")}
-        c |= {
+        c = {
             name: getattr(rec.counters, name)
-            for name in ("duplicate", "foreign", "malformed", "other")
+            for name in (
+                "received",
+                "lost",
+                "late",
+                "duplicate",
+                "foreign",
+                "malformed",
+                "other",
+                "kernel_dropped",
+            )
         }
     else:
         c = dict(rec)
     audio = c["received"] - c["foreign"] - c["malformed"] - c["other"] - c["duplicate"]
-    expected = max(0, audio) + c["lost"]
-    impaired = c["lost"] + c["late"]
+    # Packets the kernel dropped reached the machine and never reached the file. A later
+    # packet's sequence number shows them as lost too, but not at the end of a call (nothing
+    # comes after): the larger of the two counts is the least that was lost, counted once.
+    lost = max(c["lost"], c.get("kernel_dropped", 0))
+    expected = max(0, audio) + lost
+    impaired = lost + c["late"]
     percent = 100.0 * impaired / expected if expected else 0.0
     if not expected:
         grade = "unknown"
@@ -235,10 +249,10 @@ def quality(rec: RecordingInfo | Mapping[str, int]) -> Quality:
         grade = "poor"
     return Quality(
         expected=expected,
-        lost=c["lost"],
+        lost=lost,
         late=c["late"],
         duplicate=c["duplicate"],
-        loss_percent=round(100.0 * c["lost"] / expected, 2) if expected else 0.0,
+        loss_percent=round(100.0 * lost / expected, 2) if expected else 0.0,
         grade=grade,
     )
 
