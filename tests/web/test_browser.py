@@ -280,12 +280,16 @@ async def test_live_page_shows_the_call_being_streamed(site: Site, browser: obje
         await page.wait_for_selector(row)
         text = await page.inner_text(row)
         assert "0301112233 (Live Caller)" in text and "PCMA" in text
+        listen = await page.query_selector(f"{row} button.listen")
+        assert listen is not None
         # The counters move while the call goes on.
         await page.wait_for_function(
             "() => document.querySelector(\"#live tr[data-session='50001'] td:nth-child(8)\")"
             ".textContent > 20"
         )
         assert await page.inner_text("#live-count") == "1"
+        # ...in the same row: its Listen button is never replaced under a click.
+        assert await listen.evaluate("b => b.isConnected")
     finally:
         streaming.cancel()
         with contextlib.suppress(asyncio.CancelledError):

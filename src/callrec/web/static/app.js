@@ -552,25 +552,40 @@ function setupLive() {
     state.textContent = `${JSON.parse(event.data).reason}. Sign in again to watch.`;
     state.dataset.ended = "1";
   });
+  // Rows are kept from one snapshot to the next and only their figures change: a row (and
+  // its Listen button) replaced every second could swallow a click landing in between.
+  const FIGURES = 6; // the cells from Duration on: duration, packets, lost, foreign
   source.addEventListener("snapshot", (event) => {
     const sessions = JSON.parse(event.data);
+    const existing = new Map([...body.querySelectorAll("tr[data-uid]")].map((r) => [r.dataset.uid, r]));
     const rows = [];
     const now = new Set();
     for (const s of sessions) {
-      const tr = document.createElement("tr");
-      tr.dataset.session = s.session_id;
-      tr.dataset.recording = s.rec_id;
-      if (!known.has(s.session_id)) tr.className = "flash-new";
       now.add(s.session_id);
-      const started = document.createElement("td");
-      const time = document.createElement("time");
-      time.setAttribute("datetime", s.started_at);
-      started.append(time);
-      tr.append(started, cell(s.direction), cell(party(s.local_number, s.local_name)),
-        cell(party(s.remote_number, s.remote_name)), cell(s.device, "mono"), cell(s.codec),
-        cell(formatDuration(s.duration), "r"), cell(String(s.counters.received), "r"),
-        cell(String(s.counters.lost), "r"), cell(String(s.counters.foreign), "r"),
-        cell(s.session_id, "mono"), listenCell(s));
+      const figures = [formatDuration(s.duration), String(s.counters.received),
+        String(s.counters.lost), String(s.counters.foreign)];
+      let tr = existing.get(s.uid);
+      if (tr && tr.cells.length === 12) {
+        figures.forEach((text, i) => {
+          const td = tr.cells[FIGURES + i];
+          if (td.textContent !== text) td.textContent = text;
+        });
+        tr.dataset.recording = s.rec_id;
+        tr.classList.remove("flash-new");
+      } else {
+        tr = document.createElement("tr");
+        tr.dataset.session = s.session_id;
+        tr.dataset.uid = s.uid;
+        tr.dataset.recording = s.rec_id;
+        if (!known.has(s.session_id)) tr.className = "flash-new";
+        const started = document.createElement("td");
+        const time = document.createElement("time");
+        time.setAttribute("datetime", s.started_at);
+        started.append(time);
+        tr.append(started, cell(s.direction), cell(party(s.local_number, s.local_name)),
+          cell(party(s.remote_number, s.remote_name)), cell(s.device, "mono"), cell(s.codec),
+          ...figures.map((text) => cell(text, "r")), cell(s.session_id, "mono"), listenCell(s));
+      }
       rows.push(tr);
     }
     if (!rows.length) {
@@ -581,8 +596,12 @@ function setupLive() {
       tr.append(td);
       rows.push(tr);
     }
-    body.replaceChildren(...rows);
-    localTimes(body);
+    // Moved only when calls came or went, so the rows that stay are never detached.
+    const same = rows.length === body.rows.length && rows.every((r, i) => body.rows[i] === r);
+    if (!same) {
+      body.replaceChildren(...rows);
+      localTimes(body);
+    }
     known = now;
     count.textContent = String(sessions.length);
   });
