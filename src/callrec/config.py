@@ -255,6 +255,11 @@ class Settings:
         "the CLI, never with another token.",
         0.0,
     )
+    web_listen_max_per_user: int = _doc(
+        "Most calls one user may listen to live at once (browser tabs and API clients "
+        "together); one more is refused (WebSocket close 4429).",
+        8,
+    )
     web_tls_cert: str = _doc(
         "PEM certificate (with its chain) the web UI serves HTTPS with; needs web_tls_key. "
         "Empty: plain HTTP (or web_tls_self_signed).",
@@ -318,6 +323,8 @@ class Settings:
             _check_ip("advertised_address", self.advertised_address)
         if self.workers < 1:
             raise ConfigError("workers must be >= 1")
+        if self.web_listen_max_per_user < 1:
+            raise ConfigError("web_listen_max_per_user must be >= 1")
         if self.workers > 1 and (
             self.media_port_min == 0 or self.media_port_max - self.media_port_min + 1 < self.workers
         ):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -116,6 +117,24 @@ async def test_who_may_listen(site: Site) -> None:
         ]:
             async with listening(site, uid, token=token) as ws:
                 assert await asyncio.wait_for(_closed_with(ws), 10) == code, (token, uid)
+        # One user listens to at most web_listen_max_per_user calls at once (4429 beyond).
+        ctx = site.web.app.state.ctx
+        saved = ctx.settings
+        ctx.settings = dataclasses.replace(saved, web_listen_max_per_user=2)
+        try:
+            async with (
+                listening(site, live.uid, token=site.tokens["admin"]) as one,
+                listening(site, own.uid, token=site.tokens["admin"]) as two,
+            ):
+                await asyncio.wait_for(_first_pcm(one), 10)
+                await asyncio.wait_for(_first_pcm(two), 10)
+                async with listening(site, live.uid, token=site.tokens["admin"]) as three:
+                    assert await asyncio.wait_for(_closed_with(three), 10) == 4429
+                # Another user is not counted against this one.
+                async with listening(site, own.uid, token=site.tokens["ext3002"]) as other:
+                    assert (await asyncio.wait_for(_first_pcm(other), 10)).spans
+        finally:
+            ctx.settings = saved
         # The restricted user hears its own line.
         async with listening(site, own.uid, token=site.tokens["ext3002"]) as ws:
             heard = await asyncio.wait_for(_first_pcm(ws), 10)

@@ -67,6 +67,7 @@ CLOSE_SECONDS: Final = 2.0
 SIGNED_OUT: Final = 4401
 OUT_OF_SCOPE: Final = 4403
 NOT_FOUND: Final = 4404
+TOO_MANY: Final = 4429
 GOING_AWAY: Final = 1001
 POLICY_VIOLATION: Final = 1008
 UNAVAILABLE: Final = 1011
@@ -135,6 +136,12 @@ async def listen(websocket: WebSocket, uid: str) -> None:
     live = _visible(ctx, uid, principal.scope) if UID.fullmatch(uid) else None
     if live is None:
         await websocket.close(NOT_FOUND, "no such call is being recorded")
+        return
+    mine = sum(1 for other in ctx.listen.listeners() if other.username == principal.user.username)
+    if mine >= ctx.settings.web_listen_max_per_user:
+        await websocket.close(
+            TOO_MANY, f"already listening to {mine} calls (web_listen_max_per_user)"
+        )
         return
     try:
         listener = await ctx.listen.attach(
