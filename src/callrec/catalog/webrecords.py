@@ -54,6 +54,7 @@ AUDIT_ACTIONS: Final = frozenset(
         "token_revoke",
         "audit_export",
         "denied",
+        "job_retry",  # issue 16 part 3
     }
 )
 
