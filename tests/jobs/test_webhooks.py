@@ -269,3 +269,16 @@ async def test_catch_up_enqueues_recordings_finished_while_no_runner_ran(
         assert len(receiver.received) == 3
     got = sorted(json.loads(r.body)["data"]["recording"]["id"] for r in receiver.received)
     assert got == sorted(r.id for r in recs)
+
+
+async def test_a_redirect_is_not_followed(catalog: Catalog, tmp_path: Path) -> None:
+    with webhook_receiver(script=["redirect"]) as receiver:
+        settings = _settings(tmp_path, [receiver.url])
+        runner, _ = _runner(catalog, settings, tmp_path)
+        webhooks.emit(catalog, settings, webhooks.DELETED, _finished(catalog))
+        await _settle(runner, catalog)
+        await runner.stop()
+        requests = len(receiver.received)
+    assert requests == 2  # the redirected try, then the retry: never the Location
+    (job,) = JobStore(catalog).list_jobs(kind="webhook:*")
+    assert JobStore(catalog).attempts(job.id)[0].detail.startswith("HTTP 307 in ")

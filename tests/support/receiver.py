@@ -20,7 +20,8 @@ class Received:
 @dataclass
 class Receiver:
     url: str = ""
-    #: What to answer, request by request: a status, or "hold" (answer 200 once released).
+    #: What to answer, request by request: a status, "hold" (answer 200 once released) or
+    #: "redirect" (307 to another path of the receiver).
     script: list[int | str] = field(default_factory=list)
     #: Answer once the script is used up.
     default: int = 200
@@ -55,10 +56,15 @@ def webhook_receiver(**kwargs: object) -> Iterator[Receiver]:
             if answer == "hold":
                 receiver.released.wait(60)
                 answer = 200
+            location = None
+            if answer == "redirect":
+                answer, location = 307, receiver.url + "/elsewhere"
             status = int(answer)
             text = b"ok" if status < 300 else b"receiver says no"
             try:
                 self.send_response(status)
+                if location is not None:
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
                 self.wfile.write(text)
