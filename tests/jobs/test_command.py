@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -52,8 +53,9 @@ async def _run(catalog: Catalog, settings: Settings, tmp_path: Path) -> int:
 
 
 async def test_the_command_gets_the_recording_in_its_environment(
-    catalog: Catalog, tmp_path: Path
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CALLREC_WEBHOOK_SECRET", "not for the script")
     out = tmp_path / "env.json"
     script = _script(
         tmp_path,
@@ -73,6 +75,7 @@ async def test_the_command_gets_the_recording_in_its_environment(
     assert env["CALLREC_LOCAL_NUMBER"] == "201"
     assert env["CALLREC_STATUS"] == "complete"
     assert env["CALLREC_START_TIME"].startswith("2026-03-01T")
+    assert "CALLREC_WEBHOOK_SECRET" not in env  # callrec's own settings stay its own
     store = JobStore(catalog)
     job = store.find(command.KIND, "a" * 32)
     assert job is not None and job.state == "done"
@@ -132,3 +135,35 @@ async def test_a_missing_program_is_a_failed_run(catalog: Catalog, tmp_path: Pat
 def test_a_command_that_cannot_be_split_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="on_complete_command: No closing quotation"):
         server_settings(tmp_path, on_complete_command="'unclosed")
+
+
+async def test_stopping_the_runner_kills_a_running_command(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    script = _script(
+        tmp_path, f"open({str(started)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)"
+    )
+    settings = server_settings(tmp_path, on_complete_command=f"'{script}'")
+    runner = JobRunner(JobStore(catalog), poll_interval=0.05)
+    runner.register(command.command_kind(settings))
+    await runner.enqueue(command.KIND, "k", {"env": {}})
+    await runner.start()
+    try:
+        for _ in range(1000):
+            if started.exists() and started.read_text():
+                break
+            await asyncio.sleep(0.01)
+        pid = int(started.read_text())
+    finally:
+        await runner.stop(grace=0)
+    for _ in range(1000):  # killed: gone once its parent (the handler's thread) reaps it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the command still runs after the runner stopped")
+    job = JobStore(catalog).find(command.KIND, "k")
+    assert job is not None and job.state == "running"  # taken again at the next start

@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -74,9 +75,20 @@ class Command:
     def __init__(self, command: str, *, timeout: float) -> None:
         self.argv = shlex.split(command)
         self.timeout = timeout
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Kill the programs running now (the server stops; their jobs run again later)."""
+        with self._lock:
+            running = list(self._running)
+        for process in running:
+            _kill_group(process)
 
     def __call__(self, job: Any) -> str:
-        env = dict(os.environ)
+        # callrec's own settings (CALLREC_DATABASE_URL, CALLREC_WEBHOOK_SECRET...) are not
+        # the program's business, and would mix with the recording's CALLREC_* fields.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLREC_")}
         env.update(_clean(job.payload.get("env", {})))
         try:
             process = subprocess.Popen(
@@ -89,6 +101,8 @@ class Command:
             )
         except OSError as exc:
             raise JobFailed(f"cannot run {self.argv[0]}: {exc.strerror or exc}") from None
+        with self._lock:
+            self._running.add(process)
         try:
             output, _ = process.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
@@ -98,6 +112,9 @@ class Command:
             raise JobFailed(
                 f"killed after {self.timeout:g} s (on_complete_timeout){': ' if tail else ''}{tail}"
             ) from None
+        finally:
+            with self._lock:
+                self._running.discard(process)
         tail = _tail(output)
         status = process.returncode
         said = f"exit status {status}{': ' if tail else ''}{tail}"

@@ -34,6 +34,8 @@ CATCH_UP_KIND: Final = "jobs.catch_up"
 CATCH_UP_EVERY: Final = timedelta(minutes=10)
 #: Seconds between looks for a recording the journal has not catalogued yet.
 NOT_YET: Final = 5.0
+#: A recording still not in the catalogue this long after its end is taken as deleted.
+GONE_AFTER: Final = timedelta(days=1)
 #: Recordings caught up per look (the next look takes the rest).
 CATCH_UP_BATCH: Final = 1000
 
@@ -75,6 +77,10 @@ class Completion:
     async def handle(self, job: JobInfo) -> str:
         uid = str(job.payload.get("uid") or job.key)
         rec = await self.runner.read(lambda: self.catalog.get_uid(uid))
+        if rec is None and utcnow() - job.created_at > GONE_AFTER:
+            # Catalogued rows come within seconds while the catalogue answers: this one was
+            # deleted before its completion ran (or never made it). Nothing to tell.
+            return f"recording {uid} is not in the catalogue; nothing done"
         if rec is None or rec.status == STATUS_RECORDING:
             raise JobDeferred(f"recording {uid} is not catalogued as finished yet", delay=NOT_YET)
         todo: list[tuple[str, str, Mapping[str, Any]]] = []

@@ -261,6 +261,11 @@ class JobRunner:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
+        for kind in self.kinds.values():
+            # A blocking handler's work (a program) is ended, not left to delay the exit.
+            close = getattr(kind.handler, "close", None)
+            if callable(close) and self._tasks:
+                close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -306,6 +311,9 @@ class JobRunner:
                 if not self._failing:
                     logger.error("the job runner cannot reach the catalogue: %s", exc)
                 self._failing = True
+            except Exception:
+                # A bug here must not end the runner: logged, and the next look tries again.
+                logger.exception("the job runner's loop failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
