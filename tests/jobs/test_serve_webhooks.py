@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tests.support.data import encoded
 from tests.support.net import free_tcp_port
 from tests.support.receiver import Received, webhook_receiver
 from tests.support.rtp import rtp_packets
-from tests.support.serve import start_serve, terminate
+from tests.support.serve import start_serve, start_serve_workers, terminate
 from tests.support.waiting import wait_for
 
 PACKETS = rtp_packets("PCMA", encoded("PCMA"))[:50]  # 1 s
@@ -96,3 +97,44 @@ async def test_kill_9_mid_delivery_then_restart_delivers_exactly_once_effectivel
     assert [(a.attempt, a.outcome) for a in history] == [(2, "done")]
     logs = "".join(p.read_text() for p in tmp_path.glob("server-*.log"))
     assert "took back 1 jobs of ended runners" in logs
+
+
+async def test_calls_recorded_by_a_media_worker_get_their_webhook_too(tmp_path: Path) -> None:
+    """With ``--workers 2`` the runner of the main process hears of the worker's recordings
+    through the live registry; every call's event is delivered once."""
+    port = free_tcp_port()
+    low = random.randrange(30000, 60000, 100)
+    with webhook_receiver() as receiver:
+        proc = start_serve_workers(
+            tmp_path,
+            port,
+            2,
+            media_port_min=low,
+            media_port_max=low + 39,
+            webhook_url=receiver.url,
+            webhook_secret=SECRET,
+            job_poll_interval=0.2,
+        )
+        try:
+            calls = [
+                PhoneCall("127.0.0.1", port, session_id=f"w{n}", codec="PCMA") for n in range(8)
+            ]
+            assert all(
+                a["result"] == "success" for a in await asyncio.gather(*(c.start() for c in calls))
+            )
+            await asyncio.gather(*(c.send_packets(PACKETS, realtime=False) for c in calls))
+            ports = {c.media_port for c in calls}
+            for call in calls:
+                assert (await call.stop())["result"] == "success"
+                await call.close()
+            received = await asyncio.to_thread(receiver.wait_requests, 12)
+        finally:
+            terminate(proc, 40)
+    assert proc.returncode == 0
+    # Both processes recorded some of the calls (the worker's slice is the upper half).
+    assert any(p is not None and p >= low + 20 for p in ports)
+    assert any(p is not None and p < low + 20 for p in ports)
+    effective = _effective(received)
+    assert len(received) == 12 and len(effective) == 12
+    sessions = {json.loads(r.body)["data"]["recording"]["session_id"] for r in received}
+    assert sessions == {f"w{n}" for n in range(12)}
