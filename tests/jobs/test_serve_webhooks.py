@@ -117,7 +117,7 @@ async def test_calls_recorded_by_a_media_worker_get_their_webhook_too(tmp_path: 
         )
         try:
             calls = [
-                PhoneCall("127.0.0.1", port, session_id=f"w{n}", codec="PCMA") for n in range(8)
+                PhoneCall("127.0.0.1", port, session_id=f"w{n}", codec="PCMA") for n in range(12)
             ]
             assert all(
                 a["result"] == "success" for a in await asyncio.gather(*(c.start() for c in calls))
