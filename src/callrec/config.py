@@ -441,8 +441,9 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
-        if self.job_catch_up_hours < 0:
-            raise ConfigError("job_catch_up_hours must be >= 0")
+        if not 0 <= self.job_catch_up_hours < 24 * self.job_keep_days:
+            # A completion purged, then caught up again, would notify its webhooks again.
+            raise ConfigError("job_catch_up_hours must be >= 0 and shorter than job_keep_days")
         if isinstance(self.webhook_url, str):
             raise ConfigError("webhook_url must be a list of URLs, not one string")
         object.__setattr__(self, "webhook_url", tuple(self.webhook_url))

@@ -289,3 +289,18 @@ def _fake() -> JobInfo:
         created_at=now,
         finished_at=None,
     )
+
+
+def test_purge_keeps_dead_jobs_and_the_installed_mark(catalog: Catalog) -> None:
+    from callrec.catalog.records import utcnow
+
+    store = JobStore(catalog)
+    installed = store.installed_at()
+    assert installed is not None
+    for key in ("done", "dead"):
+        store.enqueue("test.purge", key, {})
+    for job in store.claim("me", [Claim(kind="test.purge", limit=2, lease=timedelta(1))]):
+        store.settle(job, outcome=job.key, started_at=job.run_after)
+    assert store.purge(utcnow() + timedelta(seconds=1)) == 1
+    assert [j.key for j in store.list_jobs()] == ["dead"]
+    assert store.installed_at() == installed

@@ -238,6 +238,8 @@ def test_webhook_settings_are_checked(tmp_path: Path) -> None:
         server_settings(tmp_path, webhook_url=("ftp://x.example/",), webhook_secret="s")
     with pytest.raises(ConfigError, match="webhook_timeout must be > 0"):
         server_settings(tmp_path, webhook_timeout=0)
+    with pytest.raises(ConfigError, match="shorter than job_keep_days"):
+        server_settings(tmp_path, job_keep_days=7, job_catch_up_hours=168)
 
 
 async def test_a_recording_not_yet_catalogued_waits(catalog: Catalog, tmp_path: Path) -> None:

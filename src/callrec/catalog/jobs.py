@@ -377,10 +377,15 @@ class JobStore:
 
     def purge(self, before: datetime) -> int:
         """Remove done jobs finished before ``before`` (and their history); dead ones stay
-        until an admin retries them."""
+        until an admin retries them, and the ``jobs.installed`` mark stays."""
         with self.catalog.transaction("purge old jobs", write=True) as session:
             connection = session.connection()
-            old = select(JOBS.c.id).where(JOBS.c.state == DONE).where(JOBS.c.finished_at < before)
+            old = (
+                select(JOBS.c.id)
+                .where(JOBS.c.state == DONE)
+                .where(JOBS.c.finished_at < before)
+                .where(JOBS.c.kind != INSTALLED_KIND)
+            )
             ids = list(connection.scalars(old))
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]

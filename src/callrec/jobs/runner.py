@@ -288,7 +288,12 @@ class JobRunner:
                 return count
             count += started
             if self._tasks:
-                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                # Bounded, so that the leases of long runs are renewed meanwhile.
+                shortest = min(kind.lease for kind in self.kinds.values()).total_seconds()
+                await asyncio.wait(
+                    set(self._tasks), timeout=shortest / 3, return_when=asyncio.FIRST_COMPLETED
+                )
+                await self._renew()
 
     # -- the loop ---------------------------------------------------------------------------
 
