@@ -82,6 +82,15 @@ async def test_jobs_api_page_and_metrics(tmp_path: Path) -> None:
             assert 'callrec_jobs{kind="test.dead",state="queued"} 1.0' in metrics
             assert 'callrec_jobs_oldest_queued_seconds{kind="test.dead"}' in metrics
 
+            async with site.client() as anonymous:
+                for method, path in (
+                    ("GET", "/api/v1/jobs"),
+                    ("GET", f"/api/v1/jobs/{claimed.id}"),
+                    ("POST", f"/api/v1/jobs/{claimed.id}/retry"),
+                ):
+                    assert (await anonymous.request(method, path)).status_code == 401
+                assert (await anonymous.get("/admin/jobs")).status_code == 303
+
             async with site.client("listener") as listener:
                 assert (await listener.get("/api/v1/jobs")).status_code == 403
                 assert (await listener.post(f"/api/v1/jobs/{claimed.id}/retry")).status_code == 403
@@ -101,6 +110,9 @@ async def test_jobs_api_page_and_metrics(tmp_path: Path) -> None:
                 # The retried delivery goes out again, with the same event id.
                 got = await asyncio.to_thread(receiver.wait_requests, 2)
                 assert got[0].headers["Callrec-Event-Id"] == got[1].headers["Callrec-Event-Id"]
+                # A session's API change needs its CSRF token.
+                r = await browser.post(f"/api/v1/jobs/{hook['id']}/retry")
+                assert r.status_code == 403
                 r = await browser.post(f"/admin/jobs/{hook['id']}/retry", data={"csrf": "wrong"})
                 assert r.status_code in (400, 403)
             finally:
