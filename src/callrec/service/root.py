@@ -9,13 +9,17 @@ One place knows how the parts fit together; each part is given what it needs as 
   the web UI (:mod:`callrec.web`, given the live *view*, the writer and the USB importer);
 * with ``--workers N``, the pool of media worker processes, each running a :class:`Service`
   of its own with only the phone front end (:mod:`callrec.service.workers`).
+* in the main process, the job runner (:mod:`callrec.jobs`: webhooks, on_complete_command,
+  periodic work), an observer of the live registry.
 
-Start order: the catalogue is migrated and what a crash left open is recovered, then the
-engine ticks, the workers start, and the front ends open their ports (phone control last
-among the recording ones, so a phone never meets half a server). Stop order is the reverse:
-front ends first (no new work; SIP hangs up and the phone listener finishes its sessions),
-then the workers, then the engine (whatever is still open ends ``shutdown``), then the writer
-(its queued writes done, the catalogue closed). Signals belong to :func:`serve_forever`.
+Start order: the catalogue is migrated and what a crash left open is recovered, then the engine
+ticks, the job runner starts (claiming once the catalogue is ready), the workers start, and the
+front ends open their ports (phone control last among the recording ones, so a phone never
+meets half a server). Stop order is the reverse: front ends first (no new work; SIP hangs up
+and the phone listener finishes its sessions), then the workers, then the engine (whatever is
+still open ends ``shutdown``), then the job runner (the last completions enqueued, running
+handlers given a moment), then the writer (its queued writes done, the catalogue closed).
+Signals belong to :func:`serve_forever`.
 """
 
 from __future__ import annotations
