@@ -126,13 +126,15 @@ def build_runner(
     *,
     root: Path,
     write: Any = None,
+    read: Any = None,
     name: str | None = None,
 ) -> tuple[JobRunner, Completion]:
     """A runner with every kind ``settings`` asks for (``callrec serve``, ``callrec jobs
-    run-once``); ``write`` as :class:`JobRunner` takes it."""
+    run-once``); ``write`` and ``read`` as :class:`JobRunner` takes them."""
     runner = JobRunner(
         JobStore(catalog),
         write=write,
+        read=read,
         poll_interval=settings.job_poll_interval,
         keep=timedelta(days=settings.job_keep_days),
         name=name,

@@ -151,13 +151,16 @@ class JobRunner:
     """Runs the jobs of the registered kinds; see the module docstring.
 
     ``write`` runs a catalogue write (the catalogue writer on SQLite: its single writer);
-    without it, writes run on the runner's own database thread like the reads."""
+    without it, writes run on the runner's own database thread like the reads. ``read``, when
+    given, runs the reads too (on SQLite, the writer thread again: one connection for all of
+    the process's catalogue work, none more held by the runner)."""
 
     def __init__(
         self,
         store: JobStore,
         *,
         write: WriteCall | None = None,
+        read: WriteCall | None = None,
         poll_interval: float = 2.0,
         keep: timedelta = timedelta(days=30),
         name: str | None = None,
@@ -169,7 +172,10 @@ class JobRunner:
         self.keep = keep
         self._clock = clock
         self._write_call = write
-        self._db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobs-db")
+        self._read_call = read
+        # One thread: the runner's catalogue calls are short and few, and each more thread
+        # would hold one more pooled connection.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-db")
         self.kinds: dict[str, JobKind] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._schedules: dict[str, timedelta] = {}
@@ -475,7 +481,10 @@ class JobRunner:
     # -- the catalogue ----------------------------------------------------------------------
 
     async def read(self, fn: Callable[[], T]) -> T:
-        """``fn()`` (a catalogue read) on the runner's database thread."""
+        """``fn()`` (a catalogue read) on the runner's database thread (or ``read``)."""
+        if self._read_call is not None:
+            value: T = await self._read_call(fn)
+            return value
         return await asyncio.get_running_loop().run_in_executor(self._db, fn)
 
     async def write(self, fn: Callable[[], T]) -> T:

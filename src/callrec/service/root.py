@@ -181,8 +181,10 @@ class Service:
                 settings,
                 self.catalog,
                 root=self.root,
-                # SQLite takes one writer: the jobs' writes queue on the catalogue writer.
+                # SQLite takes one writer: the jobs' writes (and their few reads, so that
+                # they hold no connection of their own) queue on the catalogue writer.
                 write=self.writer.run if sqlite else None,
+                read=self.writer.run if sqlite else None,
             )
             self.completion.observe(self.live)
         self._started: list[Any] = []
