@@ -37,7 +37,8 @@ def test_the_source_tree_keeps_its_shape(tool: ModuleType) -> None:
     # The arrows the architecture is about, as they are.
     assert "engine" in graph["server"] and "engine" in graph["sip"] and "engine" in graph["web"]
     assert not graph["engine"] & {"server", "sip", "web", "usb", "service"}
-    assert {"server", "sip", "web", "usb", "engine"} <= graph["service"]
+    assert {"server", "sip", "web", "usb", "engine", "jobs"} <= graph["service"]
+    assert not graph["jobs"] & {"server", "sip", "web", "usb", "service", "cli"}
 
 
 def test_a_cycle_between_subpackages_is_found(tool: ModuleType, tmp_path: Path) -> None:
@@ -93,3 +94,24 @@ def test_a_package_importing_its_own_parent_is_no_cycle(tool: ModuleType, tmp_pa
         },
     )
     assert tool.check(root)[0] == []
+
+
+def test_the_web_may_emit_events_but_not_run_jobs(tool: ModuleType, tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "callrec/jobs/__init__.py": "",
+            "callrec/jobs/events.py": "",
+            "callrec/jobs/runner.py": "",
+            "callrec/web/__init__.py": "",
+            "callrec/web/delete.py": "from callrec.jobs.events import DELETED, emit_in\n",
+            "callrec/web/run.py": "from callrec.jobs.runner import JobRunner\n",
+            "callrec/engine/__init__.py": "import callrec.jobs.events\n",
+        },
+    )
+    problems, _ = tool.check(root)
+    found = {p.removeprefix(f"{tmp_path.name}/") for p in problems}
+    assert found == {
+        "callrec/web/run.py:1: web/ must not import callrec.jobs.runner",
+        "callrec/engine/__init__.py:1: engine/ must not import callrec.jobs.events",
+    }

@@ -307,6 +307,50 @@ class Settings:
     sip_account_refresh: float = _doc(
         "Seconds between re-reads of the SIP accounts from the catalogue.", 5.0
     )
+    # -- part J of issue 16: the job runner, webhooks, on_complete_command --
+    jobs_enabled: bool = _doc(
+        "Run the job runner (webhooks, on_complete_command, periodic work) in `callrec serve`.",
+        True,
+    )
+    job_poll_interval: float = _doc(
+        "Seconds between looks for due jobs (jobs enqueued by this process start at once).",
+        2.0,
+    )
+    job_keep_days: float = _doc(
+        "Days a finished job and its history are kept (dead jobs stay until retried).", 30.0
+    )
+    job_catch_up_hours: float = _doc(
+        "At start, recordings finished this far back without their completion job (the "
+        "runner was down) get it.",
+        168.0,
+    )
+    webhook_url: tuple[str, ...] = _doc(
+        "URLs (http or https) that get a signed POST for each recording.completed, "
+        ".deleted and .held event. Empty: no webhooks.",
+        (),
+    )
+    webhook_secret: str = _doc(
+        "Secret of the Callrec-Signature HMAC-SHA256 header; needed with webhook_url.", ""
+    )
+    webhook_timeout: float = _doc(
+        "Seconds a webhook endpoint has to answer one delivery before it is retried.", 10.0
+    )
+    webhook_retry_hours: float = _doc(
+        "Hours a webhook delivery is retried (with back-off) before it is dead.", 24.0
+    )
+    web_public_url: str = _doc(
+        "Base URL of the web UI as others reach it (https://rec.example.com), for the "
+        "download links of webhooks. Empty: made from web_host and web_port.",
+        "",
+    )
+    on_complete_command: str = _doc(
+        "Program (and arguments, split like a shell would, but run without one) run after "
+        "each recording, with its fields in CALLREC_* environment variables. Empty: none.",
+        "",
+    )
+    on_complete_timeout: float = _doc(
+        "Seconds on_complete_command may run before it is killed (and retried).", 60.0
+    )
 
     def __post_init__(self) -> None:
         for name in ("control_port", "media_port_min", "media_port_max"):
@@ -392,6 +436,38 @@ class Settings:
         from callrec.media.naming import check_template
 
         check_template(self.filename_template)
+        self._check_jobs()
+
+    def _check_jobs(self) -> None:
+        for name in (
+            "job_poll_interval",
+            "job_keep_days",
+            "webhook_timeout",
+            "webhook_retry_hours",
+            "on_complete_timeout",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        if not 0 <= self.job_catch_up_hours < 24 * self.job_keep_days:
+            # A completion purged, then caught up again, would notify its webhooks again.
+            raise ConfigError("job_catch_up_hours must be >= 0 and shorter than job_keep_days")
+        if isinstance(self.webhook_url, str):
+            raise ConfigError("webhook_url must be a list of URLs, not one string")
+        object.__setattr__(self, "webhook_url", tuple(self.webhook_url))
+        for url in (*self.webhook_url, *filter(None, [self.web_public_url])):
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{url!r} is not an http:// or https:// URL")
+        if self.webhook_url and not self.webhook_secret:
+            raise ConfigError("webhook_url needs webhook_secret (receivers check signatures)")
+        if self.on_complete_command:
+            import shlex
+
+            try:
+                words = shlex.split(self.on_complete_command)
+            except ValueError as exc:
+                raise ConfigError(f"on_complete_command: {exc}") from exc
+            if not words:
+                raise ConfigError("on_complete_command names no program")
 
     @classmethod
     def fields_doc(cls) -> list[tuple[str, str, Any]]:

@@ -67,6 +67,13 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/admin/audit?recording_id=", "page"),
     ("POST", "/recordings/zip", "form"),
     ("GET", "/api/v1/recordings?cursor=", "query"),
+    # The job queue (issue 16 part J):
+    ("GET", "/api/v1/jobs/{job_id:int}", "path"),
+    ("POST", "/api/v1/jobs/{job_id:int}/retry", "path"),
+    ("POST", "/admin/jobs/{job_id:int}/retry", "path"),
+    ("GET", "/api/v1/jobs?limit=", "query"),
+    ("GET", "/api/v1/jobs?offset=", "query"),
+    ("GET", "/admin/jobs?job=", "page"),
 ]
 
 
@@ -74,7 +81,7 @@ def fill(template: str, value: int, *, in_path: bool) -> str:
     """``template`` with ``value`` in its path ids (``in_path``; else ids of rows that
     exist) or at its end (a query parameter)."""
     path = template
-    for name in ("rec_id", "note_id", "user_id", "token_id"):
+    for name in ("rec_id", "note_id", "user_id", "token_id", "job_id"):
         path = path.replace(f"{{{name}:int}}", str(value if in_path else 1))
     path = path.replace("{tag}", "x")
     if path.endswith("cursor="):

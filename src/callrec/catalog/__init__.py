@@ -15,6 +15,7 @@ datetimes; every failure is a :class:`callrec.exceptions.CatalogError`.
 
 from callrec.catalog.batch import DuplicatePathError, FinishRecording
 from callrec.catalog.database import head_revision
+from callrec.catalog.jobs import JobInfo, JobStore  # issue 16 part 3
 from callrec.catalog.records import (
     DIRECTIONS,
     FINAL_STATUSES,
@@ -65,6 +66,8 @@ __all__ = [
     "Catalog",
     "DuplicatePathError",
     "FinishRecording",
+    "JobInfo",
+    "JobStore",
     "NewAuditEntry",
     "NewRecording",
     "NoteInfo",

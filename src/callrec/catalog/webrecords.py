@@ -56,6 +56,7 @@ AUDIT_ACTIONS: Final = frozenset(
         "denied",
         "export",
         "bulk_delete",
+        "job_retry",  # issue 16 part 3
     }
 )
 

@@ -214,15 +214,20 @@ def config_show(
     """Print the effective settings, where each came from, and what it means."""
     settings, source = _settings(config)
     if as_json:
-        data = {k: _plain(v) for k, v in dataclasses.asdict(settings).items()}
+        data = {k: _plain(_hidden(k, v)) for k, v in dataclasses.asdict(settings).items()}
         print(json.dumps(data, indent=2))
         return
     table = Table("setting", "value", "from", "meaning")
     for name, doc, _default in Settings.fields_doc():
-        value = getattr(settings, name)
+        value = _hidden(name, getattr(settings, name))
         shown = ", ".join(value) if isinstance(value, tuple) else str(value)
         table.add_row(name, shown, source[name], doc)
     console.print(table)
+
+
+def _hidden(name: str, value: Any) -> Any:
+    """A secret's value as ``***`` (``config show`` output ends up in bug reports)."""
+    return "***" if name.endswith("_secret") and value else value
 
 
 def _plain(value: Any) -> Any:
@@ -408,6 +413,9 @@ from callrec.cli import loadtest as _loadtest  # noqa: E402, F401 - adds `callre
 
 # -- `callrec catalogue ...` (issue 12) --
 from callrec.cli import catalogue as _catalogue  # noqa: E402, F401 - adds `callrec catalogue`
+
+# -- `callrec jobs ...` (issue 16 part 3) --
+from callrec.cli import jobs as _jobs  # noqa: E402, F401 - adds `callrec jobs`
 
 
 def main() -> None:

@@ -19,7 +19,8 @@
   vocabulary for all sources (:mod:`callrec.engine.spec`).
 * **catalogue**: the finish goes to the sidecar and the journal; the journal's applier puts it
   in the catalogue when the catalogue can take it.
-* **notify**: observers (the live view, metrics, and later webhooks and jobs) are told.
+* **notify**: observers (the live view, metrics, the job runner: webhooks and
+  on_complete_command, :mod:`callrec.jobs`) are told.
 
 A one-shot recording made from a file (a USB import) runs the same steps, its writes all at
 once on a worker thread (:meth:`RecordingEngine.record_file`).

@@ -9,13 +9,17 @@ One place knows how the parts fit together; each part is given what it needs as 
   the web UI (:mod:`callrec.web`, given the live *view*, the writer and the USB importer);
 * with ``--workers N``, the pool of media worker processes, each running a :class:`Service`
   of its own with only the phone front end (:mod:`callrec.service.workers`).
+* in the main process, the job runner (:mod:`callrec.jobs`: webhooks, on_complete_command,
+  periodic work), an observer of the live registry.
 
-Start order: the catalogue is migrated and what a crash left open is recovered, then the
-engine ticks, the workers start, and the front ends open their ports (phone control last
-among the recording ones, so a phone never meets half a server). Stop order is the reverse:
-front ends first (no new work; SIP hangs up and the phone listener finishes its sessions),
-then the workers, then the engine (whatever is still open ends ``shutdown``), then the writer
-(its queued writes done, the catalogue closed). Signals belong to :func:`serve_forever`.
+Start order: the catalogue is migrated and what a crash left open is recovered, then the engine
+ticks, the job runner starts (claiming once the catalogue is ready), the workers start, and the
+front ends open their ports (phone control last among the recording ones, so a phone never
+meets half a server). Stop order is the reverse: front ends first (no new work; SIP hangs up
+and the phone listener finishes its sessions), then the workers, then the engine (whatever is
+still open ends ``shutdown``), then the job runner (the last completions enqueued, running
+handlers given a moment), then the writer (its queued writes done, the catalogue closed).
+Signals belong to :func:`serve_forever`.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ from callrec.service.workers import (
 from callrec.usb.importer import Importer
 
 if TYPE_CHECKING:
+    from callrec.jobs.completion import Completion
+    from callrec.jobs.runner import JobRunner
     from callrec.sip.server import SipServer
     from callrec.web.server import WebServer
 
@@ -160,8 +166,27 @@ class Service:
                 recording=self.live,
                 importer=self.importer,
                 health=ProcessHealth(self.journal, self.engine.admission, lambda: self.workers),
+                job_runs=lambda: dict(self.jobs.runs) if self.jobs is not None else {},
             )
         self.workers: WorkerPool | None = None
+        # Work after a call (webhooks, on_complete_command, periodic work): the main process
+        # only; it hears its media workers' recordings finish through the live registry.
+        self.jobs: JobRunner | None = None
+        self.completion: Completion | None = None
+        if settings.jobs_enabled and not worker:
+            from callrec.jobs.completion import build_runner
+
+            sqlite = self.catalog.url.startswith("sqlite")
+            self.jobs, self.completion = build_runner(
+                settings,
+                self.catalog,
+                root=self.root,
+                # SQLite takes one writer: the jobs' writes (and their few reads, so that
+                # they hold no connection of their own) queue on the catalogue writer.
+                write=self.writer.run if sqlite else None,
+                read=self.writer.run if sqlite else None,
+            )
+            self.completion.observe(self.live)
         self._started: list[Any] = []
         self._stopped = False
         self._background: list[asyncio.Task[None]] = []
@@ -199,6 +224,9 @@ class Service:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(settled.wait(), CATALOGUE_START_WAIT)
         await self.engine.start()
+        if self.jobs is not None and self.completion is not None:
+            await self.jobs.start(ready=settled)
+            self.jobs.spawn(self.completion.start(settled))
         if self.settings.workers > 1 and not self.worker:
             port = self.phone.reserve_control_port()
             self.workers = WorkerPool(
@@ -240,6 +268,9 @@ class Service:
                 except Exception:
                     logger.exception("error stopping %s", type(part).__name__)
         await self.engine.stop()
+        if self.jobs is not None:
+            # After the engine: the last recordings' completion jobs are enqueued.
+            await self.jobs.stop()
         self.ports.memory.close()
         await self._stop_catalogue(self.journal, self._background)
         self.catalog.close()

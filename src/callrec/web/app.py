@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from callrec.health import HealthSource
 from callrec.web import upload
 from callrec.web.allow import AllowListMiddleware
 from callrec.web.api import accounts as accounts_api
+from callrec.web.api import jobs as jobs_api
 from callrec.web.api import listen as listen_api
 from callrec.web.api import live as live_api
 from callrec.web.api import notes as notes_api
@@ -73,6 +75,7 @@ def create_app(
     recording: LiveView | None = None,
     importer: Importer | None = None,
     health: HealthSource | None = None,
+    job_runs: Callable[[], Mapping[tuple[str, str], int]] | None = None,
 ) -> FastAPI:
     """The web app over ``catalog``, writing through ``writer``; with the recording engine's
     live view (``recording``), its USB ``importer`` and what the recording server says about
@@ -93,7 +96,7 @@ def create_app(
         redoc_url=None,
     )
     root = settings.recordings_dir.resolve()
-    web_metrics = WebMetrics(catalog, recording)
+    web_metrics = WebMetrics(catalog, recording, job_runs=job_runs)
     ctx = WebContext(
         settings=settings,
         catalog=catalog,
@@ -123,6 +126,7 @@ def create_app(
     app.include_router(live_api.router)
     app.include_router(listen_api.router)
     app.include_router(accounts_api.router)
+    app.include_router(jobs_api.router)  # issue 16 part 3
     app.include_router(upload.router)  # POST /api/v1/recordings/import (issue 3)
     app.include_router(signin_pages.router)
     app.include_router(recordings_pages.router)

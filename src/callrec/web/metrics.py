@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -28,7 +29,9 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callrec.access import RefusalLog
-from callrec.catalog import STATUSES, Catalog
+from callrec.catalog import STATUSES, Catalog, JobStore
+from callrec.catalog.jobs import JOB_STATES
+from callrec.catalog.records import utcnow
 from callrec.engine import FINISHED, LiveSession, LiveView
 from callrec.web.health import BoundedProbe, Episode, HealthReport
 
@@ -142,12 +145,46 @@ class _CoreCollector(Collector):
         by_status = GaugeMetricFamily(
             "callrec_recordings", "Recordings in the catalogue, by status.", labels=["status"]
         )
+        yield from _job_metrics(m)
         counts = m.status_counts
         if counts is None:
             return
         for status in sorted(STATUSES | set(counts)):
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status
+
+
+def _job_metrics(m: WebMetrics) -> Iterator[Metric]:
+    """The job runner's figures (issue 16 part 3): jobs by kind and state and the age of the
+    oldest queued one (from the catalogue, all processes), runs by outcome (this process)."""
+    runs = CounterMetricFamily(
+        "callrec_job_runs",
+        "Job runs by this process since it started, by kind and outcome "
+        "(done, retry, dead, deferred).",
+        labels=["kind", "outcome"],
+    )
+    for (kind, outcome), count in sorted(m.job_runs().items()):
+        runs.add_metric([kind, outcome], count)
+    yield runs
+    if m.job_figures is None:
+        return
+    counts, oldest = m.job_figures
+    jobs = GaugeMetricFamily(
+        "callrec_jobs", "Jobs in the catalogue, by kind and state.", labels=["kind", "state"]
+    )
+    for kind in sorted({k for k, _ in counts}):
+        for state in JOB_STATES:
+            jobs.add_metric([kind, state], counts.get((kind, state), 0))
+    yield jobs
+    age = GaugeMetricFamily(
+        "callrec_jobs_oldest_queued_seconds",
+        "Age of the oldest queued job of each kind (kinds with none queued: absent).",
+        labels=["kind"],
+    )
+    now = utcnow()
+    for kind, created in sorted(oldest.items()):
+        age.add_metric([kind], max(0.0, (now - created).total_seconds()))
+    yield age
 
 
 def _refused_connections(m: WebMetrics) -> Metric:
@@ -225,9 +262,21 @@ def _health_metrics(report: HealthReport) -> Iterator[Metric]:
 class WebMetrics:
     """One registry per web app (tests run several apps in one process)."""
 
-    def __init__(self, catalog: Catalog, view: LiveView | None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        view: LiveView | None,
+        *,
+        job_runs: Callable[[], Mapping[tuple[str, str], int]] | None = None,
+    ) -> None:
         self.catalog = catalog
         self.view = view
+        self.job_runs: Callable[[], Mapping[tuple[str, str], int]] = job_runs or dict
+        jobs = JobStore(catalog)
+        self._job_probe = BoundedProbe(
+            lambda: (jobs.counts(), jobs.oldest_queued()), timeout=COUNT_SECONDS, name="jobs"
+        )
+        self.job_figures: tuple[dict[tuple[str, str], int], dict[str, datetime]] | None = None
         self.finished_packets = dict.fromkeys(
             PACKET_COUNTERS + tuple(event[0] for event in STREAM_EVENTS), 0
         )
@@ -285,6 +334,12 @@ class WebMetrics:
                 self._counting.failed(exc)
             else:
                 self._counting.ok()
+        self.job_figures = None
+        if health.catalogue.readable:
+            try:
+                self.job_figures = await self._job_probe()
+            except Exception as exc:
+                self._counting.failed(exc)
         self.live = self.view.live_sessions() if self.view is not None else []
         return generate_latest(self.registry)
 

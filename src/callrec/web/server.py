@@ -8,6 +8,7 @@ import logging
 import socket
 import ssl
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -153,6 +154,7 @@ class WebServer:
         recording: LiveView | None = None,
         importer: Importer | None = None,
         health: HealthSource | None = None,
+        job_runs: Callable[[], Mapping[tuple[str, str], int]] | None = None,
     ) -> None:
         check_web_settings(settings)
         self.settings = settings
@@ -168,6 +170,7 @@ class WebServer:
             recording=recording,
             importer=importer,
             health=health,
+            job_runs=job_runs,
         )
         self._uvicorn: uvicorn.Server | None = None
         self._socket: socket.socket | None = None

@@ -1,16 +1,18 @@
 """The admin pages: users (add, change, new one-time password, delete), everyone's API
-tokens (revoke) and the audit log."""
+tokens (revoke), the audit log and the job queue."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 
-from callrec.catalog import AUDIT_ACTIONS, ROLES, UserInfo
+from callrec.catalog import AUDIT_ACTIONS, ROLES, JobStore, UserInfo
+from callrec.catalog.jobs import JOB_STATES
 from callrec.exceptions import CatalogError
 from callrec.web.api.accounts import audit_rows, drop_token, password_effects
+from callrec.web.api.jobs import job_out, retry
 from callrec.web.auth import Principal, audit, ctx_of
 from callrec.web.ids import ID_RANGE, Id, parse_id
 from callrec.web.pages.inputs import PageAdmin, field, posted_form, words
@@ -182,3 +184,57 @@ async def audit_page(request: Request, principal: PageAdmin) -> Response:
         older=older,
         export="/api/v1/audit.csv?" + urlencode(base),
     )
+
+
+# -- jobs (issue 16 part 3) -----------------------------------------------------------------
+
+JOB_PAGE = 100
+
+
+@router.get("/admin/jobs")
+async def jobs_page(request: Request, principal: PageAdmin) -> Response:
+    """The job queue: state, attempts, last error, a retry button; a job's history below
+    it when ``?job=ID`` names one."""
+    ctx = ctx_of(request)
+    store = JobStore(ctx.catalog)
+    params = request.query_params
+    state = params.get("state", "")
+    error = ""
+    jobs: list[Any] = []
+    detail = None
+    history: list[Any] = []
+    try:
+        if state and state not in JOB_STATES:
+            raise BadRequest(f"state must be one of {', '.join(JOB_STATES)}")
+        jobs = await ctx.db(store.list_jobs, state=state or None, limit=JOB_PAGE)
+        if params.get("job"):
+            job_id = parse_id(params["job"])
+            if job_id is None:
+                raise BadRequest(f"job must be a number from {ID_RANGE}")
+            detail = await ctx.db(store.get, job_id)
+            if detail is None:
+                raise BadRequest(f"no job {job_id}")
+            history = await ctx.db(store.attempts, job_id)
+    except (BadRequest, CatalogError) as exc:
+        error = str(exc)
+    return render(
+        request,
+        "jobs.html",
+        principal=principal,
+        jobs=[(job, job_out(job)) for job in jobs],
+        states=JOB_STATES,
+        state=state,
+        detail=detail,
+        history=history,
+        error=error,
+    )
+
+
+@router.post("/admin/jobs/{job_id:int}/retry")
+async def jobs_retry(request: Request, job_id: Id, principal: PageAdmin) -> Response:
+    await posted_form(request, principal)
+    try:
+        await retry(request, principal, job_id)
+    except HTTPException as exc:
+        return redirect("/admin/jobs", str(exc.detail))
+    return redirect(f"/admin/jobs?job={job_id}", f"Job {job_id} queued again.")

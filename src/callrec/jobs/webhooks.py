@@ -1,0 +1,155 @@
+"""Webhooks: a signed POST to each ``webhook_url`` when a recording is completed, deleted or
+held (docs/webhooks.md is the receiver's side; :mod:`callrec.jobs.events` makes and queues
+the events).
+
+The outbox is the job table: one job per (event, URL), keyed by the event's id, its payload
+the event's body (made once, when the event happens). Each URL is a job kind of its own
+(``webhook:<12 hex digits of the URL's SHA-256>``) with its own concurrency: an endpoint that
+is slow or down delays only its own deliveries. A delivery is done when the endpoint answers
+2xx within ``webhook_timeout``; otherwise it is retried with back-off for
+``webhook_retry_hours``. Every attempt's answer (status, time taken, the first bytes of the
+body) is in the job's history. Redirects are not followed (a 3xx is a failed delivery: a
+redirected POST would lose its body).
+
+Each request carries ``Callrec-Event-Id`` (the same on every retry: receivers dedupe by it,
+since a runner killed mid-delivery delivers again) and ``Callrec-Signature:
+t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" under webhook_secret>``, as Stripe does.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from typing import Any, Final
+
+from callrec import __version__
+from callrec.catalog.jobs import JobInfo
+from callrec.config import Settings
+from callrec.jobs.events import (
+    COMPLETED,
+    DELETED,
+    EVENT_ID_HEADER,
+    EVENT_TYPE_HEADER,
+    EVENTS,
+    HELD,
+    SIGNATURE_HEADER,
+    deliveries,
+    emit,
+    emit_in,
+    event_body,
+    event_id,
+    kind_for,
+    public_url,
+    serialize,
+    sign,
+    verify,
+)
+from callrec.jobs.runner import JobFailed, JobKind, RetryPolicy
+
+__all__ = [
+    "COMPLETED",
+    "CONCURRENCY",
+    "DELETED",
+    "EVENTS",
+    "HELD",
+    "Delivery",
+    "deliveries",
+    "emit",
+    "emit_in",
+    "event_body",
+    "event_id",
+    "kind_for",
+    "public_url",
+    "sign",
+    "verify",
+    "webhook_kinds",
+]
+
+#: Deliveries to one URL at once, in one process.
+CONCURRENCY: Final = 4
+#: Bytes of an endpoint's answer kept in the delivery's history.
+ANSWER_BYTES: Final = 200
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx comes back as an HTTPError: a failed delivery
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class Delivery:
+    """The handler of one URL's deliveries (blocking: it runs on its kind's threads)."""
+
+    def __init__(self, *, secret: str, timeout: float) -> None:
+        self.secret = secret
+        self.timeout = timeout
+
+    def __call__(self, job: JobInfo) -> str:
+        url = str(job.payload["url"])
+        body = serialize(job.payload["event"])
+        event = job.payload["event"]
+        timestamp = int(time.time())
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": f"callrec/{__version__}",
+                EVENT_ID_HEADER: str(event["id"]),
+                EVENT_TYPE_HEADER: str(event["type"]),
+                SIGNATURE_HEADER: sign(self.secret, timestamp, body),
+            },
+        )
+        started = time.monotonic()
+        try:
+            with _OPENER.open(request, timeout=self.timeout) as answer:
+                status = answer.status
+                text = answer.read(ANSWER_BYTES)
+        except urllib.error.HTTPError as exc:
+            text = exc.read(ANSWER_BYTES) if exc.fp is not None else b""
+            took = time.monotonic() - started
+            raise JobFailed(f"HTTP {exc.code} in {took:.2f} s: {_shown(text)}") from None
+        except TimeoutError:
+            raise JobFailed(f"no answer within {self.timeout:g} s") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError | socket.timeout):
+                raise JobFailed(f"no answer within {self.timeout:g} s") from None
+            raise JobFailed(f"cannot reach {url}: {reason}") from None
+        took = time.monotonic() - started
+        if not 200 <= status < 300:
+            raise JobFailed(f"HTTP {status} in {took:.2f} s: {_shown(text)}")
+        return f"HTTP {status} in {took:.2f} s: {_shown(text)}"
+
+
+def _shown(data: bytes) -> str:
+    return data[:ANSWER_BYTES].decode("utf-8", "replace")
+
+
+def webhook_kinds(settings: Settings, *, retry: RetryPolicy | None = None) -> list[JobKind]:
+    """One job kind per ``webhook_url`` (``retry``: the policy, if not the settings')."""
+    retry = retry or RetryPolicy(
+        max_attempts=10_000,  # the age limit decides
+        max_age=timedelta(hours=settings.webhook_retry_hours),
+        first=10.0,
+        cap=3600.0,
+    )
+    handler = Delivery(secret=settings.webhook_secret, timeout=settings.webhook_timeout)
+    return [
+        JobKind(
+            name=kind_for(url),
+            handler=handler,
+            concurrency=CONCURRENCY,
+            retry=retry,
+            # Renewed while a delivery runs; a killed runner's delivery is taken again
+            # after this, or at once by the next start on the same host.
+            lease=timedelta(seconds=max(30.0, 3 * settings.webhook_timeout)),
+        )
+        for url in dict.fromkeys(settings.webhook_url)
+    ]
