@@ -113,12 +113,13 @@ def test_tampering_is_named_file_by_file(recorded: tuple[Path, str]) -> None:
     # One recording at a time, as the web's "Verify now".
     with Catalog(url) as catalog:
         public = keys.load_key(root / ".callrec" / "integrity" / "signing-key.pem").public
-        swapped = check_one(catalog, root, left.id, public)
-        assert (
-            swapped is not None
-            and swapped.detail == f"the file holds recording #{right.id}'s content"
+        swapped, detail = check_one(catalog, root, left.id, public)
+        assert swapped is not None
+        assert detail == f"the file holds recording #{right.id}'s content"
+        assert check_one(catalog, root, recs["call5"].id, public) == (
+            None,
+            "matches chain entry #6",
         )
-        assert check_one(catalog, root, recs["call5"].id, public) is None
         assert state(catalog, flipped.id).result == "altered"
     # Only the named recordings: an untouched one passes.
     fine = CliRunner().invoke(app, ["verify", str(recs["call5"].id)], env=env)

@@ -54,6 +54,7 @@ AUDIT_ACTIONS: Final = frozenset(
         "token_revoke",
         "audit_export",
         "denied",
+        "verify",  # tamper evidence: a recording's file re-hashed (issue 16 part 5)
     }
 )
 

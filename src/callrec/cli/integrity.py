@@ -24,29 +24,11 @@ from rich.progress import (
 
 from callrec.cli import ConfigOption, _catalog, _settings, app, console, err_console
 from callrec.config import Settings
-from callrec.integrity.keys import (
-    KeyFileError,
-    key_file,
-    key_id,
-    load_key,
-    load_public_pem,
-    public_file,
-    public_pem,
-)
+from callrec.integrity.keys import installation_public_key, key_id, load_public_pem, public_pem
 
 
 def _installation_key(settings: Settings) -> Ed25519PublicKey | None:
-    """The public key of the installation: from its private key when this user may read it,
-    else from the public key exported beside it; None when there is none yet."""
-    private = key_file(settings.recordings_dir, settings.integrity_key_file)
-    try:
-        return load_key(private).public
-    except KeyFileError:
-        pass
-    try:
-        return load_public_pem(public_file(private).read_bytes())
-    except (OSError, KeyFileError):
-        return None
+    return installation_public_key(settings.recordings_dir, settings.integrity_key_file)
 
 
 @app.command("verify")

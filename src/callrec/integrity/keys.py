@@ -155,3 +155,17 @@ def export_public(key: SigningKey) -> Path:
         except OSError as exc:
             logger.warning("cannot export the public key to %s: %s", path, exc)
     return path
+
+
+def installation_public_key(recordings_dir: Path, setting: str) -> Ed25519PublicKey | None:
+    """The installation's public key: from its private key when this user may read it, else
+    from the public key exported beside it; None when there is none yet."""
+    private = key_file(recordings_dir, setting)
+    try:
+        return load_key(private).public
+    except KeyFileError:
+        pass
+    try:
+        return load_public_pem(public_file(private).read_bytes())
+    except (OSError, KeyFileError):
+        return None

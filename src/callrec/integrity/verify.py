@@ -470,10 +470,10 @@ def state(catalog: Catalog, rec_id: int) -> RecordingState:
 
 def check_one(
     catalog: Catalog, root: Path, rec_id: int, public: Ed25519PublicKey | None
-) -> Finding | None:
+) -> tuple[Finding | None, str]:
     """Re-hash one recording's file against its chain entry; also check that entry's own
-    hash, its link to the entry before, and the newest signature. The result is stored as
-    the recording's last check; returns the finding (None: all is well)."""
+    hash, its link to the entry before, and the newest signature. Returns the finding (None:
+    all is well) and what to store as the check's detail (:func:`save_check`)."""
     root = root.resolve()
     with catalog.transaction(f"read recording {rec_id}'s integrity") as session:
         connection = session.connection()
@@ -482,52 +482,50 @@ def check_one(
         before = None if entry is None else chain.entry_at(connection, entry.seq - 1)
         sig = chain.last_signature(connection)
         signed = None if sig is None else chain.entry_at(connection, sig.seq)
-    # Another recording's content is looked up only when the file differs (_maybe_swapped).
-    same: dict[str, int] = {}
-    finding: Finding | None = None
     if entry is None:
-        finding = Finding("unchained", "", rec_id, "the recording is not in the chain")
-    else:
-        prev = chain.GENESIS if entry.seq == 1 else (before.hash if before else "")
-        problem = (
-            f"entry #{entry.seq - 1} is missing"
-            if before is None and entry.seq > 1
-            else _check_entry(entry, entry.seq, prev)
-        )
-        if problem is not None:
-            finding = Finding("chain", entry.path, rec_id, problem)
-        elif (
-            sig is not None
-            and public is not None
-            and (
-                sig.key_id != key_id(public)
-                or not verify_signature(public, sig.signature, sig.body)
-                or signed is None
-                or signed.hash != sig.hash
-            )
-        ):
-            finding = Finding(
-                "signature", entry.path, rec_id, f"the signature of entry #{sig.seq} fails"
-            )
-        elif entry.kind == chain.KIND_DELETED:
-            finding = Finding("missing", entry.path, rec_id, "the recording was deleted")
-        else:
-            live = _live(entry)
-            finding = _check_file(root, rec_id, live.path, live.sha256, live.size, same, _ignore)
-            if finding is None and live.original_path and live.original_sha256:
-                finding = _check_file(
-                    root, rec_id, live.original_path, live.original_sha256, None, same, _ignore
-                )
-            if finding is not None and finding.kind == "altered":
-                finding = _maybe_swapped(catalog, root, rec_id, finding)
-    result = (
-        (rec_id, "ok", f"matches chain entry #{entry.seq}")
-        if finding is None and entry is not None
-        else (rec_id, finding.kind if finding else "unchained", finding.detail if finding else "")
+        return Finding("unchained", "", rec_id, "the recording is not in the chain"), ""
+    prev = chain.GENESIS if entry.seq == 1 else (before.hash if before else "")
+    problem = (
+        f"entry #{entry.seq - 1} is missing"
+        if before is None and entry.seq > 1
+        else _check_entry(entry, entry.seq, prev)
     )
+    finding: Finding | None = None
+    if problem is not None:
+        finding = Finding("chain", entry.path, rec_id, problem)
+    elif (
+        sig is not None
+        and public is not None
+        and (
+            sig.key_id != key_id(public)
+            or not verify_signature(public, sig.signature, sig.body)
+            or signed is None
+            or signed.hash != sig.hash
+        )
+    ):
+        finding = Finding(
+            "signature", entry.path, rec_id, f"the signature of entry #{sig.seq} fails"
+        )
+    elif entry.kind == chain.KIND_DELETED:
+        finding = Finding("missing", entry.path, rec_id, "the recording was deleted")
+    else:
+        # Another recording's content is looked up only when the file differs.
+        live = _live(entry)
+        finding = _check_file(root, rec_id, live.path, live.sha256, live.size, {}, _ignore)
+        if finding is None and live.original_path and live.original_sha256:
+            finding = _check_file(
+                root, rec_id, live.original_path, live.original_sha256, None, {}, _ignore
+            )
+        if finding is not None and finding.kind == "altered":
+            finding = _maybe_swapped(catalog, root, rec_id, finding)
+    return finding, f"matches chain entry #{entry.seq}" if finding is None else finding.detail
+
+
+def save_check(catalog: Catalog, rec_id: int, finding: Finding | None, detail: str) -> None:
+    """Store the outcome of :func:`check_one` as the recording's last check (a write)."""
+    result = "ok" if finding is None else finding.kind
     with catalog.transaction("record an integrity check", write=True) as session:
-        chain.record_checks(session.connection(), [result])
-    return finding
+        chain.record_checks(session.connection(), [(rec_id, result, detail)])
 
 
 def _ignore(n: int) -> None:
