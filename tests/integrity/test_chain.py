@@ -229,3 +229,36 @@ def test_two_processes_appending_at_once_never_fork_the_chain(catalog_url: str) 
         assert len(set(ids)) == 2 * each
         with catalog._engine.connect() as connection:
             assert chain.head(connection) == (2 * each, rows[-1][2])
+
+
+def test_the_docs_third_party_check_accepts_a_real_chain_and_catches_a_change(
+    catalog: Catalog, key: keys.SigningKey
+) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "integrity.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/integrity.md", "exec"), namespace)
+    check_chain = namespace["check_chain"]
+    assert callable(check_chain)
+    for n in range(1, 4):
+        _finished(catalog, n, hashlib.sha256(str(n).encode()).hexdigest())
+    catalog.delete_recording(1, reason="test", actor="anna")
+    signing.sign_head(catalog, key, T0)
+    with catalog._engine.connect() as connection:
+        signatures = [(row.body, row.signature) for row in chain.signatures(connection)]
+    pem = keys.public_pem(key.public).encode()
+    rows = chain_rows(catalog)
+    assert check_chain(rows, signatures, pem) == rows[-1][2]
+    # An entry rewritten with every later hash recomputed passes the links, not the signature.
+    body = json.loads(rows[1][1])
+    body["sha256"] = SHA_B
+    forged = chain.canonical(body)
+    prev, changed = rows[0][2], [rows[0]]
+    for seq, old, _ in rows[1:]:
+        fields = json.loads(forged if seq == 2 else old)
+        fields["prev"] = prev
+        text_ = chain.canonical(fields)
+        prev = chain.body_hash(text_)
+        changed.append((seq, text_, prev))
+    with pytest.raises(AssertionError, match="#4 changed"):
+        check_chain(changed, signatures, pem)

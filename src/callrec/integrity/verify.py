@@ -76,6 +76,9 @@ class Report:
     #: The newest signature that verifies: the entry it covers, and when.
     signed_seq: int | None = None
     signed_at: datetime | None = None
+    #: That signature's signed text and signature (hex): what to copy off the machine.
+    signed_body: str | None = None
+    signature: str | None = None
     files: int = 0
     bytes: int = 0
     findings: list[Finding] = field(default_factory=list)
@@ -92,6 +95,8 @@ class Report:
             "signatures": self.signatures,
             "signed_seq": self.signed_seq,
             "signed_at": None if self.signed_at is None else self.signed_at.isoformat(),
+            "signed_body": self.signed_body,
+            "signature": self.signature,
             "files": self.files,
             "bytes": self.bytes,
             "findings": [
@@ -222,6 +227,7 @@ def _check_signatures(
             continue
         if report.signed_seq is None or sig.seq >= report.signed_seq:
             report.signed_seq, report.signed_at = sig.seq, sig.signed_at
+            report.signed_body, report.signature = sig.body, sig.signature
 
 
 def verify(
