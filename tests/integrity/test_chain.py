@@ -262,3 +262,16 @@ def test_the_docs_third_party_check_accepts_a_real_chain_and_catches_a_change(
         changed.append((seq, text_, prev))
     with pytest.raises(AssertionError, match="#4 changed"):
         check_chain(changed, signatures, pem)
+
+
+def test_who_and_why_with_unstorable_characters_still_hash_as_stored(catalog: Catalog) -> None:
+    rec_id = _finished(catalog, 1)
+    catalog.delete_recording(rec_id, reason="bad \ud800 \x00 text", actor="ann\x00a")
+    third_party_verify(chain_rows(catalog))
+    assert bodies(catalog)[-1]["actor"] == "ann\ufffda"
+
+
+def test_the_key_file_setting_names_the_key() -> None:
+    root = Path("/srv/rec")
+    assert keys.key_file(root, "") == root / ".callrec" / "integrity" / "signing-key.pem"
+    assert keys.key_file(root, "/etc/callrec/key.pem") == Path("/etc/callrec/key.pem")

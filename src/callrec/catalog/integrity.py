@@ -26,7 +26,7 @@ from typing import Any, Final, cast
 from sqlalchemy import BigInteger, Connection, Integer, String, Table, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from callrec.catalog.models import Base, CleanText, Recording, UTCDateTime
+from callrec.catalog.models import Base, CleanText, Recording, UTCDateTime, clean_text
 from callrec.catalog.records import STATUS_COMPLETE, STATUS_RECOVERED, RecordingInfo, utcnow
 
 #: Version of the canonical form (the ``v`` of every body).
@@ -280,7 +280,8 @@ def chain_deleted(session: Session, rec: RecordingInfo, reason: str, actor: str)
     the delete path calls it before the row goes."""
     row = session.connection().execute(select(RECORDINGS).where(RECORDINGS.c.id == rec.id)).one()
     fields = _recording_fields(row)
-    fields.update(reason=reason, actor=actor)
+    # Cleaned before hashing: the stored body must be the very text hashed.
+    fields.update(reason=clean_text(reason), actor=clean_text(actor))
     _append(session.connection(), [(KIND_DELETED, fields)])
 
 

@@ -281,9 +281,12 @@ def verify(
                 )
             )
         _check_signatures(report, signatures, signed_hashes, public)
-        catalogued: dict[str, str] = {}
+        # Paths of recordings that are not chained (being recorded, failed): their WAV
+        # files are not unexpected. Only those are kept (memory: few).
+        unchained_paths: set[str] = set()
         for row in chain.catalogue_rows(connection):
-            catalogued[row.path] = row.status
+            if row.status not in chain.CHAINED_STATUSES:
+                unchained_paths.add(row.path)
             if wanted is not None and row.id not in wanted:
                 continue
             if row.status not in chain.CHAINED_STATUSES or row.sha256 is None:
@@ -304,7 +307,7 @@ def verify(
                 )
     checks = _check_files(report, root, latest, wanted, progress)
     if wanted is None:
-        _find_unexpected(report, root, latest, catalogued)
+        _find_unexpected(report, root, latest, unchained_paths)
     if record and checks:
         with catalog.transaction("record the integrity checks", write=True) as session:
             chain.record_checks(session.connection(), checks)
@@ -387,7 +390,7 @@ def _check_file(
 
 
 def _find_unexpected(
-    report: Report, root: Path, latest: dict[int, _Live], catalogued: dict[str, str]
+    report: Report, root: Path, latest: dict[int, _Live], unchained_paths: set[str]
 ) -> None:
     known: set[str] = set()
     for live in latest.values():
@@ -406,8 +409,7 @@ def _find_unexpected(
             relative = path.relative_to(root).as_posix()
             if relative in known:
                 continue
-            status = catalogued.get(relative)
-            if status is not None and status not in chain.CHAINED_STATUSES:
+            if relative in unchained_paths:
                 continue  # being recorded, or a failed recording's remains
             if being_written(path):
                 continue  # a call whose start is not catalogued yet
