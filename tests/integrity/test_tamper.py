@@ -5,6 +5,7 @@ names each."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -15,11 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from callrec.catalog import Catalog, RecordingInfo
+from callrec.catalog import integrity as chain
 from callrec.cli import app
 from callrec.integrity import keys
 from callrec.integrity.verify import check_one, state, verify
 from callrec.service import Service
 from tests.support import postgres
+from tests.support.catalog import T0
 from tests.support.data import LOCALFILE_DATA, encoded
 from tests.support.integrity import chain_rows, third_party_verify
 from tests.support.recording import record
@@ -136,3 +139,41 @@ def test_public_key_is_shown(recorded: tuple[Path, str]) -> None:
     assert result.output == exported.read_text()
     usage = CliRunner().invoke(app, ["verify"], env=env)
     assert usage.exit_code == 2
+
+
+async def test_recordings_from_before_the_chain_are_caught_up_at_start(tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, integrity_sign_interval=0.0)
+    root = settings.recordings_dir
+    (root / "old").mkdir(parents=True)
+    content = b"RIFF" + bytes(range(200))
+    (root / "old" / "call.wav").write_bytes(content)
+    with Catalog(settings.database_url) as catalog:
+        catalog.migrate()
+        # As an older callrec left it: a finished row, no chain entry.
+        with catalog._engine.begin() as connection:
+            connection.execute(
+                chain.RECORDINGS.insert().values(
+                    session_id="old",
+                    device="0c383e0e709a",
+                    codec="PCMA",
+                    path="old/call.wav",
+                    start_time=T0,
+                    end_time=T0,
+                    duration=0.0,
+                    sample_rate=8000,
+                    status="complete",
+                    stop_reason="phone_stop",
+                    size_bytes=len(content),
+                    sha256=hashlib.sha256(content).hexdigest(),
+                    extra={},
+                )
+            )
+        assert chain_rows(catalog) == []
+    server = Service(settings)
+    await server.start()
+    await server.stop()  # the catch-up at the start appended it and signed the head
+    public = keys.load_key(root / ".callrec" / "integrity" / "signing-key.pem").public
+    with Catalog(settings.database_url) as catalog:
+        assert [json.loads(b)["path"] for _, b, _ in chain_rows(catalog)] == ["old/call.wav"]
+        report = verify(catalog, root, public)
+        assert (report.findings, report.signed_seq) == ([], 1)
