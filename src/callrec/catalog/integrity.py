@@ -191,6 +191,32 @@ def _recording_fields(row: Any) -> dict[str, Any]:
     }
 
 
+#: The columns an entry describes (:func:`_recording_fields`).
+_FIELD_COLUMNS = tuple(
+    RECORDINGS.c[name]
+    for name in (
+        "id",
+        "uid",
+        "path",
+        "sha256",
+        "size_bytes",
+        "source",
+        "device",
+        "direction",
+        "local_number",
+        "remote_number",
+        "codec",
+        "start_time",
+        "end_time",
+        "duration",
+        "status",
+        "extra",
+        "original_path",
+        "original_sha256",
+    )
+)
+
+
 def lock_head(connection: Connection) -> tuple[int, str]:
     """The head (seq, hash), locked until the transaction ends (PostgreSQL; SQLite's write
     transaction already excludes every other writer)."""
@@ -256,7 +282,7 @@ def chain_finished(connection: Connection, rec_ids: Iterable[int]) -> int:
         # The head first: whoever holds it sees every entry committed before.
         lock_head(connection)
         statement = (
-            select(RECORDINGS)
+            select(*_FIELD_COLUMNS)
             .where(RECORDINGS.c.id.in_(chunk))
             .where(RECORDINGS.c.status.in_(CHAINED_STATUSES))
             .where(RECORDINGS.c.sha256.is_not(None))
@@ -278,7 +304,9 @@ def chain_finished(connection: Connection, rec_ids: Iterable[int]) -> int:
 def chain_deleted(session: Session, rec: RecordingInfo, reason: str, actor: str) -> None:
     """Append the ``deleted`` entry of ``rec`` (who and why), in ``session``'s transaction:
     the delete path calls it before the row goes."""
-    row = session.connection().execute(select(RECORDINGS).where(RECORDINGS.c.id == rec.id)).one()
+    row = (
+        session.connection().execute(select(*_FIELD_COLUMNS).where(RECORDINGS.c.id == rec.id)).one()
+    )
     fields = _recording_fields(row)
     # Cleaned before hashing: the stored body must be the very text hashed.
     fields.update(reason=clean_text(reason), actor=clean_text(actor))

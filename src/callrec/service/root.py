@@ -277,11 +277,13 @@ class Service:
             await asyncio.sleep(interval)
 
     async def _sign_at_stop(self) -> None:
+        """The chain's upkeep once more at a clean stop, the last ends catalogued: the
+        catch-up too (a stop right after the start may come before the first upkeep ran)."""
         if self._signing_key is None or self.journal.status().state != OK:
             return
         try:
             await asyncio.wait_for(
-                self.writer.run(chain_signing.sign_head, self.catalog, self._signing_key, utcnow()),
+                self.writer.run(chain_signing.maintain, self.catalog, self._signing_key, utcnow()),
                 INTEGRITY_STOP_WAIT,
             )
         except (CallrecError, TimeoutError) as exc:
