@@ -275,3 +275,12 @@ def test_the_key_file_setting_names_the_key() -> None:
     root = Path("/srv/rec")
     assert keys.key_file(root, "") == root / ".callrec" / "integrity" / "signing-key.pem"
     assert keys.key_file(root, "/etc/callrec/key.pem") == Path("/etc/callrec/key.pem")
+
+
+def test_an_id_given_again_after_a_deletion_starts_a_new_record(catalog: Catalog) -> None:
+    first = _finished(catalog, 1)
+    catalog.delete_recording(first, reason="test", actor="anna")
+    again = _finished(catalog, 2, SHA_B)
+    kinds = [(b["kind"], b["recording_id"], b["sha256"]) for b in bodies(catalog)]
+    expected_last = ("recorded", again, SHA_B)
+    assert kinds == [("recorded", first, SHA_A), ("deleted", first, SHA_A), expected_last]

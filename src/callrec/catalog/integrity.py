@@ -295,7 +295,9 @@ def chain_finished(connection: Connection, rec_ids: Iterable[int]) -> int:
             last = latest.get(row.id)
             if last is not None and last[0] != KIND_DELETED and last[1:] == (row.path, row.sha256):
                 continue
-            kind = KIND_RECORDED if last is None else KIND_UPDATED
+            # After a deleted entry the id names a new recording (SQLite reuses the highest
+            # rowid once its row is gone).
+            kind = KIND_RECORDED if last is None or last[0] == KIND_DELETED else KIND_UPDATED
             items.append((kind, _recording_fields(row)))
         appended += _append(connection, items)
     return appended
