@@ -351,6 +351,18 @@ class Settings:
     on_complete_timeout: float = _doc(
         "Seconds on_complete_command may run before it is killed (and retried).", 60.0
     )
+    # -- tamper evidence (issue 16 part 5, docs/integrity.md) --
+    integrity_key_file: str = _doc(
+        "PEM file of the installation's Ed25519 private key that signs the recordings' hash "
+        "chain. Empty: <recordings_dir>/.callrec/integrity/signing-key.pem, made at the first "
+        "start (mode 0600).",
+        "",
+    )
+    integrity_sign_interval: float = _doc(
+        "Seconds between two signatures of the hash chain's head (also signed at a clean "
+        "stop); 0: only at a clean stop.",
+        3600.0,
+    )
 
     def __post_init__(self) -> None:
         for name in ("control_port", "media_port_min", "media_port_max"):
@@ -420,6 +432,8 @@ class Settings:
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level}"
             )
         parse_mode(self.file_mode)
+        if self.integrity_sign_interval < 0:
+            raise ConfigError("integrity_sign_interval must be >= 0")
         if bool(self.web_tls_cert) != bool(self.web_tls_key):
             raise ConfigError("web_tls_cert and web_tls_key must be given together")
         from callrec.access import AllowList, DeviceAllowList

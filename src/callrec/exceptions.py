@@ -25,7 +25,8 @@ The tree tells the peer's fault from ours::
     ├── web.listen.ListenError     a live recording's file we cannot listen to
     ├── media.localrecord.LocalRecordError  local (USB) recording options that do not work
     ├── sim.phone.PhoneError       the phone simulator could not complete a call
-    └── sim.loadrun.LoadError      a load test that cannot run (options, server start-up)
+    ├── sim.loadrun.LoadError      a load test that cannot run (options, server start-up)
+    └── integrity.keys.KeyFileError  the chain's signing key cannot be read or made
 
 Any other exception escaping a protocol core is a bug and is logged as one.
 """

@@ -24,8 +24,9 @@ from tests.support.recording import record
 from tests.support.rtp import rtp_packets
 from tests.support.settings import server_settings
 
-#: Files only callrec's user may read, whatever file_mode says: locks and journals.
-PRIVATE_SUFFIXES = (".lock", ".journal")
+#: Files only callrec's user may read, whatever file_mode says: locks and journals, and the
+#: hash chain's signing key (issue 16: its folder 0700 and the key 0600).
+PRIVATE_SUFFIXES = (".lock", ".journal", ".callrec/integrity", "signing-key.pem")
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +52,7 @@ def modes_under(root: Path) -> dict[str, int]:
 
 def expected_mode(name: str, is_dir: bool, file_mode: int) -> int:
     if is_dir:
-        return dir_mode_for(file_mode)
+        return 0o700 if name.endswith(PRIVATE_SUFFIXES) else dir_mode_for(file_mode)
     return 0o600 if name.endswith(PRIVATE_SUFFIXES) else file_mode
 
 

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from callrec.catalog import search_index
+from callrec.catalog import integrity, search_index
 from callrec.catalog.mappers import note_info, recording_info
 from callrec.catalog.models import Recording
 from callrec.catalog.records import STATUS_RECORDING, RecordingInfo, require_aware
@@ -226,9 +226,10 @@ class BrowsingQueries:
         with self._guard("read recordings"), self._session() as session:
             return [recording_info(row) for row in session.scalars(statement)]
 
-    def delete_recording(self, rec_id: int) -> RecordingInfo:
+    def delete_recording(self, rec_id: int, *, reason: str = "", actor: str = "") -> RecordingInfo:
         """Remove a finished recording's row with its notes and tags; returns what it was.
-        (The caller removes the file.) One still being recorded is refused."""
+        (The caller removes the file.) One still being recorded is refused. The hash chain
+        gets a ``deleted`` entry saying who (``actor``) and why (``reason``)."""
         with self._guard(f"delete recording {rec_id}"), self._session(write=True) as session:
             row = session.get(Recording, rec_id, with_for_update=True)
             if row is None:
@@ -236,6 +237,7 @@ class BrowsingQueries:
             if row.status == STATUS_RECORDING:
                 raise CatalogError(f"cannot delete recording {rec_id}: it is still recording")
             info = recording_info(row)
+            integrity.chain_deleted(session, info, reason, actor)
             # Explicit, so it does not depend on the backend enforcing ON DELETE CASCADE.
             session.execute(delete(Note).where(Note.recording_id == rec_id))
             session.execute(delete(RecordingTag).where(RecordingTag.recording_id == rec_id))

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from callrec.catalog import replay
+from callrec.catalog import integrity, replay
 from callrec.catalog.batch import (
     FINISH_READ_COLUMNS,
     IN_CHUNK,
@@ -456,6 +456,8 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
                 .values({name: bindparam(f"b_{name}") for name in names})
             )
             connection.execute(finish, params)
+        # Chained in the finish's own transaction: a finished recording is never out of it.
+        integrity.chain_finished(connection, [items[index].rec_id for index, _ in done])
         for index, session_id in done:
             item = items[index]
             _log.debug(

@@ -57,6 +57,7 @@ AUDIT_ACTIONS: Final = frozenset(
         "export",
         "bulk_delete",
         "job_retry",  # issue 16 part 3
+        "verify",  # tamper evidence: a recording's file re-hashed (issue 16 part 5)
     }
 )
 

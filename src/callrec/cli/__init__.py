@@ -413,6 +413,7 @@ from callrec.cli import loadtest as _loadtest  # noqa: E402, F401 - adds `callre
 
 # -- `callrec catalogue ...` (issue 12) --
 from callrec.cli import catalogue as _catalogue  # noqa: E402, F401 - adds `callrec catalogue`
+from callrec.cli import integrity as _integrity  # noqa: E402, F401 - adds `callrec verify` (issue 16)
 
 # -- `callrec jobs ...` (issue 16 part 3) --
 from callrec.cli import jobs as _jobs  # noqa: E402, F401 - adds `callrec jobs`

@@ -31,7 +31,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from callrec import filemodes
 from callrec.catalog import Catalog
+from callrec.catalog.records import utcnow
 from callrec.config import Settings
 from callrec.engine import (
     Admission,
@@ -53,8 +54,11 @@ from callrec.engine.catchup import catch_up
 from callrec.engine.journal import OK, Journal
 from callrec.engine.journalfile import journal_dir
 from callrec.engine.portmemory import PortMemory, ports_dir
+from callrec.exceptions import CallrecError
 from callrec.filemodes import FileModes
 from callrec.health import ProcessHealth, worker_report
+from callrec.integrity import signing as chain_signing
+from callrec.integrity.keys import KeyFileError, SigningKey, key_file, load_or_create
 from callrec.server.listener import PhoneServer
 from callrec.service.process import prepare_process, run_loop
 from callrec.service.supervision import state_dir
@@ -78,6 +82,8 @@ logger = logging.getLogger(__name__)
 CATALOGUE_START_WAIT = 5.0
 #: Seconds a stop waits for the journal to catalogue the last recordings' ends.
 CATALOGUE_STOP_WAIT = 10.0
+#: Seconds a stop waits for the hash chain's last signature.
+INTEGRITY_STOP_WAIT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +196,7 @@ class Service:
         self._started: list[Any] = []
         self._stopped = False
         self._background: list[asyncio.Task[None]] = []
+        self._signing_key: SigningKey | None = None
 
     @property
     def control_port(self) -> int:
@@ -223,6 +230,14 @@ class Service:
         # down or hung only delays the start by this much, then catches up in the background.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(settled.wait(), CATALOGUE_START_WAIT)
+        if not self.worker:
+            self._signing_key = _signing_key(self.settings)
+            if self._signing_key is not None:
+                self._background.append(
+                    asyncio.create_task(
+                        self._keep_integrity(self._signing_key), name="callrec-integrity"
+                    )
+                )
         await self.engine.start()
         if self.jobs is not None and self.completion is not None:
             await self.jobs.start(ready=settled)
@@ -272,14 +287,48 @@ class Service:
             # After the engine: the last recordings' completion jobs are enqueued.
             await self.jobs.stop()
         self.ports.memory.close()
-        await self._stop_catalogue(self.journal, self._background)
+        await self._stop_catalogue(self.journal, self._background, self._sign_at_stop)
         self.catalog.close()
         logger.info("recording server stopped")
 
+    async def _keep_integrity(self, key: SigningKey) -> None:
+        """The hash chain's upkeep (docs/integrity.md): once the catalogue is ready, append
+        what a crash or an older version left out and sign the head; then sign every
+        ``integrity_sign_interval``. Plain functions on the writer's thread: a job runner
+        can take them over as they are."""
+        await self.journal.ready.wait()
+        interval = self.settings.integrity_sign_interval
+        while True:
+            try:
+                await self.writer.run(chain_signing.maintain, self.catalog, key, utcnow())
+            except CallrecError as exc:
+                logger.warning("integrity chain not kept up: %s", exc)
+            if interval <= 0:
+                return
+            await asyncio.sleep(interval)
+
+    async def _sign_at_stop(self) -> None:
+        """The chain's upkeep once more at a clean stop, the last ends catalogued: the
+        catch-up too (a stop right after the start may come before the first upkeep ran)."""
+        if self._signing_key is None or self.journal.status().state != OK:
+            return
+        try:
+            await asyncio.wait_for(
+                self.writer.run(chain_signing.maintain, self.catalog, self._signing_key, utcnow()),
+                INTEGRITY_STOP_WAIT,
+            )
+        except (CallrecError, TimeoutError) as exc:
+            logger.warning("integrity chain not signed at the stop: %s", exc)
+
     @staticmethod
-    async def _stop_catalogue(journal: Journal, background: list[asyncio.Task[None]]) -> None:
-        """Give the journal a moment to catalogue the last ends, then stop it; what it could
-        not apply stays in its file for the next start."""
+    async def _stop_catalogue(
+        journal: Journal,
+        background: list[asyncio.Task[None]],
+        last: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Give the journal a moment to catalogue the last ends, then stop it (``last`` runs
+        just before: the catalogue's last words); what it could not apply stays in its file
+        for the next start."""
         deadline = asyncio.get_running_loop().time() + CATALOGUE_STOP_WAIT
         while not journal.applied.is_set() and journal.status().state == OK:
             if asyncio.get_running_loop().time() > deadline:
@@ -291,11 +340,24 @@ class Service:
         await asyncio.gather(*background, return_exceptions=True)
         if journal.status().state != OK:
             journal.writer.catalog.interrupt()  # a call stuck on a hung database ends now
+        if last is not None:
+            await last()
         left = journal.status().backlog
         if left:
             logger.warning("%d catalogue writes left in %s for the next start", left, journal.path)
         journal.close()
         await journal.writer.close()
+
+
+def _signing_key(settings: Settings) -> SigningKey | None:
+    """The chain's signing key, made at the first start; None (logged) when it cannot be
+    read or made: recording goes on, unsigned."""
+    path = key_file(settings.recordings_dir, settings.integrity_key_file)
+    try:
+        return load_or_create(path)
+    except KeyFileError as exc:
+        logger.error("the integrity chain will not be signed: %s", exc)
+        return None
 
 
 def _warn_if_open(root: Path) -> None:

@@ -331,7 +331,12 @@ async def remove_recording(request: Request, principal: Principal, rec_id: Id) -
     ctx = ctx_of(request)
     await visible_recording(request, principal, rec_id, asked="delete")
     try:
-        rec = await ctx.write(ctx.catalog.delete_recording, rec_id)
+        rec = await ctx.write(
+            ctx.catalog.delete_recording,
+            rec_id,
+            reason="deleted in the web UI",
+            actor=principal.user.username,
+        )
     except CatalogError as exc:
         raise HTTPException(409, str(exc)) from exc
     path = recording_file(ctx, rec)

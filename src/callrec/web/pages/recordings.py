@@ -20,6 +20,8 @@ from callrec.catalog.records import COUNTER_COLUMNS, STATUSES
 from callrec.catalog.webrecords import COUNT_CAP, normalise_tag
 from callrec.codecs import CODECS as ALL_CODECS
 from callrec.exceptions import CatalogError
+from callrec.integrity.verify import state as integrity_state
+from callrec.web.api.integrity import verify_now
 from callrec.web.api.notes import change_tag, create_note, remove_note
 from callrec.web.api.recordings import bulk_response, remove_recording, remove_recordings
 from callrec.web.auth import Forbidden, Principal, ctx_of
@@ -280,6 +282,7 @@ async def _recording(
         if principal.is_admin
         else []
     )
+    integrity = await ctx.db(integrity_state, ctx.catalog, rec.id)
     shown = {k: v for k, v in rec.extra.items() if v not in ({}, [], "", None)}
     extra = json.dumps(shown, ensure_ascii=False, indent=1) if shown else ""
     # A call still being recorded: the catalogue row holds what the last checkpoint wrote;
@@ -314,6 +317,7 @@ async def _recording(
         q=quality(counters),
         extra=extra,
         live_uid=live.uid if live else None,
+        integrity=integrity,
         **values,
     )
 
@@ -375,6 +379,18 @@ async def recording_delete(request: Request, rec_id: Id, principal: PageUser) ->
     await posted_form(request, principal)
     await remove_recording(request, principal, rec_id)
     return redirect("/recordings", f"Recording {rec_id} deleted.")
+
+
+@router.post("/recordings/{rec_id:int}/verify")
+async def recording_verify(request: Request, rec_id: Id, principal: PageUser) -> Response:
+    """ "Verify now": re-hash the file against the hash chain (admins)."""
+    if not principal.is_admin:
+        raise Forbidden("verifying recordings needs the admin role")
+    await posted_form(request, principal)
+    finding = await verify_now(request, principal, rec_id)
+    if finding is None:
+        return redirect(f"/recordings/{rec_id}#integrity", "Verified: the file is intact.")
+    return redirect(f"/recordings/{rec_id}#integrity", f"Verification: {finding.line()}")
 
 
 # -- live ----------------------------------------------------------------------------------
