@@ -22,11 +22,13 @@ from callrec.web.recordings import (
     audit_denied,
     content_disposition,
     converted_response,
+    decoded_wav_response,
     download_name,
     file_response,
     recording_dict,
     recording_file,
     search_query,
+    stored_format,
     visible_recording,
     zip_name,
     zip_response,
@@ -176,23 +178,26 @@ async def get_recording(request: Request, principal: User, rec_id: Id) -> dict[s
     tags=["audio"],
     response_class=Response,
     responses={
-        200: {"content": {"audio/wav": {}}},
+        200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/ogg": {}}},
         206: {"description": "The requested byte range."},
         416: {"description": "Range not satisfiable."},
     },
 )
 async def play(request: Request, principal: User, rec_id: Id) -> Response:
-    """The WAV for a player: inline, with byte ranges so that it can seek. A request from
-    the start of the file (200, or a range from byte 0) is audited as a `play`: the pages'
-    player loads nothing before the listener presses play or seeks (`preload="none"`), so a
-    page view is not a `play`."""
+    """The recording's file for a player: inline, with byte ranges so that it can seek. The
+    WAV, or for a recording the archive policy transcoded, its FLAC (`audio/flac`) or Ogg
+    Opus (`audio/ogg`) file, which browsers play and seek alike. A request from the start of
+    the file (200, or a range from byte 0) is audited as a `play`: the pages' player loads
+    nothing before the listener presses play or seeks (`preload="none"`), so a page view is
+    not a `play`."""
     ctx = ctx_of(request)
     rec = await visible_recording(request, principal, rec_id, asked="play")
+    stored = stored_format(rec)
     response = file_response(
         request,
         recording_file(ctx, rec),
-        media_type="audio/wav",
-        disposition=content_disposition("inline", download_name(rec, FORMATS["wav"])),
+        media_type=stored.media_type,
+        disposition=content_disposition("inline", download_name(rec, stored)),
     )
     content_range = response.headers.get("content-range", "")
     if (
@@ -218,8 +223,10 @@ async def download(
     format: Annotated[
         Literal["wav", "flac", "opus", "mp3"],
         Query(
-            description="wav: the original file (ranges work); others encoded on the fly "
-            "(by PyAV, streamed; their length is the WAV's)."
+            description="The format the file is stored in (WAV, or FLAC or Opus once the "
+            "archive policy transcoded it) is the file itself (ranges work); others are "
+            "encoded on the fly (by PyAV, streamed; their length is the recording's), and "
+            "`wav` of an archived recording is decoded back to WAV on the fly."
         ),
     ] = "wav",
 ) -> Response:
@@ -229,7 +236,8 @@ async def download(
     fmt = audio_format(format)
     path = recording_file(ctx, rec)
     name = download_name(rec, fmt)
-    if fmt.encoding is None:
+    stored = stored_format(rec)
+    if fmt.name == stored.name:
         response = file_response(
             request,
             path,
@@ -243,6 +251,8 @@ async def download(
             media_type=fmt.media_type,
             headers={"content-disposition": content_disposition("attachment", name)},
         )
+    elif fmt.encoding is None:
+        response = await decoded_wav_response(path, name)
     else:
         response = await converted_response(path, fmt, name)
     if request.method == "GET" and response.status_code in (200, 206):

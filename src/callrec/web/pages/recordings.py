@@ -24,9 +24,11 @@ from callrec.web.pages.render import redirect, render
 from callrec.web.recordings import (
     FILTER_PARAMS,
     BadRequest,
+    archived,
     parse_ids,
     quality,
     search_query,
+    stored_format,
     visible_recording,
 )
 
@@ -188,6 +190,8 @@ async def _recording(
         q=quality(counters),
         extra=extra,
         live_uid=live.uid if live else None,
+        stored=stored_format(rec).name,
+        archive=archived(rec),
         **values,
     )
 
