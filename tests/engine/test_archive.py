@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from callrec.catalog import Catalog
+from callrec.catalog import Catalog, RecordingInfo
 from callrec.catalog.archives import DONE, ArchiveStore
 from callrec.config import Settings
 from callrec.engine.archive import STEPS, archive_sweep, new_holder, transcode_one
@@ -25,6 +25,7 @@ from callrec.media.decode import layout, read_all
 from callrec.media.wav import sha256_file
 from callrec.service import Service
 from tests.support.settings import server_settings
+from tests.support.waiting import wait_for
 from tests.support.web import CALLS, make_call
 
 LATER = timedelta(days=1)
@@ -303,3 +304,24 @@ def test_the_pid_of_a_claim_is_checked_on_this_host() -> None:
     host = new_holder().split(":")[0]
     assert claim_is_stale(f"{host}:{dead}:x", later, now)
     assert not claim_is_stale(f"elsewhere:{os.getpid()}:x", later, now)  # cannot tell: wait
+
+
+async def test_serve_archives_on_its_own_and_stops_cleanly(settings: Settings) -> None:
+    server = Service(
+        dataclasses.replace(
+            settings, archive_format="flac", archive_after_days=0, archive_interval=0.2
+        )
+    )
+    await server.start()
+    try:
+        rec_id = await make_call(server, **CALLS["bob"])
+
+        def archived() -> RecordingInfo | None:
+            rec = server.catalog.get(rec_id)
+            return rec if rec is not None and rec.path.endswith(".flac") else None
+
+        rec = await wait_for(archived, what="serve's archive sweep", timeout=60)
+        assert sha256_file(server.root / rec.path) == rec.sha256
+    finally:
+        await server.stop()
+    assert no_leftovers(settings.recordings_dir.resolve()) == []

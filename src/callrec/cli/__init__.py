@@ -409,6 +409,9 @@ from callrec.cli import loadtest as _loadtest  # noqa: E402, F401 - adds `callre
 # -- `callrec catalogue ...` (issue 12) --
 from callrec.cli import catalogue as _catalogue  # noqa: E402, F401 - adds `callrec catalogue`
 
+# -- `callrec archive ...` (issue 16 part 4) --
+from callrec.cli import archive as _archive  # noqa: E402, F401 - adds `callrec archive`
+
 
 def main() -> None:
     try:
