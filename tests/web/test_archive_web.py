@@ -213,7 +213,11 @@ async def test_deleting_an_archived_recording_removes_the_archive(archived: Arch
     path = file_of(a, "ivan")
     sidecar = path.with_name(path.name + ".json")
     assert path.is_file() and sidecar.is_file()
+    # As a crash between the switch and the WAV's removal would have left them.
+    wav = path.with_suffix(".wav")
+    wav.write_bytes(a.wav["ivan"])
+    wav.with_name(wav.name + ".json").write_text("{}")
     async with a.site.client("admin") as c:
         assert (await c.delete(f"/api/v1/recordings/{rec_id}")).status_code == 204
     assert not path.exists() and not sidecar.exists()
-    assert not path.with_suffix(".wav").exists()
+    assert not wav.exists() and not wav.with_name(wav.name + ".json").exists()

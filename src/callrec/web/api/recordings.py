@@ -4,6 +4,7 @@ format, its waveform), its deletion, and ZIP downloads of several."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -309,6 +310,8 @@ async def remove_recording(request: Request, principal: Principal, rec_id: Id) -
         ),
         *([ctx.root / rec.original_path] if rec.original_path else []),
         sidecar_path(path),
+        # An archived recording's WAV, should a crash have left it (docs/archive.md).
+        *archived_original(ctx.root, rec.extra),
     ]
     for target in targets:
         if not target.resolve().is_relative_to(ctx.root.resolve()):
@@ -330,6 +333,14 @@ async def remove_recording(request: Request, principal: Principal, rec_id: Id) -
         remote_number=rec.remote_number,
         files_removed=removed,
     )
+
+
+def archived_original(root: Path, extra: dict[str, Any]) -> list[Path]:
+    entry = extra.get("archive")
+    original = entry.get("original_path") if isinstance(entry, dict) else None
+    if not isinstance(original, str) or not original:
+        return []
+    return [root / original, sidecar_path(root / original)]
 
 
 # -- bulk download -------------------------------------------------------------------------
