@@ -5,6 +5,7 @@ copy and its SHA-256, and a ``kill -9`` at any step leaves a playable catalogued
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from callrec.engine.rebuild import rebuild_catalogue
 from callrec.media.decode import layout, read_all
 from callrec.media.wav import sha256_file
 from callrec.service import Service
+from tests.support.recording import record
 from tests.support.settings import server_settings
 from tests.support.waiting import wait_for
 from tests.support.web import CALLS, make_call
@@ -325,3 +327,71 @@ async def test_serve_archives_on_its_own_and_stops_cleanly(settings: Settings) -
     finally:
         await server.stop()
     assert no_leftovers(settings.recordings_dir.resolve()) == []
+
+
+SWEEP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from datetime import UTC, datetime, timedelta
+    from pathlib import Path
+    from callrec.catalog import Catalog
+    from callrec.config import Settings
+    from callrec.engine.archive import archive_sweep
+
+    url, root = sys.argv[1:3]
+    settings = Settings(
+        recordings_dir=Path(root), database_url=url, archive_format="flac", archive_after_days=0
+    )
+    report = archive_sweep(Catalog(url), settings, datetime.now(UTC) + timedelta(days=1))
+    print(json.dumps([[o.recording_id, o.result] for o in report.outcomes]))
+    """
+)
+
+
+async def test_two_processes_at_once_archive_each_recording_once(settings: Settings) -> None:
+    ids = await record_calls(settings, "alice", "bob", "ivan", "carol")
+    root = settings.recordings_dir.resolve()
+    argv = [sys.executable, "-c", SWEEP_SCRIPT, settings.database_url, str(root)]
+    processes = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    outcomes: list[tuple[int, str]] = []
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err.decode()
+        outcomes += [(rec_id, result) for rec_id, result in json.loads(out)]
+    archived = sorted(rec_id for rec_id, result in outcomes if result == "archived")
+    assert archived == sorted(ids.values())  # each once, by one of the two
+    assert {result for _, result in outcomes} <= {"archived", "skipped"}
+    with Catalog(settings.database_url) as catalog:
+        for rec_id in ids.values():
+            rec = catalog.get(rec_id)
+            assert rec is not None and rec.path.endswith(".flac")
+            assert sha256_file(root / rec.path) == rec.sha256
+            state = ArchiveStore(catalog).get(rec_id)
+            assert state is not None and state.state == DONE and state.attempts == 1
+    assert no_leftovers(root) == []
+
+
+async def test_a_recording_without_audio_is_left_as_it_is(settings: Settings) -> None:
+    server = Service(settings)
+    await server.start()
+    try:
+        await record(server, "PCMA", [], session_id="empty")
+        (rec,) = server.catalog.find(limit=10)
+    finally:
+        await server.stop()
+    assert rec.size_bytes == 44
+    with Catalog(settings.database_url) as catalog:
+        swept = archive_sweep(catalog, policy(settings, "opus"), datetime.now(UTC) + LATER)
+        assert swept.outcomes == []
+        asked = archive_sweep(catalog, policy(settings, "opus"), datetime.now(UTC), ids=[rec.id])
+        assert asked.outcomes == []
+        root = settings.recordings_dir.resolve()
+        one = transcode_one(
+            catalog, root, rec.id, fmt="flac", opus_bitrate=20000, now=datetime.now(UTC)
+        )
+        assert one.result == "skipped"
+        assert ArchiveStore(catalog).get(rec.id) is None
+        after = catalog.get(rec.id)
+        assert after is not None and after.path == rec.path

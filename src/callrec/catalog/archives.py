@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, func, select
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, func, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from callrec.catalog.mappers import recording_info
@@ -38,6 +38,8 @@ SWITCHED: Final = "switched"
 DONE: Final = "done"
 FAILED: Final = "failed"
 ARCHIVE_STATES: Final = (CLAIMED, SWITCHED, DONE, FAILED)
+#: Size of a WAV header (callrec's canonical one): a file no larger holds no audio.
+WAV_HEADER_BYTES: Final = 44
 #: Containers an archive may be.
 ARCHIVE_FORMATS: Final = ("flac", "opus")
 
@@ -170,6 +172,8 @@ class ArchiveStore:
             .outerjoin(RecordingArchive, RecordingArchive.recording_id == Recording.id)
             .where(Recording.status.in_(sorted(FINAL_STATUSES)))
             .where(func.lower(Recording.path).like("%.wav"))
+            # A WAV that is its header alone (a call that never sent audio) saves nothing.
+            .where(or_(Recording.size_bytes.is_(None), Recording.size_bytes > WAV_HEADER_BYTES))
         )
         if ids is not None:
             statement = statement.where(Recording.id.in_(ids)).where(

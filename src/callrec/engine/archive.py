@@ -102,7 +102,8 @@ class ArchiveError(CallrecError):
 
 
 class _Stopped(Exception):
-    """The process is stopping: the recording in hand is let go, untouched."""
+    """The recording in hand is let go, untouched: the process is stopping, or it holds no
+    audio at all."""
 
 
 class Via(Protocol):
@@ -332,6 +333,8 @@ def _copy(
     if rec.sha256 is not None and sha256_file(wav) != rec.sha256:
         raise ArchiveError(f"{rec.path} is not the file catalogued (its SHA-256 differs)")
     source, blocks = pcm_blocks(wav)
+    if source.frames == 0:
+        raise _Stopped  # no audio: nothing to save, and no archive format holds nothing
     temp.unlink(missing_ok=True)  # a crash's leftover: only the claim's holder writes it
     encoding = encoding_for(fmt, opus_bitrate=opus_bitrate, channels=source.channels)
     try:
@@ -524,7 +527,7 @@ def read_archive_sidecar(path: Path) -> tuple[str, ArchivedFile, str | None] | N
     try:
         data = json.loads(path.read_bytes().decode("utf-8", "surrogatepass"))
         entry = data[SIDECAR_ARCHIVE]
-        uid = data["finish"]["uid"]
+        uid = data["start"]["rec"]["uid"]  # a crash's recording may have no finish here
         archived = ArchivedFile(
             format=str(entry["format"]),
             path=str(entry["path"]),
@@ -534,6 +537,8 @@ def read_archive_sidecar(path: Path) -> tuple[str, ArchivedFile, str | None] | N
             archived_at=datetime.fromisoformat(entry["archived_at"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(uid, str) or not uid:
         return None
     wav_sha = entry.get("wav_sha256")
     return str(uid), archived, wav_sha if isinstance(wav_sha, str) else None

@@ -91,7 +91,12 @@ class RecordingOut(BaseModel):
     status: str
     stop_reason: str | None
     phone_stop_reason: str | None
-    extra: dict[str, Any]
+    extra: dict[str, Any] = Field(
+        description="Fields the phone sent that have no column, the SIP mix (`companions`), "
+        "and `archive` once the archive policy transcoded the recording: `format` (flac or "
+        "opus), `archived_at`, and the WAV's `original_path`, `original_size` and "
+        "`original_sha256` (`path`, `size_bytes` and `sha256` are then the archive's)."
+    )
     counters: Counters
     quality: QualityOut
     tags: list[str]
