@@ -395,3 +395,42 @@ async def test_a_recording_without_audio_is_left_as_it_is(settings: Settings) ->
         assert ArchiveStore(catalog).get(rec.id) is None
         after = catalog.get(rec.id)
         assert after is not None and after.path == rec.path
+
+
+async def test_a_claim_taken_over_or_a_recording_deleted_meanwhile(settings: Settings) -> None:
+    ids = await record_calls(settings, "alice", "bob")
+    root = settings.recordings_dir.resolve()
+    now = datetime.now(UTC) + LATER
+    with Catalog(settings.database_url) as catalog:
+        store = ArchiveStore(catalog)
+
+        def steal(name: str) -> None:
+            if name == "verified":  # another process took the claim over (it ran out)
+                store.claim(
+                    ids["alice"],
+                    fmt="flac",
+                    holder="elsewhere:1:x",
+                    until=now + timedelta(hours=1),
+                    now=now,
+                    stale=lambda *_: True,
+                )
+
+        stolen = transcode_one(
+            catalog, root, ids["alice"], fmt="flac", opus_bitrate=20000, now=now, step=steal
+        )
+        assert stolen.result == "skipped" and "claim" in stolen.error
+        alice = catalog.get(ids["alice"])
+        assert alice is not None and alice.path.endswith(".wav")
+        assert sha256_file(root / alice.path) == alice.sha256
+
+        def delete(name: str) -> None:
+            if name == "sidecar":
+                catalog.delete_recording(ids["bob"])
+
+        gone = transcode_one(
+            catalog, root, ids["bob"], fmt="flac", opus_bitrate=20000, now=now, step=delete
+        )
+        assert gone.result == "skipped" and "deleted" in gone.error
+    # The deleted recording's archive and its sidecar went with it.
+    assert not list(root.rglob("*.flac")) and not list(root.rglob("*.flac.json"))
+    assert no_leftovers(root) == []

@@ -44,6 +44,11 @@ WAV_HEADER_BYTES: Final = 44
 ARCHIVE_FORMATS: Final = ("flac", "opus")
 
 
+class ArchiveConflict(CatalogError):
+    """Another process, or a deletion, got there first: the claim was lost, or the recording
+    changed or went while it was archived. Nothing was changed."""
+
+
 class RecordingArchive(Base):
     """What an archive run did to one recording (see the module docstring)."""
 
@@ -233,17 +238,17 @@ class ArchiveStore:
 
     def switch(self, rec_id: int, holder: str, archived: ArchivedFile) -> RecordingInfo:
         """Make the catalogue name the verified archive instead of the WAV, in one
-        transaction; :class:`CatalogError` (and nothing changed) when ``holder`` lost its
-        claim or the row changed meanwhile."""
+        transaction; :class:`ArchiveConflict` (and nothing changed) when ``holder`` lost its
+        claim or the row changed or went meanwhile."""
         with self.catalog.transaction(f"switch recording {rec_id}", write=True) as session:
             row = session.get(Recording, rec_id, with_for_update=True)
             claim = session.get(RecordingArchive, rec_id, with_for_update=True)
             if row is None or claim is None:
-                raise CatalogError(f"recording {rec_id} was deleted while it was archived")
+                raise ArchiveConflict(f"recording {rec_id} was deleted while it was archived")
             if claim.state != CLAIMED or claim.claimed_by != holder:
-                raise CatalogError(f"recording {rec_id}: the claim to archive it was lost")
+                raise ArchiveConflict(f"recording {rec_id}: the claim to archive it was lost")
             if row.path != claim.wav_path or row.sha256 != claim.wav_sha256:
-                raise CatalogError(f"recording {rec_id} changed while it was archived")
+                raise ArchiveConflict(f"recording {rec_id} changed while it was archived")
             before = recording_info(row)
             _switch_row(row, claim, before, archived)
             return recording_info(row)

@@ -50,6 +50,7 @@ from callrec.catalog import Catalog, RecordingInfo
 from callrec.catalog.archives import (
     CLAIMED,
     SWITCHED,
+    ArchiveConflict,
     ArchivedFile,
     ArchiveInfo,
     ArchiveStore,
@@ -247,7 +248,7 @@ def transcode_one(
     try:
         archived = _copy(rec, wav, temp, fmt, opus_bitrate, report, stop)
         if not via(lambda: store.holds(rec_id, holder, until=_later(now))):
-            raise CatalogError(f"recording {rec_id}: the claim to archive it was lost")
+            raise ArchiveConflict(f"recording {rec_id}: the claim to archive it was lost")
         if final.exists() and store.path_catalogued(final_rel):
             raise ArchiveError(f"{final_rel} exists and is another recording's")
         os.replace(temp, final)
@@ -269,7 +270,27 @@ def transcode_one(
         temp.unlink(missing_ok=True)
         via(lambda: store.release(rec_id, holder))
         return ArchiveOutcome(recording_id=rec_id, result="skipped", format=fmt, path=rec.path)
-    except (ArchiveError, AudioFileError, EncodeError, OSError) as exc:
+    except ArchiveConflict as exc:
+        temp.unlink(missing_ok=True)
+        # A deleted recording's archive goes (its sidecar would bring it back in a rebuild);
+        # one whose claim another process took is that process's to replace or remove.
+        if renamed and catalog.get(rec_id) is None:
+            _drop_uncatalogued(catalog, final, final_rel)
+        logger.info("recording %d not archived: %s", rec_id, exc)
+        return ArchiveOutcome(
+            recording_id=rec_id, result="skipped", format=fmt, path=rec.path, error=str(exc)
+        )
+    except OSError as exc:
+        # The disk (full, read-only ...), not the recording: let go, the next sweep retries.
+        temp.unlink(missing_ok=True)
+        if renamed:
+            _drop_uncatalogued(catalog, final, final_rel)
+        logger.warning("recording %d not archived as %s, for now: %s", rec_id, fmt, exc)
+        via(lambda: store.release(rec_id, holder))
+        return ArchiveOutcome(
+            recording_id=rec_id, result="skipped", format=fmt, path=rec.path, error=str(exc)
+        )
+    except (ArchiveError, AudioFileError, EncodeError) as exc:
         temp.unlink(missing_ok=True)
         if renamed:
             _drop_uncatalogued(catalog, final, final_rel)
