@@ -434,3 +434,34 @@ async def test_a_claim_taken_over_or_a_recording_deleted_meanwhile(settings: Set
     # The deleted recording's archive and its sidecar went with it.
     assert not list(root.rglob("*.flac")) and not list(root.rglob("*.flac.json"))
     assert no_leftovers(root) == []
+
+
+def test_a_name_another_archive_holds_is_not_taken(catalog: Catalog, tmp_path: Path) -> None:
+    """The engine may give a later call the name a removed WAV freed: its archive gets the
+    recording's id in its name instead of replacing the other's."""
+    from callrec.media.wav import WavWriter
+    from tests.support.catalog import finish_values, new_recording
+
+    root = tmp_path / "recordings"
+    ids = []
+    for n, path in enumerate(("2026-03-01/call.wav", "2026-03-01/call.wav")):
+        wav = root / path
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        with WavWriter(wav, sample_rate=8000) as writer:
+            writer.write(np.full(8000, 1000 * (n + 1), dtype="<i2").tobytes())
+        info = writer.close()
+        rec_id = catalog.create_recording(new_recording(n, path=path))
+        catalog.finish_recording(
+            rec_id, **finish_values(size_bytes=info.size_bytes, sha256=info.sha256)
+        )
+        ids.append(rec_id)
+        settings = Settings(recordings_dir=root, database_url="sqlite://", archive_format="flac")
+        report = archive_sweep(catalog, settings, datetime.now(UTC), ids=[rec_id])
+        assert [o.result for o in report.outcomes] == ["archived"]
+    first, second = (catalog.get(i) for i in ids)
+    assert first is not None and second is not None
+    assert first.path == "2026-03-01/call.flac"
+    assert second.path == f"2026-03-01/call.{ids[1]}.flac"
+    for rec, level in ((first, 1000), (second, 2000)):
+        assert sha256_file(root / rec.path) == rec.sha256
+        assert set(samples_of(root / rec.path)[:, 0]) == {level}

@@ -166,9 +166,15 @@ def encoding_for(fmt: str, *, opus_bitrate: int, channels: int) -> Encoding:
     raise ArchiveError(f"unknown archive format {fmt!r} (flac or opus)")
 
 
-def archive_name(wav_path: str, fmt: str) -> str:
-    """The archive's catalogued path: the WAV's, with the format's suffix."""
-    return str(PurePosixPath(wav_path).with_suffix(SUFFIXES[fmt]))
+def archive_names(wav_path: str, fmt: str, rec_id: int) -> tuple[str, str]:
+    """The archive's catalogued path: the WAV's with the format's suffix, or, should another
+    recording hold that name (a later call the engine gave the WAV's freed name, already
+    archived), the same with the recording's id, which no other can have."""
+    path = PurePosixPath(wav_path)
+    return (
+        str(path.with_suffix(SUFFIXES[fmt])),
+        str(path.with_name(f"{path.stem}.{rec_id}{SUFFIXES[fmt]}")),
+    )
 
 
 def temp_path(wav: Path, fmt: str) -> Path:
@@ -241,7 +247,8 @@ def transcode_one(
         return ArchiveOutcome(recording_id=rec_id, result="skipped", format=fmt, path="")
     report("claimed")
     wav = root / rec.path
-    final_rel = archive_name(rec.path, fmt)
+    primary, other = archive_names(rec.path, fmt, rec_id)
+    final_rel = other if store.path_catalogued(primary) else primary
     final = root / final_rel
     temp = temp_path(wav, fmt)
     renamed = False
@@ -249,7 +256,7 @@ def transcode_one(
         archived = _copy(rec, wav, temp, fmt, opus_bitrate, report, stop)
         if not via(lambda: store.holds(rec_id, holder, until=_later(now))):
             raise ArchiveConflict(f"recording {rec_id}: the claim to archive it was lost")
-        if final.exists() and store.path_catalogued(final_rel):
+        if store.path_catalogued(final_rel):
             raise ArchiveError(f"{final_rel} exists and is another recording's")
         os.replace(temp, final)
         renamed = True
@@ -625,10 +632,10 @@ def recover(catalog: Catalog, root: Path, now: datetime, *, via: Via = direct) -
         wav = root / item.wav_path
         if item.state == CLAIMED and rec.path == item.wav_path:
             # The WAV is still the one catalogued: whatever the run made goes.
-            final_rel = archive_name(item.wav_path, item.format)
             leftovers = [temp_path(wav, item.format)]
-            if not store.path_catalogued(final_rel):
-                leftovers += [root / final_rel, sidecar_path(root / final_rel)]
+            for name in archive_names(item.wav_path, item.format, item.recording_id):
+                if not store.path_catalogued(name):
+                    leftovers += [root / name, sidecar_path(root / name)]
             cleaned += _unlink(root, leftovers)
             _release(store, via, item)
         elif item.state == SWITCHED and rec.path != item.wav_path:
