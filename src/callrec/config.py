@@ -363,6 +363,26 @@ class Settings:
         "stop); 0: only at a clean stop.",
         3600.0,
     )
+    # -- issue 16 part 4: archive formats --
+    archive_format: str = _doc(
+        'Transcode finished recordings to this format after archive_after_days: "flac" '
+        '(lossless, about half the size) or "opus" (speech at archive_opus_bitrate). Empty: '
+        "recordings stay WAV. The WAV is removed only once the copy is verified "
+        "(docs/archive.md).",
+        "",
+    )
+    archive_after_days: float = _doc(
+        "Age (days since the recording ended) at which archive_format applies.", 30.0
+    )
+    archive_opus_bitrate: int = _doc(
+        "Opus bit rate per channel, bits/s, for archive_format = opus (16000-24000 suits "
+        "telephone speech: 7-11 MB per hour of a mono call).",
+        20000,
+    )
+    archive_interval: float = _doc(
+        "Seconds between archive sweeps inside `callrec serve` (when archive_format is set).",
+        3600.0,
+    )
 
     def __post_init__(self) -> None:
         for name in ("control_port", "media_port_min", "media_port_max"):
@@ -436,6 +456,17 @@ class Settings:
             raise ConfigError("integrity_sign_interval must be >= 0")
         if bool(self.web_tls_cert) != bool(self.web_tls_key):
             raise ConfigError("web_tls_cert and web_tls_key must be given together")
+        # -- issue 16 part 4: archive formats --
+        if self.archive_format not in ("", "flac", "opus"):
+            raise ConfigError(
+                f'archive_format must be "", "flac" or "opus", not {self.archive_format!r}'
+            )
+        if self.archive_after_days < 0:
+            raise ConfigError("archive_after_days must be >= 0")
+        if not 6000 <= self.archive_opus_bitrate <= 256000:
+            raise ConfigError("archive_opus_bitrate must be 6000-256000 bits/s per channel")
+        if self.archive_interval <= 0:
+            raise ConfigError("archive_interval must be > 0")
         from callrec.access import AllowList, DeviceAllowList
 
         for name in ("control_allow", "control_allow_devices", "sip_allow", "web_allow"):

@@ -15,6 +15,7 @@ The tree tells the peer's fault from ours::
     ├── usb.importer.ImportFailedError  a good file we could not store (disk full ...)
     ├── ConfigError                a setting that does not validate
     ├── CatalogError               the catalogue refused an operation
+    │   └── catalog.archives.ArchiveConflict  another process or a deletion got there first
     ├── media.wav.WavError         a WAV file we cannot write or read back
     │   ├── WavRepairError         a file left by a crash that is not ours to repair
     │   └── WavTooLargeError       past the 4 GiB a RIFF size field can say
@@ -22,6 +23,9 @@ The tree tells the peer's fault from ours::
     ├── media.convert.ConvertError    a conversion we cannot do (output exists, FFmpeg fails)
     │   └── OutputExistsError      the output exists and replacing it was not asked for
     ├── media.player.PlayerError   no audio output, or the player failed
+    ├── media.decode.AudioFileError  a recording (WAV, FLAC, Ogg Opus) we cannot read back
+    ├── media.verify.VerifyError   an archive copy that does not decode to its WAV
+    ├── engine.archive.ArchiveError  a recording we do not archive (its WAV changed ...)
     ├── web.listen.ListenError     a live recording's file we cannot listen to
     ├── media.localrecord.LocalRecordError  local (USB) recording options that do not work
     ├── sim.phone.PhoneError       the phone simulator could not complete a call

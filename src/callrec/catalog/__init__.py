@@ -13,6 +13,7 @@ Everything that comes out is a plain :class:`RecordingInfo` with timezone-aware 
 datetimes; every failure is a :class:`callrec.exceptions.CatalogError`.
 """
 
+from callrec.catalog.archives import ArchiveStore
 from callrec.catalog.batch import DuplicatePathError, FinishRecording
 from callrec.catalog.database import head_revision
 from callrec.catalog.jobs import JobInfo, JobStore  # issue 16 part 3
@@ -62,6 +63,7 @@ __all__ = [
     "STATUS_FAILED",
     "STATUS_RECORDING",
     "STATUS_RECOVERED",
+    "ArchiveStore",
     "AuditInfo",
     "Catalog",
     "DuplicatePathError",

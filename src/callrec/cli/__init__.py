@@ -418,6 +418,9 @@ from callrec.cli import integrity as _integrity  # noqa: E402, F401 - adds `call
 # -- `callrec jobs ...` (issue 16 part 3) --
 from callrec.cli import jobs as _jobs  # noqa: E402, F401 - adds `callrec jobs`
 
+# -- `callrec archive ...` (issue 16 part 4) --
+from callrec.cli import archive as _archive  # noqa: E402, F401 - adds `callrec archive`
+
 
 def main() -> None:
     try:

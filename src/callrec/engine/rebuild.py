@@ -5,7 +5,9 @@ Every recording the engine makes has a sidecar beside its file (``<file>.json``,
 journal gave the catalogue. Applying them again is idempotent, so a rebuild can run on an
 empty catalogue (the database was lost), on a current one (nothing changes), or on one that
 missed some recordings. A sidecar without a finish belongs to a recording a crash cut short:
-start-up recovery repairs its file and finishes its row.
+start-up recovery repairs its file and finishes its row. A recording the archive policy
+transcoded has its sidecar beside the archive (``<file>.flac.json``): the same entries, then
+the switch to the archive (:mod:`callrec.engine.archive`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Final
 from callrec.catalog import Catalog
 from callrec.catalog.replay import JournalEntry
 from callrec.engine import journalfile
+from callrec.engine.archive import adopt_archives, is_archive_sidecar
 from callrec.engine.journal import MAX_BATCH, apply_checked
 from callrec.engine.recovery import recover_unfinished
 
@@ -42,11 +45,15 @@ class RebuildReport:
     damaged: list[str] = field(default_factory=list)
     #: WAV files that no sidecar describes (from before sidecars, or not callrec's).
     without_sidecar: list[str] = field(default_factory=list)
+    #: Rows switched to the FLAC or Opus archive that replaced their WAV (issue 16 part 4).
+    archived: int = 0
 
     def lines(self) -> list[str]:
         out = [
             f"{self.sidecars} sidecars read, {self.added} recordings added to the catalogue",
         ]
+        if self.archived:
+            out.append(f"{self.archived} recordings named by their archive (FLAC or Opus)")
         if self.recovered:
             out.append(f"{len(self.recovered)} recordings cut short by a crash, recovered:")
             out.extend(f"  {line}" for line in self.recovered[:REPORT_NAMES])
@@ -71,7 +78,10 @@ def rebuild_catalogue(catalog: Catalog, root: Path) -> RebuildReport:
     before = catalog.count_recordings()
     described: set[str] = set()
     batch: list[JournalEntry] = []
+    archives: list[Path] = []
     for path in _sidecars(root):
+        if is_archive_sidecar(path):
+            archives.append(path)  # applied once every start and finish is in
         try:
             start, finish = journalfile.read_sidecar(path)
         except ValueError as exc:
@@ -90,6 +100,7 @@ def rebuild_catalogue(catalog: Catalog, root: Path) -> RebuildReport:
             batch = []
     if batch:
         apply_checked(catalog, batch)
+    report.archived = adopt_archives(catalog, archives)
     report.added = catalog.count_recordings() - before
     report.recovered = recover_unfinished(catalog, root)
     for wav in _files(root, ".wav"):
@@ -110,4 +121,10 @@ def _files(root: Path, suffix: str) -> Iterator[Path]:
 
 
 def _sidecars(root: Path) -> Iterator[Path]:
-    return _files(root, ".wav" + journalfile.SIDECAR_SUFFIX)
+    """Every recording's sidecar: of its WAV, or of the archive that replaced it."""
+    suffixes = tuple(s + journalfile.SIDECAR_SUFFIX for s in (".wav", ".flac", ".opus"))
+    for directory, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != journalfile.STATE_DIR)
+        for name in sorted(names):
+            if name.endswith(suffixes):
+                yield Path(directory, name)

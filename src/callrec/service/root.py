@@ -34,9 +34,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from callrec import filemodes
 from callrec.catalog import Catalog
@@ -54,7 +55,7 @@ from callrec.engine.catchup import catch_up
 from callrec.engine.journal import OK, Journal
 from callrec.engine.journalfile import journal_dir
 from callrec.engine.portmemory import PortMemory, ports_dir
-from callrec.exceptions import CallrecError
+from callrec.exceptions import CallrecError, CatalogError
 from callrec.filemodes import FileModes
 from callrec.health import ProcessHealth, worker_report
 from callrec.integrity import signing as chain_signing
@@ -78,12 +79,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: Seconds a start waits for the catalogue to be migrated and recovered before it records.
 CATALOGUE_START_WAIT = 5.0
 #: Seconds a stop waits for the journal to catalogue the last recordings' ends.
 CATALOGUE_STOP_WAIT = 10.0
 #: Seconds a stop waits for the hash chain's last signature.
 INTEGRITY_STOP_WAIT = 5.0
+#: Seconds after the start before the first archive sweep (at most; issue 16 part 4).
+ARCHIVE_FIRST_DELAY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +202,9 @@ class Service:
         self._stopped = False
         self._background: list[asyncio.Task[None]] = []
         self._signing_key: SigningKey | None = None
+        # -- issue 16 part 4: the archive policy's sweeps (the job runner takes them over) --
+        self._archiving: asyncio.Task[None] | None = None
+        self._archive_stop = threading.Event()
 
     @property
     def control_port(self) -> int:
@@ -270,12 +278,65 @@ class Service:
         if self.web is not None and not (stop and stop.is_set()):
             await self.web.start()
             self._started.append(self.web)
+        if self.settings.archive_format and not self.worker:
+            self._archiving = asyncio.create_task(self._archive_sweeps(), name="callrec-archive")
+
+    async def _archive_sweeps(self) -> None:
+        """Every ``archive_interval`` (the first after at most a minute), one archive sweep
+        on a worker thread, its catalogue writes on the writer's thread."""
+        from callrec.engine.archive import archive_sweep
+
+        loop = asyncio.get_running_loop()
+
+        def via(fn: Callable[[], T]) -> T:
+            return asyncio.run_coroutine_threadsafe(self.writer.run(fn), loop).result()
+
+        delay = min(ARCHIVE_FIRST_DELAY, self.settings.archive_interval)
+        while not self._archive_stop.is_set():
+            await asyncio.sleep(delay)
+            delay = self.settings.archive_interval
+            sweep = asyncio.ensure_future(
+                asyncio.to_thread(
+                    archive_sweep,
+                    self.catalog,
+                    self.settings,
+                    datetime.now(UTC),
+                    via=via,
+                    stop=self._archive_stop,
+                )
+            )
+            try:
+                report = await asyncio.shield(sweep)
+            except asyncio.CancelledError:
+                # A stop: the thread lets go of its recording at once (the stop event is
+                # set) and its last writes need the writer, which waits for it.
+                await asyncio.gather(sweep, return_exceptions=True)
+                raise
+            except CatalogError as exc:
+                logger.warning("archive sweep put off: %s", exc)
+                continue
+            except Exception:
+                logger.exception("archive sweep failed")
+                continue
+            if report.outcomes or report.cleaned:
+                logger.info(
+                    "archive sweep: %d archived as %s, %d failed, %d bytes saved",
+                    report.count("archived"),
+                    report.format,
+                    report.count("failed"),
+                    report.saved_bytes,
+                )
 
     async def stop(self) -> None:
         """Front ends first, then the workers, the engine and the catalogue writer."""
         if self._stopped:
             return
         self._stopped = True
+        if self._archiving is not None:
+            # The sweep lets go of the recording in hand; its writes need the writer.
+            self._archive_stop.set()
+            self._archiving.cancel()
+            await asyncio.gather(self._archiving, return_exceptions=True)
         for part in (self.web, self.sip, self.phone, self.workers):
             if part is not None and part in self._started:
                 try:

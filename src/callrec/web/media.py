@@ -3,7 +3,9 @@
 Nothing here holds a whole recording in memory. File slices, transcoded audio and ZIP
 archives are synchronous generators, which the ASGI layer iterates on worker threads so that
 a long encode never holds up the event loop; a client that goes away stops the generator.
-Transcoding is PyAV's (:mod:`callrec.media.encode`): no FFmpeg program is needed.
+Transcoding is PyAV's (:mod:`callrec.media.encode`): no FFmpeg program is needed. A recording
+the archive policy made FLAC or Opus (:mod:`callrec.engine.archive`) is read through
+:mod:`callrec.media.decode`: its WAV is made on the fly, of the exact length.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import struct
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,9 @@ from typing import Any, Final
 
 import numpy as np
 
+from callrec.media.decode import WAV, AudioFileError, container_of, pcm_blocks, wav_layout
 from callrec.media.encode import FLAC, MP3, OPUS_DOWNLOAD, EncodeError, Encoding, encode_stream
+from callrec.media.wav import WavHeader
 from callrec.spreadsheet import SafeDictWriter
 
 logger = logging.getLogger(__name__)
@@ -75,21 +78,21 @@ def file_slice(path: Path, start: int, length: int) -> Iterator[bytes]:
 def transcode(path: Path, fmt: AudioFormat) -> Iterator[bytes]:
     """The recording in ``fmt``, encoded in-process by PyAV as it is read, piece by piece.
 
-    Blocking: call it, and iterate what it returns, on a worker thread. The WAV's layout is
-    read and the encoder opened here, so an unreadable file raises :class:`WavLayoutError`
-    and a missing encoder :class:`TranscodeError` before any byte is sent. The length goes
-    into the headers a player reads first (FLAC's total samples, MP3's Info frame).
+    Blocking: call it, and iterate what it returns, on a worker thread. The recording's
+    layout is read and the encoder opened here, so an unreadable file raises
+    :class:`WavLayoutError` and a missing encoder :class:`TranscodeError` before any byte is
+    sent. The length goes into the headers a player reads first (FLAC's total samples, MP3's
+    Info frame). The recording may be WAV, FLAC or Opus (an archived one).
     """
     assert fmt.encoding is not None
-    rate, channels, offset, length = wav_layout(path)
-    frames = length // (2 * channels)
+    found, blocks = pcm_blocks(path)
     try:
         pieces = encode_stream(
-            _pcm_blocks(path, offset, length),
+            blocks,
             encoding=fmt.encoding,
-            sample_rate=rate,
-            channels=channels,
-            frames=frames,
+            sample_rate=found.sample_rate,
+            channels=found.channels,
+            frames=found.frames,
         )
         first = next(pieces, b"")
     except EncodeError as exc:
@@ -97,28 +100,40 @@ def transcode(path: Path, fmt: AudioFormat) -> Iterator[bytes]:
     return _relay(first, pieces, path)
 
 
-#: Samples (per channel) read and encoded at a time: 8 s at 8 kHz.
-_BLOCK_FRAMES: Final = 64 * 1024
+def as_wav(path: Path) -> tuple[int, Iterator[bytes]]:
+    """An archived (FLAC or Opus) recording as a WAV, decoded as it is sent: its size (the
+    header's, known from the archive's exact length) and its bytes. Blocking, as
+    :func:`transcode`; an unreadable file raises :class:`WavLayoutError` here."""
+    found, blocks = pcm_blocks(path)
+    try:
+        header = WavHeader(
+            sample_rate=found.sample_rate,
+            channels=found.channels,
+            data_size=found.frames * found.channels * 2,
+        )
+    except ValueError as exc:
+        raise WavLayoutError(f"{path.name}: {exc}") from exc
+    head = header.serialize()
+    return len(head) + header.data_size, _wav_pieces(head, blocks, path)
 
 
-def _pcm_blocks(path: Path, offset: int, length: int) -> Iterator[np.ndarray[Any, Any]]:
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        left = length
-        while left > 0:
-            data = fh.read(min(left, 2 * _BLOCK_FRAMES))
-            data = data[: len(data) - len(data) % 2]
-            if not data:
-                return
-            left -= len(data)
-            yield np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
+def _wav_pieces(head: bytes, blocks: Iterator[np.ndarray[Any, Any]], path: Path) -> Iterator[bytes]:
+    yield head
+    try:
+        for block in blocks:
+            yield block.astype("<i2", copy=False).tobytes()
+    except AudioFileError as exc:  # too late for an error status: the client gets a short file
+        logger.error("decoding %s failed: %s", path, exc)
 
 
 def _relay(first: bytes, pieces: Iterator[bytes], path: Path) -> Iterator[bytes]:
     yield first
     try:
         yield from pieces
-    except EncodeError as exc:  # too late for an error status: the client gets a short file
+    except (
+        EncodeError,
+        AudioFileError,
+    ) as exc:  # too late for an error status: the client gets a short file
         logger.error("encoding %s failed: %s", path, exc)
 
 
@@ -219,44 +234,14 @@ class Peaks:
     buckets: list[tuple[float, float]]
 
 
-class WavLayoutError(ValueError):
-    """Not a 16-bit PCM WAV file we can read."""
-
-
-def wav_layout(path: Path) -> tuple[int, int, int, int]:
-    """(sample rate, channels, offset of the audio, bytes of audio) of a 16-bit PCM WAV.
-
-    A file still being written announces what it held at its last header update.
-    """
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            raise WavLayoutError(f"{path.name} is not a WAV file")
-        rate = channels = bits = 0
-        while True:
-            chunk = fh.read(8)
-            if len(chunk) < 8:
-                raise WavLayoutError(f"{path.name} has no data chunk")
-            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if cid == b"fmt ":
-                fmt = fh.read(csize + (csize & 1))
-                _tag, channels, rate, _rate_bytes, _align, bits = struct.unpack("<HHIIHH", fmt[:16])
-            elif cid == b"data":
-                if bits != 16 or not rate or not channels:
-                    raise WavLayoutError(f"{path.name} is not 16-bit PCM")
-                offset = fh.tell()
-                # Our writer keeps the header valid every sync interval; a header that says
-                # nothing (0, or the streaming 0xFFFFFFFF) means "to the end of the file".
-                unknown = csize in (0, 0xFFFFFFFF)
-                length = size - offset if unknown else min(csize, size - offset)
-                return rate, channels, offset, length - length % (2 * channels)
-            else:
-                fh.seek(csize + (csize & 1), os.SEEK_CUR)
+#: Not a recording we can read (a WAV, FLAC or Ogg Opus file): answered 422.
+WavLayoutError = AudioFileError
 
 
 def compute_peaks(path: Path, buckets: int) -> Peaks:
     """Min and max of the mix in ``buckets`` equal slices of the recording."""
+    if container_of(path) != WAV:
+        return _decoded_peaks(path, buckets)
     rate, channels, offset, length = wav_layout(path)
     frames = length // (2 * channels)
     if frames == 0:
@@ -270,6 +255,39 @@ def compute_peaks(path: Path, buckets: int) -> Peaks:
     pairs = [(round(float(a), 4), round(float(b), 4)) for a, b in zip(lows, highs, strict=True)]
     del samples
     return Peaks(rate, frames / rate, pairs)
+
+
+def _decoded_peaks(path: Path, buckets: int) -> Peaks:
+    """:func:`compute_peaks` of an archived recording, decoded block by block: the same
+    buckets as of its WAV (from FLAC the very same figures)."""
+    found, blocks = pcm_blocks(path)
+    frames, channels = found.frames, found.channels
+    if frames == 0:
+        return Peaks(found.sample_rate, 0.0, [])
+    count = min(buckets, frames)
+    edges = np.linspace(0, frames, count + 1).astype(np.int64)
+    lows = np.full(count, np.inf)
+    highs = np.full(count, -np.inf)
+    position = 0
+    for block in blocks:
+        pcm = block.reshape(-1, channels)
+        mono = pcm.mean(axis=1) if channels > 1 else pcm[:, 0]
+        if not len(mono):
+            continue
+        end = position + len(mono)
+        # The buckets this block touches, and where each starts inside it.
+        first = int(np.searchsorted(edges, position, side="right")) - 1
+        last = min(int(np.searchsorted(edges, end - 1, side="right")) - 1, count - 1)
+        starts = np.maximum(edges[first : last + 1], position) - position
+        touched = slice(first, last + 1)
+        lows[touched] = np.minimum(lows[touched], np.minimum.reduceat(mono, starts))
+        highs[touched] = np.maximum(highs[touched], np.maximum.reduceat(mono, starts))
+        position = end
+    pairs = [
+        (round(float(a) / 32768.0, 4), round(float(b) / 32768.0, 4))
+        for a, b in zip(lows, highs, strict=True)
+    ]
+    return Peaks(found.sample_rate, frames / found.sample_rate, pairs)
 
 
 class PeaksCache:

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from callrec.catalog import RecordingInfo, SearchQuery
 from callrec.exceptions import CatalogError
+from callrec.media.decode import container_of
 from callrec.web.auth import Principal, WebContext, audit
 from callrec.web.ids import ID_RANGE, parse_id
 from callrec.web.media import (
@@ -29,6 +30,7 @@ from callrec.web.media import (
     TranscodeError,
     WavLayoutError,
     ZipMember,
+    as_wav,
     file_slice,
     transcode,
     zip_stream,
@@ -339,6 +341,61 @@ async def converted_response(path: Path, fmt: AudioFormat, filename: str) -> Res
             "content-disposition": content_disposition("attachment", filename),
             "cache-control": "private, no-store",
         },
+    )
+
+
+async def decoded_wav_response(path: Path, filename: str) -> Response:
+    """An archived (FLAC or Opus) recording as the WAV it was: decoded as it is sent, its
+    length (and so ``content-length``) exactly the original's."""
+    if not path.is_file():
+        raise HTTPException(404, "the recording's file is missing")
+    try:
+        size, body = await run_in_threadpool(as_wav, path)
+    except FileNotFoundError as exc:
+        raise HTTPException(404, "the recording's file is missing") from exc
+    except (WavLayoutError, OSError) as exc:
+        raise HTTPException(422, f"cannot read the recording's audio: {exc}") from exc
+    return StreamingResponse(
+        body,
+        media_type=FORMATS["wav"].media_type,
+        headers={
+            "content-disposition": content_disposition("attachment", filename),
+            "content-length": str(size),
+            "cache-control": "private, no-store",
+        },
+    )
+
+
+def stored_format(rec: RecordingInfo) -> AudioFormat:
+    """The format the recording's file is in: WAV, or what the archive policy made of it."""
+    return FORMATS[container_of(Path(rec.path))]
+
+
+@dataclass(frozen=True, slots=True)
+class Archived:
+    """What the archive policy made of a recording (its ``extra["archive"]``)."""
+
+    format: str
+    archived_at: datetime | None
+    original_sha256: str | None
+    original_size: int | None
+
+
+def archived(rec: RecordingInfo) -> Archived | None:
+    entry = rec.extra.get("archive")
+    if not isinstance(entry, dict) or not isinstance(entry.get("format"), str):
+        return None
+    try:
+        at = datetime.fromisoformat(entry["archived_at"])
+    except (KeyError, TypeError, ValueError):
+        at = None
+    sha = entry.get("original_sha256")
+    size = entry.get("original_size")
+    return Archived(
+        format=entry["format"],
+        archived_at=at,
+        original_sha256=sha if isinstance(sha, str) else None,
+        original_size=size if isinstance(size, int) else None,
     )
 
 

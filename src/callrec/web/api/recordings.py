@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator
 from datetime import datetime, tzinfo
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -28,6 +28,7 @@ from callrec.web.recordings import (
     audit_denied,
     content_disposition,
     converted_response,
+    decoded_wav_response,
     download_name,
     file_response,
     filters_of,
@@ -35,6 +36,7 @@ from callrec.web.recordings import (
     recording_dict,
     recording_file,
     search_query,
+    stored_format,
     time_zone,
     visible_recording,
     zip_name,
@@ -97,7 +99,12 @@ class RecordingOut(BaseModel):
     status: str
     stop_reason: str | None
     phone_stop_reason: str | None
-    extra: dict[str, Any]
+    extra: dict[str, Any] = Field(
+        description="Fields the phone sent that have no column, the SIP mix (`companions`), "
+        "and `archive` once the archive policy transcoded the recording: `format` (flac or "
+        "opus), `archived_at`, and the WAV's `original_path`, `original_size` and "
+        "`original_sha256` (`path`, `size_bytes` and `sha256` are then the archive's)."
+    )
     counters: Counters
     quality: QualityOut
     tags: list[str]
@@ -225,23 +232,26 @@ async def get_recording(request: Request, principal: User, rec_id: Id) -> dict[s
     tags=["audio"],
     response_class=Response,
     responses={
-        200: {"content": {"audio/wav": {}}},
+        200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/ogg": {}}},
         206: {"description": "The requested byte range."},
         416: {"description": "Range not satisfiable."},
     },
 )
 async def play(request: Request, principal: User, rec_id: Id) -> Response:
-    """The WAV for a player: inline, with byte ranges so that it can seek. A request from
-    the start of the file (200, or a range from byte 0) is audited as a `play`: the pages'
-    player loads nothing before the listener presses play or seeks (`preload="none"`), so a
-    page view is not a `play`."""
+    """The recording's file for a player: inline, with byte ranges so that it can seek. The
+    WAV, or for a recording the archive policy transcoded, its FLAC (`audio/flac`) or Ogg
+    Opus (`audio/ogg`) file, which browsers play and seek alike. A request from the start of
+    the file (200, or a range from byte 0) is audited as a `play`: the pages' player loads
+    nothing before the listener presses play or seeks (`preload="none"`), so a page view is
+    not a `play`."""
     ctx = ctx_of(request)
     rec = await visible_recording(request, principal, rec_id, asked="play")
+    stored = stored_format(rec)
     response = file_response(
         request,
         recording_file(ctx, rec),
-        media_type="audio/wav",
-        disposition=content_disposition("inline", download_name(rec, FORMATS["wav"])),
+        media_type=stored.media_type,
+        disposition=content_disposition("inline", download_name(rec, stored)),
     )
     content_range = response.headers.get("content-range", "")
     if (
@@ -267,8 +277,10 @@ async def download(
     format: Annotated[
         Literal["wav", "flac", "opus", "mp3"],
         Query(
-            description="wav: the original file (ranges work); others encoded on the fly "
-            "(by PyAV, streamed; their length is the WAV's)."
+            description="The format the file is stored in (WAV, or FLAC or Opus once the "
+            "archive policy transcoded it) is the file itself (ranges work); others are "
+            "encoded on the fly (by PyAV, streamed; their length is the recording's), and "
+            "`wav` of an archived recording is decoded back to WAV on the fly."
         ),
     ] = "wav",
 ) -> Response:
@@ -278,7 +290,8 @@ async def download(
     fmt = audio_format(format)
     path = recording_file(ctx, rec)
     name = download_name(rec, fmt)
-    if fmt.encoding is None:
+    stored = stored_format(rec)
+    if fmt.name == stored.name:
         response = file_response(
             request,
             path,
@@ -292,6 +305,8 @@ async def download(
             media_type=fmt.media_type,
             headers={"content-disposition": content_disposition("attachment", name)},
         )
+    elif fmt.encoding is None:
+        response = await decoded_wav_response(path, name)
     else:
         response = await converted_response(path, fmt, name)
     if request.method == "GET" and response.status_code in (200, 206):
@@ -353,6 +368,8 @@ async def remove_recording(request: Request, principal: Principal, rec_id: Id) -
         ),
         *([ctx.root / rec.original_path] if rec.original_path else []),
         sidecar_path(path),
+        # An archived recording's WAV, should a crash have left it (docs/archive.md).
+        *archived_original(ctx.root, rec.extra),
     ]
     for target in targets:
         if not target.resolve().is_relative_to(ctx.root.resolve()):
@@ -517,6 +534,14 @@ def _export_row(rec: RecordingInfo, tags: list[str], zone: tzinfo) -> dict[str, 
         "file_name": PurePosixPath(rec.path).name,
         "path": rec.path,
     }
+
+
+def archived_original(root: Path, extra: dict[str, Any]) -> list[Path]:
+    entry = extra.get("archive")
+    original = entry.get("original_path") if isinstance(entry, dict) else None
+    if not isinstance(original, str) or not original:
+        return []
+    return [root / original, sidecar_path(root / original)]
 
 
 # -- bulk download -------------------------------------------------------------------------

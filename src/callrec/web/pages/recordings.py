@@ -31,9 +31,11 @@ from callrec.web.pages.render import redirect, render
 from callrec.web.recordings import (
     FILTER_PARAMS,
     BadRequest,
+    archived,
     parse_ids,
     quality,
     search_query,
+    stored_format,
     time_zone,
     visible_recording,
 )
@@ -318,6 +320,8 @@ async def _recording(
         extra=extra,
         live_uid=live.uid if live else None,
         integrity=integrity,
+        stored=stored_format(rec).name,
+        archive=archived(rec),
         **values,
     )
 
