@@ -20,6 +20,7 @@ import pytest
 from callrec.catalog import Catalog, RecordingInfo
 from callrec.catalog import integrity as integrity_chain
 from callrec.catalog.archives import DONE, ArchiveStore
+from callrec.catalog.jobs import JobStore
 from callrec.config import Settings
 from callrec.engine.archive import STEPS, archive_sweep, new_holder, transcode_one
 from callrec.engine.journalfile import sidecar_path
@@ -339,6 +340,17 @@ async def test_serve_archives_on_its_own_and_stops_cleanly(settings: Settings) -
 
         rec = await wait_for(archived, what="serve's archive sweep", timeout=60)
         assert sha256_file(server.root / rec.path) == rec.sha256
+        # The sweeps are jobs of the runner (one per period), visible like any other.
+        store = JobStore(server.catalog)
+
+        def sweep_job() -> bool:
+            done = store.list_jobs(kind="archive.sweep", state="done", limit=1000)
+            details = [a.detail for job in done for a in store.attempts(job.id)]
+            return any(d.startswith("1 archived as flac") for d in details)
+
+        await wait_for(sweep_job, what="the archive.sweep job's history", timeout=30)
+        # ...and so is the hash chain's signature (integrity.sign), at its own period.
+        assert store.list_jobs(kind="integrity.sign")
     finally:
         await server.stop()
     assert no_leftovers(settings.recordings_dir.resolve()) == []

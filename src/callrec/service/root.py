@@ -87,7 +87,10 @@ CATALOGUE_START_WAIT = 5.0
 CATALOGUE_STOP_WAIT = 10.0
 #: Seconds a stop waits for the hash chain's last signature.
 INTEGRITY_STOP_WAIT = 5.0
-#: Seconds after the start before the first archive sweep (at most; issue 16 part 4).
+#: Job kinds of the periodic work after calls (docs/jobs.md).
+SIGN_KIND = "integrity.sign"
+ARCHIVE_KIND = "archive.sweep"
+#: Seconds after the start before the first archive sweep without the job runner.
 ARCHIVE_FIRST_DELAY = 60.0
 
 
@@ -202,7 +205,7 @@ class Service:
         self._stopped = False
         self._background: list[asyncio.Task[None]] = []
         self._signing_key: SigningKey | None = None
-        # -- issue 16 part 4: the archive policy's sweeps (the job runner takes them over) --
+        # -- issue 16 part 4: the archive sweeps when the job runner is off (jobs_enabled) --
         self._archiving: asyncio.Task[None] | None = None
         self._archive_stop = threading.Event()
 
@@ -248,6 +251,7 @@ class Service:
                 )
         await self.engine.start()
         if self.jobs is not None and self.completion is not None:
+            self._register_periodic(self.jobs)
             await self.jobs.start(ready=settled)
             self.jobs.spawn(self.completion.start(settled))
         if self.settings.workers > 1 and not self.worker:
@@ -278,12 +282,26 @@ class Service:
         if self.web is not None and not (stop and stop.is_set()):
             await self.web.start()
             self._started.append(self.web)
-        if self.settings.archive_format and not self.worker:
+        if self.settings.archive_format and not self.worker and self.jobs is None:
             self._archiving = asyncio.create_task(self._archive_sweeps(), name="callrec-archive")
 
     async def _archive_sweeps(self) -> None:
-        """Every ``archive_interval`` (the first after at most a minute), one archive sweep
-        on a worker thread, its catalogue writes on the writer's thread."""
+        """Without the job runner (``jobs_enabled = false``): every ``archive_interval`` (the
+        first after at most a minute), one archive sweep."""
+        delay = min(ARCHIVE_FIRST_DELAY, self.settings.archive_interval)
+        while not self._archive_stop.is_set():
+            await asyncio.sleep(delay)
+            delay = self.settings.archive_interval
+            try:
+                await self._archive_once()
+            except CatalogError as exc:
+                logger.warning("archive sweep put off: %s", exc)
+            except Exception:
+                logger.exception("archive sweep failed")
+
+    async def _archive_once(self) -> str:
+        """One archive sweep on a worker thread, its catalogue writes on the writer's
+        thread; what it did, for the log and the job's history."""
         from callrec.engine.archive import archive_sweep
 
         loop = asyncio.get_running_loop()
@@ -291,41 +309,31 @@ class Service:
         def via(fn: Callable[[], T]) -> T:
             return asyncio.run_coroutine_threadsafe(self.writer.run(fn), loop).result()
 
-        delay = min(ARCHIVE_FIRST_DELAY, self.settings.archive_interval)
-        while not self._archive_stop.is_set():
-            await asyncio.sleep(delay)
-            delay = self.settings.archive_interval
-            sweep = asyncio.ensure_future(
-                asyncio.to_thread(
-                    archive_sweep,
-                    self.catalog,
-                    self.settings,
-                    datetime.now(UTC),
-                    via=via,
-                    stop=self._archive_stop,
-                )
+        sweep = asyncio.ensure_future(
+            asyncio.to_thread(
+                archive_sweep,
+                self.catalog,
+                self.settings,
+                datetime.now(UTC),
+                via=via,
+                stop=self._archive_stop,
             )
-            try:
-                report = await asyncio.shield(sweep)
-            except asyncio.CancelledError:
-                # A stop: the thread lets go of its recording at once (the stop event is
-                # set) and its last writes need the writer, which waits for it.
-                await asyncio.gather(sweep, return_exceptions=True)
-                raise
-            except CatalogError as exc:
-                logger.warning("archive sweep put off: %s", exc)
-                continue
-            except Exception:
-                logger.exception("archive sweep failed")
-                continue
-            if report.outcomes or report.cleaned:
-                logger.info(
-                    "archive sweep: %d archived as %s, %d failed, %d bytes saved",
-                    report.count("archived"),
-                    report.format,
-                    report.count("failed"),
-                    report.saved_bytes,
-                )
+        )
+        try:
+            report = await asyncio.shield(sweep)
+        except asyncio.CancelledError:
+            # A stop: the thread lets go of its recording at once (the stop event is set)
+            # and its last writes need the writer, which waits for it.
+            self._archive_stop.set()
+            await asyncio.gather(sweep, return_exceptions=True)
+            raise
+        done = (
+            f"{report.count('archived')} archived as {report.format}, "
+            f"{report.count('failed')} failed, {report.saved_bytes} bytes saved"
+        )
+        if report.outcomes or report.cleaned:
+            logger.info("archive sweep: %s", done)
+        return done
 
     async def stop(self) -> None:
         """Front ends first, then the workers, the engine and the catalogue writer."""
@@ -354,11 +362,13 @@ class Service:
 
     async def _keep_integrity(self, key: SigningKey) -> None:
         """The hash chain's upkeep (docs/integrity.md): once the catalogue is ready, append
-        what a crash or an older version left out and sign the head; then sign every
-        ``integrity_sign_interval``. Plain functions on the writer's thread: a job runner
-        can take them over as they are."""
+        what a crash or an older version left out and sign the head; then, only when the job
+        runner is off, sign every ``integrity_sign_interval`` (else that is the runner's
+        ``integrity.sign`` job)."""
         await self.journal.ready.wait()
-        interval = self.settings.integrity_sign_interval
+        # With the job runner, signing every interval is its job (integrity.sign): only
+        # this start's upkeep (the catch-up after a crash) is done here.
+        interval = self.settings.integrity_sign_interval if self.jobs is None else 0
         while True:
             try:
                 await self.writer.run(chain_signing.maintain, self.catalog, key, utcnow())
@@ -367,6 +377,45 @@ class Service:
             if interval <= 0:
                 return
             await asyncio.sleep(interval)
+
+    def _register_periodic(self, runner: JobRunner) -> None:
+        """The periodic work after calls as jobs of the runner (docs/jobs.md): one run per
+        period whatever the number of processes, retried, visible on /admin/jobs."""
+        from datetime import timedelta
+
+        from callrec.jobs import JobKind, RetryPolicy
+
+        settings = self.settings
+        key = self._signing_key
+        if key is not None and settings.integrity_sign_interval > 0:
+
+            async def sign(job: Any) -> str:
+                await self.writer.run(chain_signing.maintain, self.catalog, key, utcnow())
+                return "chain caught up and its head signed"
+
+            runner.register(
+                JobKind(
+                    name=SIGN_KIND,
+                    handler=sign,
+                    retry=RetryPolicy(max_attempts=5, max_age=timedelta(hours=1)),
+                )
+            )
+            runner.schedule(SIGN_KIND, every=timedelta(seconds=settings.integrity_sign_interval))
+        if settings.archive_format:
+
+            async def archive(job: Any) -> str:
+                return await self._archive_once()
+
+            runner.register(
+                JobKind(
+                    name=ARCHIVE_KIND,
+                    handler=archive,
+                    # A sweep can run long: a killed runner's sweep is taken again after this.
+                    lease=timedelta(minutes=10),
+                    retry=RetryPolicy(max_attempts=3, max_age=timedelta(hours=12)),
+                )
+            )
+            runner.schedule(ARCHIVE_KIND, every=timedelta(seconds=settings.archive_interval))
 
     async def _sign_at_stop(self) -> None:
         """The chain's upkeep once more at a clean stop, the last ends catalogued: the
