@@ -159,6 +159,8 @@ class Recording(Base):
     __table_args__ = (
         # One phone's calls, newest first; also serves lookups by device alone.
         Index(None, "device", "start_time"),
+        # The job runner's catch-up: final recordings changed lately without their job.
+        Index(None, "updated_at"),
     )
 
     def __repr__(self) -> str:

@@ -63,6 +63,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_attempts")),
     )
     op.create_index(op.f("ix_job_attempts_job_id"), "job_attempts", ["job_id"])
+    # The catch-up looks for final recordings changed lately without their job.
+    op.create_index(op.f("ix_recordings_updated_at"), "recordings", ["updated_at"])
     # Each backend's clock in the form the catalogue stores (SQLite: naive UTC text).
     if op.get_bind().dialect.name == "sqlite":
         now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
@@ -77,6 +79,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_recordings_updated_at"), table_name="recordings")
     op.drop_index(op.f("ix_job_attempts_job_id"), table_name="job_attempts")
     op.drop_table("job_attempts")
     op.drop_index(op.f("ix_jobs_state_run_after"), table_name="jobs")
