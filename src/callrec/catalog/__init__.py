@@ -15,6 +15,13 @@ datetimes; every failure is a :class:`callrec.exceptions.CatalogError`.
 
 from callrec.catalog.batch import DuplicatePathError, FinishRecording
 from callrec.catalog.database import head_revision
+from callrec.catalog.policy import (  # issue 16 R: retention and legal hold
+    HOLD_KINDS,
+    HoldInfo,
+    RetentionPolicy,
+    RetentionRule,
+    TombstoneInfo,
+)
 from callrec.catalog.records import (
     DIRECTIONS,
     FINAL_STATUSES,
@@ -51,6 +58,7 @@ __all__ = [
     "AUDIT_ACTIONS",
     "DIRECTIONS",
     "FINAL_STATUSES",
+    "HOLD_KINDS",
     "MAX_ID",
     "ROLES",
     "ROLE_ADMIN",
@@ -65,11 +73,14 @@ __all__ = [
     "Catalog",
     "DuplicatePathError",
     "FinishRecording",
+    "HoldInfo",
     "NewAuditEntry",
     "NewRecording",
     "NoteInfo",
     "PasswordChange",
     "RecordingInfo",
+    "RetentionPolicy",
+    "RetentionRule",
     "Scope",
     "SearchPage",
     "SearchQuery",
@@ -77,6 +88,7 @@ __all__ = [
     "SipAccountStore",
     "StreamCounters",
     "TokenInfo",
+    "TombstoneInfo",
     "UserInfo",
     "head_revision",
 ]

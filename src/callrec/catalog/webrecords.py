@@ -54,6 +54,10 @@ AUDIT_ACTIONS: Final = frozenset(
         "token_revoke",
         "audit_export",
         "denied",
+        # issue 16 R: legal holds set and released (deletes by retention and quota are
+        # ``delete`` by ``retention`` / ``quota``)
+        "hold_add",
+        "hold_remove",
     }
 )
 

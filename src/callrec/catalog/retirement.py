@@ -1,0 +1,450 @@
+"""Deleting recordings for retention and quota, with tombstones: mixed into
+:class:`callrec.catalog.Catalog`.
+
+Every delete, a person's or a sweep's, goes through :func:`retire_rows` inside one
+transaction: the hold check has already run on the locked rows (:mod:`.holds`), a tombstone
+and (for sweeps) an audit row are written, and the row with its notes and tags is removed.
+The files go only after that commits (the caller's part, :mod:`callrec.retention`), and the
+tombstone is then marked ``files_removed_at``; a crash in between leaves a pending tombstone
+that the next sweep finishes (:meth:`RetirementQueries.pending_tombstones`).
+
+Two sweeps at once delete each recording once: on PostgreSQL each claims its batch with
+``FOR UPDATE SKIP LOCKED``, on SQLite the write lock (``BEGIN IMMEDIATE``) runs them one
+after the other and the second finds the rows gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Select,
+    and_,
+    delete,
+    false,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from callrec.catalog.holds import held_where, lock_for_delete
+from callrec.catalog.mappers import recording_info
+from callrec.catalog.models import Recording
+from callrec.catalog.policy import RetentionPolicy, RetentionRule, TombstoneInfo
+from callrec.catalog.records import STATUS_RECORDING, RecordingInfo, require_aware, utcnow
+from callrec.catalog.retention import Tombstone
+from callrec.catalog.webmodels import AuditEntry, Note, RecordingTag
+
+#: Rows one sweep transaction deletes: short enough that the journal's writes and the web's
+#: never wait long for SQLite's write lock, large enough that 1,000,000 take < 60 s.
+BATCH = 2000
+
+#: Who deletes, in tombstones and the audit log, when it is not a person.
+BY_RETENTION = "retention"
+BY_QUOTA = "quota"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleCoverage:
+    """A line of ``callrec retention show``: a rule, the recordings it matches, and how many
+    of them it decides (no longer-kept rule matches too) and are past it now."""
+
+    label: str
+    matching: int
+    expired: int
+
+
+def tombstone_files(row: Recording) -> list[str]:
+    """The row's other files, relative to the recordings directory: its companions (the SIP
+    mono mix) and an import's original. (The sidecar's name is the engine's business.)"""
+    files: list[str] = []
+    companions = (row.extra or {}).get("companions", [])
+    if isinstance(companions, list):
+        files += [
+            c["path"] for c in companions if isinstance(c, dict) and isinstance(c.get("path"), str)
+        ]
+    if row.original_path:
+        files.append(row.original_path)
+    return files
+
+
+def retire_rows(
+    session: Session,
+    rows: Sequence[Recording],
+    *,
+    by: str,
+    reasons: dict[int, str],
+    audit: bool,
+) -> list[TombstoneInfo]:
+    """Tombstone and delete ``rows`` (locked, finished, not held) in the caller's transaction.
+    ``audit``: write an audit row per recording here (sweeps; the web writes its own, with
+    the user's address, once the files are gone)."""
+    if not rows:
+        return []
+    now = utcnow()
+    values: list[dict[str, Any]] = [
+        {
+            "recording_id": r.id,
+            "uid": r.uid,
+            "path": r.path,
+            "files": tombstone_files(r),
+            "sha256": r.sha256,
+            "size_bytes": r.size_bytes,
+            "source": r.source,
+            "device": r.device,
+            "local_number": r.local_number,
+            "remote_number": r.remote_number,
+            "start_time": r.start_time,
+            "deleted_at": now,
+            "deleted_by": by,
+            "reason": reasons.get(r.id, ""),
+        }
+        for r in rows
+    ]
+    returned = session.execute(
+        insert(Tombstone).returning(Tombstone.id, sort_by_parameter_order=True), values
+    )
+    tomb_ids = [tid for (tid,) in returned]
+    if audit:
+        session.execute(
+            insert(AuditEntry),
+            [
+                {
+                    "at": now,
+                    "user_id": None,
+                    "username": by,
+                    "action": "delete",
+                    "recording_id": v["recording_id"],
+                    "client_address": "",
+                    "detail": {
+                        "path": v["path"],
+                        "sha256": v["sha256"],
+                        "start_time": v["start_time"].isoformat(),
+                        "local_number": v["local_number"],
+                        "remote_number": v["remote_number"],
+                        "reason": v["reason"],
+                        "tombstone": tid,
+                    },
+                }
+                for v, tid in zip(values, tomb_ids, strict=True)
+            ],
+        )
+    ids = [r.id for r in rows]
+    # Explicit, so it does not depend on the backend enforcing ON DELETE CASCADE.
+    session.execute(delete(Note).where(Note.recording_id.in_(ids)))
+    session.execute(delete(RecordingTag).where(RecordingTag.recording_id.in_(ids)))
+    session.execute(delete(Recording).where(Recording.id.in_(ids)))
+    return [
+        TombstoneInfo(
+            id=tid,
+            recording_id=v["recording_id"],
+            uid=v["uid"],
+            path=v["path"],
+            files=tuple(v["files"]),
+            sha256=v["sha256"],
+            size_bytes=v["size_bytes"],
+            source=v["source"],
+            device=v["device"],
+            local_number=v["local_number"],
+            remote_number=v["remote_number"],
+            start_time=v["start_time"],
+            deleted_at=now,
+            deleted_by=by,
+            reason=v["reason"],
+            files_removed_at=None,
+        )
+        for v, tid in zip(values, tomb_ids, strict=True)
+    ]
+
+
+def _rule_where(rule: RetentionRule) -> ColumnElement[bool]:
+    if rule.kind == "source":
+        return Recording.source == rule.value
+    if rule.kind == "extension":
+        return or_(Recording.local_number == rule.value, Recording.remote_number == rule.value)
+    if rule.kind == "device":
+        return func.lower(Recording.device) == rule.value
+    tagged = select(RecordingTag.recording_id).where(RecordingTag.tag == rule.value)
+    return Recording.id.in_(tagged)
+
+
+def expired_where(policy: RetentionPolicy, now: datetime) -> ColumnElement[bool]:
+    """SQL true for a row past its retention (see :mod:`callrec.catalog.policy`): past every
+    matching rule (none of them forever), or past the default when no rule matches."""
+    require_aware("now", now)
+    cutoffs = policy.cutoffs(now)
+    if not cutoffs:
+        return false()
+    conditions: list[ColumnElement[bool]] = [Recording.start_time < cutoffs[min(cutoffs)]]
+    matches = []
+    for rule in policy.rules:
+        matched = _rule_where(rule)
+        matches.append(matched)
+        if rule.days == 0:
+            conditions.append(not_(matched))
+        else:
+            conditions.append(or_(not_(matched), Recording.start_time < cutoffs[rule.days]))
+    default = (
+        Recording.start_time < cutoffs[policy.default_days] if policy.default_days else false()
+    )
+    conditions.append(or_(default, *matches))
+    return and_(*conditions)
+
+
+def _deletable(session: Session) -> list[ColumnElement[bool]]:
+    return [Recording.status != STATUS_RECORDING, not_(held_where(session))]
+
+
+def _claim(session: Session, statement: Select[Any]) -> list[Recording]:
+    """Lock the selected rows; on PostgreSQL skip those another sweep holds."""
+    return list(session.scalars(statement.with_for_update(skip_locked=True)))
+
+
+class RetirementQueries:
+    """Sweeps (retention, ``--before``, quota), their previews, and tombstones."""
+
+    if TYPE_CHECKING:
+
+        def _session(self, *, write: bool = False) -> AbstractContextManager[Session]: ...
+
+        def _guard(self, action: str) -> AbstractContextManager[None]: ...
+
+        _engine: Engine
+
+    def retire_expired(
+        self, policy: RetentionPolicy, now: datetime, *, limit: int = BATCH
+    ) -> list[TombstoneInfo]:
+        """Delete up to ``limit`` recordings past their retention, oldest first (one
+        transaction); their tombstones, pending file removal. Empty when none is left."""
+        where = expired_where(policy, now)
+        with self._guard("delete expired recordings"), self._session(write=True) as session:
+            lock_for_delete(session)
+            statement = (
+                select(Recording)
+                .where(where, *_deletable(session))
+                .order_by(Recording.start_time, Recording.id)
+                .limit(limit)
+            )
+            rows = _claim(session, statement)
+            tags = _tags(session, [r.id for r in rows])
+            reasons = {
+                r.id: policy.decide(
+                    source=r.source,
+                    local=r.local_number,
+                    remote=r.remote_number,
+                    device=r.device,
+                    tags=tags.get(r.id, ()),
+                )[1]
+                for r in rows
+            }
+            return retire_rows(session, rows, by=BY_RETENTION, reasons=reasons, audit=True)
+
+    def retire_before(
+        self, before: datetime, *, by: str, limit: int = BATCH
+    ) -> list[TombstoneInfo]:
+        """Delete up to ``limit`` unheld recordings that started before ``before``."""
+        require_aware("before", before)
+        reason = f"before {before.isoformat(timespec='seconds')}"
+        with self._guard("delete old recordings"), self._session(write=True) as session:
+            lock_for_delete(session)
+            statement = (
+                select(Recording)
+                .where(Recording.start_time < before, *_deletable(session))
+                .order_by(Recording.start_time, Recording.id)
+                .limit(limit)
+            )
+            rows = _claim(session, statement)
+            return retire_rows(
+                session,
+                rows,
+                by=by,
+                reasons=dict.fromkeys((r.id for r in rows), reason),
+                audit=True,
+            )
+
+    def retire_oldest(self, free_bytes: int, *, limit: int = BATCH) -> list[TombstoneInfo]:
+        """Delete the oldest unheld, finished recordings until their sizes add up to
+        ``free_bytes`` (at most ``limit`` of them): the disk quota's sweep."""
+        with self._guard("delete the oldest recordings"), self._session(write=True) as session:
+            lock_for_delete(session)
+            statement = (
+                select(Recording)
+                .where(Recording.size_bytes > 0, *_deletable(session))
+                .order_by(Recording.start_time, Recording.id)
+                .limit(limit)
+            )
+            rows = _claim(session, statement)
+            chosen: list[Recording] = []
+            freed = 0
+            for row in rows:
+                if freed >= free_bytes:
+                    break
+                chosen.append(row)
+                freed += row.size_bytes or 0
+            reasons = dict.fromkeys((r.id for r in chosen), BY_QUOTA)
+            return retire_rows(session, chosen, by=BY_QUOTA, reasons=reasons, audit=True)
+
+    def expired(
+        self,
+        policy: RetentionPolicy | None,
+        now: datetime,
+        *,
+        before: datetime | None = None,
+        limit: int = 50,
+    ) -> tuple[int, list[tuple[RecordingInfo, str]]]:
+        """What a sweep would delete now: how many, and the oldest ``limit`` with the rule
+        that expires each (a dry run). ``before`` instead of ``policy``: ``--before``."""
+        with self._guard("preview expired recordings"), self._session() as session:
+            where = (
+                Recording.start_time < before
+                if before is not None
+                else (expired_where(policy, now) if policy is not None else false())
+            )
+            conditions = [where, *_deletable(session)]
+            total = session.scalar(select(func.count()).select_from(Recording).where(*conditions))
+            statement = (
+                select(Recording)
+                .where(*conditions)
+                .order_by(Recording.start_time, Recording.id)
+                .limit(limit)
+            )
+            rows = list(session.scalars(statement))
+            tags = _tags(session, [r.id for r in rows])
+            out: list[tuple[RecordingInfo, str]] = []
+            for r in rows:
+                if before is not None or policy is None:
+                    label = f"before {before.isoformat(timespec='seconds')}" if before else ""
+                else:
+                    label = policy.decide(
+                        source=r.source,
+                        local=r.local_number,
+                        remote=r.remote_number,
+                        device=r.device,
+                        tags=tags.get(r.id, ()),
+                    )[1]
+                out.append((recording_info(r), label))
+            return int(total or 0), out
+
+    def rule_coverage(self, policy: RetentionPolicy, now: datetime) -> list[RuleCoverage]:
+        """Per rule (and the default): recordings it matches, and how many of those are past
+        their retention now and decided by it."""
+        out: list[RuleCoverage] = []
+        expired = expired_where(policy, now)
+        with self._guard("count what the retention rules cover"), self._session() as session:
+            deletable = _deletable(session)
+            for index, rule in enumerate(policy.rules):
+                matched = _rule_where(rule)
+                # Decided by this rule: no other matching rule keeps longer (or forever).
+                longer = [
+                    _rule_where(other)
+                    for j, other in enumerate(policy.rules)
+                    if j != index
+                    and (other.days == 0 or (rule.days != 0 and other.days > rule.days))
+                ]
+                decided = and_(matched, *(not_(m) for m in longer)) if longer else matched
+                out.append(
+                    RuleCoverage(
+                        label=rule.label,
+                        matching=_count(session, matched),
+                        expired=_count(session, decided, expired, *deletable),
+                    )
+                )
+            none_match = (
+                and_(*(not_(_rule_where(r)) for r in policy.rules)) if policy.rules else true()
+            )
+            out.append(
+                RuleCoverage(
+                    label=policy.default_label,
+                    matching=_count(session, none_match),
+                    expired=_count(session, none_match, expired, *deletable),
+                )
+            )
+        return out
+
+    def pending_tombstones(self, *, limit: int = BATCH) -> list[TombstoneInfo]:
+        """Tombstones whose files may still be on disk (a delete that crashed, or is under
+        way), oldest first."""
+        statement = (
+            select(Tombstone)
+            .where(Tombstone.files_removed_at.is_(None))
+            .order_by(Tombstone.id)
+            .limit(limit)
+        )
+        with self._guard("read pending tombstones"), self._session() as session:
+            return [_tombstone_info(t) for t in session.scalars(statement)]
+
+    def mark_files_removed(self, tombstone_ids: Iterable[int]) -> None:
+        ids = sorted(set(tombstone_ids))
+        if not ids:
+            return
+        with self._guard("mark tombstones done"), self._session(write=True) as session:
+            for start in range(0, len(ids), 1000):
+                session.execute(
+                    update(Tombstone)
+                    .where(Tombstone.id.in_(ids[start : start + 1000]))
+                    .where(Tombstone.files_removed_at.is_(None))
+                    .values(files_removed_at=utcnow())
+                )
+
+    def tombstones(
+        self, *, recording_id: int | None = None, limit: int = 100
+    ) -> list[TombstoneInfo]:
+        """Tombstones, newest first."""
+        statement = select(Tombstone).order_by(Tombstone.id.desc()).limit(limit)
+        if recording_id is not None:
+            statement = statement.where(Tombstone.recording_id == recording_id)
+        with self._guard("read tombstones"), self._session() as session:
+            return [_tombstone_info(t) for t in session.scalars(statement)]
+
+    def catalogued_bytes(self) -> int:
+        """The sizes of every catalogued recording's file, added up (the quota's measure)."""
+        statement = select(func.coalesce(func.sum(Recording.size_bytes), 0))
+        with self._guard("add up recording sizes"), self._session() as session:
+            return int(session.scalar(statement) or 0)
+
+
+def _count(session: Session, *where: ColumnElement[bool]) -> int:
+    return int(session.scalar(select(func.count()).select_from(Recording).where(*where)) or 0)
+
+
+def _tags(session: Session, ids: list[int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for start in range(0, len(ids), 1000):
+        statement = select(RecordingTag.recording_id, RecordingTag.tag).where(
+            RecordingTag.recording_id.in_(ids[start : start + 1000])
+        )
+        for rec_id, tag in session.execute(statement):
+            out.setdefault(rec_id, []).append(tag)
+    return out
+
+
+def _tombstone_info(t: Tombstone) -> TombstoneInfo:
+    return TombstoneInfo(
+        id=t.id,
+        recording_id=t.recording_id,
+        uid=t.uid,
+        path=t.path,
+        files=tuple(t.files or ()),
+        sha256=t.sha256,
+        size_bytes=t.size_bytes,
+        source=t.source,
+        device=t.device,
+        local_number=t.local_number,
+        remote_number=t.remote_number,
+        start_time=t.start_time,
+        deleted_at=t.deleted_at,
+        deleted_by=t.deleted_by,
+        reason=t.reason,
+        files_removed_at=t.files_removed_at,
+    )
