@@ -66,6 +66,12 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/admin/audit?recording_id=", "page"),
     ("POST", "/recordings/zip", "form"),
     ("GET", "/api/v1/recordings?cursor=", "query"),
+    # Legal holds (issue 16 R):
+    ("DELETE", "/api/v1/holds/{hold_id:int}", "path"),
+    ("POST", "/api/v1/holds", "body"),
+    ("POST", "/recordings/{rec_id:int}/hold", "path"),
+    ("POST", "/recordings/{rec_id:int}/holds/{hold_id:int}/release", "path"),
+    ("POST", "/recordings/hold", "form"),
 ]
 
 
@@ -73,7 +79,7 @@ def fill(template: str, value: int, *, in_path: bool) -> str:
     """``template`` with ``value`` in its path ids (``in_path``; else ids of rows that
     exist) or at its end (a query parameter)."""
     path = template
-    for name in ("rec_id", "note_id", "user_id", "token_id"):
+    for name in ("rec_id", "note_id", "user_id", "token_id", "hold_id"):
         path = path.replace(f"{{{name}:int}}", str(value if in_path else 1))
     path = path.replace("{tag}", "x")
     if path.endswith("cursor="):

@@ -21,6 +21,7 @@ from callrec.health import HealthSource
 from callrec.web import upload
 from callrec.web.allow import AllowListMiddleware
 from callrec.web.api import accounts as accounts_api
+from callrec.web.api import holds as holds_api
 from callrec.web.api import listen as listen_api
 from callrec.web.api import live as live_api
 from callrec.web.api import notes as notes_api
@@ -123,6 +124,7 @@ def create_app(
     app.include_router(live_api.router)
     app.include_router(listen_api.router)
     app.include_router(accounts_api.router)
+    app.include_router(holds_api.router)  # issue 16 R: legal holds
     app.include_router(upload.router)  # POST /api/v1/recordings/import (issue 3)
     app.include_router(signin_pages.router)
     app.include_router(recordings_pages.router)
