@@ -409,6 +409,9 @@ from callrec.cli import loadtest as _loadtest  # noqa: E402, F401 - adds `callre
 # -- `callrec catalogue ...` (issue 12) --
 from callrec.cli import catalogue as _catalogue  # noqa: E402, F401 - adds `callrec catalogue`
 
+# -- `callrec retention`, `callrec hold`, `callrec recordings delete` (issue 16 R) --
+from callrec.cli import retention as _retention  # noqa: E402, F401
+
 
 def main() -> None:
     try:
