@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,11 +103,13 @@ def sweep(
     by: str = BY_RETENTION,
     batch: int = BATCH,
     preview: int = 20,
+    stop: threading.Event | None = None,
 ) -> SweepResult:
     """Delete every recording past its retention at ``now`` (or, with ``before``, every one
     that started before it), oldest first, never a held one or one being recorded.
     ``dry_run`` changes nothing and says what would go. ``by`` names who asked, for the
-    tombstones and the audit log (``retention``, or ``cli:<login>`` for ``--before``)."""
+    tombstones and the audit log (``retention``, or ``cli:<login>`` for ``--before``).
+    ``stop`` set: end after the current batch (the server stopping)."""
     policy = policy_of(settings)
     result = SweepResult(dry_run=dry_run)
     if dry_run:
@@ -120,7 +123,7 @@ def sweep(
     if before is None and not policy.deletes_anything:
         return result
     root = settings.recordings_dir.resolve()
-    while True:
+    while stop is None or not stop.is_set():
         if before is not None:
             tombs = catalog.retire_before(before, by=by, limit=batch)
         else:

@@ -51,6 +51,7 @@ from callrec.engine.journalfile import journal_dir
 from callrec.engine.portmemory import PortMemory, ports_dir
 from callrec.filemodes import FileModes
 from callrec.health import ProcessHealth, worker_report
+from callrec.retention.task import RetentionTask
 from callrec.server.listener import PhoneServer
 from callrec.service.process import prepare_process, run_loop
 from callrec.service.supervision import state_dir
@@ -149,6 +150,10 @@ class Service:
             from callrec.sip.server import SipServer
 
             self.sip = SipServer(own, engine=self.engine, ports=self.ports, catalog=self.catalog)
+        # Retention and the disk quota (issue 16 R): the main process sweeps, its workers not.
+        self.retention: RetentionTask | None = None
+        if not worker:
+            self.retention = RetentionTask(self.catalog, settings)
         self.web: WebServer | None = None
         if own.web_enabled:
             from callrec.web.server import WebServer
@@ -159,7 +164,12 @@ class Service:
                 writer=self.writer,
                 recording=self.live,
                 importer=self.importer,
-                health=ProcessHealth(self.journal, self.engine.admission, lambda: self.workers),
+                health=ProcessHealth(
+                    self.journal,
+                    self.engine.admission,
+                    lambda: self.workers,
+                    quota=lambda: self.retention.quota if self.retention else None,
+                ),
             )
         self.workers: WorkerPool | None = None
         self._started: list[Any] = []
@@ -199,6 +209,10 @@ class Service:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(settled.wait(), CATALOGUE_START_WAIT)
         await self.engine.start()
+        if self.retention is not None:
+            self._background.append(
+                asyncio.create_task(self.retention.run(), name="callrec-retention")
+            )
         if self.settings.workers > 1 and not self.worker:
             port = self.phone.reserve_control_port()
             self.workers = WorkerPool(
@@ -240,6 +254,8 @@ class Service:
                 except Exception:
                     logger.exception("error stopping %s", type(part).__name__)
         await self.engine.stop()
+        if self.retention is not None:
+            self.retention.stop()
         self.ports.memory.close()
         await self._stop_catalogue(self.journal, self._background)
         self.catalog.close()
