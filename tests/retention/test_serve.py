@@ -66,3 +66,30 @@ async def test_no_quota_no_quota_part(tmp_path: Path) -> None:
         assert "callrec_disk_quota_used_ratio" not in metrics
     finally:
         await server.stop()
+
+
+async def test_a_rebuild_does_not_bring_back_a_half_deleted_recording(tmp_path: Path) -> None:
+    from callrec.engine.rebuild import rebuild_catalogue
+    from callrec.retention import sweep
+    from tests.support.settings import server_settings
+    from tests.support.web import make_call
+
+    settings = server_settings(tmp_path)
+    server = Service(settings)
+    await server.start()
+    try:
+        gone = await make_call(server, codec="PCMA", seconds=0.2, session_id="71001")
+        kept = await make_call(server, codec="PCMA", seconds=0.2, session_id="71002")
+    finally:
+        await server.stop()
+    root = settings.recordings_dir.resolve()
+    with Catalog(settings.database_url) as catalog:
+        rec, _tomb = catalog.retire_recording(gone, by="anna")  # and "crashed": files stay
+        assert (root / rec.path).is_file()
+        report = rebuild_catalogue(catalog, root)
+        assert (report.sidecars, report.added, report.without_sidecar) == (1, 0, [])
+        assert ids(catalog) == {kept}
+        sweep(catalog, settings, datetime.now(UTC))
+        assert not (root / rec.path).exists()
+        assert not (root / (rec.path + ".json")).exists()
+        assert catalog.pending_tombstones() == []

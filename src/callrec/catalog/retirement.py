@@ -384,6 +384,13 @@ class RetirementQueries:
         with self._guard("read pending tombstones"), self._session() as session:
             return [_tombstone_info(t) for t in session.scalars(statement)]
 
+    def pending_tombstone_paths(self) -> set[str]:
+        """Paths of deleted recordings whose files may still be on disk (for a rebuild,
+        which must not bring them back from their sidecars)."""
+        statement = select(Tombstone.path).where(Tombstone.files_removed_at.is_(None))
+        with self._guard("read pending tombstones"), self._session() as session:
+            return set(session.scalars(statement))
+
     def mark_files_removed(self, tombstone_ids: Iterable[int]) -> None:
         ids = sorted(set(tombstone_ids))
         if not ids:
