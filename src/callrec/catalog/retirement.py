@@ -19,12 +19,13 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Engine,
     Select,
+    Table,
     and_,
     delete,
     false,
@@ -65,7 +66,24 @@ class RuleCoverage:
     expired: int
 
 
-def tombstone_files(row: Recording) -> list[str]:
+#: The columns a delete reads of each row (not the whole row: a sweep reads a million).
+_COLUMNS = (
+    Recording.id,
+    Recording.uid,
+    Recording.path,
+    Recording.extra,
+    Recording.original_path,
+    Recording.sha256,
+    Recording.size_bytes,
+    Recording.source,
+    Recording.device,
+    Recording.local_number,
+    Recording.remote_number,
+    Recording.start_time,
+)
+
+
+def tombstone_files(row: Any) -> list[str]:
     """The row's other files, relative to the recordings directory: its companions (the SIP
     mono mix) and an import's original. (The sidecar's name is the engine's business.)"""
     files: list[str] = []
@@ -81,13 +99,14 @@ def tombstone_files(row: Recording) -> list[str]:
 
 def retire_rows(
     session: Session,
-    rows: Sequence[Recording],
+    rows: Sequence[Any],
     *,
     by: str,
     reasons: dict[int, str],
     audit: bool,
 ) -> list[TombstoneInfo]:
-    """Tombstone and delete ``rows`` (locked, finished, not held) in the caller's transaction.
+    """Tombstone and delete ``rows`` (locked, finished, not held; a :class:`Recording` or a
+    row of :data:`_COLUMNS`) in the caller's transaction.
     ``audit``: write an audit row per recording here (sweeps; the web writes its own, with
     the user's address, once the files are gone)."""
     if not rows:
@@ -112,13 +131,20 @@ def retire_rows(
         }
         for r in rows
     ]
-    returned = session.execute(
-        insert(Tombstone).returning(Tombstone.id, sort_by_parameter_order=True), values
+    # Core statements, not the ORM's bulk path: a sweep writes a million of these. No
+    # RETURNING: with the ids in order, SQLite would insert one row per statement.
+    ids = [r.id for r in rows]
+    session.execute(insert(cast(Table, Tombstone.__table__)), values)
+    made = session.execute(
+        select(Tombstone.recording_id, Tombstone.id).where(
+            Tombstone.recording_id.in_(ids), Tombstone.deleted_at == now
+        )
     )
-    tomb_ids = [tid for (tid,) in returned]
+    tomb_of: dict[int, int] = {rec_id: tomb_id for rec_id, tomb_id in made}
+    tomb_ids = [tomb_of[v["recording_id"]] for v in values]
     if audit:
         session.execute(
-            insert(AuditEntry),
+            insert(cast(Table, AuditEntry.__table__)),
             [
                 {
                     "at": now,
@@ -140,7 +166,6 @@ def retire_rows(
                 for v, tid in zip(values, tomb_ids, strict=True)
             ],
         )
-    ids = [r.id for r in rows]
     # Explicit, so it does not depend on the backend enforcing ON DELETE CASCADE.
     session.execute(delete(Note).where(Note.recording_id.in_(ids)))
     session.execute(delete(RecordingTag).where(RecordingTag.recording_id.in_(ids)))
@@ -206,9 +231,23 @@ def _deletable(session: Session) -> list[ColumnElement[bool]]:
     return [Recording.status != STATUS_RECORDING, not_(held_where(session))]
 
 
-def _claim(session: Session, statement: Select[Any]) -> list[Recording]:
+def _claim(session: Session, statement: Select[Any]) -> list[Any]:
     """Lock the selected rows; on PostgreSQL skip those another sweep holds."""
-    return list(session.scalars(statement.with_for_update(skip_locked=True)))
+    return list(session.execute(statement.with_for_update(skip_locked=True)))
+
+
+def _after(key: tuple[datetime, int] | None) -> list[ColumnElement[bool]]:
+    """Rows after ``key`` in (start_time, id) order: a sweep goes on where its last batch
+    ended, instead of stepping again over the old rows it keeps (held, longer rules)."""
+    if key is None:
+        return []
+    start, rec_id = key
+    return [
+        or_(
+            Recording.start_time > start,
+            and_(Recording.start_time == start, Recording.id > rec_id),
+        )
+    ]
 
 
 class RetirementQueries:
@@ -223,16 +262,22 @@ class RetirementQueries:
         _engine: Engine
 
     def retire_expired(
-        self, policy: RetentionPolicy, now: datetime, *, limit: int = BATCH
+        self,
+        policy: RetentionPolicy,
+        now: datetime,
+        *,
+        limit: int = BATCH,
+        after: tuple[datetime, int] | None = None,
     ) -> list[TombstoneInfo]:
         """Delete up to ``limit`` recordings past their retention, oldest first (one
-        transaction); their tombstones, pending file removal. Empty when none is left."""
+        transaction); their tombstones, pending file removal. Empty when none is left.
+        ``after``: the (start_time, id) of the last one of the previous batch."""
         where = expired_where(policy, now)
         with self._guard("delete expired recordings"), self._session(write=True) as session:
             lock_for_delete(session)
             statement = (
-                select(Recording)
-                .where(where, *_deletable(session))
+                select(*_COLUMNS)
+                .where(where, *_after(after), *_deletable(session))
                 .order_by(Recording.start_time, Recording.id)
                 .limit(limit)
             )
@@ -251,7 +296,12 @@ class RetirementQueries:
             return retire_rows(session, rows, by=BY_RETENTION, reasons=reasons, audit=True)
 
     def retire_before(
-        self, before: datetime, *, by: str, limit: int = BATCH
+        self,
+        before: datetime,
+        *,
+        by: str,
+        limit: int = BATCH,
+        after: tuple[datetime, int] | None = None,
     ) -> list[TombstoneInfo]:
         """Delete up to ``limit`` unheld recordings that started before ``before``."""
         require_aware("before", before)
@@ -259,8 +309,8 @@ class RetirementQueries:
         with self._guard("delete old recordings"), self._session(write=True) as session:
             lock_for_delete(session)
             statement = (
-                select(Recording)
-                .where(Recording.start_time < before, *_deletable(session))
+                select(*_COLUMNS)
+                .where(Recording.start_time < before, *_after(after), *_deletable(session))
                 .order_by(Recording.start_time, Recording.id)
                 .limit(limit)
             )
@@ -279,13 +329,13 @@ class RetirementQueries:
         with self._guard("delete the oldest recordings"), self._session(write=True) as session:
             lock_for_delete(session)
             statement = (
-                select(Recording)
+                select(*_COLUMNS)
                 .where(Recording.size_bytes > 0, *_deletable(session))
                 .order_by(Recording.start_time, Recording.id)
                 .limit(limit)
             )
             rows = _claim(session, statement)
-            chosen: list[Recording] = []
+            chosen: list[Any] = []
             freed = 0
             for row in rows:
                 if freed >= free_bytes:

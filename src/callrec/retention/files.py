@@ -9,6 +9,7 @@ a catalogue rebuild). The tombstone lists all but the sidecar, whose name is the
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from callrec.catalog import TombstoneInfo
@@ -17,13 +18,17 @@ from callrec.engine.journalfile import sidecar_path
 logger = logging.getLogger(__name__)
 
 
-def recording_paths(root: Path, tomb: TombstoneInfo) -> list[Path]:
-    """Every file of the deleted recording that lies under ``root``, the sidecar last."""
-    base = root.resolve()
-    main = base / tomb.path
-    paths = [main, *(base / f for f in tomb.files), sidecar_path(main)]
-    # A path in the catalogue is ours to remove only inside the recordings directory.
-    return [p for p in paths if p.resolve().is_relative_to(base)]
+def recording_paths(root: Path, tomb: TombstoneInfo) -> list[str]:
+    """Every file of the deleted recording that lies under ``root`` (as absolute path
+    strings), the sidecar last."""
+    base = os.path.abspath(root)
+    main = os.path.normpath(os.path.join(base, tomb.path))
+    paths = [main, *(os.path.normpath(os.path.join(base, f)) for f in tomb.files)]
+    paths.append(str(sidecar_path(Path(main))))
+    # A path in the catalogue is ours to remove only inside the recordings directory
+    # (checked on the text: a sweep may remove a million, and resolving each costs more
+    # than the removal; the directory's own symbolic links are the administrator's).
+    return [p for p in paths if p.startswith(base + os.sep)]
 
 
 def remove_files(root: Path, tomb: TombstoneInfo) -> list[str]:
@@ -31,11 +36,11 @@ def remove_files(root: Path, tomb: TombstoneInfo) -> list[str]:
     already gone is no error (a delete finished twice, or removed by hand); any other failure
     is raised, and the tombstone stays pending for the next sweep."""
     removed: list[str] = []
-    base = root.resolve()
+    cut = len(os.path.abspath(root)) + 1
     for path in recording_paths(root, tomb):
         try:
-            path.unlink()
+            os.unlink(path)
         except FileNotFoundError:
             continue
-        removed.append(str(path.relative_to(base)))
+        removed.append(path[cut:])
     return removed

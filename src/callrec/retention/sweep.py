@@ -123,13 +123,15 @@ def sweep(
     if before is None and not policy.deletes_anything:
         return result
     root = settings.recordings_dir.resolve()
+    after: tuple[datetime, int] | None = None
     while stop is None or not stop.is_set():
         if before is not None:
-            tombs = catalog.retire_before(before, by=by, limit=batch)
+            tombs = catalog.retire_before(before, by=by, limit=batch, after=after)
         else:
-            tombs = catalog.retire_expired(policy, now, limit=batch)
+            tombs = catalog.retire_expired(policy, now, limit=batch, after=after)
         if not tombs:
             break
+        after = max((t.start_time, t.recording_id) for t in tombs)
         result.deleted += len(tombs)
         result.bytes += sum(t.size_bytes or 0 for t in tombs)
         result.by_reason.update(t.reason for t in tombs)
