@@ -15,6 +15,7 @@ after the other and the second finds the rows gone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -22,15 +23,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Engine,
+    Integer,
     Select,
     Table,
     and_,
+    any_,
     delete,
     false,
     func,
     insert,
+    literal,
     not_,
     or_,
     select,
@@ -41,15 +46,16 @@ from sqlalchemy.orm import Session
 
 from callrec.catalog.holds import held_where, lock_for_delete
 from callrec.catalog.mappers import recording_info
-from callrec.catalog.models import Recording
+from callrec.catalog.models import CleanJSON, Recording, clean_text
 from callrec.catalog.policy import RetentionPolicy, RetentionRule, TombstoneInfo
 from callrec.catalog.records import STATUS_RECORDING, RecordingInfo, require_aware, utcnow
 from callrec.catalog.retention import Tombstone
 from callrec.catalog.webmodels import AuditEntry, Note, RecordingTag
 
 #: Rows one sweep transaction deletes: short enough that the journal's writes and the web's
-#: never wait long for SQLite's write lock, large enough that 1,000,000 take < 60 s.
-BATCH = 2000
+#: wait at most about a second for SQLite's write lock, large enough that the per-batch
+#: costs (planning, commit) do not dominate a sweep of a million.
+BATCH = 5000
 
 #: Who deletes, in tombstones and the audit log, when it is not a person.
 BY_RETENTION = "retention"
@@ -131,20 +137,19 @@ def retire_rows(
         }
         for r in rows
     ]
-    # Core statements, not the ORM's bulk path: a sweep writes a million of these. No
-    # RETURNING: with the ids in order, SQLite would insert one row per statement.
     ids = [r.id for r in rows]
-    session.execute(insert(cast(Table, Tombstone.__table__)), values)
+    _insert_many(session, cast(Table, Tombstone.__table__), values)
     made = session.execute(
         select(Tombstone.recording_id, Tombstone.id).where(
-            Tombstone.recording_id.in_(ids), Tombstone.deleted_at == now
+            _in(session, Tombstone.recording_id, ids), Tombstone.deleted_at == now
         )
     )
     tomb_of: dict[int, int] = {rec_id: tomb_id for rec_id, tomb_id in made}
     tomb_ids = [tomb_of[v["recording_id"]] for v in values]
     if audit:
-        session.execute(
-            insert(cast(Table, AuditEntry.__table__)),
+        _insert_many(
+            session,
+            cast(Table, AuditEntry.__table__),
             [
                 {
                     "at": now,
@@ -167,9 +172,9 @@ def retire_rows(
             ],
         )
     # Explicit, so it does not depend on the backend enforcing ON DELETE CASCADE.
-    session.execute(delete(Note).where(Note.recording_id.in_(ids)))
-    session.execute(delete(RecordingTag).where(RecordingTag.recording_id.in_(ids)))
-    session.execute(delete(Recording).where(Recording.id.in_(ids)))
+    session.execute(delete(Note).where(_in(session, Note.recording_id, ids)))
+    session.execute(delete(RecordingTag).where(_in(session, RecordingTag.recording_id, ids)))
+    session.execute(delete(Recording).where(_in(session, Recording.id, ids)))
     return [
         TombstoneInfo(
             id=tid,
@@ -191,6 +196,51 @@ def retire_rows(
         )
         for v, tid in zip(values, tomb_ids, strict=True)
     ]
+
+
+def _in(session: Session, column: Any, ids: list[int]) -> ColumnElement[bool]:
+    """``column IN ids``; on PostgreSQL one array parameter (``= ANY``), which a driver
+    sends at once, not thousands of parameters compiled into each statement."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(ColumnElement[bool], column == any_(literal(ids, ARRAY(Integer))))
+    return cast(ColumnElement[bool], column.in_(ids))
+
+
+def _insert_many(session: Session, table: Table, values: list[dict[str, Any]]) -> None:
+    """Insert many rows (a sweep writes a million): PostgreSQL's COPY, else one executemany
+    of a Core insert (not the ORM's bulk path, and no RETURNING: with the ids in order,
+    SQLite would insert one row per statement)."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(table), values)
+        return
+    names = list(values[0])
+    json_columns = {c.name for c in table.columns if isinstance(c.type, CleanJSON)}
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    # The values come from rows already stored (clean), but for who and why: cleaned here
+    # once per distinct text, not per cell.
+    cleaned: dict[str, str] = {}
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy,
+    ):
+        for row in values:
+            copy.write_row(
+                [
+                    json.dumps(row[n])
+                    if n in json_columns
+                    else (
+                        cleaned.setdefault(row[n], clean_text(row[n]))
+                        if n in _GIVEN and isinstance(row[n], str)
+                        else row[n]
+                    )
+                    for n in names
+                ]
+            )
+
+
+#: Columns whose text is given by the caller rather than read from a stored row.
+_GIVEN = frozenset({"deleted_by", "reason", "username"})
 
 
 def _rule_where(rule: RetentionRule) -> ColumnElement[bool]:
@@ -446,10 +496,10 @@ class RetirementQueries:
         if not ids:
             return
         with self._guard("mark tombstones done"), self._session(write=True) as session:
-            for start in range(0, len(ids), 1000):
+            for start in range(0, len(ids), BATCH):
                 session.execute(
                     update(Tombstone)
-                    .where(Tombstone.id.in_(ids[start : start + 1000]))
+                    .where(_in(session, Tombstone.id, ids[start : start + BATCH]))
                     .where(Tombstone.files_removed_at.is_(None))
                     .values(files_removed_at=utcnow())
                 )

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from callrec.catalog import TombstoneInfo
-from callrec.engine.journalfile import sidecar_path
+from callrec.engine.journalfile import SIDECAR_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def recording_paths(root: Path, tomb: TombstoneInfo) -> list[str]:
     base = os.path.abspath(root)
     main = os.path.normpath(os.path.join(base, tomb.path))
     paths = [main, *(os.path.normpath(os.path.join(base, f)) for f in tomb.files)]
-    paths.append(str(sidecar_path(Path(main))))
+    paths.append(main + SIDECAR_SUFFIX)  # sidecar_path(), on the text
     # A path in the catalogue is ours to remove only inside the recordings directory
     # (checked on the text: a sweep may remove a million, and resolving each costs more
     # than the removal; the directory's own symbolic links are the administrator's).

@@ -16,6 +16,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -124,18 +125,26 @@ def sweep(
         return result
     root = settings.recordings_dir.resolve()
     after: tuple[datetime, int] | None = None
-    while stop is None or not stop.is_set():
-        if before is not None:
-            tombs = catalog.retire_before(before, by=by, limit=batch, after=after)
-        else:
-            tombs = catalog.retire_expired(policy, now, limit=batch, after=after)
-        if not tombs:
-            break
-        after = max((t.start_time, t.recording_id) for t in tombs)
-        result.deleted += len(tombs)
-        result.bytes += sum(t.size_bytes or 0 for t in tombs)
-        result.by_reason.update(t.reason for t in tombs)
-        result.files_removed += _remove(catalog, root, tombs)
+    # The files of one batch go on a thread of their own while the catalogue deletes the
+    # next (each batch's tombstones are committed before its files are touched).
+    with ThreadPoolExecutor(1, thread_name_prefix="callrec-retention-files") as files:
+        removing: Future[int] | None = None
+        while stop is None or not stop.is_set():
+            if before is not None:
+                tombs = catalog.retire_before(before, by=by, limit=batch, after=after)
+            else:
+                tombs = catalog.retire_expired(policy, now, limit=batch, after=after)
+            if not tombs:
+                break
+            after = max((t.start_time, t.recording_id) for t in tombs)
+            result.deleted += len(tombs)
+            result.bytes += sum(t.size_bytes or 0 for t in tombs)
+            result.by_reason.update(t.reason for t in tombs)
+            if removing is not None:
+                result.files_removed += removing.result()
+            removing = files.submit(_remove, catalog, root, tombs)
+        if removing is not None:
+            result.files_removed += removing.result()
     if result.deleted:
         logger.info(
             "retention: deleted %d recordings (%s)",
