@@ -377,3 +377,23 @@ def test_rule_coverage(catalog: Catalog, root: Path) -> None:
         ("tag=x 30 days", 2, 1),
         ("default 90 days", 2, 1),
     ]
+
+
+def test_files_that_cannot_be_removed_stay_pending(
+    catalog: Catalog, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(root, catalog.url, retention_days=10)
+    old = recording(catalog, root, 1, age_days=11)
+    sidecar = root / "2026/rec_1.wav.json"
+    sidecar.unlink()
+    sidecar.mkdir()  # unlink() fails on it, even for root
+    sweep(catalog, settings, NOW)
+    assert ids(catalog) == set()
+    (tomb,) = catalog.pending_tombstones()
+    assert tomb.recording_id == old
+    assert f"recording {old} (2026/rec_1.wav) deleted but its files could not be removed" in (
+        caplog.text
+    )
+    sidecar.rmdir()
+    assert finish_pending(catalog, settings) == (1, 0)
+    assert catalog.pending_tombstones() == []

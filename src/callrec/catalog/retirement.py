@@ -472,12 +472,12 @@ class RetirementQueries:
             )
         return out
 
-    def pending_tombstones(self, *, limit: int = BATCH) -> list[TombstoneInfo]:
+    def pending_tombstones(self, *, limit: int = BATCH, after_id: int = 0) -> list[TombstoneInfo]:
         """Tombstones whose files may still be on disk (a delete that crashed, or is under
-        way), oldest first."""
+        way), oldest first, from id ``after_id`` on."""
         statement = (
             select(Tombstone)
-            .where(Tombstone.files_removed_at.is_(None))
+            .where(Tombstone.files_removed_at.is_(None), Tombstone.id > after_id)
             .order_by(Tombstone.id)
             .limit(limit)
         )

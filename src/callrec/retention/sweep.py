@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from callrec.catalog import Catalog, RecordingInfo, RetentionPolicy, RetentionRule, TombstoneInfo
 from callrec.catalog.retirement import BATCH, BY_RETENTION
@@ -54,12 +55,9 @@ class SweepResult:
     preview: list[tuple[RecordingInfo, str]] = field(default_factory=list)
 
 
-def _remove(catalog: Catalog, root: os.PathLike[str] | str, tombs: list[TombstoneInfo]) -> int:
+def _remove(catalog: Catalog, base: Path, tombs: list[TombstoneInfo]) -> int:
     """Remove the tombstones' files and mark them done; how many files went. A tombstone
     whose removal fails (permissions, a dead mount) stays pending, and is logged."""
-    from pathlib import Path
-
-    base = Path(root)
     done: list[int] = []
     removed = 0
     for tomb in tombs:
@@ -84,12 +82,14 @@ def finish_pending(catalog: Catalog, settings: Settings) -> tuple[int, int]:
     under way: removing twice is harmless); (tombstones finished, files removed)."""
     root = settings.recordings_dir.resolve()
     finished = files = 0
-    seen: set[int] = set()
+    after = 0
     while True:
-        pending = [t for t in catalog.pending_tombstones(limit=BATCH) if t.id not in seen]
+        # By id, onwards: one whose files cannot be removed stays pending, and is not met
+        # again in this run.
+        pending = catalog.pending_tombstones(limit=BATCH, after_id=after)
         if not pending:
             return finished, files
-        seen.update(t.id for t in pending)
+        after = pending[-1].id
         files += _remove(catalog, root, pending)
         finished += len(pending)
 
