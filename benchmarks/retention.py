@@ -223,7 +223,13 @@ def main() -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"retention-{args.backend}-{args.rows}-{stamp}.json"
-    meta = {"cpus": os.cpu_count(), "python": platform.python_version(), "runs": out}
+    meta = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        # Other work on the machine, which the figures depend on (1, 5, 15 min averages).
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "runs": out,
+    }
     path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {path}")
 

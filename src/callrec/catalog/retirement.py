@@ -52,9 +52,14 @@ from callrec.catalog.records import STATUS_RECORDING, RecordingInfo, require_awa
 from callrec.catalog.retention import Tombstone
 from callrec.catalog.webmodels import AuditEntry, Note, RecordingTag
 
-#: Rows one sweep transaction deletes: short enough that the journal's writes and the web's
-#: wait at most about a second for SQLite's write lock, large enough that the per-batch
-#: costs (planning, commit) do not dominate a sweep of a million.
+#: Rows one sweep transaction deletes on SQLite: short enough that the journal's writes and
+#: the web's wait well under a second for its one write lock (about 3,500 rows/s at a million
+#: rows, docs/retention.md).
+SQLITE_BATCH = 2000
+#: On PostgreSQL, where a sweep holds only the rows it deletes, large enough that the
+#: per-batch costs (planning, round trips, commit) do not dominate a sweep of a million.
+SERVER_BATCH = 10_000
+#: Tombstones read or marked at once.
 BATCH = 5000
 
 #: Who deletes, in tombstones and the audit log, when it is not a person.
@@ -320,12 +325,17 @@ class RetirementQueries:
 
         _engine: Engine
 
+    @property
+    def sweep_batch(self) -> int:
+        """Recordings one sweep transaction deletes on this backend."""
+        return SQLITE_BATCH if self._engine.dialect.name == "sqlite" else SERVER_BATCH
+
     def retire_expired(
         self,
         policy: RetentionPolicy,
         now: datetime,
         *,
-        limit: int = BATCH,
+        limit: int | None = None,
         after: tuple[datetime, int] | None = None,
     ) -> list[TombstoneInfo]:
         """Delete up to ``limit`` recordings past their retention, oldest first (one
@@ -338,7 +348,7 @@ class RetirementQueries:
                 select(*_COLUMNS)
                 .where(where, *_after(after), *_deletable(session))
                 .order_by(Recording.start_time, Recording.id)
-                .limit(limit)
+                .limit(limit or self.sweep_batch)
             )
             rows = _claim(session, statement)
             tag_rules = any(rule.kind == "tag" for rule in policy.rules)
@@ -360,7 +370,7 @@ class RetirementQueries:
         before: datetime,
         *,
         by: str,
-        limit: int = BATCH,
+        limit: int | None = None,
         after: tuple[datetime, int] | None = None,
     ) -> list[TombstoneInfo]:
         """Delete up to ``limit`` unheld recordings that started before ``before``."""
@@ -372,7 +382,7 @@ class RetirementQueries:
                 select(*_COLUMNS)
                 .where(Recording.start_time < before, *_after(after), *_deletable(session))
                 .order_by(Recording.start_time, Recording.id)
-                .limit(limit)
+                .limit(limit or self.sweep_batch)
             )
             rows = _claim(session, statement)
             return retire_rows(
@@ -383,7 +393,7 @@ class RetirementQueries:
                 audit=True,
             )
 
-    def retire_oldest(self, free_bytes: int, *, limit: int = BATCH) -> list[TombstoneInfo]:
+    def retire_oldest(self, free_bytes: int, *, limit: int | None = None) -> list[TombstoneInfo]:
         """Delete the oldest unheld, finished recordings until their sizes add up to
         ``free_bytes`` (at most ``limit`` of them): the disk quota's sweep."""
         with self._guard("delete the oldest recordings"), self._session(write=True) as session:
@@ -392,7 +402,7 @@ class RetirementQueries:
                 select(*_COLUMNS)
                 .where(Recording.size_bytes > 0, *_deletable(session))
                 .order_by(Recording.start_time, Recording.id)
-                .limit(limit)
+                .limit(limit or self.sweep_batch)
             )
             rows = _claim(session, statement)
             chosen: list[Any] = []

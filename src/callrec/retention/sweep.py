@@ -102,7 +102,7 @@ def sweep(
     dry_run: bool = False,
     before: datetime | None = None,
     by: str = BY_RETENTION,
-    batch: int = BATCH,
+    batch: int | None = None,
     preview: int = 20,
     stop: threading.Event | None = None,
 ) -> SweepResult:
@@ -184,7 +184,7 @@ def quota_limit(
     return int(st.f_blocks * st.f_frsize * amount / 100)
 
 
-def quota_sweep(catalog: Catalog, settings: Settings, *, batch: int = BATCH) -> QuotaResult:
+def quota_sweep(catalog: Catalog, settings: Settings, *, batch: int | None = None) -> QuotaResult:
     """While the catalogued recordings take more than ``disk_quota``, delete the oldest
     (never a held one or one being recorded), with tombstones saying ``quota``."""
     limit = quota_limit(settings)
