@@ -7,7 +7,7 @@ the web, the API, the CLI, retention and quota sweeps). Every change is audited
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -111,7 +111,7 @@ async def set_hold(
     kind: str,
     *,
     reason: str,
-    ids: list[int] = (),  # type: ignore[assignment]
+    ids: Sequence[int] = (),
     value: str = "",
     search: Mapping[str, str] | None = None,
 ) -> HoldInfo:
