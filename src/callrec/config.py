@@ -383,6 +383,29 @@ class Settings:
         "Seconds between archive sweeps inside `callrec serve` (when archive_format is set).",
         3600.0,
     )
+    # -- retention, disk quota and legal hold (issue 16, part R; docs/retention.md) --
+    retention_days: int = _doc(
+        "Days a recording is kept when no retention rule matches it; then `serve` deletes it "
+        "in its daily sweep (file, companions, sidecar; a tombstone stays). 0: forever. "
+        "Recordings under legal hold are never deleted.",
+        0,
+    )
+    retention_rules: tuple[str, ...] = _doc(
+        "Retention overrides, each kind=value:days with kind source (phone, sip, usb), "
+        "extension (local or remote number), device (MAC) or tag, days 0 meaning forever; "
+        'e.g. ["extension=3001:3650", "tag=complaint:2555"], or TOML tables '
+        '[[retention_rules]] extension = "3001" days = 3650. A recording is kept for the '
+        "longest retention among the rules that match it (a rule never shortens another); "
+        "retention_days applies when none matches.",
+        (),
+    )
+    disk_quota: str = _doc(
+        "Most space the catalogued recordings may take: bytes (500GB, 2TiB, 1000000000) or a "
+        'percent of the recordings\' filesystem ("80%"). Past it, `serve` deletes the '
+        "oldest recordings (never a held one or one being recorded) until it is met; from 90% "
+        "of it a warning is logged and shown by /health and /metrics. Empty: no quota.",
+        "",
+    )
 
     def __post_init__(self) -> None:
         for name in ("control_port", "media_port_min", "media_port_max"):
@@ -513,11 +536,74 @@ class Settings:
                 raise ConfigError(f"on_complete_command: {exc}") from exc
             if not words:
                 raise ConfigError("on_complete_command names no program")
+        if self.retention_days < 0:
+            raise ConfigError("retention_days must be >= 0 (0: forever)")
+        if isinstance(self.retention_rules, str):
+            raise ConfigError("retention_rules must be a list of rules, not one string")
+        object.__setattr__(self, "retention_rules", tuple(self.retention_rules))
+        from callrec.catalog.policy import RetentionRule
+        from callrec.exceptions import CatalogError
+
+        for rule in self.retention_rules:
+            try:
+                RetentionRule.parse(rule)
+            except CatalogError as exc:
+                raise ConfigError(f"retention_rules: {exc}") from exc
+        parse_quota(self.disk_quota)
 
     @classmethod
     def fields_doc(cls) -> list[tuple[str, str, Any]]:
         """(name, documentation, default) of every setting, in declaration order."""
         return [(f.name, f.metadata["doc"], f.default) for f in dataclasses.fields(cls)]
+
+
+_QUOTA_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_quota(text: str) -> tuple[str, float] | None:
+    """``disk_quota`` as ("bytes", n) or ("percent", p); None when empty (no quota)."""
+    value = text.strip().lower().replace(" ", "")
+    if not value:
+        return None
+    try:
+        if value.endswith("%"):
+            percent = float(value[:-1])
+            if not 0 < percent <= 100:
+                raise ValueError(value)
+            return "percent", percent
+        number = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = value[len(number) :]
+        amount = float(number) * _QUOTA_UNITS[unit]
+        if amount <= 0:
+            raise ValueError(value)
+        return "bytes", amount
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(
+            f"disk_quota must be bytes (500GB, 2TiB, 1000000000) or a percent (80%), got {text!r}"
+        ) from exc
+
+
+def _rule_table(name: str, item: Any) -> str:
+    """A TOML table of ``retention_rules`` ({extension = "3001", days = 3650}) as text."""
+    if not isinstance(item, dict):
+        return str(item)
+    kinds = [k for k in item if k != "days"]
+    if len(kinds) != 1 or "days" not in item:
+        raise ConfigError(
+            f"setting {name}: {item!r} needs days and one of source, extension, device, tag"
+        )
+    return f"{kinds[0]}={item[kinds[0]]}:{item['days']}"
 
 
 def _check_ip(name: str, value: str) -> None:
@@ -550,6 +636,7 @@ def _coerce(name: str, raw: Any, target: Any) -> Any:
         if kind is tuple:
             # A TOML array, or one string (an environment variable): comma or space separated.
             items = raw if isinstance(raw, list | tuple) else str(raw).replace(",", " ").split()
+            items = [_rule_table(name, item) for item in items]
             return tuple(str(item).strip() for item in items if str(item).strip())
         return str(raw)
     except (TypeError, ValueError) as exc:

@@ -15,7 +15,8 @@ The tree tells the peer's fault from ours::
     ├── usb.importer.ImportFailedError  a good file we could not store (disk full ...)
     ├── ConfigError                a setting that does not validate
     ├── CatalogError               the catalogue refused an operation
-    │   └── catalog.archives.ArchiveConflict  another process or a deletion got there first
+    │   ├── catalog.archives.ArchiveConflict  another process or a deletion got there first
+    │   └── RecordingHeld          a delete of a recording under legal hold
     ├── media.wav.WavError         a WAV file we cannot write or read back
     │   ├── WavRepairError         a file left by a crash that is not ours to repair
     │   └── WavTooLargeError       past the 4 GiB a RIFF size field can say
@@ -88,3 +89,8 @@ class ConfigError(CallrecError):
 
 class CatalogError(CallrecError):
     """The catalogue could not carry out an operation."""
+
+
+class RecordingHeld(CatalogError):
+    """A recording under legal hold was to be deleted: every delete path refuses it (the
+    check is in the catalogue's delete, so no caller can skip it)."""

@@ -54,6 +54,31 @@ class DiskState:
         )
 
 
+#: Share of the disk quota from which a warning is logged and shown (issue 16 R).
+QUOTA_WARNING: Final = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaState:
+    """The disk quota (``disk_quota``) as its last check found it: the bytes the catalogued
+    recordings take against the limit. Past :data:`QUOTA_WARNING` of it a warning is shown;
+    past the limit the oldest unheld recordings are deleted."""
+
+    limit: int
+    used: int
+
+    @property
+    def ratio(self) -> float:
+        return self.used / self.limit if self.limit else 0.0
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``warning`` (from 90%), ``over`` (what may be deleted did not suffice)."""
+        if self.used > self.limit:
+            return "over"
+        return "warning" if self.ratio >= QUOTA_WARNING else "ok"
+
+
 @dataclass(frozen=True, slots=True)
 class WorkersState:
     """``serve --workers N``: the media worker processes configured (N - 1) and alive now."""
@@ -103,6 +128,10 @@ class HealthSource(Protocol):
 
     def workers(self) -> WorkersState | None:
         """The media workers; None without ``--workers``."""
+        ...
+
+    def quota(self) -> QuotaState | None:
+        """The disk quota at its last check; None without one (or before the first)."""
         ...
 
 
@@ -194,10 +223,12 @@ class ProcessHealth:
         journal: Journal,
         admission: Admission,
         workers: Callable[[], Workers | None] = lambda: None,
+        quota: Callable[[], QuotaState | None] = lambda: None,
     ) -> None:
         self._journal = journal
         self._admission = admission
         self._workers = workers
+        self._quota = quota
 
     def journal(self) -> JournalStatus:
         own = self._journal.status()
@@ -245,3 +276,6 @@ class ProcessHealth:
         if pool is None:
             return None
         return WorkersState(expected=pool.expected, alive=pool.alive())
+
+    def quota(self) -> QuotaState | None:
+        return self._quota()

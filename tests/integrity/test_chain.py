@@ -117,10 +117,27 @@ def test_catch_up_appends_what_was_finished_before_the_chain(catalog: Catalog) -
 
 def test_deleting_appends_who_and_why(catalog: Catalog) -> None:
     rec_id = _finished(catalog, 1)
-    catalog.delete_recording(rec_id, reason="retention: 90 days", actor="anna")
+    catalog.delete_recording(rec_id, reason="retention: 90 days", by="anna")
     last = bodies(catalog)[-1]
     assert (last["kind"], last["recording_id"], last["sha256"]) == ("deleted", rec_id, SHA_A)
     assert (last["reason"], last["actor"]) == ("retention: 90 days", "anna")
+    third_party_verify(chain_rows(catalog))
+
+
+def test_a_retention_sweep_chains_every_deletion(catalog: Catalog, tmp_path: Path) -> None:
+    """The sweeps delete in batches (retire_rows): each deletion gets its entry too."""
+    from datetime import timedelta
+
+    from callrec.config import Settings
+    from callrec.retention.sweep import sweep
+
+    ids = [_finished(catalog, n) for n in (1, 2, 3)]
+    settings = Settings(recordings_dir=tmp_path, database_url=catalog.url)
+    result = sweep(catalog, settings, T0 + timedelta(days=1), before=T0 + timedelta(days=1))
+    assert result.deleted == len(ids)
+    deleted = [b for b in bodies(catalog) if b["kind"] == "deleted"]
+    assert sorted(b["recording_id"] for b in deleted) == ids
+    assert {b["actor"] for b in deleted} == {"retention"}
     third_party_verify(chain_rows(catalog))
 
 
@@ -242,7 +259,7 @@ def test_the_docs_third_party_check_accepts_a_real_chain_and_catches_a_change(
     assert callable(check_chain)
     for n in range(1, 4):
         _finished(catalog, n, hashlib.sha256(str(n).encode()).hexdigest())
-    catalog.delete_recording(1, reason="test", actor="anna")
+    catalog.delete_recording(1, reason="test", by="anna")
     signing.sign_head(catalog, key, T0)
     with catalog._engine.connect() as connection:
         signatures = [(row.body, row.signature) for row in chain.signatures(connection)]
@@ -266,7 +283,7 @@ def test_the_docs_third_party_check_accepts_a_real_chain_and_catches_a_change(
 
 def test_who_and_why_with_unstorable_characters_still_hash_as_stored(catalog: Catalog) -> None:
     rec_id = _finished(catalog, 1)
-    catalog.delete_recording(rec_id, reason="bad \ud800 \x00 text", actor="ann\x00a")
+    catalog.delete_recording(rec_id, reason="bad \ud800 \x00 text", by="ann\x00a")
     third_party_verify(chain_rows(catalog))
     assert bodies(catalog)[-1]["actor"] == "ann\ufffda"
 
@@ -279,7 +296,7 @@ def test_the_key_file_setting_names_the_key() -> None:
 
 def test_an_id_given_again_after_a_deletion_starts_a_new_record(catalog: Catalog) -> None:
     first = _finished(catalog, 1)
-    catalog.delete_recording(first, reason="test", actor="anna")
+    catalog.delete_recording(first, reason="test", by="anna")
     again = _finished(catalog, 2, SHA_B)
     kinds = [(b["kind"], b["recording_id"], b["sha256"]) for b in bodies(catalog)]
     expected_last = ("recorded", again, SHA_B)

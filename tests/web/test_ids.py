@@ -77,6 +77,12 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/jobs?limit=", "query"),
     ("GET", "/api/v1/jobs?offset=", "query"),
     ("GET", "/admin/jobs?job=", "page"),
+    # Legal holds (issue 16 R):
+    ("DELETE", "/api/v1/holds/{hold_id:int}", "path"),
+    ("POST", "/api/v1/holds", "body"),
+    ("POST", "/recordings/{rec_id:int}/hold", "path"),
+    ("POST", "/recordings/{rec_id:int}/holds/{hold_id:int}/release", "path"),
+    ("POST", "/recordings/hold", "form"),
 ]
 
 
@@ -84,7 +90,7 @@ def fill(template: str, value: int, *, in_path: bool) -> str:
     """``template`` with ``value`` in its path ids (``in_path``; else ids of rows that
     exist) or at its end (a query parameter)."""
     path = template
-    for name in ("rec_id", "note_id", "user_id", "token_id", "job_id"):
+    for name in ("rec_id", "note_id", "user_id", "token_id", "job_id", "hold_id"):
         path = path.replace(f"{{{name}:int}}", str(value if in_path else 1))
     path = path.replace("{tag}", "x")
     if path.endswith("cursor="):

@@ -17,6 +17,13 @@ from callrec.catalog.archives import ArchiveStore
 from callrec.catalog.batch import DuplicatePathError, FinishRecording
 from callrec.catalog.database import head_revision
 from callrec.catalog.jobs import JobInfo, JobStore  # issue 16 part 3
+from callrec.catalog.policy import (  # issue 16 R: retention and legal hold
+    HOLD_KINDS,
+    HoldInfo,
+    RetentionPolicy,
+    RetentionRule,
+    TombstoneInfo,
+)
 from callrec.catalog.records import (
     DIRECTIONS,
     FINAL_STATUSES,
@@ -53,6 +60,7 @@ __all__ = [
     "AUDIT_ACTIONS",
     "DIRECTIONS",
     "FINAL_STATUSES",
+    "HOLD_KINDS",
     "MAX_ID",
     "ROLES",
     "ROLE_ADMIN",
@@ -68,6 +76,7 @@ __all__ = [
     "Catalog",
     "DuplicatePathError",
     "FinishRecording",
+    "HoldInfo",
     "JobInfo",
     "JobStore",
     "NewAuditEntry",
@@ -75,6 +84,8 @@ __all__ = [
     "NoteInfo",
     "PasswordChange",
     "RecordingInfo",
+    "RetentionPolicy",
+    "RetentionRule",
     "Scope",
     "SearchPage",
     "SearchQuery",
@@ -82,6 +93,7 @@ __all__ = [
     "SipAccountStore",
     "StreamCounters",
     "TokenInfo",
+    "TombstoneInfo",
     "UserInfo",
     "head_revision",
 ]

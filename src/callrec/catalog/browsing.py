@@ -32,10 +32,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from callrec.catalog import integrity, search_index
+from callrec.catalog import search_index
+from callrec.catalog.holds import check_not_held, lock_for_delete
 from callrec.catalog.mappers import note_info, recording_info
 from callrec.catalog.models import Recording
+from callrec.catalog.policy import TombstoneInfo
 from callrec.catalog.records import STATUS_RECORDING, RecordingInfo, require_aware
+from callrec.catalog.retirement import retire_rows
 from callrec.catalog.webmodels import Note, RecordingTag
 from callrec.catalog.webrecords import (
     COUNT_CAP,
@@ -226,23 +229,32 @@ class BrowsingQueries:
         with self._guard("read recordings"), self._session() as session:
             return [recording_info(row) for row in session.scalars(statement)]
 
-    def delete_recording(self, rec_id: int, *, reason: str = "", actor: str = "") -> RecordingInfo:
+    def delete_recording(self, rec_id: int, *, by: str = "", reason: str = "") -> RecordingInfo:
         """Remove a finished recording's row with its notes and tags; returns what it was.
-        (The caller removes the file.) One still being recorded is refused. The hash chain
-        gets a ``deleted`` entry saying who (``actor``) and why (``reason``)."""
+        (The caller removes the files, then marks the tombstone: :meth:`retire_recording`.)
+        One still being recorded is refused, and one under legal hold
+        (:class:`~callrec.exceptions.RecordingHeld`): every delete path comes here. The hash
+        chain gets a ``deleted`` entry saying who (``by``) and why (``reason``): retire_rows."""
+        return self.retire_recording(rec_id, by=by, reason=reason)[0]
+
+    def retire_recording(
+        self, rec_id: int, *, by: str = "", reason: str = ""
+    ) -> tuple[RecordingInfo, TombstoneInfo]:
+        """:meth:`delete_recording`, also returning the tombstone it left (``by``: who)."""
         with self._guard(f"delete recording {rec_id}"), self._session(write=True) as session:
+            lock_for_delete(session)
             row = session.get(Recording, rec_id, with_for_update=True)
             if row is None:
                 raise CatalogError(f"cannot delete recording {rec_id}: no such recording")
             if row.status == STATUS_RECORDING:
                 raise CatalogError(f"cannot delete recording {rec_id}: it is still recording")
+            # The one legal-hold check of every delete path (web, API, bulk, CLI, sweeps).
+            check_not_held(session, row)
             info = recording_info(row)
-            integrity.chain_deleted(session, info, reason, actor)
-            # Explicit, so it does not depend on the backend enforcing ON DELETE CASCADE.
-            session.execute(delete(Note).where(Note.recording_id == rec_id))
-            session.execute(delete(RecordingTag).where(RecordingTag.recording_id == rec_id))
-            session.execute(delete(Recording).where(Recording.id == rec_id))
-            return info
+            (tomb,) = retire_rows(
+                session, [row], by=by or "unknown", reasons={rec_id: reason}, audit=False
+            )
+            return info, tomb
 
     def status_counts(self) -> dict[str, int]:
         """Recordings per status (for metrics)."""

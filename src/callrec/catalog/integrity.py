@@ -306,13 +306,24 @@ def chain_finished(connection: Connection, rec_ids: Iterable[int]) -> int:
 def chain_deleted(session: Session, rec: RecordingInfo, reason: str, actor: str) -> None:
     """Append the ``deleted`` entry of ``rec`` (who and why), in ``session``'s transaction:
     the delete path calls it before the row goes."""
-    row = (
-        session.connection().execute(select(*_FIELD_COLUMNS).where(RECORDINGS.c.id == rec.id)).one()
-    )
-    fields = _recording_fields(row)
-    # Cleaned before hashing: the stored body must be the very text hashed.
-    fields.update(reason=clean_text(reason), actor=clean_text(actor))
-    _append(session.connection(), [(KIND_DELETED, fields)])
+    chain_deleted_many(session.connection(), [rec.id], {rec.id: reason}, actor)
+
+
+def chain_deleted_many(
+    connection: Connection, rec_ids: Sequence[int], reasons: dict[int, str], actor: str
+) -> int:
+    """The ``deleted`` entries of many recordings at once (a retention or quota sweep's
+    batch), in the caller's transaction, before the rows go; how many."""
+    items: list[tuple[str, dict[str, Any]]] = []
+    for start in range(0, len(rec_ids), CATCH_UP_BATCH):
+        chunk = sorted(rec_ids[start : start + CATCH_UP_BATCH])
+        statement = select(*_FIELD_COLUMNS).where(RECORDINGS.c.id.in_(chunk))
+        for row in connection.execute(statement.order_by(RECORDINGS.c.id)):
+            fields = _recording_fields(row)
+            # Cleaned before hashing: the stored body must be the very text hashed.
+            fields.update(reason=clean_text(reasons.get(row.id, "")), actor=clean_text(actor))
+            items.append((KIND_DELETED, fields))
+    return _append(connection, items)
 
 
 def catch_up(connection: Connection) -> int:

@@ -65,6 +65,7 @@ from callrec.catalog.database import (
     parse_url,
     sqlite_file,
 )
+from callrec.catalog.holds import HoldQueries  # issue 16 R: legal holds
 from callrec.catalog.models import Recording
 from callrec.catalog.reads import RecordingReads
 from callrec.catalog.records import (
@@ -75,6 +76,7 @@ from callrec.catalog.records import (
     utcnow,
 )
 from callrec.catalog.replay import JournalEntry
+from callrec.catalog.retirement import RetirementQueries  # issue 16 R: retention
 from callrec.catalog.webaccounts import AccountQueries
 from callrec.exceptions import CatalogError
 from callrec.rtp.counters import StreamCounters
@@ -82,7 +84,7 @@ from callrec.rtp.counters import StreamCounters
 _log = logging.getLogger(__name__)
 
 
-class Catalog(RecordingReads, AccountQueries, BrowsingQueries):
+class Catalog(RecordingReads, AccountQueries, BrowsingQueries, HoldQueries, RetirementQueries):
     """Recording rows in a SQLite file (the default) or a PostgreSQL database.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/callrec.db`` (the parent directory is

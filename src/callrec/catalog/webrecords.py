@@ -58,6 +58,10 @@ AUDIT_ACTIONS: Final = frozenset(
         "bulk_delete",
         "job_retry",  # issue 16 part 3
         "verify",  # tamper evidence: a recording's file re-hashed (issue 16 part 5)
+        # issue 16 R: legal holds set and released (deletes by retention and quota are
+        # ``delete`` by ``retention`` / ``quota``)
+        "hold_add",
+        "hold_remove",
     }
 )
 

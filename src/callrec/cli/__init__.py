@@ -421,6 +421,9 @@ from callrec.cli import jobs as _jobs  # noqa: E402, F401 - adds `callrec jobs`
 # -- `callrec archive ...` (issue 16 part 4) --
 from callrec.cli import archive as _archive  # noqa: E402, F401 - adds `callrec archive`
 
+# -- `callrec retention`, `callrec hold`, `callrec recordings delete` (issue 16 R) --
+from callrec.cli import retention as _retention  # noqa: E402, F401
+
 
 def main() -> None:
     try:

@@ -79,6 +79,9 @@ def rebuild_catalogue(catalog: Catalog, root: Path) -> RebuildReport:
     described: set[str] = set()
     batch: list[JournalEntry] = []
     archives: list[Path] = []
+    # Recordings deleted whose files are not all gone yet (a delete that crashed half-way;
+    # the next retention sweep removes them): their sidecars must not bring them back.
+    deleted = catalog.pending_tombstone_paths()
     for path in _sidecars(root):
         if is_archive_sidecar(path):
             archives.append(path)  # applied once every start and finish is in
@@ -86,6 +89,9 @@ def rebuild_catalogue(catalog: Catalog, root: Path) -> RebuildReport:
             start, finish = journalfile.read_sidecar(path)
         except ValueError as exc:
             report.damaged.append(f"{path.relative_to(root).as_posix()}: {exc}")
+            continue
+        if start.rec.path in deleted:
+            described.add(start.rec.path)
             continue
         report.sidecars += 1
         described.add(start.rec.path)

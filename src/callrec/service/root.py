@@ -60,6 +60,7 @@ from callrec.filemodes import FileModes
 from callrec.health import ProcessHealth, worker_report
 from callrec.integrity import signing as chain_signing
 from callrec.integrity.keys import KeyFileError, SigningKey, key_file, load_or_create
+from callrec.retention.task import RetentionTask
 from callrec.server.listener import PhoneServer
 from callrec.service.process import prepare_process, run_loop
 from callrec.service.supervision import state_dir
@@ -169,6 +170,10 @@ class Service:
             from callrec.sip.server import SipServer
 
             self.sip = SipServer(own, engine=self.engine, ports=self.ports, catalog=self.catalog)
+        # Retention and the disk quota (issue 16 R): the main process sweeps, its workers not.
+        self.retention: RetentionTask | None = None
+        if not worker:
+            self.retention = RetentionTask(self.catalog, settings)
         self.web: WebServer | None = None
         if own.web_enabled:
             from callrec.web.server import WebServer
@@ -179,7 +184,12 @@ class Service:
                 writer=self.writer,
                 recording=self.live,
                 importer=self.importer,
-                health=ProcessHealth(self.journal, self.engine.admission, lambda: self.workers),
+                health=ProcessHealth(
+                    self.journal,
+                    self.engine.admission,
+                    lambda: self.workers,
+                    quota=lambda: self.retention.quota if self.retention else None,
+                ),
                 job_runs=lambda: dict(self.jobs.runs) if self.jobs is not None else {},
             )
         self.workers: WorkerPool | None = None
@@ -254,6 +264,10 @@ class Service:
             self._register_periodic(self.jobs)
             await self.jobs.start(ready=settled)
             self.jobs.spawn(self.completion.start(settled))
+        if self.retention is not None:
+            self._background.append(
+                asyncio.create_task(self.retention.run(), name="callrec-retention")
+            )
         if self.settings.workers > 1 and not self.worker:
             port = self.phone.reserve_control_port()
             self.workers = WorkerPool(
@@ -355,6 +369,8 @@ class Service:
         if self.jobs is not None:
             # After the engine: the last recordings' completion jobs are enqueued.
             await self.jobs.stop()
+        if self.retention is not None:
+            self.retention.stop()
         self.ports.memory.close()
         await self._stop_catalogue(self.journal, self._background, self._sign_at_stop)
         self.catalog.close()

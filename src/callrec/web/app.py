@@ -22,6 +22,7 @@ from callrec.health import HealthSource
 from callrec.web import upload
 from callrec.web.allow import AllowListMiddleware
 from callrec.web.api import accounts as accounts_api
+from callrec.web.api import holds as holds_api
 from callrec.web.api import integrity as integrity_api
 from callrec.web.api import jobs as jobs_api
 from callrec.web.api import listen as listen_api
@@ -128,6 +129,7 @@ def create_app(
     app.include_router(listen_api.router)
     app.include_router(accounts_api.router)
     app.include_router(jobs_api.router)  # issue 16 part 3
+    app.include_router(holds_api.router)  # issue 16 R: legal holds
     app.include_router(upload.router)  # POST /api/v1/recordings/import (issue 3)
     app.include_router(integrity_api.router)  # a recording's tamper evidence (issue 16)
     app.include_router(signin_pages.router)

@@ -31,7 +31,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from callrec.catalog import Catalog
 from callrec.engine import JournalStatus
-from callrec.health import DiskState, HealthSource, WorkersState
+from callrec.health import DiskState, HealthSource, QuotaState, WorkersState
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,9 @@ class HealthReport:
     refused_starts: Mapping[str, int]
     #: Connections and requests refused before any start, by (listener, reason).
     refused_connections: Mapping[tuple[str, str], int]
+    #: The disk quota at its last check (None without one). Its warning does not make the
+    #: status degraded: a soft limit must not take the server out of a load balancer.
+    quota: QuotaState | None = None
 
 
 def probe_catalogue(catalog: Catalog) -> None:
@@ -207,6 +210,7 @@ class HealthCheck:
             workers_state=workers_state,
             refused_starts=source.refused_starts() if source is not None else {},
             refused_connections=source.refused_connections() if source is not None else {},
+            quota=source.quota() if source is not None else None,
         )
 
     async def _look_at_catalogue(self) -> CatalogueReport:

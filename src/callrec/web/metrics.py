@@ -249,6 +249,19 @@ def _health_metrics(report: HealthReport) -> Iterator[Metric]:
         for reason in sorted(set(REFUSAL_REASONS) | set(counts)):
             refused.add_metric([reason], counts.get(reason, 0))
         yield refused
+    if report.quota is not None:
+        for name, text, value in (
+            (
+                "used_ratio",
+                "Share of disk_quota the catalogued recordings take (warning from 0.9).",
+                report.quota.ratio,
+            ),
+            ("bytes", "The disk quota, in bytes.", report.quota.limit),
+            ("used_bytes", "Bytes the catalogued recordings take.", report.quota.used),
+        ):
+            gauge = GaugeMetricFamily(f"callrec_disk_quota_{name}", text)
+            gauge.add_metric([], value)
+            yield gauge
     if report.workers is not None:
         for name, text, value in (
             ("expected", "Media worker processes configured.", report.workers.expected),

@@ -6,17 +6,18 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator
 from datetime import datetime, tzinfo
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from callrec.catalog import RecordingInfo
 from callrec.catalog.webrecords import COUNT_CAP, MAX_PAGE_SIZE, SORTS
-from callrec.engine.journalfile import sidecar_path
 from callrec.exceptions import CatalogError
+from callrec.retention.files import remove_files
 from callrec.spreadsheet import SafeDictWriter
 from callrec.web.api import Admin, User, bearer
 from callrec.web.auth import Principal, api_csrf, audit, ctx_of
@@ -108,6 +109,7 @@ class RecordingOut(BaseModel):
     counters: Counters
     quality: QualityOut
     tags: list[str]
+    held: bool = Field(False, description="Under legal hold: no one can delete it.")
 
 
 class RecordingPage(BaseModel):
@@ -207,8 +209,11 @@ async def list_recordings(
     except CatalogError as exc:
         raise BadRequest(str(exc)) from exc
     tags = await ctx.db(ctx.catalog.tags_of, [r.id for r in result.items])
+    held = await ctx.db(ctx.catalog.held_ids, [r.id for r in result.items])
     return {
-        "items": [recording_dict(r, tags.get(r.id)) for r in result.items],
+        "items": [
+            {**recording_dict(r, tags.get(r.id)), "held": r.id in held} for r in result.items
+        ],
         "next_cursor": result.next_cursor,
         "prev_cursor": result.prev_cursor,
         "offset": result.offset,
@@ -223,7 +228,8 @@ async def get_recording(request: Request, principal: User, rec_id: Id) -> dict[s
     ctx = ctx_of(request)
     rec = await visible_recording(request, principal, rec_id, asked="metadata")
     tags = await ctx.db(ctx.catalog.tags_of, [rec.id])
-    return recording_dict(rec, tags.get(rec.id))
+    held = await ctx.db(ctx.catalog.is_held, rec)
+    return {**recording_dict(rec, tags.get(rec.id)), "held": held}
 
 
 @router.head("/recordings/{rec_id:int}/audio", include_in_schema=False)
@@ -336,49 +342,32 @@ async def peaks(
 
 @router.delete("/recordings/{rec_id:int}", status_code=204, tags=["recordings"])
 async def delete_recording(request: Request, principal: Admin, rec_id: Id) -> Response:
-    """Delete the recording, its file, notes and tags (admin). Audited as `delete`."""
+    """Delete the recording, its files, notes and tags (admin); a tombstone stays. Refused
+    (409) while it is being recorded or under legal hold. Audited as `delete`."""
     await api_csrf(request, principal)
     await remove_recording(request, principal, rec_id)
     return Response(status_code=204)
 
 
 async def remove_recording(request: Request, principal: Principal, rec_id: Id) -> None:
+    """Delete one recording the principal may see: the catalogue refuses one being recorded
+    or under legal hold (409, saying which hold), and leaves a tombstone; then its files go
+    (the WAV, companions, an import's original, the sidecar) and the tombstone is marked
+    done. A crash in between leaves the tombstone pending: the next retention sweep removes
+    the files (docs/retention.md)."""
     ctx = ctx_of(request)
     await visible_recording(request, principal, rec_id, asked="delete")
     try:
-        rec = await ctx.write(
-            ctx.catalog.delete_recording,
+        rec, tomb = await ctx.write(
+            ctx.catalog.retire_recording,
             rec_id,
+            by=principal.user.username,
             reason="deleted in the web UI",
-            actor=principal.user.username,
         )
     except CatalogError as exc:
         raise HTTPException(409, str(exc)) from exc
-    path = recording_file(ctx, rec)
-    removed = []
-    # Its companions (the SIP mix), its original (imports) and its sidecar go with it: a
-    # sidecar left behind would bring the recording back in a catalogue rebuild.
-    companions = rec.extra.get("companions", [])
-    targets = [
-        path,
-        *(
-            ctx.root / c["path"]
-            for c in (companions if isinstance(companions, list) else [])
-            if isinstance(c, dict) and isinstance(c.get("path"), str)
-        ),
-        *([ctx.root / rec.original_path] if rec.original_path else []),
-        sidecar_path(path),
-        # An archived recording's WAV, should a crash have left it (docs/archive.md).
-        *archived_original(ctx.root, rec.extra),
-    ]
-    for target in targets:
-        if not target.resolve().is_relative_to(ctx.root.resolve()):
-            continue
-        try:
-            target.unlink()
-            removed.append(str(target.relative_to(ctx.root)))
-        except FileNotFoundError:
-            pass
+    removed = await run_in_threadpool(remove_files, ctx.root, tomb)
+    await ctx.write(ctx.catalog.mark_files_removed, [tomb.id])
     await audit(
         request,
         "delete",
@@ -390,6 +379,7 @@ async def remove_recording(request: Request, principal: Principal, rec_id: Id) -
         local_number=rec.local_number,
         remote_number=rec.remote_number,
         files_removed=removed,
+        tombstone=tomb.id,
     )
 
 
@@ -534,14 +524,6 @@ def _export_row(rec: RecordingInfo, tags: list[str], zone: tzinfo) -> dict[str, 
         "file_name": PurePosixPath(rec.path).name,
         "path": rec.path,
     }
-
-
-def archived_original(root: Path, extra: dict[str, Any]) -> list[Path]:
-    entry = extra.get("archive")
-    original = entry.get("original_path") if isinstance(entry, dict) else None
-    if not isinstance(original, str) or not original:
-        return []
-    return [root / original, sidecar_path(root / original)]
 
 
 # -- bulk download -------------------------------------------------------------------------

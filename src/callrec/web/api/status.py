@@ -56,6 +56,16 @@ class WorkersPart(BaseModel):
     alive: int
 
 
+class QuotaPart(BaseModel):
+    state: Literal["ok", "warning", "over"] = Field(
+        description="warning: from 90% of disk_quota; over: past it with nothing left that "
+        "may be deleted (held or being recorded). Neither makes the status degraded."
+    )
+    limit_bytes: int
+    used_bytes: int = Field(description="What the catalogued recordings take")
+    used_ratio: float
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
@@ -66,6 +76,7 @@ class Health(BaseModel):
     recordings_disk: DiskPart | None = Field(description="None without a recording engine")
     journal: JournalPart | None = Field(description="None without a recording engine")
     workers: WorkersPart | None = Field(description="None without --workers")
+    disk_quota: QuotaPart | None = Field(None, description="None without disk_quota")
 
 
 @public.get(
@@ -102,6 +113,16 @@ async def health(request: Request, response: Response) -> dict[str, Any]:
                 "state": report.workers_state,
                 "expected": report.workers.expected,
                 "alive": report.workers.alive,
+            }
+        ),
+        "disk_quota": (
+            None
+            if report.quota is None
+            else {
+                "state": report.quota.state,
+                "limit_bytes": report.quota.limit,
+                "used_bytes": report.quota.used,
+                "used_ratio": round(report.quota.ratio, 4),
             }
         ),
     }

@@ -21,6 +21,7 @@ from callrec.catalog.webrecords import COUNT_CAP, normalise_tag
 from callrec.codecs import CODECS as ALL_CODECS
 from callrec.exceptions import CatalogError
 from callrec.integrity.verify import state as integrity_state
+from callrec.web.api.holds import release_hold, set_hold
 from callrec.web.api.integrity import verify_now
 from callrec.web.api.notes import change_tag, create_note, remove_note
 from callrec.web.api.recordings import bulk_response, remove_recording, remove_recordings
@@ -76,6 +77,7 @@ async def recordings_page(request: Request, principal: PageUser) -> Response:
     except (BadRequest, CatalogError) as exc:
         error = str(exc)
     tags = await ctx.db(ctx.catalog.tags_of, [r.id for r in items])
+    held = await ctx.db(ctx.catalog.held_ids, [r.id for r in items])
     devices = await _devices(request, principal)
     tag_counts = await ctx.db(ctx.catalog.tag_counts, principal.scope)
     filters = {k: params.get(k, "") for k in (*FILTER_PARAMS, "tz")}
@@ -89,6 +91,7 @@ async def recordings_page(request: Request, principal: PageUser) -> Response:
         principal=principal,
         items=items,
         tags=tags,
+        held=held,
         qualities={r.id: quality(r) for r in items},
         result=result,
         error=error,
@@ -279,6 +282,7 @@ async def _recording(
     rec = await visible_recording(request, principal, rec_id, asked="page")
     tags = (await ctx.db(ctx.catalog.tags_of, [rec.id])).get(rec.id, [])
     notes = await ctx.db(ctx.catalog.notes, rec.id)
+    holds = await ctx.db(ctx.catalog.holds_on, rec)
     history = (
         await ctx.db(ctx.catalog.audit_entries, recording_id=rec.id, limit=20)
         if principal.is_admin
@@ -315,6 +319,7 @@ async def _recording(
         duration=live.duration if live else rec.duration,
         tags=tags,
         notes=notes,
+        holds=holds,
         history=history,
         q=quality(counters),
         extra=extra,
@@ -395,6 +400,68 @@ async def recording_verify(request: Request, rec_id: Id, principal: PageUser) ->
     if finding is None:
         return redirect(f"/recordings/{rec_id}#integrity", "Verified: the file is intact.")
     return redirect(f"/recordings/{rec_id}#integrity", f"Verification: {finding.line()}")
+
+
+# -- legal holds (issue 16 R) ------------------------------------------------------------
+
+
+def _admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden("legal holds need the admin role")
+
+
+@router.post("/recordings/{rec_id:int}/hold")
+async def recording_hold(request: Request, rec_id: Id, principal: PageUser) -> Response:
+    _admin(principal)
+    form = await posted_form(request, principal)
+    reason = field(form, "reason")
+    try:
+        hold = await set_hold(request, principal, "recording", reason=reason, ids=[rec_id])
+    except BadRequest as exc:
+        return await _recording(
+            request, principal, rec_id, status_code=400, hold_error=str(exc), hold_text=reason
+        )
+    return redirect(f"/recordings/{rec_id}#holds", f"Legal hold {hold.id} set.")
+
+
+@router.post("/recordings/{rec_id:int}/holds/{hold_id:int}/release")
+async def recording_hold_release(
+    request: Request, rec_id: Id, hold_id: Id, principal: PageUser
+) -> Response:
+    _admin(principal)
+    await posted_form(request, principal)
+    await release_hold(request, principal, hold_id)
+    return redirect(f"/recordings/{rec_id}#holds", f"Legal hold {hold_id} released.")
+
+
+@router.post("/recordings/hold")
+async def recordings_hold(request: Request, principal: PageUser) -> Response:
+    """The list's selection, held (the bulk form's "Hold selected")."""
+    _admin(principal)
+    form = await posted_form(request, principal)
+    ids = parse_ids([v for v in form.getlist("id") if isinstance(v, str)])
+    if not ids:
+        raise BadRequest("select at least one recording to hold")
+    hold = await set_hold(request, principal, "recording", reason=field(form, "reason"), ids=ids)
+    return redirect(
+        _back(field(form, "back")), f"Legal hold {hold.id} set on {len(ids)} recordings."
+    )
+
+
+@router.post("/recordings/hold-search")
+async def recordings_hold_search(request: Request, principal: PageUser) -> Response:
+    """Every recording the current search finds, held."""
+    _admin(principal)
+    form = await posted_form(request, principal)
+    search = {k: field(form, k) for k in (*FILTER_PARAMS, "tz") if field(form, k)}
+    hold = await set_hold(request, principal, "search", reason=field(form, "reason"), search=search)
+    back = "/recordings?" + urlencode(search) if search else "/recordings"
+    return redirect(back, f"Legal hold {hold.id} set on {hold.recordings} recordings.")
+
+
+def _back(url: str) -> str:
+    """Only back to the list (never elsewhere: an open redirect)."""
+    return url if url.startswith("/recordings") and not url.startswith("//") else "/recordings"
 
 
 # -- live ----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ One row per recording an archive run touched: its claim, what the WAV was (path,
 SHA-256), what the archive is, and when. Deleting the recording deletes its row.
 
 Revision ID: 0010
-Revises: 0008 (re-linked at merge)
+Revises: 0009
 
 Plain SQL types only (no callrec TypeDecorators), as in 0001.
 """
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

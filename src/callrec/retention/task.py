@@ -1,0 +1,107 @@
+"""The retention sweep and the disk quota inside ``callrec serve``: a small periodic asyncio
+task of the main process, until the job runner takes the two functions over.
+
+Every :data:`QUOTA_INTERVAL` seconds it measures the quota (and deletes the oldest past it);
+once a day (first :data:`FIRST_SWEEP` seconds after the start) it runs the retention sweep.
+Both run on a thread of their own: each batch is a short catalogue transaction of its own, so
+the journal's writes and the web's never wait long for SQLite's write lock, and nothing runs
+on the event loop. A catalogue that fails is retried at the next quota tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Final
+
+from callrec.catalog import Catalog
+from callrec.config import Settings
+from callrec.exceptions import CatalogError
+from callrec.health import QUOTA_WARNING, QuotaState
+from callrec.retention.sweep import quota_sweep, sweep
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between retention sweeps.
+SWEEP_INTERVAL: Final = 24 * 3600.0
+#: Seconds after the start before the first sweep (the catalogue has caught up by then).
+FIRST_SWEEP: Final = 60.0
+#: Seconds between looks at the disk quota.
+QUOTA_INTERVAL: Final = 300.0
+
+
+class RetentionTask:
+    """Runs :func:`~callrec.retention.sweep` daily and :func:`~callrec.retention.quota_sweep`
+    every few minutes; :attr:`quota` is what ``/health`` and ``/metrics`` show."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: Settings,
+        *,
+        sweep_interval: float = SWEEP_INTERVAL,
+        first_sweep: float = FIRST_SWEEP,
+        quota_interval: float = QUOTA_INTERVAL,
+    ) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.sweep_interval = sweep_interval
+        self.first_sweep = first_sweep
+        self.quota_interval = quota_interval
+        self.quota: QuotaState | None = None
+        #: Sweeps completed (for tests and logs).
+        self.sweeps = 0
+        self._stopping = threading.Event()
+        self._warned = False
+
+    def stop(self) -> None:
+        """Let a sweep under way end after its current batch."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + self.first_sweep
+        while not self._stopping.is_set():
+            # Retention first: what it frees, the quota need not take from the oldest.
+            if loop.time() >= next_sweep:
+                try:
+                    await asyncio.to_thread(
+                        sweep,
+                        self.catalog,
+                        self.settings,
+                        datetime.now(UTC),
+                        stop=self._stopping,
+                    )
+                    self.sweeps += 1
+                    next_sweep = loop.time() + self.sweep_interval
+                except CatalogError as exc:
+                    logger.warning("retention sweep failed, tried again later: %s", exc)
+                    next_sweep = loop.time() + self.quota_interval
+            await self._check_quota()
+            await asyncio.sleep(max(0.0, min(self.quota_interval, next_sweep - loop.time())))
+
+    async def _check_quota(self) -> None:
+        if not self.settings.disk_quota:
+            return
+        try:
+            result = await asyncio.to_thread(quota_sweep, self.catalog, self.settings)
+        except (CatalogError, OSError) as exc:
+            logger.warning("disk quota not checked: %s", exc)
+            return
+        if result.limit is None:
+            return
+        self.quota = QuotaState(limit=result.limit, used=result.used)
+        if self.quota.ratio >= QUOTA_WARNING and not self._warned:
+            self._warned = True
+            logger.warning(
+                "disk quota: recordings take %.0f%% of %s (%d of %d bytes)",
+                100 * self.quota.ratio,
+                self.settings.disk_quota,
+                result.used,
+                result.limit,
+            )
+        elif self.quota.ratio < QUOTA_WARNING and self._warned:
+            self._warned = False
+            logger.info("disk quota: back under %.0f%%", 100 * QUOTA_WARNING)
