@@ -11,6 +11,7 @@ on the event loop. A catalogue that fails is retried at the next quota tick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from datetime import UTC, datetime
@@ -44,8 +45,12 @@ class RetentionTask:
         sweep_interval: float = SWEEP_INTERVAL,
         first_sweep: float = FIRST_SWEEP,
         quota_interval: float = QUOTA_INTERVAL,
+        sweeps: bool = True,
     ) -> None:
         self.catalog = catalog
+        #: False: the job runner runs the daily sweep (:meth:`sweep_once`, one job per day
+        #: across processes); this task then only keeps the quota.
+        self.sweeps_here = sweeps
         self.settings = settings
         self.sweep_interval = sweep_interval
         self.first_sweep = first_sweep
@@ -54,6 +59,7 @@ class RetentionTask:
         #: Sweeps completed (for tests and logs).
         self.sweeps = 0
         self._stopping = threading.Event()
+        self._swept = asyncio.Event()
         self._warned = False
 
     def stop(self) -> None:
@@ -63,24 +69,33 @@ class RetentionTask:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + self.first_sweep
+        if not self.sweeps_here:
+            # Retention first, the quota after: the runner's first daily sweep (which checks
+            # the quota when it ends) comes before this loop's first check, or a period.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._swept.wait(), self.quota_interval)
         while not self._stopping.is_set():
             # Retention first: what it frees, the quota need not take from the oldest.
-            if loop.time() >= next_sweep:
+            if self.sweeps_here and loop.time() >= next_sweep:
                 try:
-                    await asyncio.to_thread(
-                        sweep,
-                        self.catalog,
-                        self.settings,
-                        datetime.now(UTC),
-                        stop=self._stopping,
-                    )
-                    self.sweeps += 1
+                    await self.sweep_once()
                     next_sweep = loop.time() + self.sweep_interval
                 except CatalogError as exc:
                     logger.warning("retention sweep failed, tried again later: %s", exc)
                     next_sweep = loop.time() + self.quota_interval
             await self._check_quota()
             await asyncio.sleep(max(0.0, min(self.quota_interval, next_sweep - loop.time())))
+
+    async def sweep_once(self) -> str:
+        """One retention sweep on a worker thread (what the daily job runs); what it did."""
+        result = await asyncio.to_thread(
+            sweep, self.catalog, self.settings, datetime.now(UTC), stop=self._stopping
+        )
+        self.sweeps += 1
+        if not self.sweeps_here:
+            await self._check_quota()  # what the sweep freed, the quota need not take
+            self._swept.set()
+        return f"{result.deleted} deleted, {result.files_removed} files removed"
 
     async def _check_quota(self) -> None:
         if not self.settings.disk_quota:

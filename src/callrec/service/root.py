@@ -91,6 +91,7 @@ INTEGRITY_STOP_WAIT = 5.0
 #: Job kinds of the periodic work after calls (docs/jobs.md).
 SIGN_KIND = "integrity.sign"
 ARCHIVE_KIND = "archive.sweep"
+RETENTION_KIND = "retention.sweep"
 #: Seconds after the start before the first archive sweep without the job runner.
 ARCHIVE_FIRST_DELAY = 60.0
 
@@ -173,7 +174,10 @@ class Service:
         # Retention and the disk quota (issue 16 R): the main process sweeps, its workers not.
         self.retention: RetentionTask | None = None
         if not worker:
-            self.retention = RetentionTask(self.catalog, settings)
+            # With the job runner, the daily sweep is its job (retention.sweep, below).
+            self.retention = RetentionTask(
+                self.catalog, settings, sweeps=not (settings.jobs_enabled and not worker)
+            )
         self.web: WebServer | None = None
         if own.web_enabled:
             from callrec.web.server import WebServer
@@ -417,6 +421,21 @@ class Service:
                 )
             )
             runner.schedule(SIGN_KIND, every=timedelta(seconds=settings.integrity_sign_interval))
+        retention = self.retention
+        if retention is not None and not retention.sweeps_here:
+
+            async def retain(job: Any) -> str:
+                return await retention.sweep_once()
+
+            runner.register(
+                JobKind(
+                    name=RETENTION_KIND,
+                    handler=retain,
+                    lease=timedelta(minutes=10),
+                    retry=RetryPolicy(max_attempts=5, max_age=timedelta(hours=20)),
+                )
+            )
+            runner.schedule(RETENTION_KIND, every=timedelta(days=1))
         if settings.archive_format:
 
             async def archive(job: Any) -> str:
