@@ -185,3 +185,22 @@ async def test_pages_hold_release_and_mark(site: Site) -> None:
         assert r.status_code == 403
         page = (await c.get("/recordings")).text
         assert "Hold selected" not in page
+
+
+async def test_the_bulk_delete_refuses_a_held_recording_and_deletes_the_rest(site: Site) -> None:
+    held_id = await _call(site, remote="780001")
+    free_id = await _call(site, remote="780002")
+    async with site.client("admin") as c:
+        r = await c.post(
+            "/api/v1/holds", json={"kind": "recording", "ids": [held_id], "reason": "case bulk"}
+        )
+        assert r.status_code == 201, r.text
+        r = await c.post("/api/v1/recordings/bulk-delete", json={"ids": [held_id, free_id]})
+    assert r.status_code == 200, r.text
+    outcome = r.json()
+    assert outcome["deleted"] == [free_id]
+    assert [x["id"] for x in outcome["refused"]] == [held_id]
+    assert "legal hold" in outcome["refused"][0]["reason"]
+    rec = site.catalog.get(held_id)
+    assert rec is not None and (site.server.root / rec.path).is_file()
+    assert site.catalog.get(free_id) is None
