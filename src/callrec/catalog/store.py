@@ -538,6 +538,14 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries, HoldQueries, Reti
     def _guard(self, action: str) -> Iterator[None]:
         if self._closed:
             raise CatalogError(f"cannot {action}: catalogue {self._display} is closed")
+        if self._file is not None and (self._file_id is not None or os.path.exists(self._file)):
+            # Once the file exists, every transaction looks at it again: a new connection
+            # to a SQLite file that was moved away would create an empty one in its place
+            # (the catalogue would then look merely broken, not gone). One os.stat.
+            try:
+                self.check_file()
+            except CatalogError as exc:
+                raise CatalogError(f"cannot {action}: {exc}") from exc
         try:
             yield
         # OverflowError: an integer past 64 bits reached a query (the front ends bound
