@@ -5,7 +5,6 @@ archived, and the player plays its FLAC or Ogg Opus file, knows its length, and 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,25 +14,12 @@ import pytest_asyncio
 
 from callrec.engine.archive import archive_sweep
 from tests.support.web import CALLS, USERS, Site, start_site, stop_site
+from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--mute-audio",
-    "--autoplay-policy=no-user-gesture-required",
-]
-WAIT = 15_000  # ms; generous for a loaded 2-core machine, never a timing assertion
 
 if not Path(CHROMIUM).is_file():  # `make test` installs it (Makefile APT_PACKAGES)
     pytest.fail(f"chromium is not installed at {CHROMIUM}: run `make sysdeps`", pytrace=False)
