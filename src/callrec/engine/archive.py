@@ -64,7 +64,7 @@ from callrec.media.decode import (
 )
 from callrec.media.encode import FLAC, EncodeError, Encoding, Samples, encode_file
 from callrec.media.verify import VerifyError, verify_copy
-from callrec.media.wav import sha256_file
+from callrec.media.wav import fsync_dir, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def transcode_one(
             raise ArchiveError(f"{final_rel} exists and is another recording's")
         os.replace(temp, final)
         renamed = True
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         report("renamed")
         stamp = ArchivedFile(
             format=fmt,
@@ -392,19 +392,6 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_archive_sidecar(wav: Path, final: Path, stamp: ArchivedFile, rec: RecordingInfo) -> None:
     """The archive's sidecar: the WAV's (its start and finish) plus what the archive is, so
     that a catalogue rebuilt from the disk names the archive. Written whole, then synced."""
@@ -432,7 +419,7 @@ def _write_archive_sidecar(wav: Path, final: Path, stamp: ArchivedFile, rec: Rec
     filemodes.write_new(temporary, text.encode("utf-8", "surrogatepass"))
     _fsync_file(temporary)
     os.replace(temporary, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def read_archive_sidecar(path: Path) -> tuple[str, ArchivedFile, str | None] | None:
@@ -485,7 +472,7 @@ def _remove_wav(wav: Path) -> None:
     bring the WAV's row back in a rebuild... which the archive's sidecar then switches)."""
     for target in (wav, sidecar_path(wav)):
         target.unlink(missing_ok=True)
-    _fsync_dir(wav.parent)
+    fsync_dir(wav.parent)
 
 
 def _drop_uncatalogued(catalog: Catalog, final: Path, final_rel: str) -> None:
@@ -539,7 +526,7 @@ def _unlink(root: Path, paths: list[Path]) -> list[str]:
         except FileNotFoundError:
             continue
         removed.append(path.relative_to(root).as_posix())
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     return removed
 
 

@@ -385,7 +385,7 @@ class WavWriter:
                 raise
             os.close(self._fd)
             self._fd = -1
-            _fsync_dir(self._path.parent)
+            fsync_dir(self._path.parent)
             header = WavHeader(
                 sample_rate=self.sample_rate, channels=self.channels, data_size=self._written
             )
@@ -474,7 +474,7 @@ def repair_wav(path: Path, *, sample_rate: int = 8000, channels: int = 1) -> Wav
         sha256 = _sha256_fd(fd)
     finally:
         os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return _info(path, header, sha256)
 
 
@@ -529,7 +529,7 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         offset += count
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make a new file's directory entry durable; some platforms cannot open directories."""
     try:
         fd = os.open(directory, os.O_RDONLY)
