@@ -307,6 +307,31 @@ class Settings:
     sip_account_refresh: float = _doc(
         "Seconds between re-reads of the SIP accounts from the catalogue.", 5.0
     )
+    # -- issue 19: trunks by address, TCP idle timeout, per-source limits --
+    sip_trusted_peers: tuple[str, ...] = _doc(
+        "Networks (CIDR) or addresses of SIP trunks and SBCs trusted by address: in registrar "
+        "mode their INVITEs are not challenged and are taken as calls from outside (direction "
+        "in); in outbound-proxy mode they may call the phones like sip_upstream. They are "
+        "always allowed (sip_allow) and not rate-limited.",
+        (),
+    )
+    sip_tcp_idle_timeout: float = _doc(
+        "Seconds a SIP/TCP connection may go without a complete message before it is closed "
+        "(a connection a registered phone or a call uses stays open; a partial message held "
+        "this long closes any connection).",
+        30.0,
+    )
+    sip_max_connections_per_source: int = _doc(
+        "Most open SIP/TCP connections from one address; more are closed at once (0: no "
+        "limit). sip_upstream and sip_trusted_peers are not limited.",
+        32,
+    )
+    sip_max_requests_per_source: int = _doc(
+        "Most SIP requests per second from one address (UDP and TCP); more are answered 503 "
+        "with Retry-After (over UDP once a second, the rest dropped). 0: no limit. "
+        "sip_upstream and sip_trusted_peers are not limited.",
+        50,
+    )
     # -- part J of issue 16: the job runner, webhooks, on_complete_command --
     jobs_enabled: bool = _doc(
         "Run the job runner (webhooks, on_complete_command, periodic work) in `callrec serve`.",
@@ -492,13 +517,19 @@ class Settings:
             raise ConfigError("archive_interval must be > 0")
         from callrec.access import AllowList, DeviceAllowList
 
-        for name in ("control_allow", "control_allow_devices", "sip_allow", "web_allow"):
+        for name in (
+            "control_allow",
+            "control_allow_devices",
+            "sip_allow",
+            "sip_trusted_peers",
+            "web_allow",
+        ):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise ConfigError(f"{name} must be a list of entries, not one string")
             object.__setattr__(self, name, tuple(value))  # a list given in code is kept as is
 
-        for name in ("control_allow", "sip_allow", "web_allow"):
+        for name in ("control_allow", "sip_allow", "sip_trusted_peers", "web_allow"):
             AllowList(getattr(self, name), setting=name)
         DeviceAllowList(self.control_allow_devices, setting="control_allow_devices")
         from callrec.media.naming import check_template

@@ -274,25 +274,30 @@ def test_rejected(name: str) -> None:
     assert text in str(info.value)
 
 
-#: What the core answers to the torture messages that reach it as requests (UDP).
+#: The requests whose broken From, To, Call-ID or CSeq are echoed as they came (RFC 3261
+#: 8.2.6.2; the ones missing are left out): their 400 is not a message our parser takes.
+ECHOED_BROKEN = {"badinv01", "scalar02", "quotbal", "badaspec", "multi01", "baddn", "insuf"}
+
+#: What the core answers to the torture messages that reach it as requests (UDP): every
+#: request RFC 4475 says is malformed gets its 400 (505), whatever else is wrong with it.
 CORE_ANSWERS = {
-    "badinv01": None,  # its Via cannot be read: no answer could reach it
+    "badinv01": 400,
     "clerr": 400,
     "ncl": 400,
-    "scalar02": None,  # its CSeq cannot be echoed
-    "quotbal": None,  # its To cannot be echoed
+    "scalar02": 400,
+    "quotbal": 400,
     "ltgtruri": 400,
     "lwsruri": 400,
     "lwsstart": 400,
     "trws": 400,
     "escruri": 400,
-    "badaspec": None,  # its To cannot be echoed
-    "baddn": None,  # its From and To cannot be echoed
+    "badaspec": 400,
+    "baddn": 400,
     "badvers": 505,
     "mismatch01": 400,
     "mismatch02": 400,
-    "insuf": None,  # no From, To, Call-ID: nothing to build an answer from
-    "multi01": None,  # two Call-IDs: which one to echo?
+    "insuf": 400,
+    "multi01": 400,
     "mcl01": 400,
     "wsinv": 481,  # it carries a To tag: an in-dialog request for no dialog
     "intmeth": 501,
@@ -304,11 +309,11 @@ CORE_ANSWERS = {
     "semiuri": 200,
     "transports": 200,
     "baddate": 100,
-    "regbadct": 401,
+    "regbadct": 400,  # a Contact with URI headers outside <>: refused before the challenge
     "badbranch": 200,
     "unkscm": 416,
     "novelsc": 416,
-    "unksm2": 401,
+    "unksm2": 400,  # To isbn:, Contact name:: no address-of-record, no binding
     "bext01": 420,
     "invut": 100,
     "regaut01": 401,
@@ -318,7 +323,7 @@ CORE_ANSWERS = {
     "regescrt": 401,
     "sdp01": 100,
     "inv2543": 100,
-    "mpart01": 405,
+    "mpart01": 405,  # a MESSAGE outside a call: Allow does not list it
 }
 
 
@@ -328,13 +333,22 @@ def test_core_answers_torture(name: str) -> None:
     core.receive(load(f"rfc4475/{name}"), Peer("udp", "192.0.2.7", 5060), 0.0)
     sent = [a.message for a in core.pop_actions() if hasattr(a, "message")]
     expected = CORE_ANSWERS[name]
-    if expected is None:
-        assert sent == []
-        return
     assert sent, "no answer"
     first = sent[0]
     assert isinstance(first, SipResponse)
     assert first.status == expected
-    # Every answer is itself a message we can parse.
+    if name in ECHOED_BROKEN:
+        # The sender's own header lines come back: its Via (where the answer is matched)
+        # verbatim, and the first of each other header it sent.
+        wire = first.serialize().decode("utf-8", "surrogateescape")
+        assert wire.startswith("SIP/2.0 400 Bad Request (")
+        request = load(f"rfc4475/{name}").decode("utf-8", "surrogateescape")
+        [via] = [line for line in request.split("\r\n") if line.startswith("Via:")]
+        assert f"Via: {via[4:].strip()}\r\n" in wire
+        if name == "multi01":
+            assert "Call-ID: multi01.98asdh@192.0.2.1\r\n" in wire
+            assert "multi01.98asdh@192.0.2.2" not in wire
+        return
+    # Every other answer is itself a message we can parse.
     for message in sent:
         parse_message(message.serialize())

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import ipaddress
 import logging
 import re
 import secrets
@@ -79,6 +80,7 @@ from callrec.sip.registrar import (
     Binding,
     IntervalTooBrief,
     Registrar,
+    check_register,
     contact_header,
     contact_token,
     requested_contacts,
@@ -97,9 +99,15 @@ from callrec.sip.transaction import (
 
 logger = logging.getLogger(__name__)
 
-ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, MESSAGE, NOTIFY"
+#: What callrec takes outside a call (OPTIONS, 405 and 501 answers). MESSAGE and NOTIFY are
+#: not here: a recorder has nobody to deliver a page or an unsolicited NOTIFY to, so outside a
+#: call they get 405 with this list (docs/sip.md).
+ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
 #: Methods we relay inside a call, besides INVITE (re-INVITE), BYE and INFO.
 RELAYED_IN_DIALOG: Final = frozenset({"INFO", "MESSAGE", "NOTIFY", "OPTIONS"})
+#: What callrec takes inside a call (the INVITEs and 2xx that make a dialog, in-dialog 405s):
+#: everything it relays there. REGISTER is never sent in a dialog.
+DIALOG_ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, MESSAGE, NOTIFY"
 #: Headers of a caller's INVITE that are passed on to the callee.
 PASSED_REQUEST_HEADERS: Final = frozenset(
     {"Subject", "Accept", "Alert-Info", "Call-Info", "Priority", "Organization", "User-Agent"}
@@ -146,6 +154,10 @@ class CoreConfig:
     max_expires: int = 3600
     #: Challenge INVITEs from our phones (registrar mode).
     authenticate_invites: bool = True
+    #: Networks (CIDR) of trunks and SBCs trusted by address (``sip_trusted_peers``): their
+    #: INVITEs are not challenged and count as calls from outside; in proxy mode they may
+    #: call the phones as the upstream does.
+    trusted_peers: tuple[str, ...] = ()
     user_agent: str = f"callrec/{__version__}"
 
 
@@ -191,6 +203,8 @@ CALL_TABLE: Final[dict[tuple[CallState, CallInput], CallState]] = {
     (C.ENDING, CI.REJECT): C.ENDING,
     (C.ENDING, CI.DONE): C.ENDED,
 }
+#: States in which the callee's branches are still being waited for.
+PRE_ANSWER: Final = frozenset({C.CALLING, C.RINGING, C.CANCELLING})
 #: States in which media flows and recording may run.
 ESTABLISHED: Final = frozenset({C.ANSWERED, C.CONFIRMED})
 
@@ -215,17 +229,38 @@ class Leg:
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
+class Branch:
+    """One INVITE of a call to the callee: one per registered contact of the account called
+    (a fork, RFC 3261 16.6), each its own dialog; the first to answer wins the call."""
+
+    leg: Leg
+    invite: SipRequest
+    provisional: bool = False
+    #: A CANCEL is owed once a provisional arrives (RFC 3261 9.1: none before).
+    cancel_pending: bool = False
+    cancelled: bool = False
+    #: Timer C fired: it rang too long and was cancelled.
+    timed_out: bool = False
+    #: It has its final answer (or never will): nothing more is waited for from it.
+    done: bool = False
+    #: Its final non-2xx status (408 for no answer at all) and the response, if any.
+    status: int = 0
+    final: SipResponse | None = None
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
 class Call:
     ref: str
     a: Leg
+    #: The callee's leg: the branch that answered, or the first one until one does.
     b: Leg
     a_invite: SipRequest
     a_tx: ServerTransaction
     b_invite: SipRequest
     direction: str
+    branches: list[Branch] = field(default_factory=list)
+    winner: Branch | None = None
     state: CallState = CallState.CALLING
-    b_provisional: bool = False
-    cancel_pending: bool = False
     recording: bool = False
     forced: bool = False  # a policy "always" records this call; Record: off is refused
     segment: int = 0
@@ -286,6 +321,10 @@ class SipCore:
         self._calls: dict[str, Call] = {}
         self._by_invite: dict[tuple[str, str, str], Call] = {}
         self._dialogs: dict[tuple[str, str], tuple[Call, Leg]] = {}
+        #: Dialogs of branches that answered after another had won (or the caller had gone):
+        #: ACKed and hung up, kept until their BYE is over to re-ACK a retransmitted 2xx.
+        self._late: dict[tuple[str, str], Dialog] = {}
+        self._trusted = _networks(config.trusted_peers)
         #: The time of the latest input, for answers given where no time is passed in.
         self._now = 0.0
 
@@ -352,6 +391,10 @@ class SipCore:
         deadlines = [t.next_deadline() for t in self._server_txs.values()]
         deadlines += [t.next_deadline() for t, _ in self._client_txs.values()]
         return min((d for d in deadlines if d is not None), default=None)
+
+    def trusted(self, host: str) -> bool:
+        """Is ``host`` one of ``trusted_peers`` (a trunk or SBC trusted by address)?"""
+        return _in_networks(host, self._trusted)
 
     def pop_actions(self) -> list[Action]:
         out, self._actions = self._actions, []
@@ -440,6 +483,7 @@ class SipCore:
         elif method in ("BYE", "INFO"):
             self._respond(tx, request, 481, now)
         elif method in ("MESSAGE", "NOTIFY", "SUBSCRIBE", "PUBLISH", "REFER", "UPDATE", "PRACK"):
+            # Known methods callrec does not take outside a call (see ALLOW).
             self._respond(tx, request, 405, now, headers=[("Allow", ALLOW)])
         else:
             self._respond(tx, request, 501, now, headers=[("Allow", ALLOW)])
@@ -449,30 +493,25 @@ class SipCore:
         head = data.split(b"\n", 1)[0]
         if head.startswith(b"SIP/") or head[:4] == b"ACK ":
             return
-        lines = data.decode("utf-8", "surrogateescape").replace("\r\n", "\n").split("\n")
+        text = data.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+        # Folded header lines (RFC 3261 7.3.1) belong to the line above.
+        lines = re.sub(r"\n[ \t]+", " ", text.split("\n\n", 1)[0]).split("\n")
         keep: list[tuple[str, str]] = []
         for line in lines[1:]:
-            if not line:
-                break
             name, colon, value = line.partition(":")
             canonical = canonical_name(name.strip())
-            if colon and canonical in ("Via", "From", "To", "Call-ID", "CSeq"):
-                keep.append((canonical, value.strip()))
-        names = [name for name, _ in keep]
-        if sorted(set(names)) != sorted(names) and names.count("Via") < 2:
-            return  # two From, To, Call-ID or CSeq: no way to tell which to echo
-        if not {"Via", "From", "To", "Call-ID", "CSeq"} <= set(names):
-            return
-        try:
-            # An answer that the sender could not parse either would be no answer at all.
-            parse_message(
-                SipResponse(status=400, reason="x", headers=with_body(keep, b"", None)).serialize()
-            )
-        except SipProtocolError:
-            logger.info(
-                "no answer to a malformed request from %s: its own headers are broken", peer
-            )
-            return
+            if not colon or canonical not in ("Via", "From", "To", "Call-ID", "CSeq"):
+                continue
+            if canonical != "Via" and any(k == canonical for k, _ in keep):
+                continue  # a repeated one (RFC 4475 multi01): the first is echoed
+            if any(c in value for c in "\r\0"):
+                continue
+            keep.append((canonical, value.strip()))
+        if not any(name == "Via" for name, _ in keep):
+            return  # nothing says where an answer would go
+        # RFC 4475 expects a 400 even where From, To or Call-ID are broken or missing: those
+        # that are there are echoed as they came (RFC 3261 8.2.6.2), the rest left out; the
+        # answer goes back to the address the request came from.
         reason = f"Bad Request ({exc})"[:120] if exc.status == 400 else None
         response = SipResponse(
             status=exc.status,
@@ -486,6 +525,9 @@ class SipCore:
     def _on_register(
         self, request: SipRequest, tx: ServerTransaction, peer: Peer, now: float
     ) -> None:
+        # A malformed REGISTER is refused (400) before it is challenged or relayed: new
+        # credentials would not make it any better.
+        check_register(request)
         if self.config.upstream is not None:
             self._relay_register(request, tx, peer, now)
             return
@@ -634,7 +676,7 @@ class SipCore:
         routed = self._route(request, tx, peer, now)
         if routed is None:
             return
-        target_peer, target_uri, caller, callee, direction = routed
+        targets, caller, direction = routed
         if request.body and request.content_type != SDP:
             self._respond(tx, request, 415, now, headers=[("Accept", SDP)])
             return
@@ -652,14 +694,29 @@ class SipCore:
             logger.warning("no media ports for a call from %s: %s", peer, exc)
             self._respond(tx, request, 503, now, headers=[("Retry-After", "5")])
             return
-        try:
-            b_body = anchor(
-                offer, address=self._media_address(target_peer), port=callee_port
-            ).serialize()
-        except SdpError:
-            self._actions.append(CallEnded(call=ref, reason="unacceptable_sdp"))
-            raise
-        b_invite = self._callee_invite(request, target_peer, target_uri, b_body)
+        branches: list[Branch] = []
+        for target_peer, target_uri, callee in targets:
+            try:
+                b_body = anchor(
+                    offer, address=self._media_address(target_peer), port=callee_port
+                ).serialize()
+            except SdpError:
+                self._actions.append(CallEnded(call=ref, reason="unacceptable_sdp"))
+                raise
+            # Every branch is an INVITE (and a dialog) of its own, with its own Call-ID:
+            # callrec is the user agent of each, and the answer picks one.
+            b_invite = self._callee_invite(request, target_peer, target_uri, b_body)
+            leg = Leg(
+                role="callee",
+                peer=target_peer,
+                media_port=callee_port,
+                account=callee[0],
+                policy=callee[1],
+                party=callee[2],
+                local_tag=b_invite.from_.tag or "",
+                dialog=Dialog.as_uac(b_invite, peer=target_peer),
+            )
+            branches.append(Branch(leg=leg, invite=b_invite))
         a_leg = Leg(
             role="caller",
             peer=peer,
@@ -670,56 +727,57 @@ class SipCore:
             stream=caller_stream,
             local_tag=self._token(8),
         )
-        b_leg = Leg(
-            role="callee",
-            peer=target_peer,
-            media_port=callee_port,
-            account=callee[0],
-            policy=callee[1],
-            party=callee[2],
-            local_tag=b_invite.from_.tag or "",
-            dialog=Dialog.as_uac(b_invite, peer=target_peer),
-        )
         call = Call(
             ref=ref,
             a=a_leg,
-            b=b_leg,
+            b=branches[0].leg,
             a_invite=request,
             a_tx=tx,
-            b_invite=b_invite,
+            b_invite=branches[0].invite,
             direction=direction,
+            branches=branches,
         )
-        call.forced = POLICY_ALWAYS in (a_leg.policy, b_leg.policy)
+        call.forced = POLICY_ALWAYS in (a_leg.policy, call.b.policy)
         self._calls[ref] = call
         self._by_invite[transaction_key(request)] = call
         call.log.info(
-            "%s -> %s (%s): caller %s, callee %s at %s",
+            "%s -> %s (%s): caller %s, callee %s",
             caller[2].number,
-            callee[2].number,
+            call.b.party.number,
             direction,
             peer,
-            target_uri,
-            target_peer,
+            ", ".join(f"{b.invite.uri} at {b.leg.peer}" for b in branches),
         )
+        for branch in branches:
+            self._send_request(
+                branch.invite, branch.leg.peer, self._branch_handler(call, branch), now
+            )
 
+    def _branch_handler(self, call: Call, branch: Branch) -> ResponseHandler:
         def on_response(response: SipResponse | None, when: float) -> None:
-            self._on_callee_answer(call, response, when)
+            self._on_callee_answer(call, branch, response, when)
 
-        self._send_request(b_invite, target_peer, on_response, now)
+        return on_response
 
     def _route(
         self, request: SipRequest, tx: ServerTransaction, peer: Peer, now: float
-    ) -> tuple[Peer, str, _Side, _Side, str] | None:
-        """Where the call goes, and who is on each side; None once we answered it ourselves."""
+    ) -> tuple[list[_Target], _Side, str] | None:
+        """Where the call goes (one target per contact to fork to), who calls, and the
+        direction; None once we answered it ourselves."""
         from_uri = _user(request.from_.uri)
         to_user = _user(request.uri)
         caller_name = request.from_.display_name
         callee_name = request.to.display_name
         user_agent = request.header("User-Agent") or ""
         upstream = self.config.upstream
+        trusted = self.trusted(peer.host)
         if upstream is None:
             caller_account: Account | None = None
-            if self.config.authenticate_invites:
+            number = from_uri
+            if trusted:
+                # A trunk or SBC trusted by address: no challenge; the caller is outside.
+                pass
+            elif self.config.authenticate_invites:
                 verdict = self.auth.verify(
                     request.header("Proxy-Authorization"),
                     method="INVITE",
@@ -737,6 +795,9 @@ class SipCore:
                         )
                     return None
                 caller_account = self._accounts(verdict.username)
+                # The party is the account that proved who it is, whatever From says (the
+                # From display name is kept: it is what the phone shows).
+                number = verdict.username
             else:
                 caller_account = self._accounts(from_uri)
             bindings = self.registrar.lookup(to_user, now)
@@ -745,14 +806,35 @@ class SipCore:
                 status = 480 if callee_account is not None else 404
                 self._respond(tx, request, status, now, to_tag=self._token(8))
                 return None
-            binding = bindings[0]
-            caller = self._side(caller_account, from_uri, caller_name, user_agent, peer)
-            callee = self._side(
-                callee_account, to_user, callee_name, binding.user_agent, binding.peer
-            )
-            return binding.peer, binding.contact, caller, callee, "out"
+            caller = self._side(caller_account, number, caller_name, user_agent, peer)
+            targets = [
+                (
+                    binding.peer,
+                    binding.contact,
+                    self._side(
+                        callee_account, to_user, callee_name, binding.user_agent, binding.peer
+                    ),
+                )
+                for binding in bindings
+            ]
+            return targets, caller, "in" if trusted else "out"
         token_binding = self.registrar.by_token(to_user, now) if to_user else None
         if token_binding is not None:
+            if not trusted and not _same_host(peer.host, upstream.host):
+                # Only the upstream (or a trusted peer) knows the phones' callrec contacts
+                # honestly: anyone else calling one is going around the PBX.
+                logger.warning(
+                    "INVITE for a phone's contact from %s refused: not the upstream", peer
+                )
+                self._respond(
+                    tx,
+                    request,
+                    403,
+                    now,
+                    reason="Forbidden (calls to phones come from the upstream)",
+                    to_tag=self._token(8),
+                )
+                return None
             callee_account = self._accounts(token_binding.aor)
             caller = self._side(None, from_uri, caller_name, "", peer)
             callee = self._side(
@@ -762,11 +844,11 @@ class SipCore:
                 token_binding.user_agent,
                 token_binding.peer,
             )
-            return token_binding.peer, token_binding.contact, caller, callee, "in"
+            return [(token_binding.peer, token_binding.contact, callee)], caller, "in"
         caller_account = self._accounts(from_uri)
         caller = self._side(caller_account, from_uri, caller_name, user_agent, peer)
         callee = self._side(None, to_user, callee_name, "", upstream)
-        return upstream, request.uri, caller, callee, "out"
+        return [(upstream, request.uri, callee)], caller, "out"
 
     def _side(
         self, account: Account | None, number: str, name: str, user_agent: str, peer: Peer
@@ -807,7 +889,7 @@ class SipCore:
             ("Call-ID", call_id),
             ("CSeq", f"{cseq} INVITE"),
             ("Contact", self._contact(peer)),
-            ("Allow", ALLOW),
+            ("Allow", DIALOG_ALLOW),
         ]
         for key, value in request.headers:
             name = canonical_name(key)
@@ -817,39 +899,36 @@ class SipCore:
             method="INVITE", uri=uri, headers=with_body(headers, body, SDP), body=body
         )
 
-    def _on_callee_answer(self, call: Call, response: SipResponse | None, now: float) -> None:
-        b = call.b
+    def _on_callee_answer(
+        self, call: Call, branch: Branch, response: SipResponse | None, now: float
+    ) -> None:
+        b = branch.leg
         assert b.dialog is not None
+        if response is not None and response.success and branch is call.winner:
+            self._ack_callee(b, response, now)  # a retransmitted 2xx: it needs its ACK again
+            return
+        live = call.ref in self._calls and not branch.done
+        if not live or call.winner is not None or call.state not in PRE_ANSWER:
+            self._branch_after_the_fact(call, branch, response, now)
+            return
         if response is None:
-            call.log.info("callee did not answer in time")
-            if call.state is C.RINGING:
-                # Timer C: it rang for minutes. Tell the caller, cancel the callee; the
-                # callee's 487 then ends the call.
-                self._respond(call.a_tx, call.a_invite, 408, now, to_tag=call.a.local_tag)
-                call.fire(CI.CANCEL)
-                self._cancel_callee(call, now)
-                return
-            if call.fire(CI.REJECT):
-                if call.state is C.ENDED and call.a_tx.last_response is not None:
-                    if call.a_tx.last_response.status < 200:
-                        self._respond(call.a_tx, call.a_invite, 408, now, to_tag=call.a.local_tag)
-                    self._call_done(call, "no_answer")
-                elif call.state is C.ENDING:
-                    self._bye_done(call, now)
+            self._branch_silent(call, branch, now)
             return
         b.dialog.response_received(response)
         status = response.status
         if status == 100:
             return
         if status < 200:
-            call.b_provisional = True
+            branch.provisional = True
+            if branch.cancel_pending:
+                self._cancel_branch(call, branch, now)
+                return
             call.fire(CI.PROVISIONAL)
             if call.state is C.CANCELLING:
-                if call.cancel_pending:
-                    self._cancel_callee(call, now)
                 return
-            body, ctype = self._relay_sdp(call, response, towards=call.a, now=now)
+            body, ctype = self._relay_sdp(call, response, towards=call.a, origin=b)
             if body and ctype == SDP:
+                call.b = b  # the branch whose early media plays to the caller
                 self._media_update(call)  # early media flows before the answer
             self._respond(
                 call.a_tx,
@@ -865,75 +944,173 @@ class SipCore:
             )
             return
         if status < 300:
-            self._ack_callee(call, response, now)
-            if call.state in ESTABLISHED or call.state is C.ENDING:
-                return  # a retransmitted 2xx: the ACK above was all it needed
             if call.state is C.CANCELLING:
-                call.fire(CI.ANSWER)
-                call.end_reason = "cancelled"
-                self._send_bye(call, b, now)
+                # The caller gave up as this branch answered: it is ACKed and hung up.
+                self._branch_after_the_fact(call, branch, response, now)
                 return
-            try:
-                answer = SessionDescription.parse(response.body)
-                b.stream = audio_stream(answer)
-                a_body = anchor(
-                    answer, address=self._media_address(call.a.peer), port=call.a.media_port
-                ).serialize()
-            except SdpError as exc:
-                call.log.warning("callee's answer is unusable: %s", exc)
-                self._respond(call.a_tx, call.a_invite, 488, now, to_tag=call.a.local_tag)
-                call.state = C.ENDING
-                call.end_reason = "unacceptable_sdp"
-                self._send_bye(call, b, now)
-                return
-            a_dialog = Dialog.as_uas(call.a_invite, local_tag=call.a.local_tag, peer=call.a.peer)
-            a_dialog.answered()
-            call.a.dialog = a_dialog
-            call.a.pending_ack = call.a_tx
-            self._dialogs[(a_dialog.call_id, a_dialog.local_tag)] = (call, call.a)
-            self._dialogs[(b.dialog.call_id, b.dialog.local_tag)] = (call, b)
-            self._respond(
-                call.a_tx,
-                call.a_invite,
-                status,
-                now,
-                reason=response.reason,
-                to_tag=call.a.local_tag,
-                headers=[("Contact", self._contact(call.a.peer)), ("Allow", ALLOW)],
-                body=a_body,
-                content_type=SDP,
-                copy_record_route=True,
-            )
-            call.fire(CI.ANSWER)
-            call.log.info("answered (%s)", self._codec_text(call))
-            self._media_update(call)
-            if call.forced:
-                self._start_recording(call, "always")
+            self._answered(call, branch, response, now)
             return
-        # 3xx-6xx
+        # 3xx-6xx: this branch is out; the call fails once every branch is.
+        branch.done = True
+        branch.status = status
+        branch.final = response
+        call.log.info("callee at %s refused: %d %s", b.peer, status, response.reason)
+        self._branches_over(call, now)
+
+    def _answered(self, call: Call, branch: Branch, response: SipResponse, now: float) -> None:
+        """The first 2xx of any branch: it is the call; the other branches are cancelled."""
+        b = branch.leg
+        assert b.dialog is not None
+        call.winner = branch
+        call.b = b
+        call.b_invite = branch.invite
+        branch.done = True
+        self._ack_callee(b, response, now)
+        for other in call.branches:
+            if other is not branch and not other.done:
+                self._cancel_branch(call, other, now)
+        try:
+            answer = SessionDescription.parse(response.body)
+            b.stream = audio_stream(answer)
+            a_body = anchor(
+                answer, address=self._media_address(call.a.peer), port=call.a.media_port
+            ).serialize()
+        except SdpError as exc:
+            call.log.warning("callee's answer is unusable: %s", exc)
+            self._respond(call.a_tx, call.a_invite, 488, now, to_tag=call.a.local_tag)
+            call.state = C.ENDING
+            call.end_reason = "unacceptable_sdp"
+            self._send_bye(call, b, now)
+            return
+        a_dialog = Dialog.as_uas(call.a_invite, local_tag=call.a.local_tag, peer=call.a.peer)
+        a_dialog.answered()
+        call.a.dialog = a_dialog
+        call.a.pending_ack = call.a_tx
+        self._dialogs[(a_dialog.call_id, a_dialog.local_tag)] = (call, call.a)
+        self._dialogs[(b.dialog.call_id, b.dialog.local_tag)] = (call, b)
+        self._respond(
+            call.a_tx,
+            call.a_invite,
+            response.status,
+            now,
+            reason=response.reason,
+            to_tag=call.a.local_tag,
+            headers=[("Contact", self._contact(call.a.peer)), ("Allow", DIALOG_ALLOW)],
+            body=a_body,
+            content_type=SDP,
+            copy_record_route=True,
+        )
+        call.fire(CI.ANSWER)
+        call.log.info("answered at %s (%s)", b.peer, self._codec_text(call))
+        self._media_update(call)
+        if call.forced:
+            self._start_recording(call, "always")
+
+    def _branch_silent(self, call: Call, branch: Branch, now: float) -> None:
+        """A branch's INVITE timed out: no answer at all (Timer B), or ringing too long
+        (Timer C), when it is cancelled and its 487 awaited."""
+        if branch.provisional and not branch.cancelled:
+            branch.timed_out = True
+            self._cancel_branch(call, branch, now)
+            undecided = [b for b in call.branches if not b.done]
+            if call.state is C.RINGING and all(b.timed_out for b in undecided):
+                # Every phone rang for minutes: the caller hears 408 now, and the 487s of the
+                # cancelled branches end the call.
+                call.log.info("callee did not answer in time")
+                self._respond(call.a_tx, call.a_invite, 408, now, to_tag=call.a.local_tag)
+                call.fire(CI.CANCEL)
+            return
+        branch.done = True
+        branch.status = 408
+        call.log.info("callee at %s did not answer", branch.leg.peer)
+        self._branches_over(call, now)
+
+    def _branches_over(self, call: Call, now: float) -> None:
+        """When every branch has failed, the call has: the caller gets the best of their
+        answers (RFC 3261 16.7) unless it already has a final one."""
+        if any(not b.done for b in call.branches) or call.winner is not None:
+            return
         if call.state is C.CANCELLING:
             call.fire(CI.REJECT)
             self._call_done(call, "cancelled")
             return
+        if call.state not in (C.CALLING, C.RINGING):
+            return
+        best = best_branch(call.branches)
+        status = best.status
+        if best.final is None:
+            call.log.info("no callee answered")
+            last = call.a_tx.last_response
+            if last is None or last.status < 200:
+                self._respond(call.a_tx, call.a_invite, 408, now, to_tag=call.a.local_tag)
+            call.fire(CI.REJECT)
+            self._call_done(call, "no_answer")
+            return
         headers: list[tuple[str, str]] = []
-        for key, value in response.headers:
+        for key, value in best.final.headers:
             name = canonical_name(key)
             if name in PASSED_RESPONSE_HEADERS or (
                 self.config.upstream is not None and name in AUTH_RESPONSE_HEADERS
             ):
                 headers.append((name, value))
-        call.log.info("callee refused: %d %s", status, response.reason)
         self._respond(
             call.a_tx,
             call.a_invite,
             status,
             now,
-            reason=response.reason,
+            reason=best.final.reason,
             to_tag=call.a.local_tag,
             headers=headers,
         )
         call.fire(CI.REJECT)
         self._call_done(call, f"rejected_{status}")
+
+    def _branch_after_the_fact(
+        self, call: Call, branch: Branch, response: SipResponse | None, now: float
+    ) -> None:
+        """A response of a branch the call no longer waits for: another branch won, or the
+        caller gave up. A 2xx is ACKed and hung up at once (RFC 3261 16.7: a proxy passes
+        every 2xx on; a B2BUA has one caller dialog, so the late one is ended); a 1xx of a
+        branch still owed its CANCEL gets it."""
+        b = branch.leg
+        assert b.dialog is not None
+        if response is None:
+            if not branch.done:
+                branch.done = True
+                branch.status = 408
+                self._branches_over(call, now)
+            return
+        if response.status < 200:
+            b.dialog.response_received(response)
+            branch.provisional = True
+            if branch.cancel_pending:
+                self._cancel_branch(call, branch, now)
+            return
+        if not response.success:
+            if not branch.done:
+                branch.done = True
+                branch.status = response.status
+                branch.final = response
+                self._branches_over(call, now)
+            return
+        dialog = b.dialog
+        dialog.response_received(response)
+        self._ack_callee(b, response, now)
+        if not dialog.terminated and dialog.remote_tag is not None:
+            call.log.info("hanging up the late answer from %s", b.peer)
+            bye = dialog.request("BYE", via=self._via(b.peer))
+            dialog.bye()
+            key = (dialog.call_id, dialog.local_tag)
+            self._late[key] = dialog
+
+            def done(_response: SipResponse | None, _when: float) -> None:
+                self._late.pop(key, None)
+
+            self._send_request(bye, b.peer, done, now)
+        if not branch.done:
+            branch.done = True
+            branch.status = 487  # ended by us: it counts as a cancelled branch
+            self._branches_over(call, now)
 
     def _codec_text(self, call: Call) -> str:
         codec = self._call_codec(call)
@@ -961,7 +1138,12 @@ class SipCore:
         )
 
     def _relay_sdp(
-        self, call: Call, message: SipRequest | SipResponse, *, towards: Leg, now: float
+        self,
+        call: Call,
+        message: SipRequest | SipResponse,
+        *,
+        towards: Leg,
+        origin: Leg | None = None,
     ) -> tuple[bytes, str | None]:
         """The body of ``message`` for the other leg: SDP anchored on ``towards``' port."""
         if not message.body:
@@ -977,11 +1159,10 @@ class SipCore:
         except SdpError as exc:
             call.log.info("dropping an unusable early SDP: %s", exc)
             return b"", None
-        call.other(towards).stream = stream
+        (origin or call.other(towards)).stream = stream
         return rewritten.serialize(), SDP
 
-    def _ack_callee(self, call: Call, response: SipResponse, now: float) -> None:
-        b = call.b
+    def _ack_callee(self, b: Leg, response: SipResponse, now: float) -> None:
         assert b.dialog is not None
         if b.dialog.last_ack is None or b.dialog.last_ack.cseq.number != response.cseq.number:
             b.dialog.last_ack = b.dialog.request(
@@ -1009,11 +1190,19 @@ class SipCore:
             self._cancel_callee(call, now)
 
     def _cancel_callee(self, call: Call, now: float) -> None:
-        if not call.b_provisional:
-            call.cancel_pending = True  # RFC 3261 9.1: no CANCEL before a provisional
+        for branch in call.branches:
+            if not branch.done:
+                self._cancel_branch(call, branch, now)
+
+    def _cancel_branch(self, call: Call, branch: Branch, now: float) -> None:
+        if branch.cancelled:
             return
-        call.cancel_pending = False
-        invite = call.b_invite
+        if not branch.provisional:
+            branch.cancel_pending = True  # RFC 3261 9.1: no CANCEL before a provisional
+            return
+        branch.cancel_pending = False
+        branch.cancelled = True
+        invite = branch.invite
         headers = [("Via", invite.header_values("Via")[0])]
         for key, value in invite.headers:
             name = canonical_name(key)
@@ -1021,7 +1210,7 @@ class SipCore:
                 headers.append((name, value))
         headers.append(("CSeq", f"{invite.cseq.number} CANCEL"))
         cancel = SipRequest(method="CANCEL", uri=invite.uri, headers=with_body(headers, b"", None))
-        self._send_request(cancel, call.b.peer, lambda _r, _t: None, now)
+        self._send_request(cancel, branch.leg.peer, lambda _r, _t: None, now)
 
     # -- in-dialog requests ----------------------------------------------------------------
 
@@ -1059,12 +1248,24 @@ class SipCore:
         if method == "BYE":
             self._on_bye(call, leg, request, tx, now)
         elif method == "INFO" and request.header("Record") is not None:
+            if not _same_host(tx.peer.host, leg.peer.host):
+                # The tags of a call are no secret (they pass through proxies and logs): a
+                # Record is obeyed only from where this leg's messages come from.
+                call.log.warning(
+                    "Record from %s refused: the %s is at %s", tx.peer, leg.role, leg.peer
+                )
+                self._respond(tx, request, 403, now, reason="Forbidden (not from the call's peer)")
+                return
             self._on_record_info(call, leg, request, tx, now)
         elif method == "INVITE" or method in RELAYED_IN_DIALOG:
             self._relay_in_dialog(call, leg, request, tx, now)
         else:
             self._respond(
-                tx, request, 405 if method in ALLOW else 501, now, headers=[("Allow", ALLOW)]
+                tx,
+                request,
+                405 if method in _methods(DIALOG_ALLOW) | _methods(ALLOW) else 501,
+                now,
+                headers=[("Allow", DIALOG_ALLOW)],
             )
 
     def _on_bye(
@@ -1128,7 +1329,7 @@ class SipCore:
                 self._respond(tx, request, 491, now)
                 return
             leg.reinvite_pending = True
-        body, ctype = self._relay_sdp(call, request, towards=other, now=now)
+        body, ctype = self._relay_sdp(call, request, towards=other)
         headers = tuple(
             (canonical_name(k), v)
             for k, v in request.headers
@@ -1165,7 +1366,7 @@ class SipCore:
                         "ACK", via=self._via(other.peer), cseq=relayed.cseq.number
                     )
                     self._actions.append(Transmit(message=ack, peer=other.peer))
-                    out_body, out_type = self._relay_sdp(call, response, towards=leg, now=when)
+                    out_body, out_type = self._relay_sdp(call, response, towards=leg)
                     extra.append(("Contact", self._contact(leg.peer)))
                     leg.pending_ack = tx
                     self._media_update(call)
@@ -1306,12 +1507,11 @@ class SipCore:
         """A 2xx to an INVITE whose transaction is gone: re-send the ACK if it is ours."""
         if response.cseq.method != "INVITE" or not response.success:
             return
-        found = self._dialogs.get((response.call_id, response.from_.tag or ""))
-        if found is None:
-            return
-        _call, leg = found
-        if leg.dialog is not None and leg.dialog.last_ack is not None:
-            self._actions.append(Transmit(message=leg.dialog.last_ack, peer=leg.peer))
+        key = (response.call_id, response.from_.tag or "")
+        found = self._dialogs.get(key)
+        dialog = found[1].dialog if found is not None else self._late.get(key)
+        if dialog is not None and dialog.last_ack is not None:
+            self._actions.append(Transmit(message=dialog.last_ack, peer=dialog.peer))
 
     def _send_request(
         self, request: SipRequest, peer: Peer, handler: ResponseHandler, now: float
@@ -1403,6 +1603,54 @@ class SipCore:
 
 
 _Side = tuple[Account | None, str, CallParty]
+#: One place a call is sent to: address, Request-URI, who answers there.
+_Target = tuple[Peer, str, _Side]
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(entries: tuple[str, ...]) -> tuple[_Network, ...]:
+    out: list[_Network] = []
+    for entry in entries:
+        if entry.strip():
+            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+    return tuple(out)
+
+
+def _in_networks(host: str, networks: tuple[_Network, ...]) -> bool:
+    ip = _ip(host) if networks else None
+    if ip is None:
+        return False
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address (an IPv4-mapped IPv6 one as IPv4); None for a name."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _same_host(a: str, b: str) -> bool:
+    ia, ib = _ip(a), _ip(b)
+    return ia == ib if ia is not None and ib is not None else a.lower() == b.lower()
+
+
+def _methods(allow: str) -> frozenset[str]:
+    return frozenset(m.strip() for m in allow.split(","))
+
+
+def best_branch(branches: list[Branch]) -> Branch:
+    """The final response a forked call that failed everywhere answers with (RFC 3261
+    16.7 step 6): a 6xx if there is one, else one of the lowest class, the first received."""
+    failed = [b for b in branches if b.status >= 300]
+    for branch in failed:
+        if branch.status >= 600:
+            return branch
+    return min(failed, key=lambda b: b.status // 100) if failed else branches[0]
 
 
 def _user(uri: str) -> str:

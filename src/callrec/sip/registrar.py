@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from callrec.sip.errors import SipProtocolError
-from callrec.sip.headers import NameAddr, drop_param
+from callrec.sip.headers import NameAddr, SipUri, drop_param
 from callrec.sip.message import SipRequest
 from callrec.sip.peer import Peer
 
@@ -71,9 +71,31 @@ def requested_contacts(
     out: list[ContactRequest] = []
     for value in values:
         addr = NameAddr.parse(value)
+        _check_contact_uri(addr.uri)
         expires = _expires(addr.param("expires"), header_expires)
         out.append(ContactRequest(contact=addr.uri, expires=expires))
     return False, out
+
+
+def _check_contact_uri(uri: str) -> None:
+    """A binding is where calls are sent: it must be a SIP or SIPS URI we can reach (RFC
+    4475 unksm2 registers ``<name:John_Smith>``). URI headers are allowed in <> (regescrt)."""
+    scheme = uri.partition(":")[0].lower()
+    if scheme not in ("sip", "sips"):
+        raise SipProtocolError(f"Contact {uri[:40]!r} is not a SIP or SIPS URI")
+    parsed = SipUri.parse(uri)
+    if not parsed.host:
+        raise SipProtocolError(f"Contact {uri[:40]!r} has no host")
+
+
+def check_register(request: SipRequest) -> None:
+    """What a REGISTER must get right before anything else (its credentials included) is
+    looked at: a SIP or SIPS address-of-record in To, valid Contacts and expiry values.
+    Raises :class:`SipProtocolError` (400)."""
+    scheme = request.to.uri.partition(":")[0].lower()
+    if scheme not in ("sip", "sips"):
+        raise SipProtocolError(f"To {request.to.uri[:40]!r} is not a SIP or SIPS URI")
+    requested_contacts(request)
 
 
 def _expires(text: str | None, default: int) -> int:
@@ -101,7 +123,7 @@ class Registrar:
         self._bindings: dict[str, list[Binding]] = {}
 
     def lookup(self, aor: str, now: float) -> list[Binding]:
-        """Live bindings of ``aor``, the most recently refreshed first."""
+        """Live bindings of ``aor``, the one expiring last first (a call forks to all)."""
         live = [b for b in self._bindings.get(aor, []) if b.expires_at > now]
         if live:
             self._bindings[aor] = live
