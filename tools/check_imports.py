@@ -61,6 +61,7 @@ CORE_MODULES = {
         "errors",
         "events",
         "headers",
+        "limits",
         "message",
         "peer",
         "recorder",

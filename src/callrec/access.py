@@ -75,6 +75,11 @@ class AllowList:
         self.networks: tuple[_Network, ...] = tuple(networks)
 
     @property
+    def networks_text(self) -> tuple[str, ...]:
+        """The entries as CIDR text (for a sans-I/O core that takes them as settings)."""
+        return tuple(str(n) for n in self.networks)
+
+    @property
     def everyone(self) -> bool:
         """No entry: every address is allowed."""
         return not self.networks

@@ -140,3 +140,63 @@ async def test_baresip_call_recorded_with_policy_always(tmp_path: Path) -> None:
                 proc.kill()
                 await proc.wait()
         await stop_env(env)
+
+
+@needs_baresip
+async def test_baresip_call_forks_to_both_devices_of_one_account(tmp_path: Path) -> None:
+    """Two baresip instances registered as bob: the call rings both (RFC 3261 16.6 forking);
+    the one that answers gets it, the other, still ringing, is cancelled."""
+    env = await start_env(tmp_path)
+    recordings = LiveEvents(env.server)
+    ref = np.frombuffer((CODEC_DATA / "signal.alaw.ffmpeg.s16le").read_bytes(), "<i2")
+    write_wav(tmp_path / "alice.wav", np.tile(ref, 5))
+    write_wav(tmp_path / "bob.wav", np.tile(ref[::-1].copy(), 5))
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        await env.add_account("alice", "alice-pw", policy="always")
+        await env.add_account("bob", "bob-pw")
+        (tmp_path / "desk").mkdir()
+        (tmp_path / "mobile").mkdir()
+        desk = baresip_home(tmp_path / "desk", "bob", "bob-pw", env.address, tmp_path / "bob.wav")
+        mobile = baresip_home(
+            tmp_path / "mobile", "bob", "bob-pw", env.address, tmp_path / "bob.wav"
+        )
+        # The desk phone rings and is never picked up; the mobile answers.
+        accounts = desk / "accounts"
+        accounts.write_text(accounts.read_text().replace("answermode=auto", "answermode=manual"))
+        procs.append(await run_baresip(desk, "-t", "12", timeout=20))
+        procs.append(await run_baresip(mobile, "-t", "12", timeout=20))
+        core = env.sip.core
+        assert core is not None
+        loop = asyncio.get_running_loop()
+        await wait_for(
+            lambda: len(core.registrar.lookup("bob", loop.time())) == 2,
+            what="both of bob's devices to register",
+            timeout=10,
+        )
+        alice = baresip_home(tmp_path, "alice", "alice-pw", env.address, tmp_path / "alice.wav")
+        host, port = env.address
+        procs.append(
+            await run_baresip(alice, "-t", "4", "-e", f"/dial sip:bob@{host}:{port}", timeout=20)
+        )
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 25)
+        alice_log, desk_log, mobile_log = (
+            (h / "baresip.log").read_text(errors="replace") for h in (alice, desk, mobile)
+        )
+        everything = f"alice:\n{alice_log}\ndesk:\n{desk_log}\nmobile:\n{mobile_log}"
+        assert "Call established" in alice_log, everything
+        # Both devices got the call; only the mobile answered, the desk phone's ringing ended.
+        assert "answering call" in mobile_log, everything
+        assert "Incoming call" in desk_log and "session closed" in desk_log, everything
+        assert "answering call" not in desk_log, everything
+        await recordings.wait_finished(1)
+        [rec] = env.server.catalog.find(limit=10)
+        assert (rec.local_number, rec.remote_number, rec.status) == ("alice", "bob", "complete")
+        assert core.calls == {}
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await stop_env(env)

@@ -346,10 +346,13 @@ class SipCore:
         else:
             self._on_request(message, peer, now)
 
-    def refuse(self, data: bytes, peer: Peer, now: float, *, status: int = 403) -> bool:
+    def refuse(
+        self, data: bytes, peer: Peer, now: float, *, status: int = 403, retry_after: int = 0
+    ) -> bool:
         """Answer a request from a peer that may not use this server (``sip_allow``) with
         ``status``, keeping no state for it: no transaction, no dialog, so a flood from such
-        an address costs one answer each and nothing stays. Responses and ACKs get no answer.
+        an address costs one answer each and nothing stays (also 503 with ``retry_after`` for
+        a source over its request rate). Responses and ACKs get no answer.
         Returns whether the message was a request (worth counting as refused)."""
         self._now = now
         if is_keepalive(data):
@@ -366,7 +369,10 @@ class SipCore:
                 status,
                 "Forbidden (address not allowed)" if status == 403 else None,
                 to_tag=None if message.to.tag else self._token(8),
-                headers=[("Server", self.config.user_agent)],
+                headers=[
+                    *([("Retry-After", str(retry_after))] if retry_after else []),
+                    ("Server", self.config.user_agent),
+                ],
             )
             self._actions.append(Transmit(message=_with_received(response, peer), peer=peer))
         return True
@@ -391,6 +397,16 @@ class SipCore:
         deadlines = [t.next_deadline() for t in self._server_txs.values()]
         deadlines += [t.next_deadline() for t, _ in self._client_txs.values()]
         return min((d for d in deadlines if d is not None), default=None)
+
+    def uses(self, peer: Peer, now: float) -> bool:
+        """Does a live registration or a call go through ``peer`` (a TCP connection the
+        I/O layer must keep open however quiet it is)?"""
+        if self.registrar.has_peer(peer, now):
+            return True
+        return any(
+            peer in (call.a.peer, *(b.leg.peer for b in call.branches))
+            for call in self._calls.values()
+        )
 
     def trusted(self, host: str) -> bool:
         """Is ``host`` one of ``trusted_peers`` (a trunk or SBC trusted by address)?"""

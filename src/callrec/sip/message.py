@@ -398,6 +398,11 @@ class StreamFramer:
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
 
+    @property
+    def partial(self) -> bool:
+        """Bytes of a message not yet complete are held (keep-alive CRLFs do not count)."""
+        return bool(self._buffer.strip(b"\r\n"))
+
     def next_message(self) -> bytes | None:
         buf = self._buffer
         while buf[:2] == b"\r\n" or buf[:1] == b"\n":

@@ -138,6 +138,12 @@ class Registrar:
                     return binding
         return None
 
+    def has_peer(self, peer: Peer, now: float) -> bool:
+        """Is a live binding reached through ``peer`` (a phone's TCP connection)?"""
+        return any(
+            b.peer == peer and b.expires_at > now for bs in self._bindings.values() for b in bs
+        )
+
     def count(self, now: float) -> int:
         return sum(len(self.lookup(aor, now)) for aor in list(self._bindings))
 

@@ -39,6 +39,7 @@ from callrec.sip.events import (
     Transmit,
 )
 from callrec.sip.headers import split_hostport
+from callrec.sip.limits import RateLimiter, Verdict
 from callrec.sip.message import StreamFramer
 from callrec.sip.peer import Peer
 from callrec.sip.recorder import CALLEE, CALLER, StereoRecorder
@@ -52,6 +53,8 @@ ACCOUNTS_START_WAIT: Final = 5.0
 
 #: Largest SIP message over TCP; UDP datagrams are limited by the socket anyway.
 MAX_TCP_MESSAGE: Final = 65536
+#: Retry-After of the 503 to a source over sip_max_requests_per_source, in seconds.
+RATE_RETRY_AFTER: Final = 5
 #: How long stop() waits for BYEs and open recordings to be finished.
 SHUTDOWN_GRACE: Final = 2.0
 
@@ -99,6 +102,10 @@ class SipServer:
         self._applying = False
         self._closing = False
         self._allow = AllowList(settings.sip_allow, setting="sip_allow")
+        self._trusted = AllowList(settings.sip_trusted_peers, setting="sip_trusted_peers")
+        self._rates = RateLimiter(settings.sip_max_requests_per_source)
+        #: Open SIP/TCP connections by source address (sip_max_connections_per_source).
+        self._connections: dict[str, int] = {}
         #: The upstream server's address: always allowed (it sends the calls to our phones).
         self._upstream_host: str | None = None
         #: Requests refused for ``sip_allow``, logged once per episode of a source.
@@ -150,6 +157,7 @@ class SipServer:
                 default_policy=settings.sip_default_policy,
                 min_expires=settings.sip_min_expires,
                 max_expires=settings.sip_max_expires,
+                trusted_peers=self._trusted.networks_text,
             ),
             accounts=self._accounts.get,
             media=self,
@@ -249,17 +257,34 @@ class SipServer:
             return
         now = asyncio.get_running_loop().time()
         source = plain_ip(peer.host)
-        if not self._allow.allows(source) and source != self._upstream_host:
+        known = source == self._upstream_host or self._is_trusted(source)
+        if not known and not self._allow.allows(source):
             if core.refuse(data, peer, now):
                 self.refusals.refused(source, "forbidden", "not in sip_allow", now)
                 self.engine.admission.refuse_connection("sip", "forbidden")
             self._after()
             return
+        if not known:
+            verdict = self._rates.check(source, now, reliable=peer.reliable)
+            if verdict is not Verdict.ADMIT:
+                answered = verdict is Verdict.REFUSE and core.refuse(
+                    data, peer, now, status=503, retry_after=RATE_RETRY_AFTER
+                )
+                if answered or verdict is Verdict.DROP:
+                    self.refusals.refused(
+                        source, "rate_limited", "over sip_max_requests_per_source", now
+                    )
+                    self.engine.admission.refuse_connection("sip", "rate_limited")
+                self._after()
+                return
         try:
             core.receive(data, peer, now)
         except Exception:
             logger.exception("SIP core failed on a message from %s (a bug)", peer)
         self._after()
+
+    def _is_trusted(self, source: str) -> bool:
+        return not self._trusted.everyone and self._trusted.allows(source)
 
     def _after(self) -> None:
         core = self.core
@@ -338,21 +363,69 @@ class SipServer:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = plain_sockaddr(writer.get_extra_info("peername") or ("?", 0))
         peer = Peer("tcp", host, port)
-        await self._read_tcp(reader, writer, peer)
+        source = plain_ip(host)
+        limit = self.settings.sip_max_connections_per_source
+        known = source == self._upstream_host or self._is_trusted(source)
+        if limit > 0 and not known and self._connections.get(source, 0) >= limit:
+            now = asyncio.get_running_loop().time()
+            self.refusals.refused(
+                source, "too_many_connections", "over sip_max_connections_per_source", now
+            )
+            self.engine.admission.refuse_connection("sip", "too_many_connections")
+            writer.close()
+            return
+        self._connections[source] = self._connections.get(source, 0) + 1
+        try:
+            await self._read_tcp(reader, writer, peer)
+        finally:
+            left = self._connections.get(source, 1) - 1
+            if left > 0:
+                self._connections[source] = left
+            else:
+                self._connections.pop(source, None)
 
     async def _read_tcp(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
     ) -> None:
         self._tcp[peer.address] = writer
         framer = StreamFramer(max_message=MAX_TCP_MESSAGE)
+        loop = asyncio.get_running_loop()
+        idle = self.settings.sip_tcp_idle_timeout
+        #: When the last complete message came (or the connection opened), and since when
+        #: part of a message waits for the rest.
+        last_message = loop.time()
+        partial_since: float | None = None
         try:
             while not self._closing:
-                data = await reader.read(65536)
+                start = partial_since if partial_since is not None else last_message
+                wait = max(0.01, start + idle - loop.time())
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), timeout=wait)
+                except TimeoutError:
+                    now = loop.time()
+                    if partial_since is not None:
+                        # Half a message held this long will not be finished (slow-loris).
+                        logger.info("closing SIP/TCP connection from %s: partial message", peer)
+                        self.engine.admission.refuse_connection("sip", "partial_message")
+                        break
+                    core = self.core
+                    if core is not None and core.uses(peer, now):
+                        last_message = now  # a registered phone or a call needs it
+                        continue
+                    logger.debug("closing idle SIP/TCP connection from %s", peer)
+                    self.engine.admission.refuse_connection("sip", "idle")
+                    break
                 if not data:
                     break
                 framer.receive_data(data)
                 while (message := framer.next_message()) is not None:
+                    last_message = loop.time()
+                    partial_since = None
                     self.receive(message, peer)
+                if not framer.partial:
+                    partial_since = None
+                elif partial_since is None:
+                    partial_since = loop.time()
         except SipProtocolError as exc:
             logger.info("closing SIP/TCP connection from %s: %s", peer, exc)
         except (ConnectionError, OSError):
@@ -585,6 +658,11 @@ def check_sip_settings(settings: Settings) -> None:
         raise ConfigError("sip_min_expires must be >= 1 and not above sip_max_expires")
     if settings.sip_account_refresh <= 0:
         raise ConfigError("sip_account_refresh must be > 0")
+    if settings.sip_tcp_idle_timeout <= 0:
+        raise ConfigError("sip_tcp_idle_timeout must be > 0")
+    for name in ("sip_max_connections_per_source", "sip_max_requests_per_source"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name} must be >= 0 (0: no limit)")
     if not settings.sip_realm or any(c in settings.sip_realm for c in '"\\\r\n'):
         raise ConfigError("sip_realm must be non-empty, without quotes or backslashes")
     upstream = settings.sip_upstream.strip()
