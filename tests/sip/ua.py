@@ -29,13 +29,15 @@ HOST = "127.0.0.1"
 WAIT = 5.0
 
 
-def sdp_offer(port: int, *, codecs: Sequence[int] = (8, 0, 9), event_pt: int = 101) -> bytes:
+def sdp_offer(
+    port: int, *, codecs: Sequence[int] = (8, 0, 9), event_pt: int = 101, host: str = HOST
+) -> bytes:
     names = {0: "PCMU/8000", 8: "PCMA/8000", 9: "G722/8000"}
     lines = [
         "v=0",
-        f"o=- {secrets.randbelow(10**9)} 1 IN IP4 {HOST}",
+        f"o=- {secrets.randbelow(10**9)} 1 IN IP4 {host}",
         "s=-",
-        f"c=IN IP4 {HOST}",
+        f"c=IN IP4 {host}",
         "t=0 0",
         f"m=audio {port} RTP/AVP {' '.join(map(str, [*codecs, event_pt]))}",
         *[f"a=rtpmap:{pt} {names[pt]}" for pt in codecs],
@@ -79,7 +81,11 @@ class TestPhone:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, user: str, password: str, server: tuple[str, int]) -> None:
+    def __init__(
+        self, user: str, password: str, server: tuple[str, int], *, host: str = HOST
+    ) -> None:
+        #: The loopback address the phone sends from (127.0.0.2... for other hosts).
+        self.host = host
         self.user = user
         self.password = password
         self.server = server
@@ -97,9 +103,9 @@ class TestPhone:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        t, _ = await loop.create_datagram_endpoint(lambda: self.sip, local_addr=(HOST, 0))
+        t, _ = await loop.create_datagram_endpoint(lambda: self.sip, local_addr=(self.host, 0))
         self.sip_port = t.get_extra_info("sockname")[1]
-        t, _ = await loop.create_datagram_endpoint(lambda: self.rtp, local_addr=(HOST, 0))
+        t, _ = await loop.create_datagram_endpoint(lambda: self.rtp, local_addr=(self.host, 0))
         self.rtp_port = t.get_extra_info("sockname")[1]
         self._tasks.append(asyncio.create_task(self._sip_loop()))
         self._tasks.append(asyncio.create_task(self._rtp_loop()))
@@ -147,11 +153,11 @@ class TestPhone:
 
     @property
     def contact(self) -> str:
-        return f"<sip:{self.user}@{HOST}:{self.sip_port}>"
+        return f"<sip:{self.user}@{self.host}:{self.sip_port}>"
 
     def via(self, branch: str | None = None) -> str:
         branch = branch or "z9hG4bK" + secrets.token_hex(6)
-        return f"SIP/2.0/UDP {HOST}:{self.sip_port};branch={branch};rport"
+        return f"SIP/2.0/UDP {self.host}:{self.sip_port};branch={branch};rport"
 
     def next_cseq(self) -> int:
         self._cseq += 1
@@ -239,18 +245,27 @@ class TestPhone:
 
     # -- calls ----------------------------------------------------------------------------
 
-    async def invite(self, target: str, *, codecs: Sequence[int] = (8, 0, 9)) -> SipResponse:
-        """Call ``target`` (a user name); on 2xx the call is set up and ACKed."""
+    async def invite(
+        self,
+        target: str,
+        *,
+        codecs: Sequence[int] = (8, 0, 9),
+        uri: str | None = None,
+        from_user: str | None = None,
+    ) -> SipResponse:
+        """Call ``target`` (a user name, or the Request-URI ``uri``); on 2xx the call is set
+        up and ACKed. ``from_user`` puts another user in From than the one authenticating."""
         call_id = secrets.token_hex(8) + "@test"
         tag = secrets.token_hex(4)
-        uri = f"sip:{target}@{self.server[0]}:{self.server[1]}"
-        body = sdp_offer(self.rtp_port, codecs=codecs)
+        uri = uri or f"sip:{target}@{self.server[0]}:{self.server[1]}"
+        body = sdp_offer(self.rtp_port, codecs=codecs, host=self.host)
+        from_aor = f"sip:{from_user}@{self.server[0]}" if from_user else self.aor
 
         def build(auth: tuple[str, str] | None) -> SipRequest:
             headers = [
                 ("Via", self.via()),
                 ("Max-Forwards", "70"),
-                ("From", f'"{self.user.title()}" <{self.aor}>;tag={tag}'),
+                ("From", f'"{self.user.title()}" <{from_aor}>;tag={tag}'),
                 ("To", f"<sip:{target}@{self.server[0]}>"),
                 ("Call-ID", call_id),
                 ("CSeq", f"{self.next_cseq()} INVITE"),
@@ -276,7 +291,7 @@ class TestPhone:
                 call_id=call_id,
                 local_tag=tag,
                 remote_tag=to.tag,
-                local_uri=f"<{self.aor}>",
+                local_uri=f"<{from_aor}>",
                 remote_uri=f"<sip:{target}@{self.server[0]}>",
                 remote_target=contact,
                 cseq=response.cseq.number,
@@ -297,7 +312,7 @@ class TestPhone:
         if status != 200:
             self.send(make_response(invite, status, to_tag=tag))
             return invite
-        body = sdp_offer(self.rtp_port, codecs=codecs)
+        body = sdp_offer(self.rtp_port, codecs=codecs, host=self.host)
         answer = make_response(
             invite,
             200,
