@@ -257,3 +257,21 @@ def test_register_with_a_contact_that_is_not_sip_is_400() -> None:
         )
         assert statuses(feed(core, request, BOB), BOB) == [400], contact
     assert core.registrar.lookup("bob", 0.0) == []
+
+
+def test_a_callee_503_reaches_the_caller_as_500() -> None:
+    core, _alice, _invite, to_desk, to_mobile = forked_call()
+    feed(core, make_response(to_desk, 503, headers=[("Retry-After", "60")], to_tag="d"), DESK)
+    out = feed(core, make_response(to_mobile, 503, to_tag="m"), MOBILE)
+    [final] = [m for m in messages(out, ALICE) if isinstance(m, SipResponse)]
+    assert final.status == 500 and final.header("Retry-After") is None
+
+
+def test_an_invite_that_accepts_no_sdp_is_406() -> None:
+    from tests.sip.captures import load
+
+    core, _ = make_core(authenticate_invites=False, accounts=[account("user", "pw")])
+    register(core, Phone("user", BOB))
+    core.receive(load("rfc4475/sdp01"), ALICE, 0.0)  # RFC 4475 3.3.12: 406 (or 400)
+    out = [m for m in messages(core.pop_actions(), ALICE) if isinstance(m, SipResponse)]
+    assert [m.status for m in out] == [100, 406]

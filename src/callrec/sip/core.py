@@ -696,6 +696,16 @@ class SipCore:
         if request.body and request.content_type != SDP:
             self._respond(tx, request, 415, now, headers=[("Accept", SDP)])
             return
+        if not _accepts_sdp(request):
+            # RFC 4475 sdp01: our answer can only be SDP, which the caller says it cannot take.
+            self._respond(
+                tx,
+                request,
+                406,
+                now,
+                headers=[("Warning", '399 callrec "the answer is application/sdp only"')],
+            )
+            return
         if not request.body:
             self._respond(
                 tx, request, 488, now, reason="Not Acceptable Here (an SDP offer is required)"
@@ -1062,9 +1072,16 @@ class SipCore:
             call.fire(CI.REJECT)
             self._call_done(call, "no_answer")
             return
+        reason = best.final.reason
+        if status == 503:
+            # RFC 3261 16.7 step 6: a callee's 503 is its overload, not ours; passed on, it
+            # would make the caller back off from callrec itself.
+            status, reason = 500, "Server Internal Error (the callee is unavailable)"
         headers: list[tuple[str, str]] = []
         for key, value in best.final.headers:
             name = canonical_name(key)
+            if name == "Retry-After" and best.status == 503:
+                continue
             if name in PASSED_RESPONSE_HEADERS or (
                 self.config.upstream is not None and name in AUTH_RESPONSE_HEADERS
             ):
@@ -1074,7 +1091,7 @@ class SipCore:
             call.a_invite,
             status,
             now,
-            reason=best.final.reason,
+            reason=reason,
             to_tag=call.a.local_tag,
             headers=headers,
         )
@@ -1653,6 +1670,13 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def _same_host(a: str, b: str) -> bool:
     ia, ib = _ip(a), _ip(b)
     return ia == ib if ia is not None and ib is not None else a.lower() == b.lower()
+
+
+def _accepts_sdp(request: SipRequest) -> bool:
+    """Does the request's Accept (if it names any type) take application/sdp?"""
+    ranges = [r.split(";", 1)[0].strip().lower() for r in request.header_values("Accept")]
+    ranges = [r for r in ranges if r]
+    return not ranges or any(r in (SDP, "application/*", "*/*") for r in ranges)
 
 
 def _methods(allow: str) -> frozenset[str]:

@@ -264,17 +264,16 @@ class SipServer:
                 self.engine.admission.refuse_connection("sip", "forbidden")
             self._after()
             return
-        if not known:
+        # Only requests count: responses to what we sent and keep-alives are never refused.
+        if not known and data.strip(b"\r\n") and not data.startswith(b"SIP/"):
             verdict = self._rates.check(source, now, reliable=peer.reliable)
             if verdict is not Verdict.ADMIT:
-                answered = verdict is Verdict.REFUSE and core.refuse(
-                    data, peer, now, status=503, retry_after=RATE_RETRY_AFTER
+                if verdict is Verdict.REFUSE:
+                    core.refuse(data, peer, now, status=503, retry_after=RATE_RETRY_AFTER)
+                self.refusals.refused(
+                    source, "rate_limited", "over sip_max_requests_per_source", now
                 )
-                if answered or verdict is Verdict.DROP:
-                    self.refusals.refused(
-                        source, "rate_limited", "over sip_max_requests_per_source", now
-                    )
-                    self.engine.admission.refuse_connection("sip", "rate_limited")
+                self.engine.admission.refuse_connection("sip", "rate_limited")
                 self._after()
                 return
         try:
