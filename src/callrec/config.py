@@ -203,7 +203,8 @@ class Settings:
     )
     sip_allow: tuple[str, ...] = _doc(
         "Networks (CIDR) or addresses SIP requests are taken from (UDP and TCP); others get "
-        "403. Empty: every address. The sip_upstream server is always allowed.",
+        "403. Empty: every address. The sip_upstream server and sip_trusted_peers are always "
+        "allowed.",
         (),
     )
     web_allow: tuple[str, ...] = _doc(

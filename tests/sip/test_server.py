@@ -331,12 +331,22 @@ def test_cli_accounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ({"sip_min_expires": 100, "sip_max_expires": 50}, "sip_min_expires"),
         ({"sip_upstream": "pbx example"}, "sip_upstream must be HOST"),
         ({"sip_realm": 'a"b'}, "sip_realm"),
+        ({"sip_tcp_idle_timeout": 0}, "sip_tcp_idle_timeout must be > 0"),
+        ({"sip_max_connections_per_source": -1}, "sip_max_connections_per_source must be >= 0"),
+        ({"sip_max_requests_per_source": -5}, "sip_max_requests_per_source must be >= 0"),
     ],
 )
 def test_sip_settings_are_checked(overrides: dict[str, object], message: str) -> None:
     settings = Settings(**overrides)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=message):
         check_sip_settings(settings)
+
+
+def test_sip_trusted_peers_must_be_networks() -> None:
+    with pytest.raises(ConfigError, match="sip_trusted_peers: 'pbx.example.com' is not an IP"):
+        Settings(sip_trusted_peers=("pbx.example.com",))
+    with pytest.raises(ConfigError, match="sip_trusted_peers must be a list"):
+        Settings(sip_trusted_peers="10.0.0.0/8")  # type: ignore[arg-type]
 
 
 def test_sip_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
