@@ -343,7 +343,7 @@ def test_sip_settings_are_checked(overrides: dict[str, object], message: str) ->
 
 
 def test_sip_trusted_peers_must_be_networks() -> None:
-    with pytest.raises(ConfigError, match="sip_trusted_peers: 'pbx.example.com' is not an IP"):
+    with pytest.raises(ConfigError, match=r"sip_trusted_peers: 'pbx\.example\.com' is not an IP"):
         Settings(sip_trusted_peers=("pbx.example.com",))
     with pytest.raises(ConfigError, match="sip_trusted_peers must be a list"):
         Settings(sip_trusted_peers="10.0.0.0/8")  # type: ignore[arg-type]
