@@ -275,3 +275,28 @@ def test_an_invite_that_accepts_no_sdp_is_406() -> None:
     core.receive(load("rfc4475/sdp01"), ALICE, 0.0)  # RFC 4475 3.3.12: 406 (or 400)
     out = [m for m in messages(core.pop_actions(), ALICE) if isinstance(m, SipResponse)]
     assert [m.status for m in out] == [100, 406]
+
+
+def test_a_branch_that_answers_neither_invite_nor_cancel_is_given_up() -> None:
+    core, _alice, invite, to_desk, to_mobile = forked_call()
+    feed(core, make_response(to_desk, 180, to_tag="d"), DESK)
+    feed(core, make_response(to_mobile, 180, to_tag="m"), MOBILE)
+    ok = make_response(
+        to_mobile,
+        200,
+        to_tag="m",
+        headers=[("Contact", f"<sip:bob@{MOBILE.host}:{MOBILE.port}>")],
+        body=sdp(MOBILE.host, 9000, codecs="8"),
+        content_type="application/sdp",
+    )
+    feed(core, ok, MOBILE)
+    [call] = core.calls.values()
+    desk = next(b for b in call.branches if b.leg.peer == DESK)
+    assert desk.cancelled and not desk.done
+    # The desk phone went away: its CANCEL times out (64*T1), and the branch is over.
+    now = 0.0
+    while (deadline := core.next_deadline()) is not None and deadline <= 40.0:
+        now = deadline
+        core.handle_timers(now)
+        core.pop_actions()
+    assert desk.done and call.winner is not None and call.b.peer == MOBILE

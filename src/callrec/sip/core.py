@@ -1243,7 +1243,16 @@ class SipCore:
                 headers.append((name, value))
         headers.append(("CSeq", f"{invite.cseq.number} CANCEL"))
         cancel = SipRequest(method="CANCEL", uri=invite.uri, headers=with_body(headers, b"", None))
-        self._send_request(cancel, branch.leg.peer, lambda _r, _t: None, now)
+
+        def done(response: SipResponse | None, when: float) -> None:
+            if response is None and not branch.done:
+                # RFC 3261 9.1: no answer to the CANCEL either; the device is gone, and the
+                # branch is over (a 487 would never come).
+                branch.done = True
+                branch.status = 408
+                self._branches_over(call, when)
+
+        self._send_request(cancel, branch.leg.peer, done, now)
 
     # -- in-dialog requests ----------------------------------------------------------------
 
