@@ -278,7 +278,7 @@ def test_an_invite_that_accepts_no_sdp_is_406() -> None:
 
 
 def test_a_branch_that_answers_neither_invite_nor_cancel_is_given_up() -> None:
-    core, _alice, invite, to_desk, to_mobile = forked_call()
+    core, _alice, _invite, to_desk, to_mobile = forked_call()
     feed(core, make_response(to_desk, 180, to_tag="d"), DESK)
     feed(core, make_response(to_mobile, 180, to_tag="m"), MOBILE)
     ok = make_response(
