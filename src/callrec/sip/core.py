@@ -15,11 +15,15 @@ call is being recorded, written to a stereo file (left caller, right callee).
 Two deployments (``CoreConfig.upstream``):
 
 * **registrar** (no upstream): phones REGISTER here with digest authentication against the
-  catalogue's accounts and call each other by user name; INVITEs are challenged too.
+  catalogue's accounts and call each other by user name; INVITEs are challenged too, and the
+  caller is the account that answered the challenge. A call forks to every registered
+  contact of the account called (one branch each, the first 2xx wins). INVITEs from
+  ``trusted_peers`` (trunks, SBCs) are not challenged and come from outside.
 * **outbound proxy** (upstream set): REGISTERs are relayed to the upstream SIP server with
   the phone's Contact replaced by ours (a per-phone token), so its incoming calls come through
-  us; the phones' calls go upstream. Authentication is the upstream's business: challenges
-  and credentials pass through unchanged.
+  us (and only from the upstream or a trusted peer); the phones' calls go upstream.
+  Authentication is the upstream's business: challenges and credentials pass through
+  unchanged.
 
 ``Record: on`` / ``Record: off`` INFOs are answered here and never relayed: 403 when the
 sender's account policy forbids it, 481 outside a call, 400 for another value; ``Record: on``
