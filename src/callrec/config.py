@@ -330,7 +330,8 @@ class Settings:
     sip_max_requests_per_source: int = _doc(
         "Most SIP requests per second from one address (UDP and TCP); more are answered 503 "
         "with Retry-After (over UDP once a second, the rest dropped). 0: no limit. "
-        "sip_upstream and sip_trusted_peers are not limited.",
+        "sip_upstream and sip_trusted_peers are not limited; raise it for many phones behind "
+        "one NAT address and for load tests (SIPp) from one address.",
         50,
     )
     # -- part J of issue 16: the job runner, webhooks, on_complete_command --
