@@ -300,3 +300,13 @@ def test_a_branch_that_answers_neither_invite_nor_cancel_is_given_up() -> None:
         core.handle_timers(now)
         core.pop_actions()
     assert desk.done and call.winner is not None and call.b.peer == MOBILE
+
+
+def test_the_core_says_which_tcp_connections_a_registration_or_a_call_uses() -> None:
+    core, _ = make_core(accounts=[account("bob", "pw")])
+    tcp_bob = Peer("tcp", BOB.host, 40123)
+    assert not core.uses(tcp_bob, 0.0)
+    assert register(core, Phone("bob", tcp_bob), expires=600).status == 200
+    assert core.uses(tcp_bob, 1.0)  # the idle timeout must not close it
+    assert not core.uses(Peer("tcp", BOB.host, 40124), 1.0)
+    assert not core.uses(tcp_bob, 601.0)  # the registration expired
