@@ -40,6 +40,7 @@ from sqlalchemy import (
     column,
     delete,
     func,
+    insert,
     literal_column,
     select,
     table,
@@ -325,7 +326,7 @@ class TranscriptStore:
             session.flush()
             if ordered:
                 connection.execute(
-                    TranscriptWordRow.__table__.insert(),
+                    insert(TranscriptWordRow),
                     [
                         {
                             "recording_id": rec_id,
