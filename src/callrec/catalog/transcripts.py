@@ -46,7 +46,7 @@ from sqlalchemy import (
     table,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from callrec.catalog.models import Base, CleanText, Recording, UTCDateTime
@@ -284,6 +284,25 @@ def snippet_of(text_: str, phrases: Sequence[str]) -> str | None:
     return ("... " if lo > 0 else "") + " ".join(parts) + (" ..." if hi < len(said) else "")
 
 
+def read_snippets(
+    session: Session, rec_ids: Iterable[int], phrases: Sequence[str]
+) -> dict[int, str]:
+    """Recording id -> the phrase of its transcript that matches one of ``phrases`` (a
+    search's words, or its ``said`` phrase), for the ids that have one."""
+    ids = sorted(set(rec_ids))
+    if not ids or not any(_tokens(p) for p in phrases):
+        return {}
+    statement = select(Transcript.recording_id, Transcript.text).where(
+        Transcript.recording_id.in_(bindparam("ids", expanding=True))
+    )
+    out: dict[int, str] = {}
+    for rec_id, body in session.execute(statement, {"ids": ids}):
+        found = snippet_of(body, phrases)
+        if found is not None:
+            out[int(rec_id)] = found
+    return out
+
+
 class TranscriptStore:
     """The transcript queries over a :class:`Catalog`; blocking, each call one transaction.
     Callers check scope first (``Catalog.get_visible``): these read by recording id."""
@@ -396,21 +415,9 @@ class TranscriptStore:
         return out
 
     def snippets(self, rec_ids: Iterable[int], phrases: Sequence[str]) -> dict[int, str]:
-        """Recording id -> the phrase of its transcript that matches one of ``phrases`` (a
-        search's words, or its ``said`` phrase), for the ids that have one."""
-        ids = sorted(set(rec_ids))
-        if not ids or not any(_tokens(p) for p in phrases):
-            return {}
-        statement = select(Transcript.recording_id, Transcript.text).where(
-            Transcript.recording_id.in_(bindparam("ids", expanding=True))
-        )
-        out: dict[int, str] = {}
+        """:func:`read_snippets` in a transaction of its own."""
         with self.catalog.transaction("read transcript snippets") as session:
-            for rec_id, body in session.execute(statement, {"ids": ids}):
-                found = snippet_of(body, phrases)
-                if found is not None:
-                    out[int(rec_id)] = found
-        return out
+            return read_snippets(session, rec_ids, phrases)
 
     def untranscribed(self, *, limit: int = 1000, after: int = 0) -> list[int]:
         """Ids of finished recordings without a transcript, oldest id first, past ``after``
