@@ -57,6 +57,8 @@ AUDIT_ACTIONS: Final = frozenset(
         "export",
         "bulk_delete",
         "job_retry",  # issue 16 part 3
+        "transcript",  # issue 18: a transcript read (JSON, WebVTT, SRT)
+        "transcribe",  # issue 18: a transcription asked for
         "verify",  # tamper evidence: a recording's file re-hashed (issue 16 part 5)
         # issue 16 R: legal holds set and released (deletes by retention and quota are
         # ``delete`` by ``retention`` / ``quota``)

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from callrec.catalog import Catalog, RecordingInfo
-from callrec.catalog.jobs import RUNNING, JobInfo, JobStore
+from callrec.catalog.jobs import TRANSCRIBE_KIND, JobInfo, JobStore
 from callrec.catalog.policy import TranscribePolicy
 from callrec.catalog.records import STATUS_RECORDING
-from callrec.catalog.transcripts import TranscriptInfo, TranscriptStore, TranscriptWord
+from callrec.catalog.transcripts import TranscriptInfo, TranscriptWord
+from callrec.catalog.transcriptstore import TranscriptStore
 from callrec.config import Settings
 from callrec.jobs.runner import JobFailed, JobKind, JobRunner, RetryPolicy
 from callrec.transcribe.audio import Transcription
@@ -29,7 +30,7 @@ from callrec.transcribe.pool import TranscriberPool
 
 logger = logging.getLogger(__name__)
 
-KIND: Final = "transcribe"
+KIND: Final = TRANSCRIBE_KIND
 
 
 def job_key(rec_id: int) -> str:
@@ -50,18 +51,7 @@ def wanted(policy: TranscribePolicy, rec: RecordingInfo, tags: list[str]) -> boo
 def request(store: JobStore, rec_id: int) -> tuple[int, bool]:
     """Queue the transcription of ``rec_id`` now (on demand): the recording's job, added or
     queued again. (job id, False when it was already queued or running)."""
-    key = job_key(rec_id)
-    if store.enqueue(KIND, key, {"id": rec_id}):
-        job = store.find(KIND, key)
-        assert job is not None
-        return job.id, True
-    job = store.find(KIND, key)
-    if job is None:  # pragma: no cover - enqueue said it exists
-        raise JobFailed(f"the transcription job of {rec_id} went away")
-    if job.state == RUNNING or job.state == "queued":
-        return job.id, False
-    store.retry(job.id)
-    return job.id, True
+    return store.request(KIND, job_key(rec_id), {"id": rec_id})
 
 
 def store_transcription(catalog: Catalog, rec_id: int, result: Transcription) -> TranscriptInfo:
