@@ -94,7 +94,7 @@ def test_resampling_keeps_a_tone_and_the_length() -> None:
 def test_unknown_engine_and_languages_are_refused() -> None:
     with pytest.raises(TranscribeError, match="unknown transcription engine 'kaldi'"):
         load_engine("kaldi")
-    with pytest.raises(TranscribeError, match="English .en-US. model only, not 'de'"):
+    with pytest.raises(TranscribeError, match=r"English \(en-US\) model only, not 'de'"):
         check_engine("pocketsphinx", language="de")
     with pytest.raises(TranscribeError, match="transcribe_model_dir is for faster-whisper"):
         check_engine("pocketsphinx", model_dir="/opt/models")
@@ -108,11 +108,11 @@ def test_faster_whisper_needs_a_model_directory_that_holds_a_model(tmp_path: Pat
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
-    with pytest.raises(TranscribeError, match="not a faster-whisper model: model.bin, tokenizer"):
+    with pytest.raises(TranscribeError, match=r"not a faster-whisper model: model\.bin, tokenizer"):
         check_engine("faster-whisper", model_dir=str(broken))
     (broken / "model.bin").write_bytes(b"")
     (broken / "tokenizer.json").write_text("{}")
-    with pytest.raises(TranscribeError, match="model.bin is empty"):
+    with pytest.raises(TranscribeError, match=r"model\.bin is empty"):
         load_engine("faster-whisper", model_dir=str(broken))
 
 

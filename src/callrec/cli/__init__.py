@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from callrec import __version__, filemodes
 from callrec.config import Settings, load_settings
@@ -333,7 +334,8 @@ def recordings_list(
             r.codec,
             f"{r.duration:.1f}" if r.duration is not None else "",
             r.status,
-            *([snippets.get(r.id, "")] if said is not None else []),
+            # Text, not markup: the snippet's [brackets] are the words found.
+            *([Text(snippets.get(r.id, ""))] if said is not None else []),
         )
     console.print(table)
     if not rows:

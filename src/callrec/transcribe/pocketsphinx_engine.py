@@ -65,9 +65,13 @@ class PocketSphinxEngine:
             raise TranscribeError(f"cannot load pocketsphinx's en-US model: {exc}") from exc
         self._segmenter: Any = Segmenter
         self._logmath: Any = self._decoder.get_logmath()
+        # The decoder adapts its cepstral mean from one utterance to the next; each track
+        # starts from the model's, so a track's words do not depend on what came before.
+        self._initial_cmn: str = self._decoder.get_cmn()
 
     def transcribe(self, samples: Samples, rate: int) -> list[Word]:
         pcm = resample(samples, rate).astype("<i2").tobytes()
+        self._decoder.set_cmn(self._initial_cmn)
         words: list[Word] = []
         segmenter = self._segmenter(sample_rate=ENGINE_RATE)
         for segment in segmenter.segment(io.BytesIO(pcm)):
