@@ -165,3 +165,20 @@ async def test_the_command_line_transcribes_and_finds_the_call(
     assert missing.exit_code == 1 and "no recording 999999" in missing.output
     both = await asyncio.to_thread(runner.invoke, app, ["transcribe", "--all", "1"], env=env)
     assert both.exit_code == 2
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_list_page_shows_the_phrase_said(spoken: tuple[Site, int]) -> None:
+    from tests.web.test_call_page import signed_in
+
+    site, rec_id = spoken
+    async with signed_in(site, "listener") as client:
+        page = await client.get("/recordings", params={"q": "cancel"})
+        assert page.status_code == 200
+        row = page.text.split(f'<tr data-id="{rec_id}">', 1)[1].split("</tr>", 1)[0]
+        assert '<div class="said"' in row and "<mark>cancel</mark>" in row
+        plain = await client.get("/recordings", params={"q": "Alice"})
+        assert '<div class="said"' not in plain.text
+    async with signed_in(site, "ext3002") as client:
+        page = await client.get("/recordings", params={"q": "cancel"})
+        assert f'data-id="{rec_id}"' not in page.text and "<mark>" not in page.text
