@@ -40,12 +40,14 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from callrec.codecs import get_codec
+from callrec.transcribe import load_engine
+from callrec.transcribe.pool import TranscriberPool
 
-from callrec.codecs import get_codec  # noqa: E402
-from callrec.transcribe import load_engine  # noqa: E402
-from callrec.transcribe.pool import TranscriberPool  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # tests.support: espeak-ng sentences
+
 from tests.support.speech import speak, write_wav  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "transcribe"
