@@ -3,7 +3,7 @@
 Queued by :class:`~callrec.jobs.completion.Completion` for each finished recording that
 ``transcribe_policy`` matches, or on demand (``POST /api/v1/recordings/{id}/transcribe``,
 through :func:`request`). Keyed by the recording's id, so a recording has one such job: asking
-again re-queues that job (:meth:`JobStore.retry`), and a run stores its words in place of the
+again re-queues that job (:meth:`JobStore.request`), and a run stores its words in place of the
 transcript before (:meth:`TranscriptStore.replace`): however often it runs, the recording has
 one transcript. The engine runs in a niced worker process (:mod:`callrec.transcribe.pool`).
 """
@@ -11,10 +11,9 @@ one transcript. The engine runs in a niced worker process (:mod:`callrec.transcr
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from callrec.catalog import Catalog, RecordingInfo
 from callrec.catalog.jobs import TRANSCRIBE_KIND, JobInfo, JobStore
@@ -120,7 +119,7 @@ class TranscribeJobs:
             raise JobFailed(f"recording {rec_id} is still being recorded")
         path = recording_path(self.root, rec)
         try:
-            result = await self.pool.transcribe(path, _extra(rec))
+            result = await self.pool.transcribe(path, rec.extra)
         except TranscribeError as exc:
             raise JobFailed(str(exc)) from None
         stored = await self.runner.write(lambda: store_transcription(self.catalog, rec_id, result))
@@ -128,8 +127,3 @@ class TranscribeJobs:
             f"recording {rec_id}: {len(stored.words)} words ({result.engine}, "
             f"{result.audio_seconds:.1f} s of audio in {result.elapsed_seconds:.1f} s)"
         )
-
-
-def _extra(rec: RecordingInfo) -> Mapping[str, Any]:
-    extra = getattr(rec, "extra", None)
-    return extra if isinstance(extra, Mapping) else {}
