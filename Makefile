@@ -27,6 +27,7 @@ APT_PACKAGES := ffmpeg# the reference decoder and "standard reader" of the audio
 APT_PACKAGES += chromium fonts-dejavu-core# headless browser of the web UI tests, driven by Playwright (issue 4)
 APT_PACKAGES += sip-tester baresip# SIP interop: sipp scenarios and a real softphone (issue 6)
 APT_PACKAGES += postgresql# initdb + postgres: throwaway clusters of the fault tests (issue 12)
+APT_PACKAGES += espeak-ng# spoken test recordings for the transcription tests and benchmark (issue 18)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 sysdeps:

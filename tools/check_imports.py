@@ -39,7 +39,10 @@ FORBIDDEN: dict[str, set[str]] = {
     # The simulators are clients: they may read the catalogue to check what was recorded.
     "sim": {"engine", "server", "sip", "web", "usb", "service", "jobs"},
     "catalog": {"engine", "server", "sip", "web", "usb", "service", "cli", "sim", "jobs"}
-    | {"control", "codecs", "media"},
+    | {"control", "codecs", "media", "transcribe"},
+    # Speech to text: engines over PCM and the recording files; the job stores what they hear.
+    "transcribe": {"engine", "server", "sip", "web", "usb", "service", "cli", "sim", "jobs"}
+    | {"catalog", "net", "control", "rtp"},
     # Addresses and sockets, under every layer that touches the network.
     "net": {"engine", "server", "sip", "web", "usb", "service", "cli", "sim", "catalog", "jobs"}
     | {"control", "rtp", "codecs", "media"},

@@ -434,6 +434,34 @@ class Settings:
         "",
     )
 
+    # -- transcription (issue 18; docs/transcription.md) --
+    transcribe_engine: str = _doc(
+        'Speech-to-text engine: "pocketsphinx" (embedded, its en-US model ships with it) or '
+        "\"faster-whisper\" (better; pip install 'callrec[whisper]' and a model in "
+        "transcribe_model_dir).",
+        "pocketsphinx",
+    )
+    transcribe_model_dir: str = _doc(
+        "Directory of the engine's model (faster-whisper: a CTranslate2 Whisper model with "
+        "model.bin, config.json, tokenizer.json). Empty for pocketsphinx. Checked at start.",
+        "",
+    )
+    transcribe_language: str = _doc(
+        'Language spoken in the calls, e.g. "en" (pocketsphinx: English only).', "en"
+    )
+    transcribe_policy: tuple[str, ...] = _doc(
+        "Which finished recordings are transcribed by themselves: empty (none: only on "
+        'demand, from the API or `callrec transcribe`), ["all"], or rules kind=value with '
+        "kind source (phone, sip, usb), extension (local or remote number), device (MAC) or "
+        'tag, e.g. ["extension=3001", "tag=support"]: a recording matching any rule.',
+        (),
+    )
+    transcribe_workers: int = _doc(
+        "Transcription worker processes of `callrec serve` (niced below recording); 0 turns "
+        "transcription off in the server.",
+        1,
+    )
+
     def __post_init__(self) -> None:
         for name in ("control_port", "media_port_min", "media_port_max"):
             port = getattr(self, name)
@@ -583,6 +611,31 @@ class Settings:
             except CatalogError as exc:
                 raise ConfigError(f"retention_rules: {exc}") from exc
         parse_quota(self.disk_quota)
+        self._check_transcription()
+
+    def _check_transcription(self) -> None:
+        from callrec.catalog.policy import TranscribePolicy
+        from callrec.exceptions import CatalogError
+
+        engines = ("pocketsphinx", "faster-whisper")  # callrec.transcribe.ENGINES
+        if self.transcribe_engine not in engines:
+            raise ConfigError(
+                f"transcribe_engine must be one of {', '.join(engines)}, "
+                f"not {self.transcribe_engine!r}"
+            )
+        if not self.transcribe_language.strip():
+            raise ConfigError("transcribe_language must not be empty")
+        if not 0 <= self.transcribe_workers <= max(1, os.cpu_count() or 1):
+            raise ConfigError(
+                f"transcribe_workers must be 0-{max(1, os.cpu_count() or 1)} (the CPU count)"
+            )
+        if isinstance(self.transcribe_policy, str):
+            raise ConfigError("transcribe_policy must be a list of rules, not one string")
+        object.__setattr__(self, "transcribe_policy", tuple(self.transcribe_policy))
+        try:
+            TranscribePolicy.parse(self.transcribe_policy)
+        except CatalogError as exc:
+            raise ConfigError(f"transcribe_policy: {exc}") from exc
 
     @classmethod
     def fields_doc(cls) -> list[tuple[str, str, Any]]:

@@ -83,6 +83,10 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/recordings/{rec_id:int}/hold", "path"),
     ("POST", "/recordings/{rec_id:int}/holds/{hold_id:int}/release", "path"),
     ("POST", "/recordings/hold", "form"),
+    # Transcripts (issue 18):
+    ("GET", "/api/v1/recordings/{rec_id:int}/transcript", "path"),
+    ("GET", "/api/v1/recordings/{rec_id:int}/transcript.{suffix}", "path"),
+    ("POST", "/api/v1/recordings/{rec_id:int}/transcribe", "path"),
 ]
 
 
@@ -92,7 +96,7 @@ def fill(template: str, value: int, *, in_path: bool) -> str:
     path = template
     for name in ("rec_id", "note_id", "user_id", "token_id", "job_id", "hold_id"):
         path = path.replace(f"{{{name}:int}}", str(value if in_path else 1))
-    path = path.replace("{tag}", "x")
+    path = path.replace("{tag}", "x").replace("{suffix}", "vtt")
     if path.endswith("cursor="):
         raw = json.dumps({"s": "-start_time", "v": "2026-01-01T00:00:00+00:00", "i": value})
         return path + base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")

@@ -38,6 +38,8 @@ from callrec.catalog.records import (
 )
 from callrec.catalog.sipaccounts import SipAccountInfo, SipAccountStore  # issue 6
 from callrec.catalog.store import Catalog
+from callrec.catalog.transcripts import TranscriptInfo, TranscriptWord  # issue 18
+from callrec.catalog.transcriptstore import TranscriptStore
 from callrec.catalog.webrecords import (
     AUDIT_ACTIONS,
     MAX_ID,
@@ -94,6 +96,9 @@ __all__ = [
     "StreamCounters",
     "TokenInfo",
     "TombstoneInfo",
+    "TranscriptInfo",
+    "TranscriptStore",
+    "TranscriptWord",
     "UserInfo",
     "head_revision",
 ]

@@ -62,6 +62,10 @@ OUTCOMES: Final = (OUTCOME_DONE, OUTCOME_RETRY, OUTCOME_DEAD, OUTCOME_DEFERRED)
 #: The row the migration writes: when jobs began (recordings finished before are not caught up).
 INSTALLED_KIND: Final = "jobs.installed"
 
+#: The kind of a recording's transcription (issue 18; run by callrec.jobs.transcription,
+#: requested by the web and the command line too).
+TRANSCRIBE_KIND: Final = "transcribe"
+
 #: Longest stored error or attempt detail (the end of a program's output, an HTTP answer).
 MAX_DETAIL: Final = 2000
 
@@ -221,6 +225,33 @@ class JobStore:
                 enqueue_in(connection, kind, key, payload, run_after=run_after)
                 for kind, key, payload in jobs
             )
+
+    def request(self, kind: str, key: str, payload: Mapping[str, Any]) -> tuple[int, bool]:
+        """Have the job ``(kind, key)`` run soon: added, or queued again if it ran (done or
+        dead). (its id, False when it was already queued or running: nothing changed)."""
+        now = utcnow()
+        with self.catalog.transaction(f"request a {kind} job", write=True) as session:
+            connection = session.connection()
+            added = enqueue_in(connection, kind, key, payload)
+            row = connection.execute(
+                select(JOBS.c.id, JOBS.c.state).where(JOBS.c.kind == kind, JOBS.c.key == key)
+            ).one()
+            if added:
+                return int(row.id), True
+            if row.state in (QUEUED, RUNNING):
+                return int(row.id), False
+            connection.execute(
+                update(JOBS)
+                .where(JOBS.c.id == row.id)
+                .values(
+                    state=QUEUED,
+                    attempts=0,
+                    run_after=now,
+                    finished_at=None,
+                    payload=dict(payload),
+                )
+            )
+            return int(row.id), True
 
     def claim(
         self, runner: str, claims: Sequence[Claim], *, due_by: datetime | None = None

@@ -233,3 +233,55 @@ class TombstoneInfo:
     deleted_by: str
     reason: str
     files_removed_at: datetime | None
+
+
+#: The transcription policy that matches every recording.
+TRANSCRIBE_ALL: Final = "all"
+_TRANSCRIBE_RULE = re.compile(r"\s*(\w+)\s*=\s*(\S+)\s*")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranscribePolicy:
+    """Which finished recordings are transcribed without being asked (issue 18):
+    ``transcribe_policy`` as a value. No rules: none (on demand only); ``all``: every one;
+    else a recording matching any rule, with the kinds and matching of
+    :class:`RetentionRule` (``extension=3001``, ``tag=support``, ``source=sip``,
+    ``device=...``)."""
+
+    all: bool = False
+    rules: tuple[RetentionRule, ...] = field(default=())
+
+    @classmethod
+    def parse(cls, items: Iterable[str]) -> TranscribePolicy:
+        rules: list[RetentionRule] = []
+        every = False
+        for item in items:
+            if item.strip().lower() == TRANSCRIBE_ALL:
+                every = True
+                continue
+            match = _TRANSCRIBE_RULE.fullmatch(item)
+            if match is None:
+                raise CatalogError(
+                    f"rule {item!r} must be all or look like kind=value, "
+                    "e.g. extension=3001 or tag=support"
+                )
+            try:
+                rules.append(RetentionRule(kind=match[1], value=match[2], days=0))
+            except CatalogError as exc:
+                raise CatalogError(str(exc).replace("retention rule: ", "", 1)) from None
+        return cls(all=every, rules=tuple(rules))
+
+    @property
+    def anything(self) -> bool:
+        return self.all or bool(self.rules)
+
+    def matches(
+        self, *, source: str, local: str, remote: str, device: str, tags: Iterable[str]
+    ) -> bool:
+        if self.all:
+            return True
+        tag_set = set(tags)
+        return any(
+            r.matches(source=source, local=local, remote=remote, device=device, tags=tag_set)
+            for r in self.rules
+        )

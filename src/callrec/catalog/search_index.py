@@ -31,7 +31,10 @@ SEARCH_TEXT_SQL: Final = (
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     """Alembic ``include_name`` hook: leave the search index objects out of comparisons."""
-    return not (name or "").startswith((FTS_TABLE, PG_INDEX))
+    # The transcripts' index (callrec.catalog.transcripts) is of the same sort.
+    return not (name or "").startswith(
+        (FTS_TABLE, PG_INDEX, "transcripts_fts", "ix_transcripts_search")
+    )
 
 
 def create(connection: Connection) -> None:

@@ -57,6 +57,8 @@ AUDIT_ACTIONS: Final = frozenset(
         "export",
         "bulk_delete",
         "job_retry",  # issue 16 part 3
+        "transcript",  # issue 18: a transcript read (JSON, WebVTT, SRT)
+        "transcribe",  # issue 18: a transcription asked for
         "verify",  # tamper evidence: a recording's file re-hashed (issue 16 part 5)
         # issue 16 R: legal holds set and released (deletes by retention and quota are
         # ``delete`` by ``retention`` / ``quota``)
@@ -286,7 +288,9 @@ class SearchQuery:
     """What the recordings list and ``GET /api/v1/recordings`` search for.
 
     ``q`` is free text: every whitespace-separated word must occur (case-insensitively, as a
-    substring) in the local or remote number or name, or the device. Times are
+    substring) in the local or remote number or name, or the device, or be said in the
+    recording (a word of its transcript). ``said`` is a phrase said in it: its words one
+    after another in the transcript. Times are
     ``since <= start_time < until``; durations are in seconds and inclusive. Paging is by
     ``cursor`` (opaque, from a neighbouring page's ``next_cursor`` or ``prev_cursor``; stable
     while rows are added), by ``page`` (1-based, for page links), or by ``at``: the page that
@@ -295,6 +299,7 @@ class SearchQuery:
     """
 
     q: str = ""
+    said: str = ""
     since: datetime | None = None
     until: datetime | None = None
     direction: str | None = None
@@ -319,6 +324,8 @@ class SearchQuery:
     def __post_init__(self) -> None:
         if len(self.q) > MAX_QUERY_LENGTH:
             raise CatalogError(f"q must be at most {MAX_QUERY_LENGTH} characters")
+        if len(self.said) > MAX_QUERY_LENGTH:
+            raise CatalogError(f"said must be at most {MAX_QUERY_LENGTH} characters")
         if self.since is not None:
             require_aware("since", self.since)
         if self.until is not None:
@@ -368,3 +375,6 @@ class SearchPage:
     #: Matches before this page's first row, when counted and at most :data:`COUNT_CAP`
     #: (with ``limit``, the page's number); None otherwise.
     offset: int | None = None
+    #: Recording id -> the phrase of its transcript that matched ``q`` or ``said`` (the
+    #: matched words in brackets), for the rows of this page found by what was said.
+    snippets: dict[int, str] = field(default_factory=dict)

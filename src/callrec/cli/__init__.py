@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from callrec import __version__, filemodes
 from callrec.config import Settings, load_settings
@@ -300,15 +301,28 @@ def recordings_list(
     since: SinceOpt = None,
     until: UntilOpt = None,
     status: StatusOpt = None,
+    said: Annotated[
+        str | None,
+        typer.Option(help="Words said in the call, in order (its transcript); shows them."),
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List recordings, newest first."""
-    _, rows = _find(config, number, device, since, until, status, limit)
+    snippets: dict[int, str] = {}
+    if said is not None:
+        rows, snippets = _find_said(config, said, number, device, since, until, status, limit)
+    else:
+        _, rows = _find(config, number, device, since, until, status, limit)
     if as_json:
-        print(json.dumps([_row_dict(r) for r in rows], indent=2, ensure_ascii=False))
+        out = [_row_dict(r) for r in rows]
+        if said is not None:
+            for item in out:
+                item["snippet"] = snippets.get(item["id"])
+        print(json.dumps(out, indent=2, ensure_ascii=False))
         return
-    table = Table("id", "start", "dir", "local", "remote", "device", "codec", "dur s", "status")
+    columns = ["id", "start", "dir", "local", "remote", "device", "codec", "dur s", "status"]
+    table = Table(*columns, *(["said"] if said is not None else []))
     for r in rows:
         table.add_row(
             str(r.id),
@@ -320,10 +334,49 @@ def recordings_list(
             r.codec,
             f"{r.duration:.1f}" if r.duration is not None else "",
             r.status,
+            # Text, not markup: the snippet's [brackets] are the words found.
+            *([Text(snippets.get(r.id, ""))] if said is not None else []),
         )
     console.print(table)
     if not rows:
         console.print("no recordings match")
+
+
+def _find_said(
+    config: Path | None,
+    said: str,
+    number: str | None,
+    device: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    status: str | None,
+    limit: int,
+) -> tuple[list[Any], dict[int, str]]:
+    """The recordings whose transcript has ``said``, through the search the web uses (the
+    number is then a word of the search: it also matches names)."""
+    from callrec.catalog import SearchQuery
+    from callrec.exceptions import CatalogError
+
+    _, catalog = _catalog(config)
+    try:
+        page = catalog.search(
+            SearchQuery(
+                said=said,
+                q=number or "",
+                device=device,
+                since=_day_start(since),
+                until=_day_start(until, end=True),
+                status=status,
+                limit=limit,
+                with_total=False,
+            )
+        )
+    except CatalogError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        catalog.close()
+    return page.items, page.snippets
 
 
 def _party(number: str, name: str) -> str:
@@ -423,6 +476,9 @@ from callrec.cli import archive as _archive  # noqa: E402, F401 - adds `callrec 
 
 # -- `callrec retention`, `callrec hold`, `callrec recordings delete` (issue 16 R) --
 from callrec.cli import retention as _retention  # noqa: E402, F401
+
+# -- `callrec transcribe` (issue 18) --
+from callrec.cli import transcribe as _transcribe  # noqa: E402, F401
 
 
 def main() -> None:

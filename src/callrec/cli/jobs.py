@@ -150,6 +150,7 @@ def jobs_run_once(config: ConfigOption = None) -> None:
                 return total
             finally:
                 await runner.stop()
+                completion.close()
 
         count = asyncio.run(run())
     finally:

@@ -4,8 +4,9 @@ An engine observer enqueues it (key: the recording's uid) when a recording finis
 engine never waits for that. Its handler waits until the journal has catalogued the
 recording's final row, then queues the work that follows from it: one webhook delivery per
 ``webhook_url`` and the ``on_complete_command``, each keyed so that a second run of the
-handler adds nothing. Recordings that finished while no runner could enqueue (a crash, the
-catalogue down) get their job from :func:`catch_up`, at start and then every
+handler adds nothing; and its transcription (:mod:`callrec.jobs.transcription`) when
+``transcribe_policy`` matches it. Recordings that finished while no runner could enqueue (a
+crash, the catalogue down) get their job from :func:`catch_up`, at start and then every
 :data:`CATCH_UP_EVERY`: enqueueing is idempotent by key, so nothing runs twice.
 """
 
@@ -20,11 +21,12 @@ from typing import Any, Final
 
 from callrec.catalog import STATUS_RECORDING, Catalog
 from callrec.catalog.jobs import JobInfo, JobStore
+from callrec.catalog.policy import TranscribePolicy
 from callrec.catalog.records import utcnow
 from callrec.config import Settings
 from callrec.engine.live import FINISHED, LiveSession, LiveView
 from callrec.exceptions import CatalogError
-from callrec.jobs import command, webhooks
+from callrec.jobs import command, transcription, webhooks
 from callrec.jobs.runner import JobDeferred, JobKind, JobRunner, RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,14 @@ class Completion:
         self.settings = settings
         self.root = root
         self.store = JobStore(catalog)
+        self.transcribe_policy = TranscribePolicy.parse(settings.transcribe_policy)
+        #: The ``transcribe`` kind's handler, when this runner transcribes (build_runner).
+        self.transcription: transcription.TranscribeJobs | None = None
+
+    def close(self) -> None:
+        """Stop what runs beside the runner (the transcription workers); after its stop."""
+        if self.transcription is not None:
+            self.transcription.close()
 
     def kinds(self) -> list[JobKind]:
         return [
@@ -92,6 +102,10 @@ class Completion:
         if self.settings.on_complete_command:
             env = command.command_payload(rec, self.root)
             todo.append((command.KIND, uid, {"id": rec.id, "env": env}))
+        if self.transcribe_policy.anything and self.settings.transcribe_workers > 0:
+            tags = await self.runner.read(lambda: self.catalog.tags_of([rec.id]))
+            if transcription.wanted(self.transcribe_policy, rec, tags.get(rec.id, [])):
+                todo.append((transcription.KIND, transcription.job_key(rec.id), {"id": rec.id}))
         added = await self.runner.enqueue_many(todo)
         return f"recording {rec.id}: {added} follow-up jobs queued"
 
@@ -147,4 +161,9 @@ def build_runner(
         runner.register(kind)
     if settings.on_complete_command:
         runner.register(command.command_kind(settings))
+    if settings.transcribe_workers > 0:
+        completion.transcription = transcription.TranscribeJobs(
+            runner, catalog, settings, root=root
+        )
+        runner.register(completion.transcription.kind())
     return runner, completion

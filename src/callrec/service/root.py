@@ -55,7 +55,7 @@ from callrec.engine.catchup import catch_up
 from callrec.engine.journal import OK, Journal
 from callrec.engine.journalfile import journal_dir
 from callrec.engine.portmemory import PortMemory, ports_dir
-from callrec.exceptions import CallrecError, CatalogError
+from callrec.exceptions import CallrecError, CatalogError, ConfigError
 from callrec.filemodes import FileModes
 from callrec.health import ProcessHealth, worker_report
 from callrec.integrity import signing as chain_signing
@@ -203,6 +203,9 @@ class Service:
         self.completion: Completion | None = None
         if settings.jobs_enabled and not worker:
             from callrec.jobs.completion import build_runner
+
+            if settings.transcribe_workers > 0:
+                _check_transcription(settings)
 
             sqlite = self.catalog.url.startswith("sqlite")
             self.jobs, self.completion = build_runner(
@@ -373,6 +376,8 @@ class Service:
         if self.jobs is not None:
             # After the engine: the last recordings' completion jobs are enqueued.
             await self.jobs.stop()
+        if self.completion is not None:
+            self.completion.close()
         if self.retention is not None:
             self.retention.stop()
         self.ports.memory.close()
@@ -535,6 +540,21 @@ async def serve_forever(settings: Settings) -> None:
         logger.info("shutting down after %.0f s", time.monotonic() - started)
     finally:
         await service.stop()
+
+
+def _check_transcription(settings: Settings) -> None:
+    """A transcription engine that cannot load stops the start, with what is wrong (a model
+    directory missing or broken, faster-whisper not installed): not a job failing later."""
+    from callrec.transcribe import TranscribeError, check_engine
+
+    try:
+        check_engine(
+            settings.transcribe_engine,
+            model_dir=settings.transcribe_model_dir,
+            language=settings.transcribe_language,
+        )
+    except TranscribeError as exc:
+        raise ConfigError(f"transcription: {exc}") from exc
 
 
 def run(settings: Settings) -> None:

@@ -30,6 +30,7 @@ from callrec.web.api import live as live_api
 from callrec.web.api import notes as notes_api
 from callrec.web.api import recordings as recordings_api
 from callrec.web.api import status as status_api
+from callrec.web.api import transcripts as transcripts_api
 from callrec.web.auth import (
     Forbidden,
     PasswordChangeRequired,
@@ -132,6 +133,7 @@ def create_app(
     app.include_router(holds_api.router)  # issue 16 R: legal holds
     app.include_router(upload.router)  # POST /api/v1/recordings/import (issue 3)
     app.include_router(integrity_api.router)  # a recording's tamper evidence (issue 16)
+    app.include_router(transcripts_api.router)  # issue 18
     app.include_router(signin_pages.router)
     app.include_router(recordings_pages.router)
     app.include_router(account_pages.router)

@@ -46,6 +46,7 @@ from callrec.web.ranges import (
 #: Search parameters, as the API and the list page name them.
 FILTER_PARAMS: Final = (
     "q",
+    "said",
     "since",
     "until",
     "direction",
@@ -172,6 +173,7 @@ def search_query(
     try:
         return SearchQuery(
             q=p.get("q", ""),
+            said=p.get("said", ""),
             since=parse_moment(p["since"], zone) if "since" in p else None,
             until=parse_moment(p["until"], zone, end=True) if "until" in p else None,
             direction=p.get("direction"),

@@ -112,8 +112,16 @@ class RecordingOut(BaseModel):
     held: bool = Field(False, description="Under legal hold: no one can delete it.")
 
 
+class RecordingRow(RecordingOut):
+    snippet: str | None = Field(
+        None,
+        description="When the search's `q` or `said` matched what was said: that phrase of "
+        "the transcript, the matched words in [brackets], with a few words either side.",
+    )
+
+
 class RecordingPage(BaseModel):
-    items: list[RecordingOut]
+    items: list[RecordingRow]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
     prev_cursor: str | None = Field(
         description="Pass as `cursor` for the page before; null on the first page."
@@ -169,7 +177,12 @@ SortParam = Annotated[
 async def list_recordings(
     request: Request,
     principal: User,
-    q: Annotated[str, Query(description="Words to find in numbers, names, device.")] = "",
+    q: Annotated[
+        str, Query(description="Words to find in numbers, names, device, or said in the call.")
+    ] = "",
+    said: Annotated[
+        str, Query(description="A phrase said in the call (its transcript), words in order.")
+    ] = "",
     since: Annotated[str, Query(description="Start on/after: date or ISO date-time.")] = "",
     until: Annotated[str, Query(description="Start before; a date includes that day.")] = "",
     tz: Annotated[str, Query(description="IANA time zone of dates (default UTC).")] = "",
@@ -212,7 +225,12 @@ async def list_recordings(
     held = await ctx.db(ctx.catalog.held_ids, [r.id for r in result.items])
     return {
         "items": [
-            {**recording_dict(r, tags.get(r.id)), "held": r.id in held} for r in result.items
+            {
+                **recording_dict(r, tags.get(r.id)),
+                "held": r.id in held,
+                "snippet": result.snippets.get(r.id),
+            }
+            for r in result.items
         ],
         "next_cursor": result.next_cursor,
         "prev_cursor": result.prev_cursor,

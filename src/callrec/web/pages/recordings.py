@@ -14,9 +14,11 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
+from markupsafe import Markup, escape
 
 from callrec.catalog import SearchPage
 from callrec.catalog.records import COUNTER_COLUMNS, STATUSES
+from callrec.catalog.transcripts import MARK_CLOSE, MARK_OPEN
 from callrec.catalog.webrecords import COUNT_CAP, normalise_tag
 from callrec.codecs import CODECS as ALL_CODECS
 from callrec.exceptions import CatalogError
@@ -93,6 +95,7 @@ async def recordings_page(request: Request, principal: PageUser) -> Response:
         tags=tags,
         held=held,
         qualities={r.id: quality(r) for r in items},
+        said={i: _marked(text) for i, text in (result.snippets if result else {}).items()},
         result=result,
         error=error,
         filters=filters,
@@ -110,6 +113,18 @@ async def recordings_page(request: Request, principal: PageUser) -> Response:
         csv_url="/api/v1/recordings.csv" + ("?" + urlencode(base) if base else ""),
         zip_max=ctx.settings.web_zip_max_files,
     )
+
+
+def _marked(snippet: str) -> Markup:
+    """A transcript snippet as HTML: escaped, its [matched words] in ``<mark>``."""
+    out: list[str] = []
+    rest = snippet
+    while (start := rest.find(MARK_OPEN)) >= 0 and (end := rest.find(MARK_CLOSE, start)) > 0:
+        out.append(str(escape(rest[:start])))
+        out.append(f"<mark>{escape(rest[start + 1 : end])}</mark>")
+        rest = rest[end + 1 :]
+    out.append(str(escape(rest)))
+    return Markup("".join(out))
 
 
 def _page_number(params: Mapping[str, str]) -> int | None:
