@@ -24,8 +24,9 @@ from callrec.catalog.records import utcnow
 from callrec.config import Settings
 from callrec.engine.live import FINISHED, LiveSession, LiveView
 from callrec.exceptions import CatalogError
-from callrec.jobs import command, webhooks
+from callrec.jobs import command, upload, webhooks
 from callrec.jobs.runner import JobDeferred, JobKind, JobRunner, RetryPolicy
+from callrec.storage.client import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class Completion:
         self.settings = settings
         self.root = root
         self.store = JobStore(catalog)
+        #: The object store's kinds, when ``storage_url`` is set (see :func:`build_runner`).
+        self.storage: upload.Storage | None = None
 
     def kinds(self) -> list[JobKind]:
         return [
@@ -92,6 +95,8 @@ class Completion:
         if self.settings.on_complete_command:
             env = command.command_payload(rec, self.root)
             todo.append((command.KIND, uid, {"id": rec.id, "env": env}))
+        if self.settings.storage_url:
+            todo.append(upload.upload_job(rec.id, rec.uid, rec.sha256))
         added = await self.runner.enqueue_many(todo)
         return f"recording {rec.id}: {added} follow-up jobs queued"
 
@@ -128,6 +133,7 @@ def build_runner(
     write: Any = None,
     read: Any = None,
     name: str | None = None,
+    store: ObjectStore | None = None,
 ) -> tuple[JobRunner, Completion]:
     """A runner with every kind ``settings`` asks for (``callrec serve``, ``callrec jobs
     run-once``); ``write`` and ``read`` as :class:`JobRunner` takes them."""
@@ -147,4 +153,7 @@ def build_runner(
         runner.register(kind)
     if settings.on_complete_command:
         runner.register(command.command_kind(settings))
+    if store is not None:
+        completion.storage = upload.Storage(runner, catalog, settings, store, root=root)
+        completion.storage.register(runner)
     return runner, completion

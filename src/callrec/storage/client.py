@@ -240,12 +240,18 @@ class StorageSettings(Protocol):
     """The settings a store is made from (:class:`callrec.config.Settings` has them; this
     package does not import the settings, which import it to check ``storage_url``)."""
 
-    storage_url: str
-    storage_endpoint: str
-    storage_region: str
-    storage_access_key: str
-    storage_secret_key: str
-    storage_timeout: float
+    @property
+    def storage_url(self) -> str: ...
+    @property
+    def storage_endpoint(self) -> str: ...
+    @property
+    def storage_region(self) -> str: ...
+    @property
+    def storage_access_key(self) -> str: ...
+    @property
+    def storage_secret_key(self) -> str: ...
+    @property
+    def storage_timeout(self) -> float: ...
 
 
 def store_from(settings: StorageSettings) -> ObjectStore | None:

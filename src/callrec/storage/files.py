@@ -1,0 +1,156 @@
+"""A recording's files and the object store: upload and verify, remove or fetch local copies.
+
+Blocking, each function the work of one call on a worker thread (an upload job's, the
+cache's, the web's). Nothing here writes the catalogue: the caller records what came back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from callrec.catalog.objects import AUDIO, SIDECAR, ObjectInfo, VerifiedObject, recording_files
+from callrec.catalog.records import RecordingInfo
+from callrec.exceptions import CallrecError
+from callrec.storage.client import ObjectStore, StorageError
+from callrec.storage.location import owner_of
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+
+
+class LocalFileMissing(CallrecError):
+    """A file to upload is not on this machine's disk (removed by hand, or another node's)."""
+
+
+class VerifyMismatch(StorageError):
+    """What the store returned is not what was uploaded."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadResult:
+    objects: list[VerifiedObject]
+    bytes: int
+
+
+def local_path(root: Path, path: str) -> Path:
+    """The file at catalogued ``path`` under ``root``; ValueError for one that would leave it."""
+    relative = PurePosixPath(path)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise ValueError(f"{path!r} is not a path inside the recordings directory")
+    return root / relative
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def upload_recording(store: ObjectStore, root: Path, rec: RecordingInfo) -> UploadResult:
+    """Upload every file of ``rec`` (audio, companions, original, sidecar), read each back
+    and compare its SHA-256 with the local file's. A missing sidecar is skipped (rows from
+    before sidecars); a missing audio file raises :class:`LocalFileMissing`; a mismatch
+    :class:`VerifyMismatch` (the object is left: the retry replaces it)."""
+    owner = owner_of(rec.uid, rec.id)
+    done: list[VerifiedObject] = []
+    total = 0
+    for role, path in recording_files(rec):
+        source = local_path(root, path)
+        try:
+            local_sha, size = file_sha256(source)
+        except FileNotFoundError as exc:
+            if role == SIDECAR:
+                continue
+            raise LocalFileMissing(f"{path} is not on this machine's disk") from exc
+        key = store.location.key(owner, path)
+        store.put_file(source, key)
+        stored_sha, stored_size = store.sha256(key)
+        if (stored_sha, stored_size) != (local_sha, size):
+            raise VerifyMismatch(
+                f"{key}: the store returned {stored_size} bytes with SHA-256 {stored_sha}, "
+                f"not the {size} bytes with {local_sha} uploaded"
+            )
+        done.append(VerifiedObject(role=role, path=path, key=key, size=size, sha256=local_sha))
+        total += size
+    return UploadResult(objects=done, bytes=total)
+
+
+def delete_objects(store: ObjectStore, keys: Sequence[str]) -> None:
+    for key in keys:
+        store.delete(key)
+
+
+def remove_local(root: Path, obj: ObjectInfo) -> bool:
+    """Remove the local copy of a verified object, if it is still the file that was
+    verified (same size); whether a file was removed."""
+    path = local_path(root, obj.path)
+    try:
+        if path.stat().st_size != obj.size:
+            logger.warning("%s changed since its upload; its local copy is kept", obj.path)
+            return False
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@contextmanager
+def fetched(store: ObjectStore, obj: ObjectInfo, directory: Path) -> Iterator[Path]:
+    """The object copied to a temporary file in ``directory`` (same name's suffix, so that
+    readers know the container), its SHA-256 checked; removed on exit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix = PurePosixPath(obj.path).suffix
+    fd, name = tempfile.mkstemp(prefix="fetch-", suffix=suffix, dir=directory)
+    os.close(fd)
+    target = Path(name)
+    try:
+        target.unlink()
+        sha = store.download(obj.key, target)
+        if sha != obj.sha256:
+            raise VerifyMismatch(f"{obj.key}: the store returned SHA-256 {sha}, not {obj.sha256}")
+        yield target
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def touch(path: Path) -> None:
+    """Mark a local copy as just used (its access time; the cache evicts the least recently
+    used first). Set explicitly: ``relatime`` and ``noatime`` mounts do not for reads."""
+    try:
+        stat = path.stat()
+        os.utime(path, ns=(max(stat.st_atime_ns, _now_ns()), stat.st_mtime_ns))
+    except OSError:
+        pass
+
+
+def _now_ns() -> int:
+    import time
+
+    return time.time_ns()
+
+
+__all__ = [
+    "AUDIO",
+    "LocalFileMissing",
+    "UploadResult",
+    "VerifyMismatch",
+    "delete_objects",
+    "fetched",
+    "file_sha256",
+    "local_path",
+    "remove_local",
+    "touch",
+    "upload_recording",
+]
