@@ -444,6 +444,12 @@ class Settings:
         "storage_cache_max_bytes limits the cache).",
         -1.0,
     )
+    storage_sweep_interval: float = _doc(
+        "Seconds between the storage sweeps: objects of deleted recordings deleted from the "
+        "store, and finished recordings without an upload job given one (one sweep at a time "
+        "across processes and nodes).",
+        60.0,
+    )
     storage_timeout: float = _doc(
         "Seconds the store has to connect or answer one request before an upload is retried "
         "(with back-off) or a playback fails.",
@@ -604,8 +610,9 @@ class Settings:
             raise ConfigError(f"storage_endpoint {self.storage_endpoint!r} is not an http(s) URL")
         if bool(self.storage_access_key) != bool(self.storage_secret_key):
             raise ConfigError("storage_access_key and storage_secret_key must be given together")
-        if self.storage_timeout <= 0:
-            raise ConfigError("storage_timeout must be > 0")
+        for name in ("storage_timeout", "storage_sweep_interval"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
         if self.storage_cache_max_bytes:
             parse_size("storage_cache_max_bytes", self.storage_cache_max_bytes)
 

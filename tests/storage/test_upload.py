@@ -26,10 +26,14 @@ async def test_a_finished_recording_is_uploaded_verified_and_its_local_copy_remo
         rec_id = await site.record(**CALLS["alice"])
         objects = ObjectQueries(site.catalog)
 
-        def uploaded() -> bool:
-            return any(o.role == "audio" for o in objects.objects_of(rec_id))
+        def evicted() -> bool:
+            return any(
+                o.role == "audio" and o.local_removed_at is not None
+                for o in objects.objects_of(rec_id)
+            )
 
-        await wait_for(uploaded, what="the recording's upload", timeout=30, interval=0.1)
+        # The local copy goes only after the upload was verified and recorded.
+        await wait_for(evicted, what="the upload and the eviction", timeout=30, interval=0.1)
         rec = site.catalog.get(rec_id)
         assert rec is not None
         stored = {o.role: o for o in objects.objects_of(rec_id)}

@@ -6,10 +6,10 @@
   (removed at once with ``storage_local_keep_days = 0``, else by :class:`LocalCache`). An
   unreachable store fails the attempt: it is retried with back-off (5 s doubling to a
   minute) for 30 days, while recording goes on and /health shows the backlog.
-* ``storage.catch_up`` (every minute): queues the upload of every finished recording whose
+* ``storage.catch_up`` (every ``storage_sweep_interval``): queues the upload of every finished recording whose
   audio is not in the store and has no upload job: those a crash or an outage kept from
   being queued, archive copies (a new file), recordings from before ``storage_url`` was set.
-* ``storage.sweep`` (every minute): deletes from the store the objects of deleted
+* ``storage.sweep`` (every ``storage_sweep_interval``): deletes from the store the objects of deleted
   recordings (and of files a recording no longer has), then forgets their rows.
 
 :class:`LocalCache` is not a job: each node keeps its own disk, so each runs it, every
@@ -53,8 +53,6 @@ T = TypeVar("T")
 
 CATCH_UP_KIND: Final = "storage.catch_up"
 SWEEP_KIND: Final = "storage.sweep"
-CATCH_UP_EVERY: Final = timedelta(minutes=1)
-SWEEP_EVERY: Final = timedelta(minutes=1)
 #: Uploads at once in this process (each a PUT then a GET of the same bytes).
 UPLOAD_CONCURRENCY: Final = 8
 #: An unreachable store: retried after 5 s, then 10, 20, 40, 60, 60... for 30 days.
@@ -108,8 +106,9 @@ class Storage:
     def register(self, runner: JobRunner) -> None:
         for kind in self.kinds():
             runner.register(kind)
-        runner.schedule(CATCH_UP_KIND, every=CATCH_UP_EVERY)
-        runner.schedule(SWEEP_KIND, every=SWEEP_EVERY)
+        every = timedelta(seconds=self.settings.storage_sweep_interval)
+        runner.schedule(CATCH_UP_KIND, every=every)
+        runner.schedule(SWEEP_KIND, every=every)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
