@@ -21,8 +21,7 @@ async def _uploaded_and_evicted(site: Site, rec_id: int) -> None:
 
     def evicted() -> bool:
         return any(
-            o.role == "audio" and o.local_removed_at is not None
-            for o in objects.objects_of(rec_id)
+            o.role == "audio" and o.local_removed_at is not None for o in objects.objects_of(rec_id)
         )
 
     await wait_for(evicted, what="the upload and the local copy's removal", timeout=30)
@@ -79,9 +78,7 @@ async def test_playback_range_downloads_zip_and_peaks_come_from_the_store(
             assert (decoded == expected).all()
             peaks = await client.get(f"/api/v1/recordings/{rec_id}/peaks?buckets=50")
             assert peaks.status_code == 200 and len(peaks.json()["peaks"]) == 50
-            bundle = await client.post(
-                "/api/v1/recordings/bulk-download", json={"ids": [rec_id]}
-            )
+            bundle = await client.post("/api/v1/recordings/bulk-download", json={"ids": [rec_id]})
             assert bundle.status_code == 200
             archive = zipfile.ZipFile(io.BytesIO(bundle.content))
             assert archive.testzip() is None
@@ -107,9 +104,7 @@ async def test_a_local_copy_is_served_from_disk_and_deleting_removes_the_objects
         rec = site.catalog.get(rec_id)
         assert rec is not None
         objects = ObjectQueries(site.catalog)
-        await wait_for(
-            lambda: objects.object_for(rec_id, rec.path), what="the upload", timeout=30
-        )
+        await wait_for(lambda: objects.object_for(rec_id, rec.path), what="the upload", timeout=30)
         # Kept locally (no keep days, no size limit): served from the disk.
         assert (site.server.root / rec.path).exists()
         keys = {o.key for o in objects.objects_of(rec_id)}

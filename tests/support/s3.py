@@ -123,9 +123,10 @@ class WeedS3:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited with {self.proc.returncode}: see {self.log}")
             try:
-                client.list_buckets()  # type: ignore[attr-defined]
-                # The gateway answers before the volume server takes writes: one write.
-                client.create_bucket(Bucket="probe")  # type: ignore[attr-defined]
+                # The gateway answers before the volume server takes writes: one write (a
+                # restart finds the probe's bucket there).
+                if "probe" not in self.buckets():
+                    client.create_bucket(Bucket="probe")  # type: ignore[attr-defined]
                 client.put_object(Bucket="probe", Key="probe", Body=b"x")  # type: ignore[attr-defined]
                 return
             except (BotoCoreError, ClientError):
