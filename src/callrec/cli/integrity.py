@@ -85,6 +85,10 @@ def verify(
     else:
         public = _installation_key(settings)
     from callrec.integrity.verify import verify as run_verify
+    from callrec.storage.client import store_from
+    from callrec.storage.files import remote_hasher
+
+    store = store_from(settings)
 
     progress = Progress(
         TextColumn("verifying"),
@@ -109,6 +113,8 @@ def verify(
                 public,
                 ids=None if all_ else ids,
                 progress=advance,
+                # A file whose local copy is gone is checked in the object store.
+                remote=None if store is None else remote_hasher(catalog, store),
             )
     finally:
         catalog.close()

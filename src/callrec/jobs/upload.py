@@ -6,11 +6,12 @@
   (removed at once with ``storage_local_keep_days = 0``, else by :class:`LocalCache`). An
   unreachable store fails the attempt: it is retried with back-off (5 s doubling to a
   minute) for 30 days, while recording goes on and /health shows the backlog.
-* ``storage.catch_up`` (every ``storage_sweep_interval``): queues the upload of every finished recording whose
-  audio is not in the store and has no upload job: those a crash or an outage kept from
-  being queued, archive copies (a new file), recordings from before ``storage_url`` was set.
-* ``storage.sweep`` (every ``storage_sweep_interval``): deletes from the store the objects of deleted
-  recordings (and of files a recording no longer has), then forgets their rows.
+* ``storage.catch_up`` (every ``storage_sweep_interval``): queues the upload of every
+  finished recording whose audio is not in the store and has no upload job: those a crash
+  or an outage kept from being queued, archive copies (a new file), recordings from before
+  ``storage_url`` was set.
+* ``storage.sweep`` (every ``storage_sweep_interval``): deletes from the store the objects
+  of deleted recordings (and of files a recording no longer has), then forgets their rows.
 
 :class:`LocalCache` is not a job: each node keeps its own disk, so each runs it, every
 minute: local copies verified more than ``storage_local_keep_days`` ago go, and while the

@@ -9,13 +9,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from callrec.catalog.objects import AUDIO, SIDECAR, ObjectInfo, VerifiedObject, recording_files
+from callrec.catalog import Catalog
+from callrec.catalog.objects import (
+    SIDECAR,
+    ObjectInfo,
+    ObjectQueries,
+    VerifiedObject,
+    recording_files,
+)
 from callrec.catalog.records import RecordingInfo
 from callrec.exceptions import CallrecError
 from callrec.storage.client import ObjectStore, StorageError
@@ -106,23 +111,18 @@ def remove_local(root: Path, obj: ObjectInfo) -> bool:
     return True
 
 
-@contextmanager
-def fetched(store: ObjectStore, obj: ObjectInfo, directory: Path) -> Iterator[Path]:
-    """The object copied to a temporary file in ``directory`` (same name's suffix, so that
-    readers know the container), its SHA-256 checked; removed on exit."""
-    directory.mkdir(parents=True, exist_ok=True)
-    suffix = PurePosixPath(obj.path).suffix
-    fd, name = tempfile.mkstemp(prefix="fetch-", suffix=suffix, dir=directory)
-    os.close(fd)
-    target = Path(name)
-    try:
-        target.unlink()
-        sha = store.download(obj.key, target)
-        if sha != obj.sha256:
-            raise VerifyMismatch(f"{obj.key}: the store returned SHA-256 {sha}, not {obj.sha256}")
-        yield target
-    finally:
-        target.unlink(missing_ok=True)
+def remote_hasher(
+    catalog: Catalog, store: ObjectStore
+) -> Callable[[int, str], tuple[str, int] | None]:
+    """What ``callrec verify`` and the web's "verify now" use for a file whose local copy is
+    gone: the SHA-256 and size of its object as the store returns it (None: not uploaded)."""
+    objects = ObjectQueries(catalog)
+
+    def hash_remote(rec_id: int, path: str) -> tuple[str, int] | None:
+        obj = objects.object_for(rec_id, path)
+        return None if obj is None else store.sha256(obj.key)
+
+    return hash_remote
 
 
 def touch(path: Path) -> None:
@@ -139,18 +139,3 @@ def _now_ns() -> int:
     import time
 
     return time.time_ns()
-
-
-__all__ = [
-    "AUDIO",
-    "LocalFileMissing",
-    "UploadResult",
-    "VerifyMismatch",
-    "delete_objects",
-    "fetched",
-    "file_sha256",
-    "local_path",
-    "remove_local",
-    "touch",
-    "upload_recording",
-]
