@@ -4,13 +4,17 @@ objects."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import zipfile
 from pathlib import Path
 
 import soundfile
+from typer.testing import CliRunner
 
 from callrec.catalog.objects import ObjectQueries
+from callrec.cli import app
 from tests.support.s3 import WeedS3
 from tests.support.waiting import wait_for
 from tests.support.web import CALLS, Site, start_site, stop_site
@@ -122,5 +126,48 @@ async def test_a_local_copy_is_served_from_disk_and_deleting_removes_the_objects
             interval=0.2,
         )
         await wait_for(lambda: not objects.orphans(), what="the orphans' rows to go", timeout=10)
+    finally:
+        await stop_site(site)
+
+
+async def test_verify_rehashes_in_the_store_when_the_local_copy_is_gone(
+    tmp_path: Path, weed: WeedS3, bucket: str
+) -> None:
+    settings = weed.settings(bucket)
+    site = await start_site(tmp_path, **settings, storage_local_keep_days=0, job_poll_interval=0.2)
+    try:
+        rec_id = await site.record(**CALLS["ivan"])
+        await _uploaded_and_evicted(site, rec_id)
+        rec = site.catalog.get(rec_id)
+        assert rec is not None
+        env = {
+            "CALLREC_RECORDINGS_DIR": str(site.server.root),
+            "CALLREC_DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
+            **{f"CALLREC_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        fine = await asyncio.to_thread(
+            CliRunner().invoke, app, ["verify", str(rec_id), "--json"], env=env
+        )
+        assert fine.exit_code == 0, fine.output
+        assert json.loads(fine.output)["files"] == 1
+        # The store's copy altered: verify says so, and that it checked the store's copy.
+        (audio,) = [o for o in ObjectQueries(site.catalog).objects_of(rec_id) if o.role == "audio"]
+        body = bytearray(weed.get(bucket, audio.key))
+        body[500] ^= 0x01
+        weed.client().put_object(Bucket=bucket, Key=audio.key, Body=bytes(body))  # type: ignore[attr-defined]
+        bad = await asyncio.to_thread(
+            CliRunner().invoke, app, ["verify", str(rec_id), "--json"], env=env
+        )
+        assert bad.exit_code == 1, bad.output
+        (finding,) = json.loads(bad.output)["findings"]
+        assert finding["kind"] == "altered"
+        assert "object store" in finding["detail"]
+        # The store's secret never shows in `config show` (its output ends up in bug reports).
+        for args in (["config", "show"], ["config", "show", "--json"]):
+            shown = CliRunner().invoke(app, args, env=env)
+            assert shown.exit_code == 0, shown.output
+            assert str(settings["storage_secret_key"]) not in shown.output
+        assert json.loads(shown.output)["storage_secret_key"] == "***"
+        assert json.loads(shown.output)["storage_access_key"] == settings["storage_access_key"]
     finally:
         await stop_site(site)

@@ -59,7 +59,9 @@ def verify(
     """Re-hash the recordings' files and check the hash chain and its signatures.
 
     Names every altered, missing, truncated, swapped or unexpected file, and any entry or
-    signature that does not check out. Exit status 1 on any finding."""
+    signature that does not check out. Exit status 1 on any finding. With storage_url, a
+    file whose local copy is gone is re-hashed as the object store returns it (its result
+    says so)."""
     if show_public_key:
         settings, _ = _settings(config)
         installed = _installation_key(settings)
