@@ -13,6 +13,7 @@ from pathlib import Path
 import soundfile
 from typer.testing import CliRunner
 
+from callrec.catalog import JobStore
 from callrec.catalog.objects import ObjectQueries
 from callrec.cli import app
 from tests.support.s3 import WeedS3
@@ -28,7 +29,13 @@ async def _uploaded_and_evicted(site: Site, rec_id: int) -> None:
             o.role == "audio" and o.local_removed_at is not None for o in objects.objects_of(rec_id)
         )
 
-    await wait_for(evicted, what="the upload and the local copy's removal", timeout=30)
+    def why() -> str:
+        jobs = JobStore(site.catalog).list_jobs(kind="storage.upload")
+        return "the upload and the local copy's removal; jobs: " + "; ".join(
+            f"{j.state} {j.last_error}" for j in jobs
+        )
+
+    await wait_for(evicted, what=why, timeout=30)
 
 
 async def test_playback_range_downloads_zip_and_peaks_come_from_the_store(

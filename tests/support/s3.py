@@ -110,7 +110,7 @@ class WeedS3:
             "-s3",
             f"-s3.config={self.config}",
             "-master.volumeSizeLimitMB=64",
-            "-volume.max=16",
+            "-volume.max=200",  # each bucket is a collection with volumes of its own
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]
         with self.log.open("ab") as log:

@@ -154,11 +154,11 @@ class ObjectQueries:
 
     def record_uploaded(
         self, recording_id: int, audio_path: str, objects: Sequence[VerifiedObject]
-    ) -> bool:
+    ) -> list[ObjectInfo] | None:
         """Record ``objects`` as the recording's files in the store, if the recording is
         still there with ``audio_path`` as its file (an archive switch or a delete meanwhile:
-        False, nothing written; the caller deletes what it uploaded). Rows of the recording's
-        files that are no longer among ``objects`` become orphans."""
+        None, nothing written; the caller deletes what it uploaded); the rows written. Rows
+        of the recording's files that are no longer among ``objects`` become orphans."""
         now = utcnow()
         with self.catalog.transaction("record uploaded files", write=True) as session:
             connection = session.connection()
@@ -166,7 +166,7 @@ class ObjectQueries:
                 select(RECORDINGS.c.path).where(RECORDINGS.c.id == recording_id)
             ).scalar()
             if current != audio_path:
-                return False
+                return None
             keys = {o.key for o in objects}
             existing = {
                 row.key: row.id
@@ -197,7 +197,8 @@ class ObjectQueries:
                 .where(OBJECTS.c.key.not_in(keys))
                 .values(recording_id=None)
             )
-        return True
+            rows = connection.execute(select(OBJECTS).where(OBJECTS.c.key.in_(keys)))
+            return [_info(r._mapping) for r in rows]
 
     def mark_local_removed(self, ids: Iterable[int]) -> None:
         ids = list(ids)

@@ -33,7 +33,7 @@ from typing import Any, Final, TypeVar
 
 from callrec.catalog import STATUS_RECORDING, Catalog
 from callrec.catalog.jobs import JobInfo
-from callrec.catalog.objects import UPLOAD_KIND, ObjectQueries, upload_key
+from callrec.catalog.objects import SIDECAR, UPLOAD_KIND, ObjectQueries, upload_key
 from callrec.catalog.records import utcnow
 from callrec.config import Settings, parse_size
 from callrec.exceptions import CatalogError
@@ -136,7 +136,7 @@ class Storage:
         recorded = await self.runner.write(
             lambda: self.objects.record_uploaded(rec.id, rec.path, result.objects)
         )
-        if not recorded:
+        if recorded is None:
             # Deleted, or switched to an archive copy, while uploading: these objects belong
             # to nothing (the new file gets its own job).
             try:
@@ -146,9 +146,10 @@ class Storage:
             return f"recording {rec_id} went or changed while uploading; its objects deleted"
         removed = ""
         if self.settings.storage_local_keep_days == 0:
-            stored = await self.runner.read(lambda: self.objects.objects_of(rec.id))
-            gone = [o for o in stored if o.role != "sidecar" and remove_local(self.root, o)]
-            await self.runner.write(lambda: self.objects.mark_local_removed(o.id for o in gone))
+            # Verified and recorded (committed) above: only now may the local copies go.
+            local = [o for o in recorded if o.role != SIDECAR]
+            gone = await self._off(lambda: [o for o in local if remove_local(self.root, o)])
+            await self.runner.write(lambda: self.objects.mark_local_removed(o.id for o in local))
             removed = f"; {len(gone)} local copies removed"
         return f"{len(keys)} files ({result.bytes} bytes) uploaded and verified{removed}"
 
