@@ -22,7 +22,7 @@ figures.
 
     .venv/bin/python benchmarks/s3.py                       # 1,000 calls/min for 2 minutes
     .venv/bin/python benchmarks/s3.py --rate 1000 --minutes 3 --call-seconds 60
-    .venv/bin/python benchmarks/s3.py --database-url postgresql+psycopg://postgres@127.0.0.1/db
+    .venv/bin/python benchmarks/s3.py --postgres             # the catalogue on PostgreSQL
 """
 
 from __future__ import annotations
@@ -41,11 +41,7 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.support.s3 import WeedS3
-
-from callrec.catalog import NewRecording
+from callrec.catalog import FinishRecording, NewRecording
 from callrec.catalog.objects import ObjectQueries
 from callrec.catalog.records import utcnow
 from callrec.config import Settings
@@ -53,6 +49,11 @@ from callrec.jobs.completion import KIND as COMPLETED
 from callrec.media.wav import WavHeader
 from callrec.service import Service
 from callrec.web.security import hash_password, new_api_token
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # tests.support: the S3 server
+from tests.support.s3 import WeedS3  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -89,8 +90,8 @@ async def produce(
             await asyncio.to_thread((root / path).write_bytes, data)
             batch.append((uid, path, data))
         now = utcnow()
-        for uid, path, data in batch:
-            rec = NewRecording(
+        news = [
+            NewRecording(
                 session_id=uid[:8],
                 device="0c383e0e709a",
                 codec="PCMA",
@@ -99,27 +100,42 @@ async def produce(
                 path=path,
                 uid=uid,
             )
-            sha = hashlib.sha256(data).hexdigest()
+            for uid, path, _ in batch
+        ]
+        hashes = [hashlib.sha256(data).hexdigest() for _, _, data in batch]
+        size = len(batch[0][2]) if batch else 0
 
-            def write(
-                rec: NewRecording = rec, sha: str = sha, size: int = len(data), end: datetime = now
-            ) -> int:
-                rec_id = service.catalog.create_recording(rec)
-                service.catalog.finish_recording(
-                    rec_id,
-                    status="complete",
-                    stop_reason="phone_stop",
-                    end_time=end,
-                    duration=seconds,
-                    size_bytes=size,
-                    sha256=sha,
-                    counters=None,
-                )
-                return rec_id
+        def write(
+            news: list[NewRecording] = news,
+            hashes: list[str] = hashes,
+            end: datetime = now,
+            size: int = size,
+        ) -> list[int]:
+            # One transaction for the starts and one for the ends of a tick's recordings,
+            # as the engine's journal applies them (batches of up to 512).
+            ids = [i for i in service.catalog.create_recordings(news) if isinstance(i, int)]
+            service.catalog.finish_recordings(
+                [
+                    FinishRecording(
+                        rec_id=rec_id,
+                        status="complete",
+                        stop_reason="phone_stop",
+                        end_time=end,
+                        duration=seconds,
+                        size_bytes=size,
+                        sha256=sha,
+                        counters=None,
+                    )
+                    for rec_id, sha in zip(ids, hashes, strict=True)
+                ]
+            )
+            return ids
 
-            rec_id = await service.writer.run(write)
-            ends[rec_id] = now.timestamp()
-            await service.jobs.enqueue(COMPLETED, uid, {"uid": uid})
+        if batch:
+            ids = await service.writer.run(write)
+            for rec_id in ids:
+                ends[rec_id] = now.timestamp()
+            await service.jobs.enqueue_many((COMPLETED, uid, {"uid": uid}) for uid, _, _ in batch)
         made = due
         await asyncio.sleep(max(0.0, started + made * interval - time.monotonic()))
     return ends
@@ -250,7 +266,32 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=2.0, help="job_poll_interval")
     parser.add_argument("--wait", type=float, default=300.0, help="most seconds to drain")
     parser.add_argument("--database-url", default="")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="a PostgreSQL catalogue: a database callrec_s3bench_<random> on 127.0.0.1, "
+        "dropped afterwards",
+    )
+    args = parser.parse_args()
+    if not args.postgres:
+        asyncio.run(run(args))
+        return
+    import psycopg
+
+    name = f"callrec_s3bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(
+        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
+    ) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            args.database_url = f"postgresql+psycopg://postgres@127.0.0.1/{name}"
+            asyncio.run(run(args))
+        finally:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            admin.execute(f'DROP DATABASE "{name}"')
 
 
 if __name__ == "__main__":
