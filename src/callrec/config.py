@@ -432,6 +432,14 @@ class Settings:
     storage_secret_key: str = _doc(
         "Secret access key for the store (never printed by `callrec config show`).", ""
     )
+    storage_verify: str = _doc(
+        "How an upload is verified: \"checksum\" sends the file's SHA-256 with it (S3's "
+        "x-amz-checksum-sha256: the store refuses bytes that do not match) and requires the "
+        'store\'s answer to name the same SHA-256, else reads it back; "read" always reads '
+        "the object back and hashes what the store returns (proves it readable; twice the "
+        "traffic).",
+        "checksum",
+    )
     storage_cache_max_bytes: str = _doc(
         "Most space the local copies of uploaded (and verified) recordings may take, as "
         "disk_quota is written (500GB, 2TiB); past it the least recently played go first. "
@@ -610,6 +618,10 @@ class Settings:
             raise ConfigError(f"storage_endpoint {self.storage_endpoint!r} is not an http(s) URL")
         if bool(self.storage_access_key) != bool(self.storage_secret_key):
             raise ConfigError("storage_access_key and storage_secret_key must be given together")
+        if self.storage_verify not in ("checksum", "read"):
+            raise ConfigError(
+                f'storage_verify must be "checksum" or "read", not {self.storage_verify!r}'
+            )
         for name in ("storage_timeout", "storage_sweep_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")

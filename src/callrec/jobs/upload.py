@@ -1,8 +1,9 @@
 """The object storage tier's jobs (issue 17 part 1, docs/scaling.md "Object storage").
 
 * ``storage.upload`` (key ``<uid>:<sha256>``, queued by ``recording.completed`` and by the
-  catch-up): uploads every file of a finished recording, reads each back and compares its
-  SHA-256, then records them in ``recording_objects``. Only then is the local copy a cache
+  catch-up): uploads every file of a finished recording, verifies each against its SHA-256
+  (``storage_verify``: the store's checksum of what it received, or a read-back), then
+  records them in ``recording_objects``. Only then is the local copy a cache
   (removed at once with ``storage_local_keep_days = 0``, else by :class:`LocalCache`). An
   unreachable store fails the attempt: it is retried with back-off (5 s doubling to a
   minute) for 30 days, while recording goes on and /health shows the backlog.
@@ -22,6 +23,7 @@ time, which the web sets when it serves one).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -129,7 +131,15 @@ class Storage:
         if upload_key(owner_of(rec.uid, rec.id), rec.sha256) != job.key:
             return f"recording {rec_id} changed (archived?); its new file has its own job"
         try:
-            result = await self._off(upload_recording, self.store, self.root, rec)
+            result = await self._off(
+                functools.partial(
+                    upload_recording,
+                    self.store,
+                    self.root,
+                    rec,
+                    verify=self.settings.storage_verify,
+                )
+            )
         except (StorageError, LocalFileMissing) as exc:
             raise JobFailed(str(exc)) from exc
         keys = [o.key for o in result.objects]

@@ -12,6 +12,7 @@ web's 502 say it plainly.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import threading
@@ -136,17 +137,31 @@ class ObjectStore:
 
     # -- objects -----------------------------------------------------------------------------
 
-    def put_file(self, path: Path, key: str) -> None:
-        """Upload the file at ``path`` as ``key`` (replacing an object there)."""
+    def put_file(self, path: Path, key: str, *, sha256: str | None = None) -> str | None:
+        """Upload the file at ``path`` as ``key`` (replacing an object there). With
+        ``sha256`` (hex, of the file) a single PUT carries it (``x-amz-checksum-sha256``):
+        the store refuses bytes that do not match it (``BadDigest``, raised here). Returns
+        the SHA-256 (hex) the store's answer names, None when it names none (a store
+        without checksums, or a multipart upload: files over 64 MiB)."""
         self.ensure_bucket()
         try:
-            if path.stat().st_size <= MULTIPART_THRESHOLD:
-                with path.open("rb") as fh:
-                    self._client.put_object(Bucket=self.bucket, Key=key, Body=fh)
-            else:
+            if path.stat().st_size > MULTIPART_THRESHOLD:
                 self._client.upload_file(str(path), self.bucket, key)
+                return None
+            args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+            if sha256 is not None:
+                args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+            with path.open("rb") as fh:
+                answer = self._client.put_object(Body=fh, **args)
         except (ClientError, BotoCoreError) as exc:
             raise _error(f"upload of {key} failed", exc) from exc
+        named = answer.get("ChecksumSHA256")
+        if not named:
+            return None
+        try:
+            return base64.b64decode(str(named)).hex()
+        except ValueError:
+            return None
 
     def sha256(self, key: str) -> tuple[str, int]:
         """SHA-256 (hex) and size of the object's bytes as the store returns them."""

@@ -63,11 +63,16 @@ def file_sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def upload_recording(store: ObjectStore, root: Path, rec: RecordingInfo) -> UploadResult:
-    """Upload every file of ``rec`` (audio, companions, original, sidecar), read each back
-    and compare its SHA-256 with the local file's. A missing sidecar is skipped (rows from
-    before sidecars); a missing audio file raises :class:`LocalFileMissing`; a mismatch
-    :class:`VerifyMismatch` (the object is left: the retry replaces it)."""
+def upload_recording(
+    store: ObjectStore, root: Path, rec: RecordingInfo, *, verify: str = "checksum"
+) -> UploadResult:
+    """Upload every file of ``rec`` (audio, companions, original, sidecar) and verify each
+    against the local file's SHA-256: ``verify="checksum"`` sends the SHA-256 with the PUT
+    (the store refuses other bytes) and accepts the store's answer when it names the same
+    SHA-256, reading the object back otherwise; ``"read"`` always reads it back and hashes
+    what the store returns. A missing sidecar is skipped (rows from before sidecars); a
+    missing audio file raises :class:`LocalFileMissing`; a mismatch :class:`VerifyMismatch`
+    (the object is left: the retry replaces it)."""
     owner = owner_of(rec.uid, rec.id)
     done: list[VerifiedObject] = []
     total = 0
@@ -80,8 +85,12 @@ def upload_recording(store: ObjectStore, root: Path, rec: RecordingInfo) -> Uplo
                 continue
             raise LocalFileMissing(f"{path} is not on this machine's disk") from exc
         key = store.location.key(owner, path)
-        store.put_file(source, key)
-        stored_sha, stored_size = store.sha256(key)
+        named = store.put_file(source, key, sha256=local_sha if verify == "checksum" else None)
+        if named == local_sha:
+            # The store checked the bytes it received against our SHA-256 and names it.
+            stored_sha, stored_size = named, size
+        else:
+            stored_sha, stored_size = store.sha256(key)
         if (stored_sha, stored_size) != (local_sha, size):
             raise VerifyMismatch(
                 f"{key}: the store returned {stored_size} bytes with SHA-256 {stored_sha}, "
