@@ -4,7 +4,8 @@
 * :mod:`callrec.storage.client`: :class:`ObjectStore`, boto3's S3 client behind the few calls
   callrec makes (put and verify, ranged reads, delete, the bucket made when missing).
 * :mod:`callrec.storage.files`: a recording's files, uploading and verifying them, removing
-  or fetching local copies: the blocking work the upload jobs and the web call on threads.
+  local copies, hashing the store's: the blocking work the jobs and ``verify`` call on
+  threads (the web's reads from the store are :mod:`callrec.web.stored`).
 
 The catalogue's side (which file is where, verified when) is :mod:`callrec.catalog.objects`;
 the jobs that move files are :mod:`callrec.jobs.upload`. Nothing here imports a front end.

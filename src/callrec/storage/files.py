@@ -1,4 +1,5 @@
-"""A recording's files and the object store: upload and verify, remove or fetch local copies.
+"""A recording's files and the object store: upload and verify, remove local copies, hash
+the store's copy for ``callrec verify``.
 
 Blocking, each function the work of one call on a worker thread (an upload job's, the
 cache's, the web's). Nothing here writes the catalogue: the caller records what came back.
