@@ -461,6 +461,62 @@ class Settings:
         "transcription off in the server.",
         1,
     )
+    # -- issue 17 part 1: the object storage tier (docs/scaling.md, "Object storage") --
+    storage_url: str = _doc(
+        'Where finished recordings go: "s3://bucket/prefix" on any S3-compatible store (the '
+        "bucket is created when missing). Upload jobs copy each recording's files there, "
+        "verify them (SHA-256 of what the store returns) and only then treat the local "
+        "files as a cache; playback and downloads read the store when the cache lacks a "
+        "file. Empty: recordings stay on this machine's disk only.",
+        "",
+    )
+    storage_endpoint: str = _doc(
+        "URL of the S3 API (http://127.0.0.1:8333, https://s3.eu-west-1.amazonaws.com). "
+        "Empty: AWS's endpoint for storage_region.",
+        "",
+    )
+    storage_region: str = _doc(
+        "Region of the bucket (any name for most other stores).", "us-east-1"
+    )
+    storage_access_key: str = _doc(
+        "Access key id for the store. Empty: boto3's own chain (AWS_* environment variables, "
+        "~/.aws, an instance role).",
+        "",
+    )
+    storage_secret_key: str = _doc(
+        "Secret access key for the store (never printed by `callrec config show`).", ""
+    )
+    storage_verify: str = _doc(
+        "How an upload is verified: \"checksum\" sends the file's SHA-256 with it (S3's "
+        "x-amz-checksum-sha256: the store refuses bytes that do not match) and requires the "
+        'store\'s answer to name the same SHA-256, else reads it back; "read" always reads '
+        "the object back and hashes what the store returns (proves it readable; twice the "
+        "traffic).",
+        "checksum",
+    )
+    storage_cache_max_bytes: str = _doc(
+        "Most space the local copies of uploaded (and verified) recordings may take, as "
+        "disk_quota is written (500GB, 2TiB); past it the least recently played go first. "
+        "Empty: no size limit.",
+        "",
+    )
+    storage_local_keep_days: float = _doc(
+        "Days a local copy is kept after its upload was verified; then it is removed (the "
+        "store keeps the recording). 0: removed at once; negative: kept (only "
+        "storage_cache_max_bytes limits the cache).",
+        -1.0,
+    )
+    storage_sweep_interval: float = _doc(
+        "Seconds between the storage sweeps: objects of deleted recordings deleted from the "
+        "store, and finished recordings without an upload job given one (one sweep at a time "
+        "across processes and nodes).",
+        60.0,
+    )
+    storage_timeout: float = _doc(
+        "Seconds the store has to connect or answer one request before an upload is retried "
+        "(with back-off) or a playback fails.",
+        10.0,
+    )
 
     def __post_init__(self) -> None:
         for name in ("control_port", "media_port_min", "media_port_max"):
@@ -612,6 +668,7 @@ class Settings:
                 raise ConfigError(f"retention_rules: {exc}") from exc
         parse_quota(self.disk_quota)
         self._check_transcription()
+        self._check_storage()
 
     def _check_transcription(self) -> None:
         from callrec.catalog.policy import TranscribePolicy
@@ -636,6 +693,25 @@ class Settings:
             TranscribePolicy.parse(self.transcribe_policy)
         except CatalogError as exc:
             raise ConfigError(f"transcribe_policy: {exc}") from exc
+
+    def _check_storage(self) -> None:
+        from callrec.storage.location import StorageLocation
+
+        if self.storage_url:
+            StorageLocation.parse(self.storage_url)  # raises ConfigError with the reason
+        if self.storage_endpoint and not self.storage_endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"storage_endpoint {self.storage_endpoint!r} is not an http(s) URL")
+        if bool(self.storage_access_key) != bool(self.storage_secret_key):
+            raise ConfigError("storage_access_key and storage_secret_key must be given together")
+        if self.storage_verify not in ("checksum", "read"):
+            raise ConfigError(
+                f'storage_verify must be "checksum" or "read", not {self.storage_verify!r}'
+            )
+        for name in ("storage_timeout", "storage_sweep_interval"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        if self.storage_cache_max_bytes:
+            parse_size("storage_cache_max_bytes", self.storage_cache_max_bytes)
 
     @classmethod
     def fields_doc(cls) -> list[tuple[str, str, Any]]:
@@ -678,6 +754,19 @@ def parse_quota(text: str) -> tuple[str, float] | None:
         raise ConfigError(
             f"disk_quota must be bytes (500GB, 2TiB, 1000000000) or a percent (80%), got {text!r}"
         ) from exc
+
+
+def parse_size(name: str, text: str) -> int:
+    """A size in bytes written as disk_quota's (500GB, 2TiB, 1000000000)."""
+    value = text.strip().lower().replace(" ", "")
+    number = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+    try:
+        amount = float(number) * _QUOTA_UNITS[value[len(number) :]]
+    except (ValueError, KeyError):
+        amount = -1.0
+    if amount <= 0:
+        raise ConfigError(f"{name} must be bytes (500GB, 2TiB, 1000000000), got {text!r}")
+    return int(amount)
 
 
 def _rule_table(name: str, item: Any) -> str:

@@ -31,7 +31,11 @@ The tree tells the peer's fault from ours::
     ├── media.localrecord.LocalRecordError  local (USB) recording options that do not work
     ├── sim.phone.PhoneError       the phone simulator could not complete a call
     ├── sim.loadrun.LoadError      a load test that cannot run (options, server start-up)
-    └── integrity.keys.KeyFileError  the chain's signing key cannot be read or made
+    ├── integrity.keys.KeyFileError  the chain's signing key cannot be read or made
+    ├── storage.client.StorageError  the object store failed (unreachable, refused, wrong)
+    │   ├── ObjectMissing          the object asked for is not in the store
+    │   └── storage.files.VerifyMismatch  the store's bytes are not the file uploaded
+    └── storage.files.LocalFileMissing  a file to upload is not on this node's disk
 
 Any other exception escaping a protocol core is a bug and is logged as one.
 """

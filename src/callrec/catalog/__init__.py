@@ -17,6 +17,7 @@ from callrec.catalog.archives import ArchiveStore
 from callrec.catalog.batch import DuplicatePathError, FinishRecording
 from callrec.catalog.database import head_revision
 from callrec.catalog.jobs import JobInfo, JobStore  # issue 16 part 3
+from callrec.catalog.objects import ObjectInfo, ObjectQueries  # issue 17: the object store
 from callrec.catalog.policy import (  # issue 16 R: retention and legal hold
     HOLD_KINDS,
     HoldInfo,
@@ -84,6 +85,8 @@ __all__ = [
     "NewAuditEntry",
     "NewRecording",
     "NoteInfo",
+    "ObjectInfo",
+    "ObjectQueries",
     "PasswordChange",
     "RecordingInfo",
     "RetentionPolicy",

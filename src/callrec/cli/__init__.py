@@ -228,7 +228,8 @@ def config_show(
 
 def _hidden(name: str, value: Any) -> Any:
     """A secret's value as ``***`` (``config show`` output ends up in bug reports)."""
-    return "***" if name.endswith("_secret") and value else value
+    secret = name.endswith(("_secret", "_secret_key"))
+    return "***" if secret and value else value
 
 
 def _plain(value: Any) -> Any:

@@ -59,7 +59,9 @@ def verify(
     """Re-hash the recordings' files and check the hash chain and its signatures.
 
     Names every altered, missing, truncated, swapped or unexpected file, and any entry or
-    signature that does not check out. Exit status 1 on any finding."""
+    signature that does not check out. Exit status 1 on any finding. With storage_url, a
+    file whose local copy is gone is re-hashed as the object store returns it (its result
+    says so)."""
     if show_public_key:
         settings, _ = _settings(config)
         installed = _installation_key(settings)
@@ -85,6 +87,10 @@ def verify(
     else:
         public = _installation_key(settings)
     from callrec.integrity.verify import verify as run_verify
+    from callrec.storage.client import store_from
+    from callrec.storage.files import remote_hasher
+
+    store = store_from(settings)
 
     progress = Progress(
         TextColumn("verifying"),
@@ -109,6 +115,8 @@ def verify(
                 public,
                 ids=None if all_ else ids,
                 progress=advance,
+                # A file whose local copy is gone is checked in the object store.
+                remote=None if store is None else remote_hasher(catalog, store),
             )
     finally:
         catalog.close()

@@ -129,11 +129,15 @@ def jobs_run_once(config: ConfigOption = None) -> None:
     webhooks, on_complete_command); also catches up recordings without a completion job.
     Safe next to a running `callrec serve`: each job is claimed by one runner."""
     from callrec.jobs.completion import build_runner
+    from callrec.storage.client import store_from
 
     settings, catalog = _catalog(config)
     try:
         runner, completion = build_runner(
-            settings, catalog, root=Path(settings.recordings_dir).resolve()
+            settings,
+            catalog,
+            root=Path(settings.recordings_dir).resolve(),
+            store=store_from(settings),
         )
 
         async def run() -> int:

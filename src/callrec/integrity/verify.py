@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from callrec.catalog import Catalog
 from callrec.catalog import integrity as chain
+from callrec.exceptions import CallrecError
 from callrec.integrity.keys import key_id, verify_signature
 from callrec.media.wav import being_written
 
@@ -48,6 +49,13 @@ KINDS: Final = (
     "catalogue",
     "unchained",
 )
+#: Hashes a recording's file in the object store when its local copy is gone (issue 17):
+#: given the recording's id and the file's catalogued path, the SHA-256 and size of the bytes
+#: the store returns, or None when the file was never uploaded. Raises CallrecError when
+#: the store fails.
+RemoteHash = Callable[[int, str], tuple[str, int] | None]
+#: Said of a file checked in the object store, its local copy gone.
+IN_STORE: Final = " (the object store's copy: no local copy)"
 #: Bytes read at a time when hashing a file.
 BLOCK: Final = 1 << 20
 #: The recordings' own state directory (journals, keys): never recordings.
@@ -238,10 +246,12 @@ def verify(
     ids: Sequence[int] | None = None,
     progress: ProgressFn | None = None,
     record: bool = True,
+    remote: RemoteHash | None = None,
 ) -> Report:
     """Check the chain, its signatures (with ``public``; None: not checked), the catalogue
     and the files of ``ids`` (None: every recording, and look for unexpected WAV files).
-    With ``record`` each recording's result is stored as its last check."""
+    With ``record`` each recording's result is stored as its last check. With ``remote``
+    a file whose local copy is gone is checked in the object store (and said so)."""
     report = Report()
     root = root.resolve()
     wanted = None if ids is None else set(ids)
@@ -305,7 +315,7 @@ def verify(
                         f"the row says another file or SHA-256 than chain entry #{live.seq}",
                     )
                 )
-    checks = _check_files(report, root, latest, wanted, progress)
+    checks = _check_files(report, root, latest, wanted, progress, remote)
     if wanted is None:
         _find_unexpected(report, root, latest, unchained_paths)
     if record and checks:
@@ -320,6 +330,7 @@ def _check_files(
     latest: dict[int, _Live],
     wanted: set[int] | None,
     progress: ProgressFn | None,
+    remote: RemoteHash | None = None,
 ) -> list[tuple[int, str, str]]:
     todo = [
         (rec_id, live)
@@ -346,14 +357,26 @@ def _check_files(
 
     results: list[tuple[int, str, str]] = []
     for rec_id, live in todo:
-        found = _check_file(root, rec_id, live.path, live.sha256, live.size, by_hash, advance)
+        stored: list[str] = []
+        found = _check_file(
+            root, rec_id, live.path, live.sha256, live.size, by_hash, advance, remote, stored
+        )
         if found is None and live.original_path and live.original_sha256:
             found = _check_file(
-                root, rec_id, live.original_path, live.original_sha256, None, by_hash, advance
+                root,
+                rec_id,
+                live.original_path,
+                live.original_sha256,
+                None,
+                by_hash,
+                advance,
+                remote,
+                stored,
             )
         report.files += 1
         if found is None:
-            results.append((rec_id, "ok", f"matches chain entry #{live.seq}"))
+            where = IN_STORE if stored else ""
+            results.append((rec_id, "ok", f"matches chain entry #{live.seq}{where}"))
         else:
             report.findings.append(found)
             results.append((rec_id, found.kind, found.detail))
@@ -369,24 +392,47 @@ def _check_file(
     size: int | None,
     by_hash: dict[str, int],
     advance: Callable[[int], None],
+    remote: RemoteHash | None = None,
+    stored: list[str] | None = None,
 ) -> Finding | None:
+    """Re-hash one file; with ``remote``, a file whose local copy is gone is hashed in the
+    object store (its path then appended to ``stored``, and findings say so)."""
     path = root / relative
     if not path.resolve().is_relative_to(root):
         return Finding("altered", relative, rec_id, "the path leaves the recordings directory")
+    where = ""
     try:
         digest, found = hash_file(path, advance)
     except FileNotFoundError:
-        return Finding("missing", relative, rec_id, "the file is gone")
+        got = None
+        if remote is not None:
+            try:
+                got = remote(rec_id, relative)
+            except CallrecError as exc:
+                return Finding(
+                    "missing", relative, rec_id, f"no local copy, and the object store: {exc}"
+                )
+        if got is None:
+            return Finding("missing", relative, rec_id, "the file is gone")
+        digest, found = got
+        advance(found)
+        where = IN_STORE
+        if stored is not None:
+            stored.append(relative)
     except OSError as exc:
         return Finding("missing", relative, rec_id, f"cannot read the file: {exc.strerror}")
     if digest == expected:
         return None
     other = by_hash.get(digest)
     if other is not None and other != rec_id:
-        return Finding("swapped", relative, rec_id, f"the file holds recording #{other}'s content")
+        return Finding(
+            "swapped", relative, rec_id, f"the file holds recording #{other}'s content{where}"
+        )
     if size is not None and found < size:
-        return Finding("truncated", relative, rec_id, f"{found} bytes where the chain says {size}")
-    return Finding("altered", relative, rec_id, "its SHA-256 is not the chain's")
+        return Finding(
+            "truncated", relative, rec_id, f"{found} bytes where the chain says {size}{where}"
+        )
+    return Finding("altered", relative, rec_id, f"its SHA-256 is not the chain's{where}")
 
 
 def _find_unexpected(
@@ -477,7 +523,11 @@ def state(catalog: Catalog, rec_id: int) -> RecordingState:
 
 
 def check_one(
-    catalog: Catalog, root: Path, rec_id: int, public: Ed25519PublicKey | None
+    catalog: Catalog,
+    root: Path,
+    rec_id: int,
+    public: Ed25519PublicKey | None,
+    remote: RemoteHash | None = None,
 ) -> tuple[Finding | None, str]:
     """Re-hash one recording's file against its chain entry; also check that entry's own
     hash, its link to the entry before, and the newest signature. Returns the finding (None:
@@ -492,6 +542,7 @@ def check_one(
         signed = None if sig is None else chain.entry_at(connection, sig.seq)
     if entry is None:
         return Finding("unchained", "", rec_id, "the recording is not in the chain"), ""
+    stored: list[str] = []
     prev = chain.GENESIS if entry.seq == 1 else (before.hash if before else "")
     problem = (
         f"entry #{entry.seq - 1} is missing"
@@ -519,14 +570,26 @@ def check_one(
     else:
         # Another recording's content is looked up only when the file differs.
         live = _live(entry)
-        finding = _check_file(root, rec_id, live.path, live.sha256, live.size, {}, _ignore)
+        finding = _check_file(
+            root, rec_id, live.path, live.sha256, live.size, {}, _ignore, remote, stored
+        )
         if finding is None and live.original_path and live.original_sha256:
             finding = _check_file(
-                root, rec_id, live.original_path, live.original_sha256, None, {}, _ignore
+                root,
+                rec_id,
+                live.original_path,
+                live.original_sha256,
+                None,
+                {},
+                _ignore,
+                remote,
+                stored,
             )
-        if finding is not None and finding.kind == "altered":
+        if finding is not None and finding.kind == "altered" and not stored:
             finding = _maybe_swapped(catalog, root, rec_id, finding)
-    return finding, f"matches chain entry #{entry.seq}" if finding is None else finding.detail
+    if finding is not None:
+        return finding, finding.detail
+    return finding, f"matches chain entry #{entry.seq}{IN_STORE if stored else ''}"
 
 
 def save_check(catalog: Catalog, rec_id: int, finding: Finding | None, detail: str) -> None:

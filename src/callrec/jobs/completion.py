@@ -26,8 +26,9 @@ from callrec.catalog.records import utcnow
 from callrec.config import Settings
 from callrec.engine.live import FINISHED, LiveSession, LiveView
 from callrec.exceptions import CatalogError
-from callrec.jobs import command, transcription, webhooks
+from callrec.jobs import command, transcription, upload, webhooks
 from callrec.jobs.runner import JobDeferred, JobKind, JobRunner, RetryPolicy
+from callrec.storage.client import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class Completion:
         self.settings = settings
         self.root = root
         self.store = JobStore(catalog)
+        #: The object store's kinds, when ``storage_url`` is set (see :func:`build_runner`).
+        self.storage: upload.Storage | None = None
         self.transcribe_policy = TranscribePolicy.parse(settings.transcribe_policy)
         #: The ``transcribe`` kind's handler, when this runner transcribes (build_runner).
         self.transcription: transcription.TranscribeJobs | None = None
@@ -61,6 +64,8 @@ class Completion:
         """Stop what runs beside the runner (the transcription workers); after its stop."""
         if self.transcription is not None:
             self.transcription.close()
+        if self.storage is not None:
+            self.storage.close()
 
     def kinds(self) -> list[JobKind]:
         return [
@@ -106,6 +111,8 @@ class Completion:
             tags = await self.runner.read(lambda: self.catalog.tags_of([rec.id]))
             if transcription.wanted(self.transcribe_policy, rec, tags.get(rec.id, [])):
                 todo.append((transcription.KIND, transcription.job_key(rec.id), {"id": rec.id}))
+        if self.settings.storage_url:
+            todo.append(upload.upload_job(rec.id, rec.uid, rec.sha256))
         added = await self.runner.enqueue_many(todo)
         return f"recording {rec.id}: {added} follow-up jobs queued"
 
@@ -142,6 +149,7 @@ def build_runner(
     write: Any = None,
     read: Any = None,
     name: str | None = None,
+    store: ObjectStore | None = None,
 ) -> tuple[JobRunner, Completion]:
     """A runner with every kind ``settings`` asks for (``callrec serve``, ``callrec jobs
     run-once``); ``write`` and ``read`` as :class:`JobRunner` takes them."""
@@ -166,4 +174,7 @@ def build_runner(
             runner, catalog, settings, root=root
         )
         runner.register(completion.transcription.kind())
+    if store is not None:
+        completion.storage = upload.Storage(runner, catalog, settings, store, root=root)
+        completion.storage.register(runner)
     return runner, completion

@@ -60,6 +60,7 @@ from callrec.filemodes import FileModes
 from callrec.health import ProcessHealth, worker_report
 from callrec.integrity import signing as chain_signing
 from callrec.integrity.keys import KeyFileError, SigningKey, key_file, load_or_create
+from callrec.jobs.upload import LocalCache
 from callrec.retention.task import RetentionTask
 from callrec.server.listener import PhoneServer
 from callrec.service.process import prepare_process, run_loop
@@ -203,6 +204,7 @@ class Service:
         self.completion: Completion | None = None
         if settings.jobs_enabled and not worker:
             from callrec.jobs.completion import build_runner
+            from callrec.storage.client import store_from
 
             if settings.transcribe_workers > 0:
                 _check_transcription(settings)
@@ -216,8 +218,16 @@ class Service:
                 # they hold no connection of their own) queue on the catalogue writer.
                 write=self.writer.run if sqlite else None,
                 read=self.writer.run if sqlite else None,
+                store=store_from(settings),
             )
             self.completion.observe(self.live)
+        # -- issue 17 part 1: this node's local copies of uploaded recordings, a cache --
+        self.cache: LocalCache | None = None
+        if settings.storage_url and not worker:
+            from callrec.jobs.upload import LocalCache
+
+            cache = LocalCache(self.catalog, settings, root=self.root, write=self.writer.run)
+            self.cache = cache if cache.needed else None
         self._started: list[Any] = []
         self._stopped = False
         self._background: list[asyncio.Task[None]] = []
@@ -275,6 +285,8 @@ class Service:
             self._background.append(
                 asyncio.create_task(self.retention.run(), name="callrec-retention")
             )
+        if self.cache is not None:
+            self._background.append(asyncio.create_task(self.cache.run(), name="callrec-cache"))
         if self.settings.workers > 1 and not self.worker:
             port = self.phone.reserve_control_port()
             self.workers = WorkerPool(

@@ -19,6 +19,7 @@ from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
 from callrec.health import HealthSource
+from callrec.storage.client import store_from
 from callrec.web import upload
 from callrec.web.allow import AllowListMiddleware
 from callrec.web.api import accounts as accounts_api
@@ -110,8 +111,9 @@ def create_app(
         live=LiveHub(recording),
         listen=ListenHub(recording, root, web_metrics.registry),
         metrics=web_metrics,
-        health=HealthCheck(catalog, health),
+        health=HealthCheck(catalog, health, storage=bool(settings.storage_url)),
         touches=Touches(writer),
+        store=store_from(settings),
     )
     app.state.ctx = ctx
     # The API's routers, in the order of its OpenAPI description.

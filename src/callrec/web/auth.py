@@ -25,6 +25,7 @@ from callrec.catalog import Catalog, NewAuditEntry, Scope, UserInfo
 from callrec.config import Settings
 from callrec.engine import CatalogWriter, LiveView
 from callrec.exceptions import CatalogError
+from callrec.storage.client import ObjectStore
 from callrec.web.health import Episode, HealthCheck
 from callrec.web.listen import ListenHub
 from callrec.web.live import LiveHub
@@ -102,6 +103,9 @@ class WebContext:
     touches: Touches
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     peaks: PeaksCache = field(default_factory=PeaksCache)
+    #: The object store (``storage_url``): the audio of recordings whose local copy is gone
+    #: is read from it (issue 17). None without one.
+    store: ObjectStore | None = None
 
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a (blocking) catalogue read, or other blocking work, on a worker thread."""

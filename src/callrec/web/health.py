@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 from callrec.catalog import Catalog
+from callrec.catalog.objects import Backlog, ObjectQueries
+from callrec.catalog.records import utcnow
 from callrec.engine import JournalStatus
 from callrec.health import DiskState, HealthSource, QuotaState, WorkersState
 
@@ -158,6 +160,26 @@ class HealthReport:
     #: The disk quota at its last check (None without one). Its warning does not make the
     #: status degraded: a soft limit must not take the server out of a load balancer.
     quota: QuotaState | None = None
+    #: The object store's upload backlog (None without ``storage_url``). Like the quota, it
+    #: does not make the status degraded: recording goes on whatever the store does.
+    storage: StorageReport | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageReport:
+    """Finished recordings not yet verified in the object store (issue 17)."""
+
+    #: ``ok``; ``behind`` when the oldest has waited more than :data:`STORAGE_BEHIND`
+    #: seconds (the store down, or uploads slower than calls end); ``unknown`` when the
+    #: catalogue did not answer.
+    state: str
+    backlog: int | None
+    oldest_age: float | None
+    error: str | None = None
+
+
+#: Seconds the oldest recording may wait for its upload before storage is ``behind``.
+STORAGE_BEHIND: Final = 300.0
 
 
 def probe_catalogue(catalog: Catalog) -> None:
@@ -172,9 +194,18 @@ class HealthCheck:
     recording server (then only the catalogue is looked at)."""
 
     def __init__(
-        self, catalog: Catalog, source: HealthSource | None, *, timeout: float = PROBE_SECONDS
+        self,
+        catalog: Catalog,
+        source: HealthSource | None,
+        *,
+        timeout: float = PROBE_SECONDS,
+        storage: bool = False,
     ) -> None:
         self.source = source
+        self._storage: BoundedProbe[Backlog] | None = None
+        if storage:
+            objects = ObjectQueries(catalog)
+            self._storage = BoundedProbe(objects.backlog, timeout=timeout, name="storage")
         self._catalogue = BoundedProbe(
             lambda: probe_catalogue(catalog), timeout=timeout, name="catalogue"
         )
@@ -184,7 +215,9 @@ class HealthCheck:
         self._episode = Episode("health: the catalogue")
 
     async def check(self) -> HealthReport:
-        catalogue, disk = await asyncio.gather(self._look_at_catalogue(), self._look_at_disk())
+        catalogue, disk, storage = await asyncio.gather(
+            self._look_at_catalogue(), self._look_at_disk(), self._look_at_storage()
+        )
         source = self.source
         journal = source.journal() if source is not None else None
         workers = source.workers() if source is not None else None
@@ -211,7 +244,23 @@ class HealthCheck:
             refused_starts=source.refused_starts() if source is not None else {},
             refused_connections=source.refused_connections() if source is not None else {},
             quota=source.quota() if source is not None else None,
+            storage=storage,
         )
+
+    async def _look_at_storage(self) -> StorageReport | None:
+        if self._storage is None:
+            return None
+        try:
+            backlog = await self._storage()
+        except ProbeStuck as exc:
+            return StorageReport("unknown", None, None, f"counting the backlog: {exc}")
+        except Exception as exc:
+            return StorageReport("unknown", None, None, str(exc))
+        age = None
+        if backlog.oldest_end is not None:
+            age = max(0.0, (utcnow() - backlog.oldest_end).total_seconds())
+        state = "behind" if age is not None and age > STORAGE_BEHIND else OK
+        return StorageReport(state, backlog.count, age)
 
     async def _look_at_catalogue(self) -> CatalogueReport:
         try:

@@ -262,6 +262,23 @@ def _health_metrics(report: HealthReport) -> Iterator[Metric]:
             gauge = GaugeMetricFamily(f"callrec_disk_quota_{name}", text)
             gauge.add_metric([], value)
             yield gauge
+    storage = report.storage
+    if storage is not None and storage.backlog is not None:
+        for name, text, value in (
+            (
+                "backlog",
+                "Finished recordings whose audio is not yet verified in the object store.",
+                storage.backlog,
+            ),
+            (
+                "oldest_unuploaded_seconds",
+                "Seconds since the oldest of them ended (0: none waits).",
+                storage.oldest_age or 0.0,
+            ),
+        ):
+            gauge = GaugeMetricFamily(f"callrec_storage_{name}", text)
+            gauge.add_metric([], value)
+            yield gauge
     if report.workers is not None:
         for name, text, value in (
             ("expected", "Media worker processes configured.", report.workers.expected),

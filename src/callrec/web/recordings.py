@@ -42,6 +42,7 @@ from callrec.web.ranges import (
     last_modified,
     parse_range,
 )
+from callrec.web.stored import locate, removed_after, zip_source
 
 #: Search parameters, as the API and the list page name them.
 FILTER_PARAMS: Final = (
@@ -325,7 +326,11 @@ def file_response(request: Request, path: Path, *, media_type: str, disposition:
     )
 
 
-async def converted_response(path: Path, fmt: AudioFormat, filename: str) -> Response:
+async def converted_response(
+    path: Path, fmt: AudioFormat, filename: str, *, temporary: bool = False
+) -> Response:
+    """``path`` encoded in ``fmt`` as it is sent; a ``temporary`` file (a copy fetched from
+    the object store) is removed once sent."""
     if not path.is_file():
         raise HTTPException(404, "the recording's file is missing")
     try:
@@ -337,7 +342,7 @@ async def converted_response(path: Path, fmt: AudioFormat, filename: str) -> Res
     except TranscodeError as exc:
         raise HTTPException(503, str(exc)) from exc
     return StreamingResponse(
-        body,
+        removed_after(body, path) if temporary else body,
         media_type=fmt.media_type,
         headers={
             "content-disposition": content_disposition("attachment", filename),
@@ -346,9 +351,10 @@ async def converted_response(path: Path, fmt: AudioFormat, filename: str) -> Res
     )
 
 
-async def decoded_wav_response(path: Path, filename: str) -> Response:
+async def decoded_wav_response(path: Path, filename: str, *, temporary: bool = False) -> Response:
     """An archived (FLAC or Opus) recording as the WAV it was: decoded as it is sent, its
-    length (and so ``content-length``) exactly the original's."""
+    length (and so ``content-length``) exactly the original's; a ``temporary`` file is
+    removed once sent."""
     if not path.is_file():
         raise HTTPException(404, "the recording's file is missing")
     try:
@@ -358,7 +364,7 @@ async def decoded_wav_response(path: Path, filename: str) -> Response:
     except (WavLayoutError, OSError) as exc:
         raise HTTPException(422, f"cannot read the recording's audio: {exc}") from exc
     return StreamingResponse(
-        body,
+        removed_after(body, path) if temporary else body,
         media_type=FORMATS["wav"].media_type,
         headers={
             "content-disposition": content_disposition("attachment", filename),
@@ -425,8 +431,14 @@ INDEX_FIELDS: Final = (
 )
 
 
-def zip_response(ctx: WebContext, recs: list[RecordingInfo], filename: str) -> Response:
-    members = [ZipMember(recording_file(ctx, r), r.path, r.start_time) for r in recs]
+async def zip_response(ctx: WebContext, recs: list[RecordingInfo], filename: str) -> Response:
+    members = []
+    for r in recs:
+        located = await locate(ctx, r, recording_file(ctx, r))
+        source = None
+        if located.remote is not None and ctx.store is not None:
+            source = zip_source(ctx.store, located.remote)
+        members.append(ZipMember(located.path, r.path, r.start_time, source))
     rows = [
         {
             k: (v.isoformat() if isinstance(v, datetime) else v)

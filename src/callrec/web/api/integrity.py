@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from callrec.integrity.keys import installation_public_key
 from callrec.integrity.verify import Finding, RecordingState, check_one, save_check, state
+from callrec.storage.files import remote_hasher
 from callrec.web.api import Admin, User, bearer
 from callrec.web.auth import Principal, api_csrf, audit, ctx_of
 from callrec.web.ids import Id
@@ -76,7 +77,8 @@ async def verify_now(request: Request, principal: Principal, rec_id: int) -> Fin
     rec = await visible_recording(request, principal, rec_id, asked="verify")
     settings = ctx.settings
     public = installation_public_key(settings.recordings_dir, settings.integrity_key_file)
-    finding, detail = await ctx.db(check_one, ctx.catalog, ctx.root, rec.id, public)
+    remote = None if ctx.store is None else remote_hasher(ctx.catalog, ctx.store)
+    finding, detail = await ctx.db(check_one, ctx.catalog, ctx.root, rec.id, public, remote)
     await ctx.write(save_check, ctx.catalog, rec.id, finding, detail)
     await audit(
         request,

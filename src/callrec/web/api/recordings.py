@@ -22,7 +22,7 @@ from callrec.spreadsheet import SafeDictWriter
 from callrec.web.api import Admin, User, bearer
 from callrec.web.auth import Principal, api_csrf, audit, ctx_of
 from callrec.web.ids import Id, Page
-from callrec.web.media import FORMATS, WavLayoutError
+from callrec.web.media import FORMATS, WavLayoutError, compute_peaks
 from callrec.web.recordings import (
     BadRequest,
     audio_format,
@@ -43,6 +43,7 @@ from callrec.web.recordings import (
     zip_name,
     zip_response,
 )
+from callrec.web.stored import fetch, locate, remote_file_response
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer)])
 
@@ -271,12 +272,20 @@ async def play(request: Request, principal: User, rec_id: Id) -> Response:
     ctx = ctx_of(request)
     rec = await visible_recording(request, principal, rec_id, asked="play")
     stored = stored_format(rec)
-    response = file_response(
-        request,
-        recording_file(ctx, rec),
-        media_type=stored.media_type,
-        disposition=content_disposition("inline", download_name(rec, stored)),
-    )
+    located = await locate(ctx, rec, recording_file(ctx, rec))
+    disposition = content_disposition("inline", download_name(rec, stored))
+    if located.remote is not None and ctx.store is not None:
+        response = await remote_file_response(
+            request,
+            ctx.store,
+            located.remote,
+            media_type=stored.media_type,
+            disposition=disposition,
+        )
+    else:
+        response = file_response(
+            request, located.path, media_type=stored.media_type, disposition=disposition
+        )
     content_range = response.headers.get("content-range", "")
     if (
         request.method == "GET"
@@ -315,24 +324,45 @@ async def download(
     path = recording_file(ctx, rec)
     name = download_name(rec, fmt)
     stored = stored_format(rec)
+    located = await locate(ctx, rec, path)
+    remote = located.remote
     if fmt.name == stored.name:
-        response = file_response(
-            request,
-            path,
-            media_type=fmt.media_type,
-            disposition=content_disposition("attachment", name),
-        )
+        if remote is not None and ctx.store is not None:
+            response = await remote_file_response(
+                request,
+                ctx.store,
+                remote,
+                media_type=fmt.media_type,
+                disposition=content_disposition("attachment", name),
+            )
+        else:
+            response = file_response(
+                request,
+                path,
+                media_type=fmt.media_type,
+                disposition=content_disposition("attachment", name),
+            )
     elif request.method == "HEAD":
-        if not path.is_file():
+        if remote is None and not path.is_file():
             raise HTTPException(404, "the recording's file is missing")
         return Response(
             media_type=fmt.media_type,
             headers={"content-disposition": content_disposition("attachment", name)},
         )
-    elif fmt.encoding is None:
-        response = await decoded_wav_response(path, name)
     else:
-        response = await converted_response(path, fmt, name)
+        # From the store, another format is made from a copy fetched first (an encoder
+        # reads its input as a file), removed once it is sent.
+        if remote is not None:
+            path = await fetch(ctx, remote)
+        try:
+            if fmt.encoding is None:
+                response = await decoded_wav_response(path, name, temporary=remote is not None)
+            else:
+                response = await converted_response(path, fmt, name, temporary=remote is not None)
+        except BaseException:
+            if remote is not None:
+                path.unlink(missing_ok=True)
+            raise
     if request.method == "GET" and response.status_code in (200, 206):
         await audit(request, "download", principal, recording_id=rec.id, format=fmt.name)
     return response
@@ -349,12 +379,21 @@ async def peaks(
     ctx = ctx_of(request)
     rec = await visible_recording(request, principal, rec_id, asked="peaks")
     path = recording_file(ctx, rec)
+    located = await locate(ctx, rec, path)
+    if located.remote is not None:
+        path = await fetch(ctx, located.remote)
     try:
-        result = await ctx.db(ctx.peaks.get, path, buckets)
+        if located.remote is None:
+            result = await ctx.db(ctx.peaks.get, path, buckets)
+        else:
+            result = await ctx.db(compute_peaks, path, buckets)
     except FileNotFoundError as exc:
         raise HTTPException(404, "the recording's file is missing") from exc
     except (WavLayoutError, OSError) as exc:
         raise HTTPException(422, f"cannot read the recording's audio: {exc}") from exc
+    finally:
+        if located.remote is not None:
+            path.unlink(missing_ok=True)
     return {"sample_rate": result.sample_rate, "duration": result.duration, "peaks": result.buckets}
 
 
@@ -567,7 +606,7 @@ async def bulk_response(request: Request, principal: Principal, ids: list[int]) 
         count=len(recs),
         file_name=name,
     )
-    return zip_response(ctx, recs, name)
+    return await zip_response(ctx, recs, name)
 
 
 @router.post(

@@ -66,6 +66,20 @@ class QuotaPart(BaseModel):
     used_ratio: float
 
 
+class StoragePart(BaseModel):
+    state: Literal["ok", "behind", "unknown"] = Field(
+        description="behind: the oldest recording not yet in the object store ended more "
+        "than 5 minutes ago (the store unreachable, or uploads slower than calls end); "
+        "unknown: the catalogue did not answer. Neither makes the status degraded: "
+        "recording goes on, and uploads catch up."
+    )
+    backlog: int | None = Field(
+        description="Finished recordings whose audio is not yet verified in the store"
+    )
+    oldest_age: float | None = Field(description="Seconds since the oldest of them ended")
+    error: str | None
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
@@ -77,6 +91,7 @@ class Health(BaseModel):
     journal: JournalPart | None = Field(description="None without a recording engine")
     workers: WorkersPart | None = Field(description="None without --workers")
     disk_quota: QuotaPart | None = Field(None, description="None without disk_quota")
+    storage: StoragePart | None = Field(None, description="None without storage_url")
 
 
 @public.get(
@@ -113,6 +128,20 @@ async def health(request: Request, response: Response) -> dict[str, Any]:
                 "state": report.workers_state,
                 "expected": report.workers.expected,
                 "alive": report.workers.alive,
+            }
+        ),
+        "storage": (
+            None
+            if report.storage is None
+            else {
+                "state": report.storage.state,
+                "backlog": report.storage.backlog,
+                "oldest_age": (
+                    None
+                    if report.storage.oldest_age is None
+                    else round(report.storage.oldest_age, 1)
+                ),
+                "error": report.storage.error,
             }
         ),
         "disk_quota": (
