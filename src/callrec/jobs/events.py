@@ -17,14 +17,17 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection
+from sqlalchemy import ARRAY, Connection, Integer, String, bindparam, text
 
 from callrec.catalog import Catalog, RecordingInfo
-from callrec.catalog.jobs import enqueue_in
+from callrec.catalog.hooks import Recorded
+from callrec.catalog.jobs import QUEUED, enqueue_in
+from callrec.catalog.models import UTCDateTime
+from callrec.catalog.policy import HoldInfo
 from callrec.config import Settings
 
 COMPLETED: Final = "recording.completed"
@@ -73,7 +76,17 @@ def kind_for(url: str) -> str:
 
 def event_id(event: str, recording: RecordingInfo) -> str:
     """The id of ``event`` about ``recording``: the same however often it is emitted."""
-    return str(uuid.uuid5(_NAMESPACE, f"{recording.uid or recording.id}:{event}"))
+    return _event_id(event, recording.id, recording.uid)
+
+
+def _event_id(event: str, rec_id: int, uid: str | None, suffix: str = "") -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{uid or rec_id}:{event}{suffix}"))
+
+
+def held_event_id(rec_id: int, uid: str | None, hold_id: int) -> str:
+    """The id of the ``recording.held`` event of one recording under one hold (a recording
+    may be held again by a later hold: another event)."""
+    return _event_id(HELD, rec_id, uid, f":{hold_id}")
 
 
 def public_url(settings: Settings) -> str:
@@ -163,6 +176,155 @@ def emit(
         return 0
     with catalog.transaction(f"queue webhook {event}", write=True) as session:
         return emit_in(session.connection(), settings, event, recording, id=id, reason=reason)
+
+
+# -- the events of deletes and holds, queued set-based ---------------------------------------
+#
+# A retention sweep deletes a million recordings: their events are written by the database
+# from the rows (one INSERT ... SELECT per URL and batch), not made one by one in Python.
+# The body is the same as event_body's but for the times, which always carry microseconds.
+
+#: The ``data.recording`` fields, as SQL over the ``recordings`` row ``r``, per dialect.
+_TIME = {
+    "postgresql": "to_char(timezone('UTC', r.{c}), 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')",
+    # Stored as naive UTC text, "YYYY-MM-DD HH:MM:SS.ffffff" (catalog.models.UTCDateTime).
+    "sqlite": "replace(r.{c}, ' ', 'T') || '+00:00'",
+}
+_BUILD = {"postgresql": "jsonb_build_object", "sqlite": "json_object"}
+#: The types of the other parameters.
+_TYPES: dict[str, Any] = {
+    "created": String(),
+    "base": String(),
+    "reason": String(),
+    "held_by": String(),
+    "hold_id": Integer(),
+    "hold_kind": String(),
+    "hold_value": String(),
+}
+
+
+def _recording_sql(dialect: str, *, download: bool) -> str:
+    pairs = []
+    for name in FIELDS:
+        column = (
+            _TIME[dialect].format(c=name) if name in ("start_time", "end_time") else f"r.{name}"
+        )
+        pairs.append(f"'{name}', {column}")
+    if download:
+        pairs.append("'download_url', :base || '/api/v1/recordings/' || r.id || '/download'")
+    return f"{_BUILD[dialect]}({', '.join(pairs)})"
+
+
+def _insert_sql(dialect: str, event: str, data: str, join: str) -> str:
+    """INSERT of one job per row of ``e`` (the event ids: ``e.id``, ``e.key``) joined to
+    its recording ``r`` (and ``join``), its body ``{id, type, created, data}``."""
+    build = _BUILD[dialect]
+    if dialect == "postgresql":
+        rows = "unnest(:ids, :keys) AS e(id, key)"
+    else:
+        rows = (
+            "(SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS key"
+            " FROM json_each(:pairs)) AS e"
+        )
+    return (
+        "INSERT INTO jobs (kind, key, payload, state, attempts, run_after, created_at)"
+        f" SELECT :kind, e.key, {build}('url', :url, 'event', {build}("
+        f"'id', e.key, 'type', '{event}', 'created', :created, 'data', {data}))"
+        f", '{QUEUED}', 0, :now, :now"
+        f" FROM {rows} JOIN recordings r ON r.id = e.id {join}"
+        # WHERE: SQLite would read the ON of ON CONFLICT as the join's.
+        " WHERE true ON CONFLICT (kind, key) DO NOTHING"
+    )
+
+
+class WebhookEvents:
+    """The :class:`callrec.catalog.hooks.RecordingEvents` of the webhooks: a
+    ``recording.deleted`` or ``recording.held`` per recording and ``webhook_url``, queued in
+    the transaction of the delete or the hold (docs/webhooks.md, "Payload")."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.urls = tuple(dict.fromkeys(settings.webhook_url))
+        self.settings = settings
+
+    def _queue(
+        self,
+        connection: Connection,
+        sql: str,
+        keyed: Sequence[tuple[int, str]],
+        params: dict[str, Any],
+    ) -> int:
+        if not keyed or not self.urls:
+            return 0
+        values: dict[str, Any] = {"now": datetime.now(UTC), **params}
+        # Typed, so PostgreSQL knows each parameter's type inside jsonb_build_object, and
+        # SQLite gets times as the catalogue stores them.
+        binds = [
+            bindparam(name, type_=UTCDateTime() if isinstance(value, datetime) else _TYPES[name])
+            for name, value in values.items()
+        ]
+        binds += [bindparam("kind", type_=String()), bindparam("url", type_=String())]
+        if connection.dialect.name == "postgresql":
+            binds += [
+                bindparam("ids", type_=ARRAY(Integer)),
+                bindparam("keys", type_=ARRAY(String)),
+            ]
+            values.update(ids=[i for i, _ in keyed], keys=[k for _, k in keyed])
+        else:
+            binds.append(bindparam("pairs", type_=String()))
+            values["pairs"] = json.dumps(keyed)
+        statement = text(sql).bindparams(*binds)
+        queued = 0
+        for url in self.urls:
+            result = connection.execute(statement, {**values, "kind": kind_for(url), "url": url})
+            queued += max(result.rowcount, 0)
+        return queued
+
+    def deleted(
+        self, connection: Connection, recordings: Sequence[Recorded], deleted_at: datetime
+    ) -> int:
+        """``recording.deleted``: the catalogue fields (no download URL: the file is gone),
+        who deleted it and why (the tombstone's ``deleted_by`` and ``reason``)."""
+        dialect = connection.dialect.name
+        build = _BUILD[dialect]
+        data = (
+            f"{build}('recording', {_recording_sql(dialect, download=False)},"
+            " 'reason', t.reason, 'deleted_by', t.deleted_by, 'tombstone', t.id)"
+        )
+        join = "JOIN tombstones t ON t.recording_id = r.id AND t.deleted_at = :deleted_at"
+        sql = _insert_sql(dialect, DELETED, data, join)
+        keyed = [(rec_id, _event_id(DELETED, rec_id, uid)) for rec_id, uid in recordings]
+        params = {"created": deleted_at.astimezone(UTC).isoformat(), "deleted_at": deleted_at}
+        return self._queue(connection, sql, keyed, params)
+
+    def held(self, connection: Connection, hold: HoldInfo, recordings: Sequence[Recorded]) -> int:
+        """``recording.held``: the catalogue fields with the download URL, the hold's reason,
+        the admin who set it (``held_by``) and the hold (id, kind, value)."""
+        dialect = connection.dialect.name
+        build = _BUILD[dialect]
+        data = (
+            f"{build}('recording', {_recording_sql(dialect, download=True)},"
+            f" 'reason', :reason, 'held_by', :held_by, 'hold',"
+            f" {build}('id', :hold_id, 'kind', :hold_kind, 'value', :hold_value))"
+        )
+        sql = _insert_sql(dialect, HELD, data, "")
+        keyed = [(rec_id, held_event_id(rec_id, uid, hold.id)) for rec_id, uid in recordings]
+        params = {
+            "created": hold.created_at.astimezone(UTC).isoformat(),
+            # Made here, not per delete: it may ask the resolver for the host's name.
+            "base": public_url(self.settings),
+            "reason": hold.reason,
+            "held_by": hold.created_by,
+            "hold_id": hold.id,
+            "hold_kind": hold.kind,
+            "hold_value": hold.value,
+        }
+        return self._queue(connection, sql, keyed, params)
+
+
+def webhook_events(settings: Settings) -> WebhookEvents | None:
+    """The hook that queues ``recording.deleted`` and ``.held`` for the catalogue's delete
+    and hold paths (``events=``); None without ``webhook_url``."""
+    return WebhookEvents(settings) if settings.webhook_url else None
 
 
 def deliveries(
