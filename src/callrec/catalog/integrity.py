@@ -122,7 +122,8 @@ def body_hash(body: str) -> str:
 def time_text(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The text of strftime("%Y-%m-%dT%H:%M:%S.%fZ"), made faster (a sweep makes a million).
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True, slots=True)
