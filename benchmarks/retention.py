@@ -6,8 +6,9 @@ disk for a sample of them (every ``--file-every``-th row), then times, with the 
 "default 90 days, extension 3001 ten years, tag complaint seven years":
 
 * a dry run (the count ``callrec retention run --dry-run`` prints);
-* the sweep itself (:func:`callrec.retention.sweep`: rows deleted in batches, a tombstone
-  and an audit row each, the sample's files removed);
+* the sweep itself (:func:`callrec.retention.sweep`: rows deleted in batches, a tombstone,
+  an audit row, a hash-chain entry and a queued ``recording.deleted`` webhook each, the
+  sample's files removed);
 * a second sweep, which finds nothing (what the daily run costs on most days).
 
 Prints every figure, and writes them to ``benchmarks/results/retention-*.json``.
@@ -37,7 +38,7 @@ import numpy as np
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
-from callrec.catalog import Catalog, search_index
+from callrec.catalog import Catalog, JobStore, search_index
 from callrec.catalog.models import Recording
 from callrec.catalog.webmodels import RecordingTag
 from callrec.config import Settings
@@ -132,8 +133,15 @@ def fill(catalog: Catalog, root: Path, rows: int, file_every: int) -> tuple[floa
 
 def run_backend(name: str, url: str, root: Path, rows: int, file_every: int) -> dict[str, Any]:
     print(f"{name}: {rows:,} recordings", flush=True)
+    # A webhook URL: every deletion queues its recording.deleted (nothing delivers them here;
+    # the outbox rows are what the sweep pays for).
     settings = Settings(
-        recordings_dir=root, database_url=url, retention_days=90, retention_rules=RULES
+        recordings_dir=root,
+        database_url=url,
+        retention_days=90,
+        retention_rules=RULES,
+        webhook_url=("http://127.0.0.1:9/hook",),
+        webhook_secret="bench",
     )
     with Catalog(url) as catalog:
         catalog.migrate()
@@ -158,7 +166,10 @@ def run_backend(name: str, url: str, root: Path, rows: int, file_every: int) -> 
         print(f"  second sweep: {again.deleted} deleted, {idle:.2f} s")
         left = catalog.count_recordings()
         tombs = len(catalog.tombstones(limit=10))
+        queued = JobStore(catalog).counts()
     assert again.deleted == 0 and tombs == 10
+    events = sum(n for (kind, state), n in queued.items() if kind.startswith("webhook:"))
+    assert events == result.deleted, (events, result.deleted)
     return {
         "backend": name,
         "rows": rows,
@@ -172,6 +183,7 @@ def run_backend(name: str, url: str, root: Path, rows: int, file_every: int) -> 
         "files_removed": result.files_removed,
         "second_sweep_seconds": round(idle, 3),
         "left": left,
+        "deleted_events_queued": events,
         "by_rule": dict(result.by_reason),
     }
 

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from callrec.catalog import search_index, transcripts
 from callrec.catalog.holds import check_not_held, lock_for_delete
+from callrec.catalog.hooks import RecordingEvents
 from callrec.catalog.mappers import note_info, recording_info
 from callrec.catalog.models import Recording
 from callrec.catalog.policy import TombstoneInfo
@@ -233,18 +234,31 @@ class BrowsingQueries:
         with self._guard("read recordings"), self._session() as session:
             return [recording_info(row) for row in session.scalars(statement)]
 
-    def delete_recording(self, rec_id: int, *, by: str = "", reason: str = "") -> RecordingInfo:
+    def delete_recording(
+        self,
+        rec_id: int,
+        *,
+        by: str = "",
+        reason: str = "",
+        events: RecordingEvents | None = None,
+    ) -> RecordingInfo:
         """Remove a finished recording's row with its notes and tags; returns what it was.
         (The caller removes the files, then marks the tombstone: :meth:`retire_recording`.)
         One still being recorded is refused, and one under legal hold
         (:class:`~callrec.exceptions.RecordingHeld`): every delete path comes here. The hash
         chain gets a ``deleted`` entry saying who (``by``) and why (``reason``): retire_rows."""
-        return self.retire_recording(rec_id, by=by, reason=reason)[0]
+        return self.retire_recording(rec_id, by=by, reason=reason, events=events)[0]
 
     def retire_recording(
-        self, rec_id: int, *, by: str = "", reason: str = ""
+        self,
+        rec_id: int,
+        *,
+        by: str = "",
+        reason: str = "",
+        events: RecordingEvents | None = None,
     ) -> tuple[RecordingInfo, TombstoneInfo]:
-        """:meth:`delete_recording`, also returning the tombstone it left (``by``: who)."""
+        """:meth:`delete_recording`, also returning the tombstone it left (``by``: who).
+        ``events``: told of the delete in its transaction (``recording.deleted``)."""
         with self._guard(f"delete recording {rec_id}"), self._session(write=True) as session:
             lock_for_delete(session)
             row = session.get(Recording, rec_id, with_for_update=True)
@@ -256,7 +270,12 @@ class BrowsingQueries:
             check_not_held(session, row)
             info = recording_info(row)
             (tomb,) = retire_rows(
-                session, [row], by=by or "unknown", reasons={rec_id: reason}, audit=False
+                session,
+                [row],
+                by=by or "unknown",
+                reasons={rec_id: reason},
+                audit=False,
+                events=events,
             )
             return info, tomb
 

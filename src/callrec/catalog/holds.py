@@ -15,9 +15,21 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Engine, false, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    false,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
+from callrec.catalog.hooks import Recorded, RecordingEvents
 from callrec.catalog.models import Recording
 from callrec.catalog.policy import (
     HOLD_KINDS,
@@ -138,6 +150,27 @@ def _infos(session: Session, rows: list[LegalHold]) -> list[HoldInfo]:
     ]
 
 
+def _newly_held(session: Session, kind: str, value: str, ids: list[int]) -> list[Recorded]:
+    """The (id, uid) of the recordings a new hold of ``kind`` on ``value`` or ``ids`` covers
+    that no active hold covers yet (before the new hold is written)."""
+    unheld = not_(held_where(session))
+    found: list[Recorded] = []
+    columns = (Recording.id, Recording.uid)
+    if kind in (HOLD_RECORDING, HOLD_SEARCH):
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            statement = select(*columns).where(Recording.id.in_(chunk), unheld)
+            found += [(i, u) for i, u in session.execute(statement)]
+        return found
+    if kind == HOLD_NUMBER:
+        covers = or_(Recording.local_number == value, Recording.remote_number == value)
+    else:
+        tagged = select(RecordingTag.recording_id).where(RecordingTag.tag == value)
+        covers = Recording.id.in_(tagged)
+    statement = select(*columns).where(covers, unheld).order_by(Recording.id)
+    return [(i, u) for i, u in session.execute(statement)]
+
+
 class HoldQueries:
     """Legal holds: set, release, list, and which recordings are held."""
 
@@ -158,10 +191,13 @@ class HoldQueries:
         value: str = "",
         recording_ids: Iterable[int] = (),
         query: dict[str, Any] | None = None,
+        events: RecordingEvents | None = None,
     ) -> HoldInfo:
         """Set a hold. ``recording`` and ``search`` holds name ``recording_ids`` (a search is
         resolved by the caller, with its scope; ``query`` keeps its filters for the record);
-        ``number`` and ``tag`` holds cover ``value`` from now on, recordings made later too."""
+        ``number`` and ``tag`` holds cover ``value`` from now on, recordings made later too.
+        ``events``: told, in this transaction, of the recordings no hold held before
+        (``recording.held`` webhooks, :mod:`.hooks`)."""
         require_choice("kind", kind, HOLD_KINDS)
         why = check_reason(reason)
         clean = check_hold_value(kind, value)
@@ -188,6 +224,8 @@ class HoldQueries:
                 if missing:
                     shown = ", ".join(str(i) for i in missing[:10])
                     raise CatalogError(f"cannot hold: no recording {shown}")
+            # Under the exclusive hold lock: no other hold comes or goes until this commits.
+            newly = _newly_held(session, kind, clean, ids) if events is not None else []
             row = LegalHold(
                 kind=kind, value=clean, query=dict(query or {}), reason=why, created_by=by.strip()
             )
@@ -198,7 +236,10 @@ class HoldQueries:
                     insert(HeldRecording),
                     [{"hold_id": row.id, "recording_id": i} for i in ids],
                 )
-            return _infos(session, [row])[0]
+            info = _infos(session, [row])[0]
+            if events is not None:
+                events.held(session.connection(), info, newly)
+            return info
 
     def release_hold(self, hold_id: int, *, by: str) -> HoldInfo:
         """Release an active hold (it stays listed, stamped with who and when)."""

@@ -28,9 +28,10 @@ from sqlalchemy import (
     Engine,
     Integer,
     Select,
+    String,
     Table,
     and_,
-    any_,
+    bindparam,
     delete,
     false,
     func,
@@ -39,15 +40,20 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    text,
     true,
     update,
+)
+from sqlalchemy import (
+    cast as sql_cast,
 )
 from sqlalchemy.orm import Session
 
 from callrec.catalog.holds import held_where, lock_for_delete
-from callrec.catalog.integrity import chain_deleted_many
+from callrec.catalog.hooks import RecordingEvents
+from callrec.catalog.integrity import FIELD_COLUMNS, chain_deleted_rows
 from callrec.catalog.mappers import recording_info
-from callrec.catalog.models import CleanJSON, Recording, clean_text
+from callrec.catalog.models import Recording, UTCDateTime, clean_text
 from callrec.catalog.policy import RetentionPolicy, RetentionRule, TombstoneInfo
 from callrec.catalog.records import STATUS_RECORDING, RecordingInfo, require_aware, utcnow
 from callrec.catalog.retention import Tombstone
@@ -78,21 +84,9 @@ class RuleCoverage:
     expired: int
 
 
-#: The columns a delete reads of each row (not the whole row: a sweep reads a million).
-_COLUMNS = (
-    Recording.id,
-    Recording.uid,
-    Recording.path,
-    Recording.extra,
-    Recording.original_path,
-    Recording.sha256,
-    Recording.size_bytes,
-    Recording.source,
-    Recording.device,
-    Recording.local_number,
-    Recording.remote_number,
-    Recording.start_time,
-)
+#: The columns a delete reads of each row (not the whole row: a sweep reads a million):
+#: what the tombstone and the hash chain's ``deleted`` entry need, read once for both.
+_COLUMNS = tuple(FIELD_COLUMNS)
 
 
 def tombstone_files(row: Any) -> list[str]:
@@ -122,20 +116,121 @@ def retire_rows(
     by: str,
     reasons: dict[int, str],
     audit: bool,
+    events: RecordingEvents | None = None,
 ) -> list[TombstoneInfo]:
     """Tombstone and delete ``rows`` (locked, finished, not held; a :class:`Recording` or a
     row of :data:`_COLUMNS`) in the caller's transaction.
     ``audit``: write an audit row per recording here (sweeps; the web writes its own, with
-    the user's address, once the files are gone)."""
+    the user's address, once the files are gone).
+    ``events``: told of the deletes in this transaction (``recording.deleted`` webhooks,
+    :mod:`.hooks`), while the rows and their tombstones are both there."""
     if not rows:
         return []
     now = utcnow()
+    ids = [r.id for r in rows]
+    files = {r.id: tombstone_files(r) for r in rows}
+    # The hash chain says who deleted what and why before the rows go (docs/integrity.md),
+    # from the rows already read.
+    chain_deleted_rows(session.connection(), rows, reasons, by)
+    if session.get_bind().dialect.name == "postgresql":
+        tomb_of = _tombstones_from_rows(session, rows, files, by=by, reasons=reasons, now=now)
+    else:
+        tomb_of = _tombstones_from_values(session, rows, files, by=by, reasons=reasons, now=now)
+    if audit:
+        _audit_from_tombstones(session, ids, now)
+    if events is not None:
+        events.deleted(session.connection(), [(r.id, r.uid) for r in rows], now)
+    # Explicit, so it does not depend on the backend enforcing ON DELETE CASCADE. On the
+    # connection, not the session: the ORM would fetch every deleted id back to update an
+    # identity map the rows are not in.
+    connection = session.connection()
+    connection.execute(delete(Note).where(_in(session, Note.recording_id, ids)))
+    connection.execute(delete(RecordingTag).where(_in(session, RecordingTag.recording_id, ids)))
+    connection.execute(delete(Recording).where(_in(session, Recording.id, ids)))
+    return [
+        TombstoneInfo(
+            id=tomb_of[r.id],
+            recording_id=r.id,
+            uid=r.uid,
+            path=r.path,
+            files=tuple(files[r.id]),
+            sha256=r.sha256,
+            size_bytes=r.size_bytes,
+            source=r.source,
+            device=r.device,
+            local_number=r.local_number,
+            remote_number=r.remote_number,
+            start_time=r.start_time,
+            deleted_at=now,
+            deleted_by=by,
+            reason=reasons.get(r.id, ""),
+            files_removed_at=None,
+        )
+        for r in rows
+    ]
+
+
+def _tombstones_from_rows(
+    session: Session,
+    rows: Sequence[Any],
+    files: dict[int, list[str]],
+    *,
+    by: str,
+    reasons: dict[int, str],
+    now: datetime,
+) -> dict[int, int]:
+    """PostgreSQL: the tombstones made by the database from the rows (``INSERT ...
+    SELECT``), with only what is not in them (why, and the other files) sent as arrays;
+    recording id -> tombstone id."""
+    # Who and why are given by the caller: cleaned here once per distinct text, not per row.
+    cleaned: dict[str, str] = {}
+    why = [cleaned.setdefault(t, clean_text(t)) for t in (reasons.get(r.id, "") for r in rows)]
+    made = session.execute(
+        text(
+            "INSERT INTO tombstones (recording_id, uid, path, files, sha256, size_bytes,"
+            " source, device, local_number, remote_number, start_time, deleted_at,"
+            " deleted_by, reason)"
+            " SELECT r.id, r.uid, r.path, CAST(e.files AS jsonb), r.sha256, r.size_bytes,"
+            " r.source, r.device, r.local_number, r.remote_number, r.start_time, :now, :by,"
+            " e.reason"
+            " FROM unnest(CAST(:ids AS integer[]), CAST(:reasons AS text[]),"
+            " CAST(:files AS text[])) AS e(id, reason, files)"
+            " JOIN recordings r ON r.id = e.id"
+            " RETURNING recording_id, id"
+        ).bindparams(
+            bindparam("now", type_=UTCDateTime()),
+            bindparam("by", type_=String()),
+            bindparam("ids", type_=String()),
+            bindparam("reasons", type_=String()),
+            bindparam("files", type_=String()),
+        ),
+        {
+            "now": now,
+            "by": clean_text(by),
+            "ids": int_array(r.id for r in rows),
+            "reasons": text_array(why),
+            "files": text_array(json.dumps(files[r.id]) if files[r.id] else "[]" for r in rows),
+        },
+    )
+    return {rec_id: tomb_id for rec_id, tomb_id in made}
+
+
+def _tombstones_from_values(
+    session: Session,
+    rows: Sequence[Any],
+    files: dict[int, list[str]],
+    *,
+    by: str,
+    reasons: dict[int, str],
+    now: datetime,
+) -> dict[int, int]:
+    """Other backends (SQLite): one executemany of the values; recording id -> tombstone."""
     values: list[dict[str, Any]] = [
         {
             "recording_id": r.id,
             "uid": r.uid,
             "path": r.path,
-            "files": tombstone_files(r),
+            "files": files[r.id],
             "sha256": r.sha256,
             "size_bytes": r.size_bytes,
             "source": r.source,
@@ -149,44 +244,15 @@ def retire_rows(
         }
         for r in rows
     ]
-    ids = [r.id for r in rows]
-    # The hash chain says who deleted what and why before the rows go (docs/integrity.md).
-    chain_deleted_many(session.connection(), ids, reasons, by)
-    _insert_many(session, cast(Table, Tombstone.__table__), values)
+    # No RETURNING: with the ids in order, SQLite would insert one row per statement.
+    session.execute(insert(cast(Table, Tombstone.__table__)), values)
     made = session.execute(
         select(Tombstone.recording_id, Tombstone.id).where(
-            _in(session, Tombstone.recording_id, ids), Tombstone.deleted_at == now
+            _in(session, Tombstone.recording_id, [r.id for r in rows]),
+            Tombstone.deleted_at == now,
         )
     )
-    tomb_of: dict[int, int] = {rec_id: tomb_id for rec_id, tomb_id in made}
-    tomb_ids = [tomb_of[v["recording_id"]] for v in values]
-    if audit:
-        _audit_from_tombstones(session, ids, now)
-    # Explicit, so it does not depend on the backend enforcing ON DELETE CASCADE.
-    session.execute(delete(Note).where(_in(session, Note.recording_id, ids)))
-    session.execute(delete(RecordingTag).where(_in(session, RecordingTag.recording_id, ids)))
-    session.execute(delete(Recording).where(_in(session, Recording.id, ids)))
-    return [
-        TombstoneInfo(
-            id=tid,
-            recording_id=v["recording_id"],
-            uid=v["uid"],
-            path=v["path"],
-            files=tuple(v["files"]),
-            sha256=v["sha256"],
-            size_bytes=v["size_bytes"],
-            source=v["source"],
-            device=v["device"],
-            local_number=v["local_number"],
-            remote_number=v["remote_number"],
-            start_time=v["start_time"],
-            deleted_at=now,
-            deleted_by=by,
-            reason=v["reason"],
-            files_removed_at=None,
-        )
-        for v, tid in zip(values, tomb_ids, strict=True)
-    ]
+    return {rec_id: tomb_id for rec_id, tomb_id in made}
 
 
 def _audit_from_tombstones(session: Session, ids: list[int], now: datetime) -> None:
@@ -225,45 +291,32 @@ def _in(session: Session, column: Any, ids: list[int]) -> ColumnElement[bool]:
     """``column IN ids``; on PostgreSQL one array parameter (``= ANY``), which a driver
     sends at once, not thousands of parameters compiled into each statement."""
     if session.get_bind().dialect.name == "postgresql":
-        return cast(ColumnElement[bool], column == any_(literal(ids, ARRAY(Integer))))
+        # In a subquery: PostgreSQL evaluates it once, where "= ANY(CAST(...))" would cast
+        # the text again for every row a plan filters.
+        ids_array = sql_cast(literal(int_array(ids)), ARRAY(Integer))
+        return cast(ColumnElement[bool], column.in_(select(func.unnest(ids_array))))
     return cast(ColumnElement[bool], column.in_(ids))
 
 
-def _insert_many(session: Session, table: Table, values: list[dict[str, Any]]) -> None:
-    """Insert many rows (a sweep writes a million): PostgreSQL's COPY, else one executemany
-    of a Core insert (not the ORM's bulk path, and no RETURNING: with the ids in order,
-    SQLite would insert one row per statement)."""
-    if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(table), values)
-        return
-    names = list(values[0])
-    json_columns = {c.name for c in table.columns if isinstance(c.type, CleanJSON)}
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
-    # The values come from rows already stored (clean), but for who and why: cleaned here
-    # once per distinct text, not per cell.
-    cleaned: dict[str, str] = {}
-    with (
-        driver.cursor() as cursor,
-        cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy,
-    ):
-        for row in values:
-            copy.write_row(
-                [
-                    json.dumps(row[n])
-                    if n in json_columns
-                    else (
-                        cleaned.setdefault(row[n], clean_text(row[n]))
-                        if n in _GIVEN and isinstance(row[n], str)
-                        else row[n]
-                    )
-                    for n in names
-                ]
-            )
+def int_array(ids: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers (``{1,2,3}``), to send as text and ``CAST``:
+    the driver's array adapter costs a Python call per element, ten times this."""
+    return "{" + ",".join(map(str, map(int, ids))) + "}"
 
 
-#: Columns whose text is given by the caller rather than read from a stored row.
-_GIVEN = frozenset({"deleted_by", "reason", "username"})
+def text_array(values: Iterable[str]) -> str:
+    """A PostgreSQL array literal of texts, each quoted (see :func:`int_array`); repeated
+    values (a batch's few reasons) are quoted once."""
+    quoted: dict[str, str] = {}
+    return (
+        "{"
+        + ",".join(
+            quoted.get(v)
+            or quoted.setdefault(v, '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            for v in values
+        )
+        + "}"
+    )
 
 
 def _rule_where(rule: RetentionRule) -> ColumnElement[bool]:
@@ -305,8 +358,9 @@ def _deletable(session: Session) -> list[ColumnElement[bool]]:
 
 
 def _claim(session: Session, statement: Select[Any]) -> list[Any]:
-    """Lock the selected rows; on PostgreSQL skip those another sweep holds."""
-    return list(session.execute(statement.with_for_update(skip_locked=True)))
+    """Lock the selected rows; on PostgreSQL skip those another sweep holds. (Plain rows
+    from the connection: the ORM's loading costs more than the query at 10,000 a batch.)"""
+    return list(session.connection().execute(statement.with_for_update(skip_locked=True)))
 
 
 def _after(key: tuple[datetime, int] | None) -> list[ColumnElement[bool]]:
@@ -346,10 +400,12 @@ class RetirementQueries:
         *,
         limit: int | None = None,
         after: tuple[datetime, int] | None = None,
+        events: RecordingEvents | None = None,
     ) -> list[TombstoneInfo]:
         """Delete up to ``limit`` recordings past their retention, oldest first (one
         transaction); their tombstones, pending file removal. Empty when none is left.
-        ``after``: the (start_time, id) of the last one of the previous batch."""
+        ``after``: the (start_time, id) of the last one of the previous batch.
+        ``events``: told of the deletes (:func:`retire_rows`)."""
         where = expired_where(policy, now)
         with self._guard("delete expired recordings"), self._session(write=True) as session:
             lock_for_delete(session)
@@ -372,7 +428,9 @@ class RetirementQueries:
                 )[1]
                 for r in rows
             }
-            return retire_rows(session, rows, by=BY_RETENTION, reasons=reasons, audit=True)
+            return retire_rows(
+                session, rows, by=BY_RETENTION, reasons=reasons, audit=True, events=events
+            )
 
     def retire_before(
         self,
@@ -381,6 +439,7 @@ class RetirementQueries:
         by: str,
         limit: int | None = None,
         after: tuple[datetime, int] | None = None,
+        events: RecordingEvents | None = None,
     ) -> list[TombstoneInfo]:
         """Delete up to ``limit`` unheld recordings that started before ``before``."""
         require_aware("before", before)
@@ -400,9 +459,16 @@ class RetirementQueries:
                 by=by,
                 reasons=dict.fromkeys((r.id for r in rows), reason),
                 audit=True,
+                events=events,
             )
 
-    def retire_oldest(self, free_bytes: int, *, limit: int | None = None) -> list[TombstoneInfo]:
+    def retire_oldest(
+        self,
+        free_bytes: int,
+        *,
+        limit: int | None = None,
+        events: RecordingEvents | None = None,
+    ) -> list[TombstoneInfo]:
         """Delete the oldest unheld, finished recordings until their sizes add up to
         ``free_bytes`` (at most ``limit`` of them): the disk quota's sweep."""
         with self._guard("delete the oldest recordings"), self._session(write=True) as session:
@@ -422,7 +488,9 @@ class RetirementQueries:
                 chosen.append(row)
                 freed += row.size_bytes or 0
             reasons = dict.fromkeys((r.id for r in chosen), BY_QUOTA)
-            return retire_rows(session, chosen, by=BY_QUOTA, reasons=reasons, audit=True)
+            return retire_rows(
+                session, chosen, by=BY_QUOTA, reasons=reasons, audit=True, events=events
+            )
 
     def expired(
         self,
@@ -526,12 +594,18 @@ class RetirementQueries:
             return
         with self._guard("mark tombstones done"), self._session(write=True) as session:
             for start in range(0, len(ids), BATCH):
-                session.execute(
+                # On the connection: no ORM fetching the ids back (see retire_rows).
+                session.connection().execute(
                     update(Tombstone)
                     .where(_in(session, Tombstone.id, ids[start : start + BATCH]))
                     .where(Tombstone.files_removed_at.is_(None))
                     .values(files_removed_at=utcnow())
                 )
+
+    def tombstone(self, tombstone_id: int) -> TombstoneInfo | None:
+        with self._guard(f"read tombstone {tombstone_id}"), self._session() as session:
+            row = session.get(Tombstone, tombstone_id)
+            return None if row is None else _tombstone_info(row)
 
     def tombstones(
         self, *, recording_id: int | None = None, limit: int = 100
@@ -556,9 +630,11 @@ def _count(session: Session, *where: ColumnElement[bool]) -> int:
 
 def _tags(session: Session, ids: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
-    for start in range(0, len(ids), 1000):
+    # One statement on PostgreSQL (an array parameter), chunks of parameters elsewhere.
+    step = (len(ids) or 1) if session.get_bind().dialect.name == "postgresql" else 1000
+    for start in range(0, len(ids), step):
         statement = select(RecordingTag.recording_id, RecordingTag.tag).where(
-            RecordingTag.recording_id.in_(ids[start : start + 1000])
+            _in(session, RecordingTag.recording_id, ids[start : start + step])
         )
         for rec_id, tag in session.execute(statement):
             out.setdefault(rec_id, []).append(tag)

@@ -25,6 +25,7 @@ from callrec.cli import (
 )
 from callrec.cli.users import _actor
 from callrec.exceptions import CallrecError
+from callrec.jobs.events import webhook_events
 
 retention_app = typer.Typer(
     help="Retention: the effective policy, and sweeps by hand.", no_args_is_help=True
@@ -64,7 +65,10 @@ def recordings_delete(
         for rec_id in ids:
             try:
                 rec, tomb = catalog.retire_recording(
-                    rec_id, by=_actor(), reason="deleted from the command line"
+                    rec_id,
+                    by=_actor(),
+                    reason="deleted from the command line",
+                    events=webhook_events(settings),
                 )
             except CallrecError as exc:
                 err_console.print(f"[red]{exc}[/red]")
@@ -146,14 +150,22 @@ def hold_add(
     if not reason.strip():
         err_console.print("[red]--reason is required: say why the recordings are held[/red]")
         raise typer.Exit(2)
-    _settings, catalog = _catalog(config)
+    settings, catalog = _catalog(config)
+    # recording.held per recording newly held, queued in the hold's transaction.
+    events = webhook_events(settings)
     try:
         if ids:
-            hold = catalog.add_hold("recording", recording_ids=ids, reason=reason, by=_actor())
+            hold = catalog.add_hold(
+                "recording", recording_ids=ids, reason=reason, by=_actor(), events=events
+            )
         elif number is not None:
-            hold = catalog.add_hold("number", value=number, reason=reason, by=_actor())
+            hold = catalog.add_hold(
+                "number", value=number, reason=reason, by=_actor(), events=events
+            )
         else:
-            hold = catalog.add_hold("tag", value=tag or "", reason=reason, by=_actor())
+            hold = catalog.add_hold(
+                "tag", value=tag or "", reason=reason, by=_actor(), events=events
+            )
         _audit_hold(catalog, "hold_add", hold, recordings=sorted(ids or [])[:1000])
     except CallrecError as exc:
         raise _fail(exc) from exc

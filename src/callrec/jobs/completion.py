@@ -165,7 +165,7 @@ def build_runner(
     for kind in completion.kinds():
         runner.register(kind)
     runner.schedule(CATCH_UP_KIND, every=CATCH_UP_EVERY)
-    for kind in webhooks.webhook_kinds(settings):
+    for kind in webhooks.webhook_kinds(settings, catalog=catalog):
         runner.register(kind)
     if settings.on_complete_command:
         runner.register(command.command_kind(settings))

@@ -26,8 +26,10 @@ from datetime import timedelta
 from typing import Any, Final
 
 from callrec import __version__
+from callrec.catalog import Catalog
 from callrec.catalog.jobs import JobInfo
 from callrec.config import Settings
+from callrec.exceptions import CatalogError
 from callrec.jobs.events import (
     COMPLETED,
     DELETED,
@@ -41,6 +43,7 @@ from callrec.jobs.events import (
     emit_in,
     event_body,
     event_id,
+    job_body,
     kind_for,
     public_url,
     serialize,
@@ -85,14 +88,19 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 class Delivery:
     """The handler of one URL's deliveries (blocking: it runs on its kind's threads)."""
 
-    def __init__(self, *, secret: str, timeout: float) -> None:
+    def __init__(self, *, secret: str, timeout: float, catalog: Catalog | None = None) -> None:
         self.secret = secret
         self.timeout = timeout
+        #: Where the bodies of ``recording.deleted`` jobs come from (their tombstones).
+        self.catalog = catalog
 
     def __call__(self, job: JobInfo) -> str:
         url = str(job.payload["url"])
-        body = serialize(job.payload["event"])
-        event = job.payload["event"]
+        try:
+            event = job_body(self.catalog, job.payload)
+        except (ValueError, KeyError, CatalogError) as exc:
+            raise JobFailed(f"cannot make the event's body: {exc}") from None
+        body = serialize(event)
         timestamp = int(time.time())
         request = urllib.request.Request(
             url,
@@ -132,15 +140,20 @@ def _shown(data: bytes) -> str:
     return data[:ANSWER_BYTES].decode("utf-8", "replace")
 
 
-def webhook_kinds(settings: Settings, *, retry: RetryPolicy | None = None) -> list[JobKind]:
-    """One job kind per ``webhook_url`` (``retry``: the policy, if not the settings')."""
+def webhook_kinds(
+    settings: Settings, *, retry: RetryPolicy | None = None, catalog: Catalog | None = None
+) -> list[JobKind]:
+    """One job kind per ``webhook_url`` (``retry``: the policy, if not the settings';
+    ``catalog``: where ``recording.deleted`` bodies are made, from their tombstones)."""
     retry = retry or RetryPolicy(
         max_attempts=10_000,  # the age limit decides
         max_age=timedelta(hours=settings.webhook_retry_hours),
         first=10.0,
         cap=3600.0,
     )
-    handler = Delivery(secret=settings.webhook_secret, timeout=settings.webhook_timeout)
+    handler = Delivery(
+        secret=settings.webhook_secret, timeout=settings.webhook_timeout, catalog=catalog
+    )
     return [
         JobKind(
             name=kind_for(url),

@@ -8,6 +8,7 @@ a catalogue rebuild). The tombstone lists all but the sidecar, whose name is the
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -18,10 +19,21 @@ from callrec.engine.journalfile import SIDECAR_SUFFIX
 logger = logging.getLogger(__name__)
 
 
+def _absolute(root: Path) -> str:
+    """``os.path.abspath(root)``; of an absolute root once (a sweep removes a million
+    recordings' files under the same one); a relative one depends on the working directory."""
+    return _normalised(root) if root.is_absolute() else os.path.abspath(root)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalised(root: Path) -> str:
+    return os.path.abspath(root)
+
+
 def recording_paths(root: Path, tomb: TombstoneInfo) -> list[str]:
     """Every file of the deleted recording that lies under ``root`` (as absolute path
     strings), the sidecar last."""
-    base = os.path.abspath(root)
+    base = _absolute(root)
     main = os.path.normpath(os.path.join(base, tomb.path))
     paths = [main, *(os.path.normpath(os.path.join(base, f)) for f in tomb.files)]
     paths.append(main + SIDECAR_SUFFIX)  # sidecar_path(), on the text
@@ -36,7 +48,7 @@ def remove_files(root: Path, tomb: TombstoneInfo) -> list[str]:
     already gone is no error (a delete finished twice, or removed by hand); any other failure
     is raised, and the tombstone stays pending for the next sweep."""
     removed: list[str] = []
-    cut = len(os.path.abspath(root)) + 1
+    cut = len(_absolute(root)) + 1
     for path in recording_paths(root, tomb):
         try:
             os.unlink(path)

@@ -24,6 +24,7 @@ from pathlib import Path
 from callrec.catalog import Catalog, RecordingInfo, RetentionPolicy, RetentionRule, TombstoneInfo
 from callrec.catalog.retirement import BATCH, BY_RETENTION
 from callrec.config import Settings, parse_quota
+from callrec.jobs.events import webhook_events
 from callrec.retention.files import remove_files
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ def sweep(
     if before is None and not policy.deletes_anything:
         return result
     root = settings.recordings_dir.resolve()
+    # recording.deleted per recording, queued in each batch's transaction.
+    events = webhook_events(settings)
     after: tuple[datetime, int] | None = None
     # The files of one batch go on a thread of their own while the catalogue deletes the
     # next (each batch's tombstones are committed before its files are touched).
@@ -131,9 +134,11 @@ def sweep(
         removing: Future[int] | None = None
         while stop is None or not stop.is_set():
             if before is not None:
-                tombs = catalog.retire_before(before, by=by, limit=batch, after=after)
+                tombs = catalog.retire_before(
+                    before, by=by, limit=batch, after=after, events=events
+                )
             else:
-                tombs = catalog.retire_expired(policy, now, limit=batch, after=after)
+                tombs = catalog.retire_expired(policy, now, limit=batch, after=after, events=events)
             if not tombs:
                 break
             after = max((t.start_time, t.recording_id) for t in tombs)
@@ -192,9 +197,10 @@ def quota_sweep(catalog: Catalog, settings: Settings, *, batch: int | None = Non
     if limit is None or used <= limit:
         return QuotaResult(limit=limit, used=used)
     root = settings.recordings_dir.resolve()
+    events = webhook_events(settings)
     deleted = freed = 0
     while used > limit:
-        tombs = catalog.retire_oldest(used - limit, limit=batch)
+        tombs = catalog.retire_oldest(used - limit, limit=batch, events=events)
         if not tombs:
             logger.warning(
                 "disk quota: %d bytes over %d, and nothing left that may be deleted "

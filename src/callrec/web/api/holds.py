@@ -18,6 +18,7 @@ from callrec.catalog import HoldInfo
 from callrec.catalog.holds import MAX_HOLD_RECORDINGS
 from callrec.catalog.webrecords import MAX_PAGE_SIZE
 from callrec.exceptions import CatalogError
+from callrec.jobs.events import webhook_events
 from callrec.web.api import Admin, bearer
 from callrec.web.auth import Principal, api_csrf, audit, ctx_of
 from callrec.web.ids import Id
@@ -138,6 +139,7 @@ async def set_hold(
             value=value,
             recording_ids=rec_ids,
             query=query,
+            events=webhook_events(ctx.settings),
         )
     except CatalogError as exc:
         raise BadRequest(str(exc)) from exc

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from callrec.catalog import JobInfo, JobStore
 from callrec.catalog.jobs import AttemptInfo
+from callrec.jobs.events import job_event_type
 from callrec.web.api import Admin
 from callrec.web.auth import api_csrf, audit, ctx_of
 from callrec.web.ids import Id
@@ -57,9 +58,8 @@ def job_out(job: JobInfo) -> dict[str, Any]:
     out = dataclasses.asdict(job)
     del out["payload"]
     url = job.payload.get("url")
-    event = job.payload.get("event")
     out["url"] = url if isinstance(url, str) else None
-    out["event"] = event.get("type") if isinstance(event, dict) else None
+    out["event"] = job_event_type(job.payload)
     return out
 
 

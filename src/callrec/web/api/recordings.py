@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from callrec.catalog import RecordingInfo
 from callrec.catalog.webrecords import COUNT_CAP, MAX_PAGE_SIZE, SORTS
 from callrec.exceptions import CatalogError
+from callrec.jobs.events import webhook_events
 from callrec.retention.files import remove_files
 from callrec.spreadsheet import SafeDictWriter
 from callrec.web.api import Admin, User, bearer
@@ -420,6 +421,7 @@ async def remove_recording(request: Request, principal: Principal, rec_id: Id) -
             rec_id,
             by=principal.user.username,
             reason="deleted in the web UI",
+            events=webhook_events(ctx.settings),
         )
     except CatalogError as exc:
         raise HTTPException(409, str(exc)) from exc
