@@ -505,7 +505,6 @@ function setupTranscript() {
     const start = parseFloat(button.dataset.start);
     audio.currentTime = start;
     mark(button.classList.contains("word") ? button : wordAt(start));
-    box.dataset.seeked = String(start);
   });
 }
 
