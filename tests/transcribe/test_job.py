@@ -131,7 +131,7 @@ async def test_a_missing_file_fails_the_job_with_the_reason(
 def test_the_workers_run_niced(tmp_path: Path) -> None:
     workers = pool.TranscriberPool("pocketsphinx", workers=1)
     try:
-        nice = workers._executor.submit(os.nice, 0).result(timeout=60)
+        nice = workers.submit(os.nice, 0)
     finally:
         workers.close()
     assert nice >= os.nice(0) + pool.NICE or nice == 19
@@ -146,3 +146,33 @@ async def test_rules_that_do_not_match_queue_nothing(
     rec_id = _sip_recording(catalog, root, 0)
     await _run_jobs(catalog, settings, root, [f"{0:032x}"])
     assert JobStore(catalog).find(KIND, str(rec_id)) is None
+
+
+def test_the_command_line_transcribes_every_recording_without_a_transcript(
+    catalog: Catalog, catalog_url: str, tmp_path: Path
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from callrec.cli import app
+
+    root = tmp_path / "recordings"
+    first = _sip_recording(catalog, root, 0)
+    second = _sip_recording(catalog, root, 1, source="server", channels=1, extra={})
+    write_wav(str(root / "2026-03-01" / "sip_1.wav"), speak(CALLEE_SENTENCE), 16000)
+    env = {"CALLREC_DATABASE_URL": catalog_url, "CALLREC_RECORDINGS_DIR": str(root)}
+    runner = CliRunner()
+    done = runner.invoke(app, ["transcribe", "--all", "--json"], env=env)
+    assert done.exit_code == 0, done.output
+    ran = json.loads(done.stdout)
+    assert ran["engine"] == "pocketsphinx"
+    assert [r["id"] for r in ran["recordings"]] == [first, second]
+    store = TranscriptStore(catalog)
+    mono = store.get(second)
+    assert mono is not None and "cancel" in mono.text.split()
+    assert {w.speaker for w in mono.words} == {""}
+    again = runner.invoke(app, ["transcribe", "--all", "--json"], env=env)
+    assert json.loads(again.stdout)["recordings"] == []  # nothing left without a transcript
+    bad = runner.invoke(app, ["transcribe", "--all", "--engine", "kaldi"], env=env)
+    assert bad.exit_code == 2 and "unknown transcription engine 'kaldi'" in bad.output

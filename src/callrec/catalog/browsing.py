@@ -21,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     Engine,
     and_,
+    any_,
     column,
     delete,
     func,
@@ -301,10 +302,19 @@ _PG_SEARCH_TEXT: ColumnElement[str] = literal_column(f"lower{search_index.SEARCH
 
 def _word_where(word: str, dialect: str) -> ColumnElement[bool]:
     """Rows whose numbers, names or device contain ``word`` (through the trigram index where
-    one can help, see :mod:`callrec.catalog.search_index`), or whose transcript has it."""
-    said = transcripts.transcript_match(word, dialect)
+    one can help, see :mod:`callrec.catalog.search_index`), or whose transcript has it.
+
+    On PostgreSQL the transcript's ids come as an array computed once (``id = ANY(ARRAY(
+    SELECT ...))``): ORed with ``id IN (SELECT ...)`` instead, the planner can use neither the
+    trigram index (a rare number took 976 ms instead of 23 ms in 200,000 rows, see
+    docs/transcription.md); an array is a value the primary key's index takes."""
     found = _text_where(word, dialect)
-    return found if said is None else or_(found, said)
+    said = transcripts.said_ids(word, dialect)
+    if said is None:
+        return found
+    if dialect == "postgresql":
+        return or_(found, Recording.id == any_(func.array(said.scalar_subquery())))
+    return or_(found, Recording.id.in_(said))
 
 
 def _text_where(word: str, dialect: str) -> ColumnElement[bool]:

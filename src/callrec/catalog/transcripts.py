@@ -46,6 +46,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from callrec.catalog.models import Base, CleanText, Recording, UTCDateTime
@@ -230,25 +231,30 @@ def _tokens(phrase: str) -> list[str]:
     return [w.strip("'") for w in out if w.strip("'")]
 
 
-def transcript_match(phrase: str, dialect: str) -> ColumnElement[bool] | None:
-    """Recordings whose transcript has the words of ``phrase`` one after another (one word:
-    that word), as a condition on ``recordings.id``; None when ``phrase`` has no word."""
+def said_ids(phrase: str, dialect: str) -> Select[tuple[int]] | None:
+    """The ids of the recordings whose transcript has the words of ``phrase`` one after
+    another (one word: that word), through the full-text index; None when ``phrase`` has no
+    word."""
     words = _tokens(phrase)
     if not words:
         return None
     if dialect == "postgresql":
         vector = func.to_tsvector(literal_column(f"'{PG_CONFIG}'"), _TRANSCRIPTS.c.text)
         query = func.phraseto_tsquery(literal_column(f"'{PG_CONFIG}'"), " ".join(words))
-        hits = select(_TRANSCRIPTS.c.recording_id).where(vector.op("@@")(query))
-        return Recording.id.in_(hits)
+        return select(_TRANSCRIPTS.c.recording_id).where(vector.op("@@")(query))
     if dialect == "sqlite":
         match = literal_column(FTS_TABLE).op("MATCH")(_fts_phrase(words))
-        return Recording.id.in_(select(_FTS.c.rowid).where(match))
+        return select(_FTS.c.rowid).where(match)
     # Another backend: a substring of the text (no index).
-    hits = select(_TRANSCRIPTS.c.recording_id).where(
+    return select(_TRANSCRIPTS.c.recording_id).where(
         _TRANSCRIPTS.c.text.icontains(" ".join(words), autoescape=True)
     )
-    return Recording.id.in_(hits)
+
+
+def transcript_match(phrase: str, dialect: str) -> ColumnElement[bool] | None:
+    """:func:`said_ids` as a condition on ``recordings.id``."""
+    ids = said_ids(phrase, dialect)
+    return None if ids is None else Recording.id.in_(ids)
 
 
 def snippet_of(text_: str, phrases: Sequence[str]) -> str | None:

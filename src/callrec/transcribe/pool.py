@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -40,7 +41,8 @@ def _run(path: str, extra: Mapping[str, Any]) -> Transcription:
 
 
 class TranscriberPool:
-    """``workers`` niced processes, each with the engine loaded."""
+    """``workers`` niced processes, each with the engine loaded; started at the first
+    transcription (a server that never transcribes starts no process and opens no pipe)."""
 
     def __init__(
         self,
@@ -53,21 +55,42 @@ class TranscriberPool:
     ) -> None:
         self.engine = name
         self.workers = workers
-        self._executor = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(name, model_dir, language, nice),
-        )
+        self._args = (name, model_dir, language, nice)
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=self._args,
+                )
+            return self._executor
 
     async def transcribe(self, path: Path, extra: Mapping[str, Any]) -> Transcription:
         """Transcribe the recording at ``path`` in a worker."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _run, str(path), dict(extra))
+        return await loop.run_in_executor(self._pool(), _run, str(path), dict(extra))
 
     def transcribe_blocking(self, path: Path, extra: Mapping[str, Any]) -> Transcription:
-        return self._executor.submit(_run, str(path), dict(extra)).result()
+        return self._pool().submit(_run, str(path), dict(extra)).result()
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in a worker (tests: what a worker's process is like)."""
+        return self._pool().submit(fn, *args).result(timeout=120)
 
     def close(self) -> None:
         """Stop the workers (a transcription under way is abandoned: its job runs again)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            # The processes as they are now: shutdown forgets them. A decode under way would
+            # otherwise hold the interpreter's exit for as long as it runs.
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            executor.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
