@@ -87,6 +87,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/recordings/{rec_id:int}/transcript", "path"),
     ("GET", "/api/v1/recordings/{rec_id:int}/transcript.{suffix}", "path"),
     ("POST", "/api/v1/recordings/{rec_id:int}/transcribe", "path"),
+    ("POST", "/recordings/{rec_id:int}/transcribe", "path"),
 ]
 
 

@@ -135,13 +135,29 @@ async def transcribe(request: Request, principal: Admin, rec_id: Id) -> dict[str
     transcript replaces the one before). 409 when this server does not transcribe
     (`transcribe_workers = 0`). Audited as `transcribe`."""
     await api_csrf(request, principal)
+    job_id, queued = await request_transcription(request, principal, rec_id)
+    return {"job_id": job_id, "queued": queued}
+
+
+async def request_transcription(
+    request: Request, principal: Principal, rec_id: int
+) -> tuple[int, bool]:
+    """Queue the recording's transcription (the API's and the call page's "Transcribe"):
+    (job id, False when it was already queued or running); 409 when this server does not
+    transcribe. The caller checks the admin role and the CSRF token."""
     ctx = ctx_of(request)
     rec = await visible_recording(request, principal, rec_id, asked="transcribe")
-    if ctx.settings.transcribe_workers <= 0 or not ctx.settings.jobs_enabled:
-        raise HTTPException(
-            409, "this server does not transcribe (transcribe_workers = 0 or jobs off)"
-        )
+    if not transcribing(ctx.settings.transcribe_workers, jobs=ctx.settings.jobs_enabled):
+        raise HTTPException(409, NOT_TRANSCRIBING)
     store = JobStore(ctx.catalog)
     job_id, queued = await ctx.write(store.request, TRANSCRIBE_KIND, str(rec.id), {"id": rec.id})
     await audit(request, "transcribe", principal, recording_id=rec.id)
-    return {"job_id": job_id, "queued": queued}
+    return job_id, queued
+
+
+NOT_TRANSCRIBING = "this server does not transcribe (transcribe_workers = 0 or jobs off)"
+
+
+def transcribing(workers: int, *, jobs: bool) -> bool:
+    """Whether this server runs transcription jobs."""
+    return workers > 0 and jobs

@@ -12,7 +12,7 @@ from typing import Any, Final
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 from markupsafe import Markup, escape
 
@@ -27,10 +27,12 @@ from callrec.web.api.holds import release_hold, set_hold
 from callrec.web.api.integrity import verify_now
 from callrec.web.api.notes import change_tag, create_note, remove_note
 from callrec.web.api.recordings import bulk_response, remove_recording, remove_recordings
+from callrec.web.api.transcripts import request_transcription
 from callrec.web.auth import Forbidden, Principal, ctx_of
 from callrec.web.ids import Id
 from callrec.web.pages.inputs import PageUser, field, posted_form, words
 from callrec.web.pages.render import redirect, render
+from callrec.web.pages.transcript import transcript_view
 from callrec.web.recordings import (
     FILTER_PARAMS,
     BadRequest,
@@ -304,6 +306,7 @@ async def _recording(
         else []
     )
     integrity = await ctx.db(integrity_state, ctx.catalog, rec.id)
+    said = await transcript_view(request, principal, rec.id)
     shown = {k: v for k, v in rec.extra.items() if v not in ({}, [], "", None)}
     extra = json.dumps(shown, ensure_ascii=False, indent=1) if shown else ""
     # A call still being recorded: the catalogue row holds what the last checkpoint wrote;
@@ -342,6 +345,7 @@ async def _recording(
         integrity=integrity,
         stored=stored_format(rec).name,
         archive=archived(rec),
+        said=said,
         **values,
     )
 
@@ -415,6 +419,22 @@ async def recording_verify(request: Request, rec_id: Id, principal: PageUser) ->
     if finding is None:
         return redirect(f"/recordings/{rec_id}#integrity", "Verified: the file is intact.")
     return redirect(f"/recordings/{rec_id}#integrity", f"Verification: {finding.line()}")
+
+
+@router.post("/recordings/{rec_id:int}/transcribe")
+async def recording_transcribe(request: Request, rec_id: Id, principal: PageUser) -> Response:
+    """ "Transcribe" (admins): the recording's transcription job queued, as the API's."""
+    if not principal.is_admin:
+        raise Forbidden("transcribing recordings needs the admin role")
+    await posted_form(request, principal)
+    try:
+        _, queued = await request_transcription(request, principal, rec_id)
+    except HTTPException as exc:
+        if exc.status_code != 409:
+            raise
+        return redirect(f"/recordings/{rec_id}#transcript", f"Not transcribed: {exc.detail}.")
+    message = "Transcription queued." if queued else "The transcription was already queued."
+    return redirect(f"/recordings/{rec_id}#transcript", message)
 
 
 # -- legal holds (issue 16 R) ------------------------------------------------------------

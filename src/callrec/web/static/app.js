@@ -456,6 +456,58 @@ async function setupPlayer() {
   }
 }
 
+// -- recording page: the transcript (issue 18): a word seeks the player, the word being
+// played is marked. The words are buttons in the page's HTML: keyboard users tab to one and
+// press enter; without this script they are text to read.
+
+function setupTranscript() {
+  const box = document.querySelector("[data-transcript]");
+  const audio = document.getElementById("audio");
+  if (!box || !audio) return;
+  const words = [...box.querySelectorAll("button.word")];
+  const starts = words.map((w) => parseFloat(w.dataset.start));
+  const ends = words.map((w) => parseFloat(w.dataset.end));
+  let current = null;
+
+  // The word being said at `time`: the last one started by then, while it lasts or until
+  // the next starts (a pause keeps the word before marked, as a reader's finger would).
+  function wordAt(time) {
+    let lo = 0, hi = starts.length - 1, found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (starts[mid] <= time + 0.001) { found = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    if (found < 0) return null;
+    const next = found + 1 < starts.length ? starts[found + 1] : Infinity;
+    return time < Math.max(ends[found], Math.min(next, ends[found] + 1)) ? words[found] : null;
+  }
+
+  function mark(word) {
+    if (word === current) return;
+    if (current) { current.classList.remove("current"); current.removeAttribute("aria-current"); }
+    current = word;
+    if (!word) return;
+    word.classList.add("current");
+    word.setAttribute("aria-current", "true");
+    // Keep it in view inside the transcript's own scroll box, not the page's.
+    const top = word.offsetTop - box.offsetTop;
+    if (top < box.scrollTop || top > box.scrollTop + box.clientHeight - word.offsetHeight) {
+      box.scrollTop = Math.max(0, top - box.clientHeight / 3);
+    }
+  }
+
+  const update = () => mark(wordAt(audio.currentTime));
+  for (const name of ["timeupdate", "seeked", "seeking"]) audio.addEventListener(name, update);
+
+  box.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-start]");
+    if (!button) return;
+    const start = parseFloat(button.dataset.start);
+    audio.currentTime = start;
+    mark(button.classList.contains("word") ? button : wordAt(start));
+  });
+}
+
 // -- recording page of a call still being recorded: running figures, then the final ones ---
 
 function setupCallLive() {
@@ -625,6 +677,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setupSearch();
   updateSelection();
   setupPlayer();
+  setupTranscript();
   setupCallLive();
   setupLive();
   setupBack();
