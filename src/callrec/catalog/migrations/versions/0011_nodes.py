@@ -1,0 +1,48 @@
+"""Several recording nodes on one catalogue (issue 17 part 2).
+
+``recordings.node``: the ``node_name`` of the server that recorded each row; rows from before
+stay NULL (whichever node migrates cannot know who recorded them). ``live_calls``: the calls
+each node is recording now, for every node's live page.
+
+Revision ID: 0011
+Revises: 0010
+
+Plain SQL types only (no callrec TypeDecorators), as in 0001.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0011"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("recordings") as batch:
+        batch.add_column(sa.Column("node", sa.String(length=63), nullable=True))
+        batch.create_index(op.f("ix_recordings_node"), ["node"])
+    op.create_table(
+        "live_calls",
+        sa.Column("uid", sa.String(length=32), nullable=False),
+        sa.Column("node", sa.String(length=63), nullable=False),
+        sa.Column("data", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("uid", name=op.f("pk_live_calls")),
+    )
+    with op.batch_alter_table("live_calls") as batch:
+        batch.create_index(op.f("ix_live_calls_node"), ["node"])
+        batch.create_index(op.f("ix_live_calls_seen_at"), ["seen_at"])
+
+
+def downgrade() -> None:
+    op.drop_table("live_calls")
+    with op.batch_alter_table("recordings") as batch:
+        batch.drop_index(op.f("ix_recordings_node"))
+        batch.drop_column("node")
