@@ -88,8 +88,8 @@ class Settings:
     )
     filename_template: str = _doc(
         "Path of a recording under recordings_dir. Fields: dir, local_number, remote_number, "
-        "local_name, remote_name, device, codec, id, start (a datetime, format with "
-        "{start:%Y...}). Phone-supplied text is sanitised; the result never leaves "
+        "local_name, remote_name, device, codec, id, node (node_name), start (a datetime, "
+        "format with {start:%Y...}). Phone-supplied text is sanitised; the result never leaves "
         "recordings_dir.",
         DEFAULT_FILENAME_TEMPLATE,
     )

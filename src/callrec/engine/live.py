@@ -56,6 +56,9 @@ class LiveSession:
     #: The WAV being written (stereo for SIP calls), relative to the recordings directory:
     #: the web's live listening reads it as it grows, whichever process writes it.
     path: str = ""
+    #: The node recording it (``node_name``); another node's calls come from the catalogue
+    #: (docs/scaling.md).
+    node: str = ""
 
 
 #: Called on the event loop with :data:`STARTED` or :data:`FINISHED` and a snapshot; must not

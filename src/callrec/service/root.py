@@ -123,6 +123,7 @@ def build_engine(settings: Settings, journal: Journal, live: LiveRegistry) -> Re
         sync_interval=settings.sync_interval,
         max_duration=settings.max_duration,
         sync_mode=settings.sync_mode,
+        node=settings.node_name,
     )
 
 

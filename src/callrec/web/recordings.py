@@ -56,6 +56,7 @@ FILTER_PARAMS: Final = (
     "min_duration",
     "max_duration",
     "tag",
+    "node",
     "sort",
 )
 
@@ -186,6 +187,7 @@ def search_query(
             if "max_duration" in p
             else None,
             tag=p.get("tag"),
+            node=p.get("node"),
             sort=sort,
             limit=limit,
             cursor=cursor or None,
@@ -420,6 +422,7 @@ INDEX_FIELDS: Final = (
     "status",
     "sha256",
     "path",
+    "node",
 )
 
 

@@ -110,6 +110,11 @@ class RecordingOut(BaseModel):
     quality: QualityOut
     tags: list[str]
     held: bool = Field(False, description="Under legal hold: no one can delete it.")
+    node: str | None = Field(
+        None,
+        description="The node (`node_name`) that recorded it; null on recordings from "
+        "before nodes.",
+    )
 
 
 class RecordingPage(BaseModel):
@@ -183,6 +188,7 @@ async def list_recordings(
     min_duration: Annotated[str, Query(description="Seconds, inclusive.")] = "",
     max_duration: Annotated[str, Query(description="Seconds, inclusive.")] = "",
     tag: Annotated[str, Query()] = "",
+    node: Annotated[str, Query(description="The node that recorded it (node_name).")] = "",
     sort: SortParam = "-start_time",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(description="From `next_cursor`.")] = None,
@@ -446,6 +452,7 @@ EXPORT_FIELDS: Final = (
     "tags",
     "file_name",
     "path",
+    "node",
 )
 #: Rows read from the catalogue at a time while the CSV is sent.
 EXPORT_BATCH: Final = 500
@@ -523,6 +530,7 @@ def _export_row(rec: RecordingInfo, tags: list[str], zone: tzinfo) -> dict[str, 
         "tags": " ".join(tags),
         "file_name": PurePosixPath(rec.path).name,
         "path": rec.path,
+        "node": rec.node or "",
     }
 
 
