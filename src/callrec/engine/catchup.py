@@ -67,14 +67,23 @@ async def replay_and_recover(
     await _retrying(journal, "replay ended processes' journals", settled, _replay, journal)
     catalog = journal.writer.catalog
     recovered = await _retrying(
-        journal, "recover unfinished recordings", settled, recover_unfinished, catalog, root, only
+        journal,
+        "recover unfinished recordings",
+        settled,
+        recover_unfinished,
+        catalog,
+        root,
+        only,
+        journal.node,
     )
     if recovered:
         logger.warning("recovery finished %d recordings a crash left open", len(recovered))
 
 
 def _replay(journal: Journal) -> int:
-    return replay_orphans(journal.writer.catalog, journal.directory, journal.path)
+    return replay_orphans(
+        journal.writer.catalog, journal.directory, journal.path, node=journal.node
+    )
 
 
 def _rebuild_if_empty(journal: Journal, root: Path) -> None:

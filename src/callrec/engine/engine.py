@@ -546,7 +546,8 @@ class RecordingEngine:
             uid=rec.uid,
             rec_id=rec.rec_id,
             source=spec.source,
-            **spec.who(),
+            # The parties' text fields (typed loosely: LiveSession has non-text ones too).
+            **dict[str, Any](spec.who()),
             codec=spec.codec.name,
             media_port=rec.source.media_port or 0,
             started_at=rec.started_at,

@@ -59,6 +59,10 @@ class LiveSession:
     #: The node recording it (``node_name``); another node's calls come from the catalogue
     #: (docs/scaling.md).
     node: str = ""
+    #: True for another node's call (from the catalogue's ``live_calls``): this process
+    #: cannot listen to it; ``node_url`` is that node's web address when it published one.
+    remote: bool = False
+    node_url: str = ""
 
 
 #: Called on the event loop with :data:`STARTED` or :data:`FINISHED` and a snapshot; must not

@@ -126,9 +126,10 @@ class JobKind:
         return not inspect.iscoroutinefunction(self.handler)
 
 
-def runner_name() -> str:
-    """``host:pid:token``: who holds a claim (the token tells a reused pid apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+def runner_name(node: str | None = None) -> str:
+    """``node:pid:token``: who holds a claim (the node defaults to the host name; the token
+    tells a reused pid apart)."""
+    return f"{node or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -164,10 +165,14 @@ class JobRunner:
         poll_interval: float = 2.0,
         keep: timedelta = timedelta(days=30),
         name: str | None = None,
+        node: str | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
-        self.name = name or runner_name()
+        #: The node (``node_name``) whose runners this one may judge dead: several nodes
+        #: share the catalogue, and a pid means something on its own node only.
+        self.node = node or socket.gethostname()
+        self.name = name or runner_name(self.node)
         self.poll_interval = poll_interval
         self.keep = keep
         self._clock = clock
@@ -329,9 +334,9 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
     async def _release_dead(self) -> None:
-        """Take back at once the jobs of this host's runners whose process is gone."""
-        host = socket.gethostname()
-        held = await self.read(lambda: self.store.runners(f"{host}:"))
+        """Take back at once the jobs of this node's runners whose process is gone (another
+        node's are taken back when their leases pass)."""
+        held = await self.read(lambda: self.store.runners(f"{self.node}:"))
         dead = [r for r in held if r != self.name and not _pid_alive(_pid_of(r))]
         if dead:
             released = await self.write(lambda: self.store.release(dead))

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from callrec import filemodes
 from callrec.catalog import Catalog
+from callrec.catalog.livecalls import LiveCallStore
 from callrec.catalog.records import utcnow
 from callrec.config import Settings
 from callrec.engine import (
@@ -54,6 +55,7 @@ from callrec.engine import (
 from callrec.engine.catchup import catch_up
 from callrec.engine.journal import OK, Journal
 from callrec.engine.journalfile import journal_dir
+from callrec.engine.nodes import NodesLive
 from callrec.engine.portmemory import PortMemory, ports_dir
 from callrec.exceptions import CallrecError, CatalogError
 from callrec.filemodes import FileModes
@@ -147,7 +149,10 @@ class Service:
         self.catalog = Catalog(settings.database_url, check=False)
         self.writer = CatalogWriter(self.catalog)
         self.journal = Journal(
-            journal_dir(self.root), self.writer, name="worker" if worker else "main"
+            journal_dir(self.root),
+            self.writer,
+            name="worker" if worker else "main",
+            node=settings.node_name,
         )
         self.ports = PortRange(
             own.media_host,
@@ -158,6 +163,16 @@ class Service:
         )
         self.live = LiveRegistry()
         self.engine = build_engine(settings, self.journal, self.live)
+        # Several nodes on one PostgreSQL catalogue (docs/scaling.md): the live page shows
+        # every node's calls. Not on SQLite: one machine, one node.
+        self.nodes: NodesLive | None = None
+        if not worker and not settings.database_url.startswith("sqlite"):
+            self.nodes = NodesLive(
+                self.live,
+                LiveCallStore(self.catalog),
+                node=settings.node_name,
+                node_url=settings.web_public_url,
+            )
         self.phone = PhoneServer(own, engine=self.engine, ports=self.ports)
         self.importer = Importer(
             self.engine,
@@ -196,6 +211,7 @@ class Service:
                     quota=lambda: self.retention.quota if self.retention else None,
                 ),
                 job_runs=lambda: dict(self.jobs.runs) if self.jobs is not None else {},
+                every_node=self.nodes,
             )
         self.workers: WorkerPool | None = None
         # Work after a call (webhooks, on_complete_command, periodic work): the main process
@@ -265,6 +281,10 @@ class Service:
                     )
                 )
         await self.engine.start()
+        if self.nodes is not None:
+            self._background.append(
+                asyncio.create_task(self._share_live(self.nodes), name="callrec-live-calls")
+            )
         if self.jobs is not None and self.completion is not None:
             self._register_periodic(self.jobs)
             await self.jobs.start(ready=settled)
@@ -380,6 +400,12 @@ class Service:
         await self._stop_catalogue(self.journal, self._background, self._sign_at_stop)
         self.catalog.close()
         logger.info("recording server stopped")
+
+    async def _share_live(self, nodes: NodesLive) -> None:
+        """Once the catalogue is migrated: this node's live calls to the others, theirs
+        here (:mod:`callrec.engine.nodes`)."""
+        await self.journal.ready.wait()
+        await nodes.run()
 
     async def _keep_integrity(self, key: SigningKey) -> None:
         """The hash chain's upkeep (docs/integrity.md): once the catalogue is ready, append

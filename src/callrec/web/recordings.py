@@ -24,6 +24,7 @@ from callrec.exceptions import CatalogError
 from callrec.media.decode import container_of
 from callrec.web.auth import Principal, WebContext, audit
 from callrec.web.ids import ID_RANGE, parse_id
+from callrec.web.locate import MediaUnreachable
 from callrec.web.media import (
     FORMATS,
     AudioFormat,
@@ -100,11 +101,13 @@ async def audit_denied(
 
 
 def recording_file(ctx: WebContext, rec: RecordingInfo) -> Path:
-    """The recording's file, refusing a catalogued path that would leave the directory."""
-    relative = PurePosixPath(rec.path)
-    if relative.is_absolute() or ".." in relative.parts:
-        raise HTTPException(404, f"recording {rec.id} has an unusable path")
-    return ctx.root / relative
+    """The recording's file (:mod:`callrec.web.locate`: every read of audio comes here),
+    refusing a catalogued path that would leave the directory; 404 saying why when this node
+    cannot reach it."""
+    try:
+        return ctx.media.locate(rec)
+    except MediaUnreachable as exc:
+        raise HTTPException(404, str(exc)) from exc
 
 
 # -- search parameters ---------------------------------------------------------------------

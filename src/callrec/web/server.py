@@ -155,6 +155,7 @@ class WebServer:
         importer: Importer | None = None,
         health: HealthSource | None = None,
         job_runs: Callable[[], Mapping[tuple[str, str], int]] | None = None,
+        every_node: LiveView | None = None,
     ) -> None:
         check_web_settings(settings)
         self.settings = settings
@@ -171,6 +172,7 @@ class WebServer:
             importer=importer,
             health=health,
             job_runs=job_runs,
+            every_node=every_node,
         )
         self._uvicorn: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
