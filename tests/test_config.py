@@ -75,7 +75,7 @@ def test_node_name_defaults_to_the_host_name_and_is_checked() -> None:
     settings, source = load_settings(environ={"CALLREC_NODE_NAME": "rec-2.site"})
     assert settings.node_name == "rec-2.site" and source["node_name"] == "CALLREC_NODE_NAME"
     for bad in ("-x", "a b", "x/y", "n" * 64):
-        with pytest.raises(ConfigError, match="node_name: node name .* must be 1-63"):
+        with pytest.raises(ConfigError, match=r"node_name: node name .* must be 1-63"):
             Settings(node_name=bad)
 
 
