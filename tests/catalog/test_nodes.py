@@ -9,7 +9,9 @@ from pathlib import Path
 
 from callrec.catalog import Catalog, SearchQuery
 from callrec.catalog.livecalls import LiveCallStore
+from callrec.config import Settings
 from callrec.engine.recovery import recover_unfinished
+from callrec.retention.sweep import finish_pending, quota_sweep
 from tests.support.catalog import T0, finish_values, new_recording
 
 
@@ -64,3 +66,42 @@ def test_live_calls_are_shared_and_a_silent_nodes_expire(catalog: Catalog) -> No
     # A clean stop withdraws a node's calls at once.
     store.publish("beta", {"c" * 32: call}, now=much_later, stale_before=much_later)
     assert store.withdraw("beta") == 1 and store.all() == []
+
+
+def _settings(tmp_path: Path, catalog: Catalog, node: str, **extra: object) -> Settings:
+    return Settings(
+        node_name=node,
+        recordings_dir=tmp_path / node,
+        database_url="sqlite://",  # not opened: the functions are given the catalogue
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_the_disk_quota_and_file_removal_keep_to_each_nodes_disk(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    ids: dict[str, list[int]] = {"alpha": [], "beta": []}
+    for n, node in enumerate(["alpha", "beta", "alpha", "beta", "beta"]):
+        rec_id = catalog.create_recording(new_recording(n, node=node))
+        catalog.finish_recording(rec_id, **finish_values(size_bytes=1000))
+        path = tmp_path / node / f"2026-03-01/in_{n}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 1000)
+        ids[node].append(rec_id)
+    alpha = _settings(tmp_path, catalog, "alpha", disk_quota="1500")
+    beta = _settings(tmp_path, catalog, "beta")
+    assert catalog.catalogued_bytes("alpha") == 2000 and catalog.catalogued_bytes() == 5000
+    # alpha's quota is of alpha's disk: its oldest recording goes, none of beta's.
+    result = quota_sweep(catalog, alpha)
+    assert (result.deleted, result.used) == (1, 1000)
+    assert {r.id for r in catalog.find()} == {ids["alpha"][1], *ids["beta"]}
+    assert not (tmp_path / "alpha/2026-03-01/in_0.wav").exists()
+    # A recording of beta deleted on alpha: its files are beta's to remove.
+    _, tomb = catalog.retire_recording(ids["beta"][0], by="admin")
+    assert tomb.node == "beta"
+    assert finish_pending(catalog, alpha) == (0, 0)
+    assert [t.id for t in catalog.pending_tombstones()] == [tomb.id]
+    assert (tmp_path / "beta/2026-03-01/in_1.wav").exists()
+    assert finish_pending(catalog, beta) == (1, 1)
+    assert catalog.pending_tombstones() == []
+    assert not (tmp_path / "beta/2026-03-01/in_1.wav").exists()

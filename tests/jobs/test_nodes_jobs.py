@@ -31,6 +31,9 @@ def run_node(url: str, node: str, go: Any, out: str) -> None:
     async def hourly(job: JobInfo) -> None:
         ran.append(f"periodic {job.key}")
 
+    async def own_disk(job: JobInfo) -> None:
+        ran.append(f"local {job.key}")
+
     async def main(runner: JobRunner) -> None:
         for _ in range(3):
             await runner.run_once()
@@ -41,6 +44,9 @@ def run_node(url: str, node: str, go: Any, out: str) -> None:
         runner.register(JobKind(name="test.once", handler=once, concurrency=4))
         runner.register(JobKind(name="test.hourly", handler=hourly))
         runner.schedule("test.hourly", every=timedelta(hours=1))
+        # Work on a node's own disk (the archive sweep): one run per period and node.
+        runner.register(JobKind(name="test.local", handler=own_disk))
+        runner.schedule("test.local", every=timedelta(hours=1), per_node=True)
         go.wait(30)
         asyncio.run(main(runner))
         Path(out).write_text(json.dumps({"ran": ran, "runner": runner.name}))
@@ -72,10 +78,18 @@ def test_two_nodes_runners_in_two_processes_run_each_job_once(
     assert set(numbers.values()) == {1}, "a job ran twice"
     # Both nodes took a share of the queue.
     assert all(any(isinstance(n, int) for n in r["ran"]) for r in results)
-    periodic = [n for r in results for n in r["ran"] if isinstance(n, str)]
+    periodic = [n for r in results for n in r["ran"] if str(n).startswith("periodic")]
     assert len(periodic) == 1, periodic
+    # Each node ran its own per-node run, and only its own.
+    for node, result in zip(("alpha", "beta"), results, strict=True):
+        local = [n for n in result["ran"] if str(n).startswith("local")]
+        assert len(local) == 1 and local[0].endswith(f"@{node}"), local
     with Catalog(catalog_url) as catalog:
         store = JobStore(catalog)
-        assert store.counts() == {("test.once", DONE): JOBS, ("test.hourly", DONE): 1}
+        assert store.counts() == {
+            ("test.once", DONE): JOBS,
+            ("test.hourly", DONE): 1,
+            ("test.local", DONE): 2,
+        }
         (job,) = store.list_jobs(kind="test.hourly")
         assert [a.outcome for a in store.attempts(job.id)] == ["done"]

@@ -10,6 +10,7 @@ journals of processes that end later (a media worker killed, an orphaned one tha
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,12 @@ async def catch_up(
     first round is done, or at the first failure (the caller need not wait any longer)."""
     settled = settled or asyncio.Event()
     catalog = journal.writer.catalog
-    await _retrying(journal, "migrate the catalogue", settled, catalog.migrate)
+    await _retrying(
+        journal,
+        "migrate the catalogue",
+        settled,
+        functools.partial(catalog.migrate, node=journal.node),
+    )
     if main:
         await _retrying(
             journal, "rebuild an empty catalogue", settled, _rebuild_if_empty, journal, root

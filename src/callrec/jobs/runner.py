@@ -185,6 +185,8 @@ class JobRunner:
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._schedules: dict[str, timedelta] = {}
         self._scheduled_slot: dict[str, int] = {}
+        #: The periodic kinds whose runs are each node's own (:meth:`schedule`).
+        self._per_node: set[str] = set()
         self._running: dict[int, tuple[JobInfo, asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -204,15 +206,18 @@ class JobRunner:
             raise ValueError(f"job kind {kind.name!r} is registered twice")
         self.kinds[kind.name] = kind
 
-    def schedule(self, kind: str, *, every: timedelta) -> None:
+    def schedule(self, kind: str, *, every: timedelta, per_node: bool = False) -> None:
         """Enqueue one job of the registered ``kind`` per period of ``every`` (aligned on the
-        epoch). Its key is the period's start, so however many processes schedule it, one
-        job runs per period."""
+        epoch). Its key is the period's start, so however many processes and nodes schedule
+        it, one job runs per period. ``per_node``: one per period and node instead (work on
+        a node's own disk: its key ends ``@node``, and only this node's runners claim it)."""
         if kind not in self.kinds:
             raise ValueError(f"schedule of unknown job kind {kind!r}")
         if every <= timedelta(0):
             raise ValueError("a schedule needs a positive period")
         self._schedules[kind] = every
+        if per_node:
+            self._per_node.add(kind)
 
     async def enqueue(
         self,
@@ -256,6 +261,10 @@ class JobRunner:
             await self.enqueue(kind, key, payload)
         except CatalogError as exc:
             logger.error("could not enqueue %s job %s: %s", kind, key, exc)
+
+    @property
+    def _node_suffix(self) -> str:
+        return f"@{self.node}"
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -350,7 +359,8 @@ class JobRunner:
             if self._scheduled_slot.get(kind) == slot:
                 continue
             start = datetime.fromtimestamp(slot * every.total_seconds(), UTC)
-            todo.append((kind, start.isoformat(), {"slot": start.isoformat()}))
+            key = start.isoformat() + (self._node_suffix if kind in self._per_node else "")
+            todo.append((kind, key, {"slot": start.isoformat()}))
         if todo:
             await self.enqueue_many(todo)
             for kind, _, payload in todo:
@@ -399,7 +409,13 @@ class JobRunner:
         if not due:
             return 0
         claims = [
-            Claim(kind=name, limit=free[name], lease=self.kinds[name].lease) for name in sorted(due)
+            Claim(
+                kind=name,
+                limit=free[name],
+                lease=self.kinds[name].lease,
+                key_suffix=self._node_suffix if name in self._per_node else None,
+            )
+            for name in sorted(due)
         ]
         jobs: list[JobInfo] = await self.write(
             lambda: self.store.claim(self.name, claims, due_by=due_by)

@@ -477,7 +477,10 @@ class Service:
                     retry=RetryPolicy(max_attempts=3, max_age=timedelta(hours=12)),
                 )
             )
-            runner.schedule(ARCHIVE_KIND, every=timedelta(seconds=settings.archive_interval))
+            # Each node archives its own recordings: they are on its disk (docs/scaling.md).
+            runner.schedule(
+                ARCHIVE_KIND, every=timedelta(seconds=settings.archive_interval), per_node=True
+            )
 
     async def _sign_at_stop(self) -> None:
         """The chain's upkeep once more at a clean stop, the last ends catalogued: the

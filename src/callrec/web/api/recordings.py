@@ -372,8 +372,12 @@ async def remove_recording(request: Request, principal: Principal, rec_id: Id) -
         )
     except CatalogError as exc:
         raise HTTPException(409, str(exc)) from exc
-    removed = await run_in_threadpool(remove_files, ctx.root, tomb)
-    await ctx.write(ctx.catalog.mark_files_removed, [tomb.id])
+    removed: list[str] = []
+    if tomb.node in (None, ctx.settings.node_name):
+        removed = await run_in_threadpool(remove_files, ctx.root, tomb)
+        await ctx.write(ctx.catalog.mark_files_removed, [tomb.id])
+    # else another node's disk holds the files: its tombstone stays pending, and that node
+    # removes them (docs/scaling.md).
     await audit(
         request,
         "delete",

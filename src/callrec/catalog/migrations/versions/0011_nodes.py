@@ -1,7 +1,9 @@
 """Several recording nodes on one catalogue (issue 17 part 2).
 
 ``recordings.node``: the ``node_name`` of the server that recorded each row; rows from before
-stay NULL (whichever node migrates cannot know who recorded them). ``live_calls``: the calls
+become the migrating node's (``Catalog.migrate(node=...)``: the installation being upgraded
+recorded them), or stay NULL when no node is given. ``tombstones.node``: whose disk a deleted
+recording's files are on. ``live_calls``: the calls
 each node is recording now, for every node's live page.
 
 Revision ID: 0011
@@ -28,6 +30,13 @@ def upgrade() -> None:
     with op.batch_alter_table("recordings") as batch:
         batch.add_column(sa.Column("node", sa.String(length=63), nullable=True))
         batch.create_index(op.f("ix_recordings_node"), ["node"])
+    with op.batch_alter_table("tombstones") as batch:
+        batch.add_column(sa.Column("node", sa.String(length=63), nullable=True))
+    config = op.get_context().config
+    node = config.attributes.get("node") if config is not None else None
+    if node:
+        recordings = sa.table("recordings", sa.column("node", sa.String()))
+        op.execute(recordings.update().where(recordings.c.node.is_(None)).values(node=node))
     op.create_table(
         "live_calls",
         sa.Column("uid", sa.String(length=32), nullable=False),
@@ -43,6 +52,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("live_calls")
+    with op.batch_alter_table("tombstones") as batch:
+        batch.drop_column("node")
     with op.batch_alter_table("recordings") as batch:
         batch.drop_index(op.f("ix_recordings_node"))
         batch.drop_column("node")
