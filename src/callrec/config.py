@@ -69,8 +69,8 @@ class Settings:
     peer_recordings_dirs: tuple[str, ...] = _doc(
         "Until object storage holds the audio: where this node reads other nodes' "
         'recordings, as node=directory (e.g. ["b=/mnt/node-b/recordings"], a read-only '
-        "network mount). A recording of a node not listed is looked for under "
-        "recordings_dir (a shared directory).",
+        "network mount). A recording of a node not listed cannot be played here (the "
+        "answer says on which node it is).",
         (),
     )
     file_mode: str = _doc(

@@ -105,3 +105,22 @@ def test_the_disk_quota_and_file_removal_keep_to_each_nodes_disk(
     assert finish_pending(catalog, beta) == (1, 1)
     assert catalog.pending_tombstones() == []
     assert not (tmp_path / "beta/2026-03-01/in_1.wav").exists()
+
+
+def test_a_path_another_node_holds_is_never_taken_from_it(catalog: Catalog) -> None:
+    """Two nodes, two recordings directories, one relative path: the journal of the second
+    marks its own row's path instead of renaming the first node's (which it does to a stale
+    row of its own node)."""
+    from callrec.catalog.replay import JournalStart
+
+    first = catalog.create_recording(new_recording(1, node="alpha", uid="a" * 32))
+    known = catalog.apply_journal([JournalStart(new_recording(1, node="beta", uid="b" * 32))])
+    rows = {r.id: r for r in catalog.find()}
+    assert (rows[first].path, rows[first].node) == ("2026-03-01/in_1.wav", "alpha")
+    second = rows[known["b" * 32]]
+    assert (second.path, second.node) == ("2026-03-01/in_1.wav#node-bbbbbbbbbbbb", "beta")
+    # Within one node, the newer start is the true one, as ever.
+    again = catalog.apply_journal([JournalStart(new_recording(1, node="alpha", uid="c" * 32))])
+    rows = {r.id: r for r in catalog.find()}
+    assert rows[again["c" * 32]].path == "2026-03-01/in_1.wav"
+    assert rows[first].path == f"2026-03-01/in_1.wav#missing-{first}"

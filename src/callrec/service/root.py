@@ -405,6 +405,16 @@ class Service:
         """Once the catalogue is migrated: this node's live calls to the others, theirs
         here (:mod:`callrec.engine.nodes`)."""
         await self.journal.ready.wait()
+        template = self.settings.filename_template
+        with contextlib.suppress(CatalogError):
+            others = set(await asyncio.to_thread(self.catalog.nodes_seen)) - {nodes.node}
+            if others and "{node" not in template:
+                logger.warning(
+                    "nodes %s record into this catalogue too, and filename_template does not "
+                    "name the node: two nodes' recordings may get one path (put {node}/ first: "
+                    "docs/scaling.md)",
+                    ", ".join(sorted(others)),
+                )
         await nodes.run()
 
     async def _keep_integrity(self, key: SigningKey) -> None:

@@ -3,9 +3,9 @@
 Playback, Range requests, downloads, transcoding and ZIPs ask :class:`MediaLocator` for the
 file of a catalogued recording. Today that is a local path: this node's ``recordings_dir``
 for its own recordings (and those from before nodes), a peer's directory given in
-``peer_recordings_dirs`` (a network mount) for another node's, else the same relative path
-under ``recordings_dir`` (nodes that share one directory). Object storage (docs/scaling.md)
-plugs in here as another locator.
+``peer_recordings_dirs`` (a network mount) for another node's; any other node's recording is
+out of reach (a 404 that says on which node it is). Object storage (docs/scaling.md) plugs in
+here as another locator.
 """
 
 from __future__ import annotations
@@ -46,9 +46,6 @@ class LocalMedia:
         peer = self.peers.get(rec.node)
         if peer is not None:
             return peer / relative
-        shared = self.root / relative
-        if shared.exists():
-            return shared
         raise MediaUnreachable(
             f"recording {rec.id} was recorded on node {rec.node}, whose files this node "
             "cannot reach (peer_recordings_dirs: docs/scaling.md)"
