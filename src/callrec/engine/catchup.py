@@ -100,7 +100,7 @@ def _rebuild_if_empty(journal: Journal, root: Path) -> None:
             catalog.url,
             root,
         )
-        rebuild_catalogue(catalog, root)
+        rebuild_catalogue(catalog, root, journal.node)
 
 
 async def _retrying(
