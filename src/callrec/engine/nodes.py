@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 HEARTBEAT: Final = 2.0
 #: Seconds after which a node's unrefreshed rows are taken for a dead node's and deleted.
 STALE_AFTER: Final = 15.0
+#: Seconds a stop gives the withdrawal of this node's rows (a hung database must not hold
+#: the stop up: the rows then expire as a dead node's).
+WITHDRAW_WAIT: Final = 2.0
 
 
 def session_data(live: LiveSession) -> dict[str, Any]:
@@ -115,8 +118,10 @@ class NodesLive:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.heartbeat)
         finally:
-            with contextlib.suppress(CatalogError):
-                await asyncio.to_thread(self.store.withdraw, self.node)
+            with contextlib.suppress(CatalogError, TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.to_thread(self.store.withdraw, self.node), WITHDRAW_WAIT
+                )
 
     async def publish_once(self) -> None:
         """One publication: this node's calls out, the other nodes' in (and their starts
