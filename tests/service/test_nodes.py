@@ -28,6 +28,7 @@ import psycopg
 import pytest
 
 from callrec.catalog import Catalog, JobStore, head_revision
+from callrec.config import DEFAULT_FILENAME_TEMPLATE
 from callrec.integrity.keys import load_or_create
 from callrec.sim.phone import PhoneCall
 from tests.jobs.test_webhooks import SECRET
@@ -75,6 +76,9 @@ def _node(tmp_path: Path, name: str, host: str, url: str, **extra: object) -> No
         web_port=web,
         web_public_url=f"http://{host}:{web}",
         job_poll_interval=0.2,
+        # As docs/scaling.md says: the phones of two nodes may send the same names in the
+        # same second (here they do), and the catalogue keeps each path once.
+        filename_template="{node}/" + DEFAULT_FILENAME_TEMPLATE,
         **extra,
     )
     return Node(name, host, control, web, root, settings)
@@ -216,6 +220,17 @@ async def test_two_nodes_record_list_play_and_run_jobs_once(tmp_path: Path, pg_u
                     assert {r["node"] for r in rows} == {"alpha"} and len(rows) == 3
                 by_session = {i["session_id"]: i for i in await _listed(on_alpha)}
                 b0, a0 = by_session["b0"], by_session["a0"]
+                assert b0["path"].startswith("beta/") and a0["path"].startswith("alpha/")
+                # The list page has a node column and filter once two nodes recorded.
+                page = await on_beta.get("/recordings", params={"node": "alpha"})
+                assert page.status_code == 200
+                assert (
+                    "<th>Node</th>" in page.text and "<option selected>alpha</option>" in page.text
+                )
+                assert page.text.count('class="node">alpha<') == 3
+                assert 'class="node">beta<' not in page.text
+                detail = await on_beta.get(f"/recordings/{a0['id']}")
+                assert '<th>Node</th><td class="node">alpha</td>' in detail.text
                 # alpha plays beta's recording from beta's directory, Range included.
                 wav = (beta_root / b0["path"]).read_bytes()
                 ranged = await on_alpha.get(
