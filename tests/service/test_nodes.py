@@ -308,6 +308,9 @@ async def test_live_calls_across_nodes_and_a_node_killed_mid_call(
             (live,) = [s for s in await on_alpha_live() if s["session_id"] == "live1"]
             assert live["node"] == "beta" and live["remote"] is True
             assert live["node_url"] == beta.base
+            # alpha's health counts its own calls only, and names it.
+            health = (await on_alpha.get("/health")).json()
+            assert (health["node"], health["live_sessions"]) == ("alpha", 0)
             # The live page says where to listen.
             page = await on_alpha.get("/live")
             assert "on node beta" in page.text and beta.base in page.text
