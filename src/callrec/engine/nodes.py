@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -73,8 +73,18 @@ class NodesLive:
         node_url: str = "",
         heartbeat: float = HEARTBEAT,
         stale_after: float = STALE_AFTER,
+        healthy: Callable[[], bool] = lambda: True,
+        run: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.local = local
+        #: Where the catalogue calls run: the process's catalogue writer thread (so a stop
+        #: that interrupts a hung database ends them too, and none outlives the catalogue),
+        #: or a thread of their own.
+        self._run = run or asyncio.to_thread
+        #: Whether the catalogue answers (the journal's state): while it does not, nothing is
+        #: published (a thread would wait on a hung database), and the other nodes' calls
+        #: are kept as last seen until it answers again.
+        self.healthy = healthy
         self.store = store
         self.node = node
         self.node_url = node_url
@@ -118,21 +128,23 @@ class NodesLive:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.heartbeat)
         finally:
-            with contextlib.suppress(CatalogError, TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.to_thread(self.store.withdraw, self.node), WITHDRAW_WAIT
-                )
+            # Not while the catalogue is hung: the rows then expire as a dead node's.
+            if self.healthy():
+                with contextlib.suppress(CatalogError, TimeoutError):
+                    await asyncio.wait_for(self._run(self.store.withdraw, self.node), WITHDRAW_WAIT)
 
     async def publish_once(self) -> None:
         """One publication: this node's calls out, the other nodes' in (and their starts
         and ends told to the observers)."""
+        if not self.healthy():
+            return
         calls = {
             live.uid: {**session_data(live), "node": self.node, "node_url": self.node_url}
             for live in self.local.live_sessions()
         }
         now = utcnow()
         try:
-            rows = await asyncio.to_thread(
+            rows = await self._run(
                 self.store.publish,
                 self.node,
                 calls,

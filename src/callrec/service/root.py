@@ -172,6 +172,8 @@ class Service:
                 LiveCallStore(self.catalog),
                 node=settings.node_name,
                 node_url=settings.web_public_url,
+                healthy=lambda: self.journal.status().state == OK,
+                run=self.writer.run,
             )
         self.phone = PhoneServer(own, engine=self.engine, ports=self.ports)
         self.importer = Importer(
@@ -407,7 +409,7 @@ class Service:
         await self.journal.ready.wait()
         template = self.settings.filename_template
         with contextlib.suppress(CatalogError):
-            others = set(await asyncio.to_thread(self.catalog.nodes_seen)) - {nodes.node}
+            others = set(await self.writer.run(self.catalog.nodes_seen)) - {nodes.node}
             if others and "{node" not in template:
                 logger.warning(
                     "nodes %s record into this catalogue too, and filename_template does not "
