@@ -62,3 +62,27 @@ def test_every_setting_is_documented() -> None:
     docs = Settings.fields_doc()
     assert len(docs) > 10
     assert all(doc.strip() for _, doc, _ in docs)
+
+
+def test_node_name_defaults_to_the_host_name_and_is_checked() -> None:
+    import socket
+
+    from callrec.config import default_node_name
+
+    assert Settings().node_name == default_node_name()
+    if len(socket.gethostname()) <= 63:
+        assert default_node_name() == socket.gethostname()
+    settings, source = load_settings(environ={"CALLREC_NODE_NAME": "rec-2.site"})
+    assert settings.node_name == "rec-2.site" and source["node_name"] == "CALLREC_NODE_NAME"
+    for bad in ("-x", "a b", "x/y", "n" * 64):
+        with pytest.raises(ConfigError, match=r"node_name: node name .* must be 1-63"):
+            Settings(node_name=bad)
+
+
+def test_peer_recordings_dirs_are_node_equals_directory() -> None:
+    settings, _ = load_settings(
+        environ={"CALLREC_PEER_RECORDINGS_DIRS": "beta=/mnt/b,gamma=/mnt/c"}
+    )
+    assert settings.peer_dirs() == {"beta": Path("/mnt/b"), "gamma": Path("/mnt/c")}
+    with pytest.raises(ConfigError, match="'/mnt/b' is not node=directory"):
+        Settings(peer_recordings_dirs=("/mnt/b",))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,6 +59,20 @@ class Settings:
         "SQLAlchemy URL of the catalogue (SQLite file or postgresql+psycopg://...).",
         "sqlite:///callrec.db",
     )
+    node_name: str = _doc(
+        "This node's name when several `callrec serve` share one PostgreSQL catalogue "
+        "(docs/scaling.md): stored on each recording it makes, shown in the list and on the "
+        "live page, and naming its journal and job claims. Letters, digits, '.', '_', '-' "
+        "(1-63). Empty: the host name.",
+        "",
+    )
+    peer_recordings_dirs: tuple[str, ...] = _doc(
+        "Until object storage holds the audio: where this node reads other nodes' "
+        'recordings, as node=directory (e.g. ["b=/mnt/node-b/recordings"], a read-only '
+        "network mount). A recording of a node not listed cannot be played here (the "
+        "answer says on which node it is).",
+        (),
+    )
     file_mode: str = _doc(
         "Permission bits (octal) of the recordings, sidecars, exports and SQLite catalogue "
         "callrec creates, whatever the umask; folders get the matching search bits (0640: "
@@ -72,8 +88,8 @@ class Settings:
     )
     filename_template: str = _doc(
         "Path of a recording under recordings_dir. Fields: dir, local_number, remote_number, "
-        "local_name, remote_name, device, codec, id, start (a datetime, format with "
-        "{start:%Y...}). Phone-supplied text is sanitised; the result never leaves "
+        "local_name, remote_name, device, codec, id, node (node_name), start (a datetime, "
+        "format with {start:%Y...}). Phone-supplied text is sanitised; the result never leaves "
         "recordings_dir.",
         DEFAULT_FILENAME_TEMPLATE,
     )
@@ -622,6 +638,28 @@ class Settings:
 
         check_template(self.filename_template)
         self._check_jobs()
+        self._check_node()
+
+    def _check_node(self) -> None:
+        if not self.node_name:
+            object.__setattr__(self, "node_name", default_node_name())
+        check_node_name(self.node_name, "node_name")
+        if isinstance(self.peer_recordings_dirs, str):
+            raise ConfigError("peer_recordings_dirs must be a list of node=directory entries")
+        object.__setattr__(self, "peer_recordings_dirs", tuple(self.peer_recordings_dirs))
+        self.peer_dirs()  # raises on a bad entry
+
+    def peer_dirs(self) -> dict[str, Path]:
+        """``peer_recordings_dirs`` as node -> directory."""
+        dirs: dict[str, Path] = {}
+        for entry in self.peer_recordings_dirs:
+            node, sep, directory = entry.partition("=")
+            node = node.strip()
+            if not sep or not directory.strip():
+                raise ConfigError(f"peer_recordings_dirs: {entry!r} is not node=directory")
+            check_node_name(node, "peer_recordings_dirs")
+            dirs[node] = Path(directory.strip())
+        return dirs
 
     def _check_jobs(self) -> None:
         for name in (
@@ -717,6 +755,27 @@ class Settings:
     def fields_doc(cls) -> list[tuple[str, str, Any]]:
         """(name, documentation, default) of every setting, in declaration order."""
         return [(f.name, f.metadata["doc"], f.default) for f in dataclasses.fields(cls)]
+
+
+#: What a node name may be: a host name's label characters (it names files and job claims).
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def default_node_name() -> str:
+    """The host name, cut to what a node name may hold (its first label when too long)."""
+    host = socket.gethostname() or "callrec"
+    if NODE_NAME.fullmatch(host):
+        return host
+    label = re.sub(r"[^A-Za-z0-9._-]", "-", host.split(".")[0])[:63].lstrip("._-")
+    return label or "callrec"
+
+
+def check_node_name(value: str, setting: str) -> None:
+    if not NODE_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{setting}: node name {value!r} must be 1-63 letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit)"
+        )
 
 
 _QUOTA_UNITS = {

@@ -272,3 +272,26 @@ def test_a_catalogue_that_never_opened_raises_on_use(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="cannot"):
         catalog.apply_journal([start(1)])
     catalog.close()
+
+
+async def test_a_node_replays_only_its_own_journals(tmp_path: Path, catalog: Catalog) -> None:
+    """Nodes sharing a recordings directory: another node's journal is its own to replay
+    (its lock may not say across machines whether it still runs)."""
+    directory = tmp_path / "journal"
+    names = {
+        node: journalfile.journal_name("main", 1, "abc", node) for node in ("alpha", "beta", None)
+    }
+    assert names == {
+        "alpha": "main-1-abc@alpha.journal",
+        "beta": "main-1-abc@beta.journal",
+        None: "main-1-abc.journal",
+    }
+    for n, name in enumerate(names.values(), 1):
+        dead = journalfile.JournalFile(directory / name)
+        dead.append(journalfile.encode(start(n)))
+        os.close(dead._fd)
+    assert journalfile.journal_node(directory / names["beta"]) == "beta"
+    assert replay_orphans(catalog, directory, None, node="alpha") == 2
+    assert sorted(p.name for p in directory.iterdir()) == ["main-1-abc@beta.journal"]
+    assert replay_orphans(catalog, directory, None, node="beta") == 1
+    assert len(catalog.find()) == 3

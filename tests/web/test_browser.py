@@ -283,8 +283,9 @@ async def test_live_page_shows_the_call_being_streamed(site: Site, browser: obje
         listen = await page.query_selector(f"{row} button.listen")
         assert listen is not None
         # The counters move while the call goes on.
+        # (the ninth cell: packets; the node is the sixth)
         await page.wait_for_function(
-            "() => document.querySelector(\"#live tr[data-session='50001'] td:nth-child(8)\")"
+            "() => document.querySelector(\"#live tr[data-session='50001'] td:nth-child(9)\")"
             ".textContent > 20"
         )
         assert await page.inner_text("#live-count") == "1"

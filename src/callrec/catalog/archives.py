@@ -167,11 +167,16 @@ class ArchiveStore:
         self.catalog = catalog
 
     def candidates(
-        self, *, ended_before: datetime, limit: int, ids: list[int] | None = None
+        self,
+        *,
+        ended_before: datetime,
+        limit: int,
+        ids: list[int] | None = None,
+        node: str | None = None,
     ) -> list[RecordingInfo]:
         """Finished WAV recordings that ended before ``ended_before`` and have no archive
         row (or, among ``ids`` when given, whatever their age, any not yet switched), oldest
-        first."""
+        first; with ``node``, that node's (and those of no node): its disk holds them."""
         require_aware("ended_before", ended_before)
         statement = (
             select(Recording)
@@ -189,6 +194,8 @@ class ArchiveStore:
             statement = statement.where(Recording.end_time < ended_before).where(
                 RecordingArchive.state.is_(None)
             )
+        if node is not None:
+            statement = statement.where(or_(Recording.node == node, Recording.node.is_(None)))
         statement = statement.order_by(Recording.end_time, Recording.id).limit(limit)
         with self.catalog.transaction("find recordings to archive") as session:
             return [recording_info(row) for row in session.scalars(statement)]

@@ -293,6 +293,13 @@ class BrowsingQueries:
         with self._guard("list devices"), self._session() as session:
             return [d for d in session.scalars(statement) if d]
 
+    def nodes_seen(self) -> list[str]:
+        """Distinct nodes that recorded (for the filter list and the node column; the names
+        of the servers are no secret of a restricted user's calls)."""
+        statement = select(Recording.node).where(Recording.node.is_not(None)).distinct()
+        with self._guard("list nodes"), self._session() as session:
+            return sorted(n for n in session.scalars(statement) if n)
+
 
 def _scope_where(scope: Scope | None) -> list[ColumnElement[bool]]:
     if scope is None or scope.unrestricted:
@@ -364,6 +371,8 @@ def _search_where(query: SearchQuery, dialect: str) -> list[ColumnElement[bool]]
         where.append(Recording.direction == query.direction)
     if query.device:
         where.append(func.lower(Recording.device) == query.device.strip().lower())
+    if query.node:
+        where.append(Recording.node == query.node.strip())
     if query.codec:
         where.append(Recording.codec == query.codec.strip().upper())
     if query.status is not None:

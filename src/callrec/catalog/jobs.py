@@ -35,6 +35,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -156,6 +157,8 @@ class Claim:
     kind: str
     limit: int
     lease: timedelta
+    #: Only the jobs whose key ends so: a node's own periodic runs (``@node``).
+    key_suffix: str | None = None
 
 
 def clip(text: str, size: int = MAX_DETAIL) -> str:
@@ -271,6 +274,11 @@ class JobStore:
                     select(JOBS.c.id)
                     .where(JOBS.c.kind == claim.kind)
                     .where(_due(due_by))
+                    .where(
+                        JOBS.c.key.endswith(claim.key_suffix, autoescape=True)
+                        if claim.key_suffix
+                        else true()
+                    )
                     .order_by(JOBS.c.run_after, JOBS.c.id)
                     .limit(claim.limit)
                     .with_for_update(skip_locked=True)

@@ -56,6 +56,7 @@ def recording_info(row: Recording) -> RecordingInfo:
         latch_changes=row.latch_changes,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        node=row.node,
     )
 
 

@@ -155,6 +155,9 @@ class Recording(Base):
     latch_changes: Mapped[int] = _counter()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    #: The ``node_name`` of the ``callrec serve`` that recorded it (several nodes share one
+    #: catalogue: docs/scaling.md); None on rows from before nodes (migration 0011).
+    node: Mapped[str | None] = mapped_column(String(63), index=True)
 
     __table_args__ = (
         # One phone's calls, newest first; also serves lookups by device alone.
@@ -165,3 +168,18 @@ class Recording(Base):
 
     def __repr__(self) -> str:
         return f"<Recording id={self.id} session_id={self.session_id!r} status={self.status!r}>"
+
+
+class LiveCall(Base):
+    """A call being recorded now on some node, for every node's live page (docs/scaling.md).
+
+    Each node upserts its own calls every few seconds (``seen_at``) and deletes them when they
+    end; a row not seen for a while belongs to a node that died and is deleted by any node."""
+
+    __tablename__ = "live_calls"
+
+    uid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    node: Mapped[str] = mapped_column(String(63), index=True)
+    #: The call's :class:`~callrec.engine.LiveSession` as JSON (the live page's fields).
+    data: Mapped[dict[str, Any]] = mapped_column(CleanJSON())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

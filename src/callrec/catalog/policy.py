@@ -233,6 +233,8 @@ class TombstoneInfo:
     deleted_by: str
     reason: str
     files_removed_at: datetime | None
+    #: The node whose recordings directory held the files (None: from before nodes).
+    node: str | None = None
 
 
 #: The transcription policy that matches every recording.

@@ -53,11 +53,15 @@ class RecordingReads:
         with self._guard("count recordings"), self._session() as session:
             return int(session.scalar(select(func.count()).select_from(Recording)) or 0)
 
-    def unfinished(self) -> list[RecordingInfo]:
-        """Rows still in status ``recording``: after a start-up, those a crash left behind."""
+    def unfinished(self, node: str | None = None) -> list[RecordingInfo]:
+        """Rows still in status ``recording``: after a start-up, those a crash left behind.
+        With ``node``, only that node's and those of no node (from before nodes): another
+        node's open rows are its calls in progress, or its own to recover when it restarts."""
         statement = (
             select(Recording).where(Recording.status == STATUS_RECORDING).order_by(Recording.id)
         )
+        if node is not None:
+            statement = statement.where(or_(Recording.node == node, Recording.node.is_(None)))
         with self._guard("list unfinished recordings"), self._session() as session:
             return [recording_info(row) for row in session.scalars(statement)]
 

@@ -113,6 +113,8 @@ class NewRecording:
     original_sha256: str | None = None
     #: The recording engine's name for it (:mod:`callrec.engine.journal`); unique.
     uid: str | None = None
+    #: The node that records it (``node_name``: docs/scaling.md); None when not known.
+    node: str | None = None
 
     def __post_init__(self) -> None:
         require_choice("source", self.source, SOURCES)
@@ -199,6 +201,8 @@ class RecordingInfo:
     clock_changes: int = 0
     #: How often the media latch moved to another source port of the phone's address.
     latch_changes: int = 0
+    #: The node that recorded it (docs/scaling.md); None on rows from before nodes.
+    node: str | None = None
 
     @property
     def counters(self) -> StreamCounters:

@@ -94,8 +94,7 @@ def insert_starts(
         news[rec.uid] = rec
     if not news:
         return
-    ordered = list(news.values())
-    _free_paths(connection, ordered)
+    ordered = _free_paths(connection, list(news.values()))
     for rec, result in zip(ordered, insert_new(connection, ordered), strict=True):
         if isinstance(result, Exception):  # pragma: no cover - paths were made unique above
             logger.error("journal: %s; recording %s is not catalogued", result, rec.uid)
@@ -109,17 +108,36 @@ def _renamed(rec: NewRecording, uid: str) -> NewRecording:
     return replace(rec, path=f"{rec.path}#missing-{uid[:12]}")
 
 
-def _free_paths(connection: Connection, news: Sequence[NewRecording]) -> None:
-    """Rename the stale rows that hold the paths of ``news``.
+def _free_paths(connection: Connection, news: list[NewRecording]) -> list[NewRecording]:
+    """Rename the stale rows that hold the paths of ``news``; ``news`` as they go in.
 
     The engine creates a recording's file exclusively before it journals the row, so a row
-    that already has the path names a file that did not exist at that moment (deleted behind
-    the catalogue's back, or never written): the new recording's row is the true one."""
+    of the same node that already has the path names a file that did not exist at that
+    moment (deleted behind the catalogue's back, or never written): the new recording's row
+    is the true one. A row of another node (several nodes on one catalogue, each with its
+    own recordings directory) is that node's recording: it is left alone, and the new row's
+    path is marked instead (its file and sidecar stay on this node's disk; docs/scaling.md
+    says to put ``{node}`` in ``filename_template``)."""
     keys = sorted({clean_text(rec.path) for rec in news})
     stale: list[dict[str, Any]] = []
+    by_path = {clean_text(rec.path): rec for rec in news}
+    taken: set[str] = set()
     for chunk in chunks(keys, IN_CHUNK):
-        query = select(RECORDINGS.c.id, RECORDINGS.c.path).where(RECORDINGS.c.path.in_(chunk))
-        for rec_id, path in connection.execute(query):
+        query = select(RECORDINGS.c.id, RECORDINGS.c.path, RECORDINGS.c.node).where(
+            RECORDINGS.c.path.in_(chunk)
+        )
+        for rec_id, path, node in connection.execute(query):
+            new = by_path[path]
+            if node is not None and new.node is not None and node != new.node:
+                taken.add(path)
+                logger.error(
+                    "journal: recording %s is named %s, a recording of node %s; catalogued "
+                    "with a marked path (put {node} in filename_template: docs/scaling.md)",
+                    new.uid,
+                    path,
+                    node,
+                )
+                continue
             stale.append({"b_id": rec_id, "b_path": f"{path}#missing-{rec_id}"})
             logger.warning(
                 "journal: recording %d named %s, whose file is not there; renamed", rec_id, path
@@ -131,6 +149,12 @@ def _free_paths(connection: Connection, news: Sequence[NewRecording]) -> None:
             .values(path=bindparam("b_path"))
         )
         connection.execute(rename, stale)
+    return [
+        replace(rec, path=f"{rec.path}#node-{(rec.uid or '')[:12]}")
+        if clean_text(rec.path) in taken
+        else rec
+        for rec in news
+    ]
 
 
 def merged_checkpoints(

@@ -88,3 +88,5 @@ class Tombstone(Base):
     #: ``before 2026-01-01``, or what the user gave.
     reason: Mapped[str] = mapped_column(CleanText(), default="")
     files_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    #: The node whose recordings directory holds the files (docs/scaling.md).
+    node: Mapped[str | None] = mapped_column(String(63))

@@ -86,7 +86,7 @@ class RuleCoverage:
 
 #: The columns a delete reads of each row (not the whole row: a sweep reads a million):
 #: what the tombstone and the hash chain's ``deleted`` entry need, read once for both.
-_COLUMNS = tuple(FIELD_COLUMNS)
+_COLUMNS = (*FIELD_COLUMNS, Recording.node)
 
 
 def tombstone_files(row: Any) -> list[str]:
@@ -165,6 +165,7 @@ def retire_rows(
             deleted_by=by,
             reason=reasons.get(r.id, ""),
             files_removed_at=None,
+            node=r.node,
         )
         for r in rows
     ]
@@ -189,10 +190,10 @@ def _tombstones_from_rows(
         text(
             "INSERT INTO tombstones (recording_id, uid, path, files, sha256, size_bytes,"
             " source, device, local_number, remote_number, start_time, deleted_at,"
-            " deleted_by, reason)"
+            " deleted_by, reason, node)"
             " SELECT r.id, r.uid, r.path, CAST(e.files AS jsonb), r.sha256, r.size_bytes,"
             " r.source, r.device, r.local_number, r.remote_number, r.start_time, :now, :by,"
-            " e.reason"
+            " e.reason, r.node"
             " FROM unnest(CAST(:ids AS integer[]), CAST(:reasons AS text[]),"
             " CAST(:files AS text[])) AS e(id, reason, files)"
             " JOIN recordings r ON r.id = e.id"
@@ -241,6 +242,7 @@ def _tombstones_from_values(
             "deleted_at": now,
             "deleted_by": by,
             "reason": reasons.get(r.id, ""),
+            "node": r.node,
         }
         for r in rows
     ]
@@ -468,14 +470,16 @@ class RetirementQueries:
         *,
         limit: int | None = None,
         events: RecordingEvents | None = None,
+        node: str | None = None,
     ) -> list[TombstoneInfo]:
         """Delete the oldest unheld, finished recordings until their sizes add up to
-        ``free_bytes`` (at most ``limit`` of them): the disk quota's sweep."""
+        ``free_bytes`` (at most ``limit`` of them): the disk quota's sweep. ``node``: only
+        that node's (and those of no node): the quota is of its disk."""
         with self._guard("delete the oldest recordings"), self._session(write=True) as session:
             lock_for_delete(session)
             statement = (
                 select(*_COLUMNS)
-                .where(Recording.size_bytes > 0, *_deletable(session))
+                .where(Recording.size_bytes > 0, *_deletable(session), *_of_node(node))
                 .order_by(Recording.start_time, Recording.id)
                 .limit(limit or self.sweep_batch)
             )
@@ -569,12 +573,16 @@ class RetirementQueries:
             )
         return out
 
-    def pending_tombstones(self, *, limit: int = BATCH, after_id: int = 0) -> list[TombstoneInfo]:
+    def pending_tombstones(
+        self, *, limit: int = BATCH, after_id: int = 0, node: str | None = None
+    ) -> list[TombstoneInfo]:
         """Tombstones whose files may still be on disk (a delete that crashed, or is under
-        way), oldest first, from id ``after_id`` on."""
+        way, or another node's recording whose files are that node's to remove), oldest
+        first, from id ``after_id`` on; with ``node``, only that node's (and no node's)."""
+        mine = [] if node is None else [or_(Tombstone.node == node, Tombstone.node.is_(None))]
         statement = (
             select(Tombstone)
-            .where(Tombstone.files_removed_at.is_(None), Tombstone.id > after_id)
+            .where(Tombstone.files_removed_at.is_(None), Tombstone.id > after_id, *mine)
             .order_by(Tombstone.id)
             .limit(limit)
         )
@@ -617,11 +625,19 @@ class RetirementQueries:
         with self._guard("read tombstones"), self._session() as session:
             return [_tombstone_info(t) for t in session.scalars(statement)]
 
-    def catalogued_bytes(self) -> int:
-        """The sizes of every catalogued recording's file, added up (the quota's measure)."""
-        statement = select(func.coalesce(func.sum(Recording.size_bytes), 0))
+    def catalogued_bytes(self, node: str | None = None) -> int:
+        """The sizes of every catalogued recording's file, added up (the quota's measure);
+        with ``node``, that node's (and no node's) only."""
+        statement = select(func.coalesce(func.sum(Recording.size_bytes), 0)).where(*_of_node(node))
         with self._guard("add up recording sizes"), self._session() as session:
             return int(session.scalar(statement) or 0)
+
+
+def _of_node(node: str | None) -> list[ColumnElement[bool]]:
+    """The rows of ``node`` and those from before nodes; no condition for None."""
+    if node is None:
+        return []
+    return [or_(Recording.node == node, Recording.node.is_(None))]
 
 
 def _count(session: Session, *where: ColumnElement[bool]) -> int:
@@ -659,4 +675,5 @@ def _tombstone_info(t: Tombstone) -> TombstoneInfo:
         deleted_by=t.deleted_by,
         reason=t.reason,
         files_removed_at=t.files_removed_at,
+        node=t.node,
     )

@@ -212,19 +212,21 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries, HoldQueries, Reti
 
     # -- schema ---------------------------------------------------------------------------
 
-    def migrate(self) -> None:
+    def migrate(self, *, node: str | None = None) -> None:
         """Create or upgrade the schema to the newest revision (a no-op when it is current).
 
         The whole upgrade is one transaction on both backends, so a failed migration leaves
-        the previous schema in place.
+        the previous schema in place. ``node``: the node migrating (``node_name``); the
+        recordings from before nodes become its own (migration 0011: the installation being
+        upgraded is the one that recorded them).
         """
         self._migrating = True
         try:
-            self._migrate()
+            self._migrate(node)
         finally:
             self._migrating = False
 
-    def _migrate(self) -> None:
+    def _migrate(self, node: str | None) -> None:
         with self._guard("migrate"), self._write_engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 # Two servers starting at once: the second waits, then finds nothing to do.
@@ -235,6 +237,7 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries, HoldQueries, Reti
             before = MigrationContext.configure(connection).get_current_revision()
             config = alembic_config()
             config.attributes["connection"] = connection
+            config.attributes["node"] = node
             command.upgrade(config, "head")
             after = MigrationContext.configure(connection).get_current_revision()
         if before != after:

@@ -310,6 +310,8 @@ class SearchQuery:
     min_duration: float | None = None
     max_duration: float | None = None
     tag: str | None = None
+    #: The node that recorded it (``node_name``), exactly.
+    node: str | None = None
     sort: str = DEFAULT_SORT
     limit: int = 50
     cursor: str | None = None

@@ -245,7 +245,7 @@ def _catalog(config: Path | None) -> Any:
 
     settings, _ = _settings(config)
     catalog = Catalog(settings.database_url)
-    catalog.migrate()
+    catalog.migrate(node=settings.node_name)
     return settings, catalog
 
 

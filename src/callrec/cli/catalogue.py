@@ -38,8 +38,8 @@ def catalogue_rebuild(
     settings, catalog = _catalog(config)
     root = settings.recordings_dir.resolve()
     try:
-        replayed = replay_orphans(catalog, journal_dir(root), None)
-        report = rebuild_catalogue(catalog, root)
+        replayed = replay_orphans(catalog, journal_dir(root), None, node=settings.node_name)
+        report = rebuild_catalogue(catalog, root, settings.node_name)
     finally:
         catalog.close()
     if as_json:

@@ -74,8 +74,11 @@ def recordings_delete(
                 err_console.print(f"[red]{exc}[/red]")
                 failed += 1
                 continue
-            removed = remove_files(settings.recordings_dir.resolve(), tomb)
-            catalog.mark_files_removed([tomb.id])
+            removed: list[str] = []
+            if tomb.node in (None, settings.node_name):
+                removed = remove_files(settings.recordings_dir.resolve(), tomb)
+                catalog.mark_files_removed([tomb.id])
+            # else its node removes the files it holds (docs/scaling.md)
             _audit_delete(
                 catalog,
                 rec.id,

@@ -490,17 +490,20 @@ def _drop_uncatalogued(catalog: Catalog, final: Path, final_rel: str) -> None:
 # -- sweeps --------------------------------------------------------------------------------
 
 
-def recover(catalog: Catalog, root: Path, now: datetime, *, via: Via = direct) -> list[str]:
+def recover(
+    catalog: Catalog, root: Path, now: datetime, *, via: Via = direct, node: str | None = None
+) -> list[str]:
     """Finish what interrupted runs left: a claim whose holder died is let go and its
     files removed (the WAV is still the one catalogued); a switched recording whose WAV is
-    still on disk loses it. Returns the paths removed."""
+    still on disk loses it. Returns the paths removed. With ``node``, only that node's
+    recordings (and those of no node): another node's files are on its disk."""
     store = ArchiveStore(catalog)
     cleaned: list[str] = []
     for item in store.unfinished():
         if not claim_is_stale(item.claimed_by, item.claimed_until, now):
             continue
         rec = catalog.get(item.recording_id)
-        if rec is None:
+        if rec is None or (node is not None and rec.node not in (None, node)):
             continue
         wav = root / item.wav_path
         if item.state == CLAIMED and rec.path == item.wav_path:
@@ -555,7 +558,9 @@ def archive_sweep(
     """Archive the finished recordings that ended more than ``archive_after_days`` before
     ``now`` (or the recordings ``ids``, whatever their age) as ``fmt`` (default the
     ``archive_format`` setting; nothing when both are empty). Blocking: run it on a worker
-    thread. Idempotent and safe from several processes at once."""
+    thread. Idempotent and safe from several processes at once. Only this node's
+    recordings (and those from before nodes): the others are on their nodes' disks, whose
+    own sweeps archive them (docs/scaling.md)."""
     fmt = settings.archive_format if fmt is None else fmt
     report = SweepReport(format=fmt)
     if not fmt:
@@ -563,10 +568,13 @@ def archive_sweep(
     root = settings.recordings_dir.resolve()
     store = ArchiveStore(catalog)
     if not dry_run:
-        report.cleaned = recover(catalog, root, now, via=via)
+        report.cleaned = recover(catalog, root, now, via=via, node=settings.node_name)
     ended_before = now - timedelta(days=settings.archive_after_days)
     holder = new_holder()
-    for rec in store.candidates(ended_before=ended_before, limit=limit, ids=ids):
+    candidates = store.candidates(
+        ended_before=ended_before, limit=limit, ids=ids, node=settings.node_name
+    )
+    for rec in candidates:
         if stop is not None and stop.is_set():
             break
         if dry_run:

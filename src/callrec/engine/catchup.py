@@ -10,6 +10,7 @@ journals of processes that end later (a media worker killed, an orphaned one tha
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,12 @@ async def catch_up(
     first round is done, or at the first failure (the caller need not wait any longer)."""
     settled = settled or asyncio.Event()
     catalog = journal.writer.catalog
-    await _retrying(journal, "migrate the catalogue", settled, catalog.migrate)
+    await _retrying(
+        journal,
+        "migrate the catalogue",
+        settled,
+        functools.partial(catalog.migrate, node=journal.node),
+    )
     if main:
         await _retrying(
             journal, "rebuild an empty catalogue", settled, _rebuild_if_empty, journal, root
@@ -67,14 +73,23 @@ async def replay_and_recover(
     await _retrying(journal, "replay ended processes' journals", settled, _replay, journal)
     catalog = journal.writer.catalog
     recovered = await _retrying(
-        journal, "recover unfinished recordings", settled, recover_unfinished, catalog, root, only
+        journal,
+        "recover unfinished recordings",
+        settled,
+        recover_unfinished,
+        catalog,
+        root,
+        only,
+        journal.node,
     )
     if recovered:
         logger.warning("recovery finished %d recordings a crash left open", len(recovered))
 
 
 def _replay(journal: Journal) -> int:
-    return replay_orphans(journal.writer.catalog, journal.directory, journal.path)
+    return replay_orphans(
+        journal.writer.catalog, journal.directory, journal.path, node=journal.node
+    )
 
 
 def _rebuild_if_empty(journal: Journal, root: Path) -> None:
@@ -85,7 +100,7 @@ def _rebuild_if_empty(journal: Journal, root: Path) -> None:
             catalog.url,
             root,
         )
-        rebuild_catalogue(catalog, root)
+        rebuild_catalogue(catalog, root, journal.node)
 
 
 async def _retrying(

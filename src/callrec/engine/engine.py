@@ -106,8 +106,11 @@ class RecordingEngine:
         sync_interval: float,
         max_duration: float,
         sync_mode: str = "syncfs",
+        node: str | None = None,
     ) -> None:
         self.root = root
+        #: The node_name stored on each recording (several nodes on one catalogue).
+        self.node = node
         self.journal = journal
         self.live = live
         self.admission = admission
@@ -212,7 +215,7 @@ class RecordingEngine:
                 self.filename_template,
                 root=self.root,
                 start=started_at.astimezone(),
-                fields=spec.name_fields,
+                fields={**spec.name_fields, "node": self.node or ""},
             )
         except UnsafePathError as exc:
             raise ResourceError(str(exc), reason="internal") from exc
@@ -350,6 +353,7 @@ class RecordingEngine:
             original_path=rel(paths[-1]) if original is not None else None,
             original_sha256=original.sha256 if original is not None else None,
             uid=uid,
+            node=self.node,
         )
 
     # -- write -----------------------------------------------------------------------------
@@ -542,7 +546,8 @@ class RecordingEngine:
             uid=rec.uid,
             rec_id=rec.rec_id,
             source=spec.source,
-            **spec.who(),
+            # The parties' text fields (typed loosely: LiveSession has non-text ones too).
+            **dict[str, Any](spec.who()),
             codec=spec.codec.name,
             media_port=rec.source.media_port or 0,
             started_at=rec.started_at,
@@ -550,6 +555,7 @@ class RecordingEngine:
             bytes_written=writer.frames_written * SAMPLE_WIDTH * writer.channels,
             counters=rec.source.counters().as_dict(),
             path=rec.relpath,
+            node=self.node or "",
         )
 
     def _live_snapshots(self) -> list[LiveSession]:

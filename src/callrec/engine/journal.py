@@ -76,14 +76,18 @@ class Journal:
         writer: CatalogWriter,
         *,
         name: str,
+        node: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
         self.writer = writer
+        #: The node this process records for (``node_name``): its file name says so, and
+        #: the node replays and recovers only its own (docs/scaling.md).
+        self.node = node
         # Unique per journal, not only per process: a restarted service in the same process
         # (tests, an embedding program) must not take over a journal it would not replay.
         tag = uuid.uuid4().hex[:8]
-        self.path = directory / f"{name}-{os.getpid()}-{tag}{journalfile.SUFFIX}"
+        self.path = directory / journalfile.journal_name(name, os.getpid(), tag, node)
         self._clock = clock
         self._file: journalfile.JournalFile | None = None
         #: (sequence number, time appended, entry), oldest first.
@@ -310,12 +314,15 @@ def apply_checked(catalog: Catalog, entries: list[JournalEntry]) -> dict[str, in
         raise
 
 
-def replay_orphans(catalog: Catalog, directory: Path, own: Path | None) -> int:
+def replay_orphans(
+    catalog: Catalog, directory: Path, own: Path | None, *, node: str | None = None
+) -> int:
     """Apply the journals of processes that ended (blocking: the catalogue thread), then
     remove them; the number of entries replayed. A catalogue failure raises (the caller
-    retries later) and leaves the file for the next attempt."""
+    retries later) and leaves the file for the next attempt. With ``node``, only that node's
+    journals (and those of no node)."""
     replayed = 0
-    for path, fd in journalfile.orphans(directory, own):
+    for path, fd in journalfile.orphans(directory, own, node=node):
         try:
             entries = list(journalfile.decode_lines(journalfile.read_fd(fd), path.name))
             for start in range(0, len(entries), MAX_BATCH):

@@ -152,15 +152,33 @@ class JournalFile:
         os.close(self._fd)
 
 
-def orphans(directory: Path, own: Path | None) -> Iterator[tuple[Path, int]]:
+def journal_name(name: str, pid: int, tag: str, node: str | None) -> str:
+    """A journal's file name: ``<name>-<pid>-<tag>[@<node>].journal``."""
+    return f"{name}-{pid}-{tag}{'@' + node if node else ''}{SUFFIX}"
+
+
+def journal_node(path: Path) -> str | None:
+    """The node a journal file's name gives (:func:`journal_name`); None for none."""
+    stem = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
+    _, at, node = stem.rpartition("@")
+    return node if at else None
+
+
+def orphans(
+    directory: Path, own: Path | None, *, node: str | None = None
+) -> Iterator[tuple[Path, int]]:
     """Journal files no live process holds, each with a file descriptor that now holds its
-    lock (the caller replays the file, then removes it and closes the descriptor)."""
+    lock (the caller replays the file, then removes it and closes the descriptor). With
+    ``node``, another node's journals are left alone: on a shared recordings directory its
+    lock may not tell across machines whether it still runs."""
     try:
         names = sorted(directory.glob(f"*{SUFFIX}"))
     except OSError:
         return
     for path in names:
         if own is not None and path == own:
+            continue
+        if node is not None and journal_node(path) not in (None, node):
             continue
         try:
             fd = os.open(path, os.O_RDWR)

@@ -56,6 +56,13 @@ class LiveSession:
     #: The WAV being written (stereo for SIP calls), relative to the recordings directory:
     #: the web's live listening reads it as it grows, whichever process writes it.
     path: str = ""
+    #: The node recording it (``node_name``); another node's calls come from the catalogue
+    #: (docs/scaling.md).
+    node: str = ""
+    #: True for another node's call (from the catalogue's ``live_calls``): this process
+    #: cannot listen to it; ``node_url`` is that node's web address when it published one.
+    remote: bool = False
+    node_url: str = ""
 
 
 #: Called on the event loop with :data:`STARTED` or :data:`FINISHED` and a snapshot; must not

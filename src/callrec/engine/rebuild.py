@@ -12,6 +12,7 @@ the switch to the archive (:mod:`callrec.engine.archive`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from callrec.catalog import Catalog
-from callrec.catalog.replay import JournalEntry
+from callrec.catalog.replay import JournalEntry, JournalStart
 from callrec.engine import journalfile
 from callrec.engine.archive import adopt_archives, is_archive_sidecar
 from callrec.engine.journal import MAX_BATCH, apply_checked
@@ -71,9 +72,11 @@ def has_sidecars(root: Path) -> bool:
     return next(_sidecars(root), None) is not None
 
 
-def rebuild_catalogue(catalog: Catalog, root: Path) -> RebuildReport:
+def rebuild_catalogue(catalog: Catalog, root: Path, node: str | None = None) -> RebuildReport:
     """Apply every sidecar under ``root`` to ``catalog`` (blocking), then recover the
-    recordings cut short; see the module docstring."""
+    recordings cut short; see the module docstring. ``node``: the node whose disk ``root``
+    is: sidecars from before nodes become its recordings, and only its open rows (and those
+    of no node) are recovered (docs/scaling.md)."""
     report = RebuildReport()
     before = catalog.count_recordings()
     described: set[str] = set()
@@ -94,6 +97,8 @@ def rebuild_catalogue(catalog: Catalog, root: Path) -> RebuildReport:
             described.add(start.rec.path)
             continue
         report.sidecars += 1
+        if node is not None and start.rec.node is None:
+            start = JournalStart(dataclasses.replace(start.rec, node=node))
         described.add(start.rec.path)
         for companion in start.rec.extra.get("companions", ()):
             if isinstance(companion, dict) and isinstance(companion.get("path"), str):
@@ -108,7 +113,7 @@ def rebuild_catalogue(catalog: Catalog, root: Path) -> RebuildReport:
         apply_checked(catalog, batch)
     report.archived = adopt_archives(catalog, archives)
     report.added = catalog.count_recordings() - before
-    report.recovered = recover_unfinished(catalog, root)
+    report.recovered = recover_unfinished(catalog, root, node=node)
     for wav in _files(root, ".wav"):
         relative = wav.relative_to(root).as_posix()
         if relative not in described:

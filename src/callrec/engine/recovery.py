@@ -16,7 +16,10 @@ logger = logging.getLogger(__name__)
 
 
 def recover_unfinished(
-    catalog: Catalog, root: Path, only: Callable[[RecordingInfo], bool] | None = None
+    catalog: Catalog,
+    root: Path,
+    only: Callable[[RecordingInfo], bool] | None = None,
+    node: str | None = None,
 ) -> list[str]:
     """Finish every row still marked ``recording`` (or those of them ``only`` picks: the
     calls of one crashed worker while the others record); returns one line per recording.
@@ -24,9 +27,11 @@ def recover_unfinished(
     A row whose file a live process still writes (it holds the file's lock: an orphaned
     worker, another node's process) is left alone. A recording that ended while its end was
     not yet catalogued is finished here as ``crash``, and its journal's finish, applied
-    later, replaces that guess (:meth:`Catalog.apply_journal`)."""
+    later, replaces that guess (:meth:`Catalog.apply_journal`). With ``node``, only that
+    node's rows (and those of no node): another node's files are not here, and its open rows
+    are its calls in progress or its own to recover when it restarts."""
     report: list[str] = []
-    for rec in catalog.unfinished():
+    for rec in catalog.unfinished(node):
         if only is not None and not only(rec):
             continue
         path = root / rec.path

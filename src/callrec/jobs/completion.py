@@ -160,6 +160,7 @@ def build_runner(
         poll_interval=settings.job_poll_interval,
         keep=timedelta(days=settings.job_keep_days),
         name=name,
+        node=settings.node_name,
     )
     completion = Completion(runner, catalog, settings, root=root)
     for kind in completion.kinds():

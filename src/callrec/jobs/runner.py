@@ -126,9 +126,10 @@ class JobKind:
         return not inspect.iscoroutinefunction(self.handler)
 
 
-def runner_name() -> str:
-    """``host:pid:token``: who holds a claim (the token tells a reused pid apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+def runner_name(node: str | None = None) -> str:
+    """``node:pid:token``: who holds a claim (the node defaults to the host name; the token
+    tells a reused pid apart)."""
+    return f"{node or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -164,10 +165,14 @@ class JobRunner:
         poll_interval: float = 2.0,
         keep: timedelta = timedelta(days=30),
         name: str | None = None,
+        node: str | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
-        self.name = name or runner_name()
+        #: The node (``node_name``) whose runners this one may judge dead: several nodes
+        #: share the catalogue, and a pid means something on its own node only.
+        self.node = node or socket.gethostname()
+        self.name = name or runner_name(self.node)
         self.poll_interval = poll_interval
         self.keep = keep
         self._clock = clock
@@ -180,6 +185,8 @@ class JobRunner:
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._schedules: dict[str, timedelta] = {}
         self._scheduled_slot: dict[str, int] = {}
+        #: The periodic kinds whose runs are each node's own (:meth:`schedule`).
+        self._per_node: set[str] = set()
         self._running: dict[int, tuple[JobInfo, asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -199,15 +206,18 @@ class JobRunner:
             raise ValueError(f"job kind {kind.name!r} is registered twice")
         self.kinds[kind.name] = kind
 
-    def schedule(self, kind: str, *, every: timedelta) -> None:
+    def schedule(self, kind: str, *, every: timedelta, per_node: bool = False) -> None:
         """Enqueue one job of the registered ``kind`` per period of ``every`` (aligned on the
-        epoch). Its key is the period's start, so however many processes schedule it, one
-        job runs per period."""
+        epoch). Its key is the period's start, so however many processes and nodes schedule
+        it, one job runs per period. ``per_node``: one per period and node instead (work on
+        a node's own disk: its key ends ``@node``, and only this node's runners claim it)."""
         if kind not in self.kinds:
             raise ValueError(f"schedule of unknown job kind {kind!r}")
         if every <= timedelta(0):
             raise ValueError("a schedule needs a positive period")
         self._schedules[kind] = every
+        if per_node:
+            self._per_node.add(kind)
 
     async def enqueue(
         self,
@@ -251,6 +261,10 @@ class JobRunner:
             await self.enqueue(kind, key, payload)
         except CatalogError as exc:
             logger.error("could not enqueue %s job %s: %s", kind, key, exc)
+
+    @property
+    def _node_suffix(self) -> str:
+        return f"@{self.node}"
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -329,9 +343,9 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
     async def _release_dead(self) -> None:
-        """Take back at once the jobs of this host's runners whose process is gone."""
-        host = socket.gethostname()
-        held = await self.read(lambda: self.store.runners(f"{host}:"))
+        """Take back at once the jobs of this node's runners whose process is gone (another
+        node's are taken back when their leases pass)."""
+        held = await self.read(lambda: self.store.runners(f"{self.node}:"))
         dead = [r for r in held if r != self.name and not _pid_alive(_pid_of(r))]
         if dead:
             released = await self.write(lambda: self.store.release(dead))
@@ -345,7 +359,8 @@ class JobRunner:
             if self._scheduled_slot.get(kind) == slot:
                 continue
             start = datetime.fromtimestamp(slot * every.total_seconds(), UTC)
-            todo.append((kind, start.isoformat(), {"slot": start.isoformat()}))
+            key = start.isoformat() + (self._node_suffix if kind in self._per_node else "")
+            todo.append((kind, key, {"slot": start.isoformat()}))
         if todo:
             await self.enqueue_many(todo)
             for kind, _, payload in todo:
@@ -394,7 +409,13 @@ class JobRunner:
         if not due:
             return 0
         claims = [
-            Claim(kind=name, limit=free[name], lease=self.kinds[name].lease) for name in sorted(due)
+            Claim(
+                kind=name,
+                limit=free[name],
+                lease=self.kinds[name].lease,
+                key_suffix=self._node_suffix if name in self._per_node else None,
+            )
+            for name in sorted(due)
         ]
         jobs: list[JobInfo] = await self.write(
             lambda: self.store.claim(self.name, claims, due_by=due_by)

@@ -27,6 +27,8 @@ FIELDS = (
     "device",
     "codec",
     "id",
+    # The recording node's node_name: several nodes on one catalogue (docs/scaling.md).
+    "node",
 )
 SUFFIX = ".wav"
 #: What an empty (or wholly unsafe) value becomes.

@@ -56,12 +56,18 @@ class SweepResult:
     preview: list[tuple[RecordingInfo, str]] = field(default_factory=list)
 
 
-def _remove(catalog: Catalog, base: Path, tombs: list[TombstoneInfo]) -> int:
+def _remove(
+    catalog: Catalog, base: Path, tombs: list[TombstoneInfo], node: str | None = None
+) -> int:
     """Remove the tombstones' files and mark them done; how many files went. A tombstone
-    whose removal fails (permissions, a dead mount) stays pending, and is logged."""
+    whose removal fails (permissions, a dead mount) stays pending, and is logged. With
+    ``node``, another node's recording stays pending too: its files are on that node's disk,
+    whose own :func:`finish_pending` removes them (docs/scaling.md)."""
     done: list[int] = []
     removed = 0
     for tomb in tombs:
+        if node is not None and tomb.node not in (None, node):
+            continue
         try:
             removed += len(remove_files(base, tomb))
         except OSError as exc:
@@ -82,16 +88,17 @@ def finish_pending(catalog: Catalog, settings: Settings) -> tuple[int, int]:
     """Remove the files of tombstones still pending (a delete that crashed half-way, or one
     under way: removing twice is harmless); (tombstones finished, files removed)."""
     root = settings.recordings_dir.resolve()
+    node = settings.node_name
     finished = files = 0
     after = 0
     while True:
         # By id, onwards: one whose files cannot be removed stays pending, and is not met
         # again in this run.
-        pending = catalog.pending_tombstones(limit=BATCH, after_id=after)
+        pending = catalog.pending_tombstones(limit=BATCH, after_id=after, node=node)
         if not pending:
             return finished, files
         after = pending[-1].id
-        files += _remove(catalog, root, pending)
+        files += _remove(catalog, root, pending, node)
         finished += len(pending)
 
 
@@ -147,7 +154,7 @@ def sweep(
             result.by_reason.update(t.reason for t in tombs)
             if removing is not None:
                 result.files_removed += removing.result()
-            removing = files.submit(_remove, catalog, root, tombs)
+            removing = files.submit(_remove, catalog, root, tombs, settings.node_name)
         if removing is not None:
             result.files_removed += removing.result()
     if result.deleted:
@@ -193,14 +200,16 @@ def quota_sweep(catalog: Catalog, settings: Settings, *, batch: int | None = Non
     """While the catalogued recordings take more than ``disk_quota``, delete the oldest
     (never a held one or one being recorded), with tombstones saying ``quota``."""
     limit = quota_limit(settings)
-    used = catalog.catalogued_bytes()
+    # The quota is of this node's disk: its recordings count, and go (docs/scaling.md).
+    node = settings.node_name
+    used = catalog.catalogued_bytes(node)
     if limit is None or used <= limit:
         return QuotaResult(limit=limit, used=used)
     root = settings.recordings_dir.resolve()
     events = webhook_events(settings)
     deleted = freed = 0
     while used > limit:
-        tombs = catalog.retire_oldest(used - limit, limit=batch, events=events)
+        tombs = catalog.retire_oldest(used - limit, limit=batch, events=events, node=node)
         if not tombs:
             logger.warning(
                 "disk quota: %d bytes over %d, and nothing left that may be deleted "
@@ -210,9 +219,9 @@ def quota_sweep(catalog: Catalog, settings: Settings, *, batch: int | None = Non
             )
             break
         size = sum(t.size_bytes or 0 for t in tombs)
-        _remove(catalog, root, tombs)
+        _remove(catalog, root, tombs, node)
         deleted += len(tombs)
         freed += size
-        used = catalog.catalogued_bytes()
+        used = catalog.catalogued_bytes(node)
     logger.warning("disk quota: deleted the %d oldest recordings (%d bytes)", deleted, freed)
     return QuotaResult(limit=limit, used=used, deleted=deleted, freed=freed)

@@ -21,7 +21,7 @@ from callrec.catalog import Catalog
 from callrec.config import Settings
 from callrec.exceptions import CatalogError
 from callrec.health import QUOTA_WARNING, QuotaState
-from callrec.retention.sweep import quota_sweep, sweep
+from callrec.retention.sweep import finish_pending, quota_sweep, sweep
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class RetentionTask:
                 except CatalogError as exc:
                     logger.warning("retention sweep failed, tried again later: %s", exc)
                     next_sweep = loop.time() + self.quota_interval
+            await self._finish_own_pending()
             await self._check_quota()
             await asyncio.sleep(max(0.0, min(self.quota_interval, next_sweep - loop.time())))
 
@@ -96,6 +97,19 @@ class RetentionTask:
             await self._check_quota()  # what the sweep freed, the quota need not take
             self._swept.set()
         return f"{result.deleted} deleted, {result.files_removed} files removed"
+
+    async def _finish_own_pending(self) -> None:
+        """Several nodes on one PostgreSQL catalogue (docs/scaling.md): whichever node's
+        sweep deleted a recording of this node, this node removes its files."""
+        if self.catalog.url.startswith("sqlite"):
+            return  # one node: its sweeps finish what is pending
+        try:
+            finished, files = await asyncio.to_thread(finish_pending, self.catalog, self.settings)
+        except (CatalogError, OSError) as exc:
+            logger.warning("files of deleted recordings not removed: %s", exc)
+            return
+        if files:
+            logger.info("removed %d files of %d recordings deleted elsewhere", files, finished)
 
     async def _check_quota(self) -> None:
         if not self.settings.disk_quota:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from callrec import filemodes
 from callrec.catalog import Catalog
+from callrec.catalog.livecalls import LiveCallStore
 from callrec.catalog.records import utcnow
 from callrec.config import Settings
 from callrec.engine import (
@@ -54,6 +55,7 @@ from callrec.engine import (
 from callrec.engine.catchup import catch_up
 from callrec.engine.journal import OK, Journal
 from callrec.engine.journalfile import journal_dir
+from callrec.engine.nodes import NodesLive
 from callrec.engine.portmemory import PortMemory, ports_dir
 from callrec.exceptions import CallrecError, CatalogError, ConfigError
 from callrec.filemodes import FileModes
@@ -124,6 +126,7 @@ def build_engine(settings: Settings, journal: Journal, live: LiveRegistry) -> Re
         sync_interval=settings.sync_interval,
         max_duration=settings.max_duration,
         sync_mode=settings.sync_mode,
+        node=settings.node_name,
     )
 
 
@@ -147,7 +150,10 @@ class Service:
         self.catalog = Catalog(settings.database_url, check=False)
         self.writer = CatalogWriter(self.catalog)
         self.journal = Journal(
-            journal_dir(self.root), self.writer, name="worker" if worker else "main"
+            journal_dir(self.root),
+            self.writer,
+            name="worker" if worker else "main",
+            node=settings.node_name,
         )
         self.ports = PortRange(
             own.media_host,
@@ -158,6 +164,18 @@ class Service:
         )
         self.live = LiveRegistry()
         self.engine = build_engine(settings, self.journal, self.live)
+        # Several nodes on one PostgreSQL catalogue (docs/scaling.md): the live page shows
+        # every node's calls. Not on SQLite: one machine, one node.
+        self.nodes: NodesLive | None = None
+        if not worker and not settings.database_url.startswith("sqlite"):
+            self.nodes = NodesLive(
+                self.live,
+                LiveCallStore(self.catalog),
+                node=settings.node_name,
+                node_url=settings.web_public_url,
+                healthy=lambda: self.journal.status().state == OK,
+                run=self.writer.run,
+            )
         self.phone = PhoneServer(own, engine=self.engine, ports=self.ports)
         self.importer = Importer(
             self.engine,
@@ -196,6 +214,7 @@ class Service:
                     quota=lambda: self.retention.quota if self.retention else None,
                 ),
                 job_runs=lambda: dict(self.jobs.runs) if self.jobs is not None else {},
+                every_node=self.nodes,
             )
         self.workers: WorkerPool | None = None
         # Work after a call (webhooks, on_complete_command, periodic work): the main process
@@ -277,6 +296,10 @@ class Service:
                     )
                 )
         await self.engine.start()
+        if self.nodes is not None:
+            self._background.append(
+                asyncio.create_task(self._share_live(self.nodes), name="callrec-live-calls")
+            )
         if self.jobs is not None and self.completion is not None:
             self._register_periodic(self.jobs)
             await self.jobs.start(ready=settled)
@@ -397,6 +420,22 @@ class Service:
         self.catalog.close()
         logger.info("recording server stopped")
 
+    async def _share_live(self, nodes: NodesLive) -> None:
+        """Once the catalogue is migrated: this node's live calls to the others, theirs
+        here (:mod:`callrec.engine.nodes`)."""
+        await self.journal.ready.wait()
+        template = self.settings.filename_template
+        with contextlib.suppress(CatalogError):
+            others = set(await self.writer.run(self.catalog.nodes_seen)) - {nodes.node}
+            if others and "{node" not in template:
+                logger.warning(
+                    "nodes %s record into this catalogue too, and filename_template does not "
+                    "name the node: two nodes' recordings may get one path (put {node}/ first: "
+                    "docs/scaling.md)",
+                    ", ".join(sorted(others)),
+                )
+        await nodes.run()
+
     async def _keep_integrity(self, key: SigningKey) -> None:
         """The hash chain's upkeep (docs/integrity.md): once the catalogue is ready, append
         what a crash or an older version left out and sign the head; then, only when the job
@@ -467,7 +506,10 @@ class Service:
                     retry=RetryPolicy(max_attempts=3, max_age=timedelta(hours=12)),
                 )
             )
-            runner.schedule(ARCHIVE_KIND, every=timedelta(seconds=settings.archive_interval))
+            # Each node archives its own recordings: they are on its disk (docs/scaling.md).
+            runner.schedule(
+                ARCHIVE_KIND, every=timedelta(seconds=settings.archive_interval), per_node=True
+            )
 
     async def _sign_at_stop(self) -> None:
         """The chain's upkeep once more at a clean stop, the last ends catalogued: the

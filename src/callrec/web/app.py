@@ -45,6 +45,7 @@ from callrec.web.auth import (
 from callrec.web.health import HealthCheck
 from callrec.web.listen import ListenHub
 from callrec.web.live import LiveHub
+from callrec.web.locate import LocalMedia
 from callrec.web.metrics import WebMetrics
 from callrec.web.pages import account as account_pages
 from callrec.web.pages import admin as admin_pages
@@ -80,10 +81,13 @@ def create_app(
     importer: Importer | None = None,
     health: HealthSource | None = None,
     job_runs: Callable[[], Mapping[tuple[str, str], int]] | None = None,
+    every_node: LiveView | None = None,
 ) -> FastAPI:
     """The web app over ``catalog``, writing through ``writer``; with the recording engine's
     live view (``recording``), its USB ``importer`` and what the recording server says about
-    its parts (``health``: journal, disk, workers, refused starts) when given."""
+    its parts (``health``: journal, disk, workers, refused starts) when given.
+    ``every_node``: the live calls of every node sharing the catalogue (docs/scaling.md),
+    for the live page and its feed; the metrics and live listening keep to this node's."""
     app = FastAPI(
         title="callrec",
         version=__version__,
@@ -108,12 +112,13 @@ def create_app(
         recording=recording,
         importer=importer,
         root=root,
-        live=LiveHub(recording),
+        live=LiveHub(every_node or recording),
         listen=ListenHub(recording, root, web_metrics.registry),
         metrics=web_metrics,
         health=HealthCheck(catalog, health, storage=bool(settings.storage_url)),
         touches=Touches(writer),
         store=store_from(settings),
+        media=LocalMedia(root, node=settings.node_name, peers=settings.peer_dirs()),
     )
     app.state.ctx = ctx
     # The API's routers, in the order of its OpenAPI description.

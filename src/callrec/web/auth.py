@@ -29,6 +29,7 @@ from callrec.storage.client import ObjectStore
 from callrec.web.health import Episode, HealthCheck
 from callrec.web.listen import ListenHub
 from callrec.web.live import LiveHub
+from callrec.web.locate import MediaLocator
 from callrec.web.media import PeaksCache
 from callrec.web.metrics import WebMetrics
 from callrec.web.security import LoginThrottle, digest, same
@@ -101,6 +102,8 @@ class WebContext:
     #: Looks at the server's parts for /health and /metrics, never through ``writer``.
     health: HealthCheck
     touches: Touches
+    #: Where a recording's audio is read from (:mod:`callrec.web.locate`).
+    media: MediaLocator
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     peaks: PeaksCache = field(default_factory=PeaksCache)
     #: The object store (``storage_url``): the audio of recordings whose local copy is gone

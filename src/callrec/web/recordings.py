@@ -24,6 +24,7 @@ from callrec.exceptions import CatalogError
 from callrec.media.decode import container_of
 from callrec.web.auth import Principal, WebContext, audit
 from callrec.web.ids import ID_RANGE, parse_id
+from callrec.web.locate import MediaUnreachable
 from callrec.web.media import (
     FORMATS,
     AudioFormat,
@@ -58,6 +59,7 @@ FILTER_PARAMS: Final = (
     "min_duration",
     "max_duration",
     "tag",
+    "node",
     "sort",
 )
 
@@ -100,12 +102,22 @@ async def audit_denied(
         )
 
 
+#: The local path of a recording this node cannot reach: no file is ever there.
+NOT_HERE: Final = Path("/dev/null/not-on-this-node")
+
+
 def recording_file(ctx: WebContext, rec: RecordingInfo) -> Path:
-    """The recording's file, refusing a catalogued path that would leave the directory."""
-    relative = PurePosixPath(rec.path)
-    if relative.is_absolute() or ".." in relative.parts:
-        raise HTTPException(404, f"recording {rec.id} has an unusable path")
-    return ctx.root / relative
+    """The recording's file (:mod:`callrec.web.locate`: every read of audio comes here),
+    refusing a catalogued path that would leave the directory; 404 saying why when this node
+    cannot reach it."""
+    try:
+        return ctx.media.locate(rec)
+    except MediaUnreachable as exc:
+        if ctx.store is not None:
+            # Another node's recording: its verified object in the store serves it
+            # (callrec.web.stored.locate looks there when this path holds no file).
+            return NOT_HERE
+        raise HTTPException(404, str(exc)) from exc
 
 
 # -- search parameters ---------------------------------------------------------------------
@@ -189,6 +201,7 @@ def search_query(
             if "max_duration" in p
             else None,
             tag=p.get("tag"),
+            node=p.get("node"),
             sort=sort,
             limit=limit,
             cursor=cursor or None,
@@ -428,6 +441,7 @@ INDEX_FIELDS: Final = (
     "status",
     "sha256",
     "path",
+    "node",
 )
 
 

@@ -65,12 +65,20 @@ def ensure_first_admin(
             _forget_spent_password(catalog, recordings_dir or Path("recordings"))
         return None
     password = new_one_time_password()
-    catalog.create_user(
-        FIRST_ADMIN,
-        password_hash=hash_password(password),
-        role=ROLE_ADMIN,
-        must_change_password=True,
-    )
+    try:
+        catalog.create_user(
+            FIRST_ADMIN,
+            password_hash=hash_password(password),
+            role=ROLE_ADMIN,
+            must_change_password=True,
+        )
+    except CatalogError:
+        # Several nodes starting at once on a new catalogue (docs/scaling.md): another
+        # one made the first admin, and announced its password on its own machine.
+        if catalog.count_users():
+            logger.info("another node made the first admin of this catalogue")
+            return None
+        raise
     if announce:
         announce_first_admin(password, recordings_dir or Path("recordings"))
     return password
@@ -155,6 +163,7 @@ class WebServer:
         importer: Importer | None = None,
         health: HealthSource | None = None,
         job_runs: Callable[[], Mapping[tuple[str, str], int]] | None = None,
+        every_node: LiveView | None = None,
     ) -> None:
         check_web_settings(settings)
         self.settings = settings
@@ -171,6 +180,7 @@ class WebServer:
             importer=importer,
             health=health,
             job_runs=job_runs,
+            every_node=every_node,
         )
         self._uvicorn: uvicorn.Server | None = None
         self._socket: socket.socket | None = None

@@ -137,6 +137,10 @@ async def listen(websocket: WebSocket, uid: str) -> None:
     if live is None:
         await websocket.close(NOT_FOUND, "no such call is being recorded")
         return
+    if live.remote:
+        # Another node writes its file (docs/scaling.md): listen on that node's web UI.
+        await websocket.close(NOT_FOUND, _reason(f"the call is recorded on node {live.node}"))
+        return
     mine = sum(1 for other in ctx.listen.listeners() if other.username == principal.user.username)
     if mine >= ctx.settings.web_listen_max_per_user:
         await websocket.close(

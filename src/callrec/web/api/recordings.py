@@ -112,6 +112,11 @@ class RecordingOut(BaseModel):
     quality: QualityOut
     tags: list[str]
     held: bool = Field(False, description="Under legal hold: no one can delete it.")
+    node: str | None = Field(
+        None,
+        description="The node (`node_name`) that recorded it; null on recordings from "
+        "before nodes.",
+    )
 
 
 class RecordingRow(RecordingOut):
@@ -198,6 +203,7 @@ async def list_recordings(
     min_duration: Annotated[str, Query(description="Seconds, inclusive.")] = "",
     max_duration: Annotated[str, Query(description="Seconds, inclusive.")] = "",
     tag: Annotated[str, Query()] = "",
+    node: Annotated[str, Query(description="The node that recorded it (node_name).")] = "",
     sort: SortParam = "-start_time",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(description="From `next_cursor`.")] = None,
@@ -425,8 +431,12 @@ async def remove_recording(request: Request, principal: Principal, rec_id: Id) -
         )
     except CatalogError as exc:
         raise HTTPException(409, str(exc)) from exc
-    removed = await run_in_threadpool(remove_files, ctx.root, tomb)
-    await ctx.write(ctx.catalog.mark_files_removed, [tomb.id])
+    removed: list[str] = []
+    if tomb.node in (None, ctx.settings.node_name):
+        removed = await run_in_threadpool(remove_files, ctx.root, tomb)
+        await ctx.write(ctx.catalog.mark_files_removed, [tomb.id])
+    # else another node's disk holds the files: its tombstone stays pending, and that node
+    # removes them (docs/scaling.md).
     await audit(
         request,
         "delete",
@@ -505,6 +515,7 @@ EXPORT_FIELDS: Final = (
     "tags",
     "file_name",
     "path",
+    "node",
 )
 #: Rows read from the catalogue at a time while the CSV is sent.
 EXPORT_BATCH: Final = 500
@@ -582,6 +593,7 @@ def _export_row(rec: RecordingInfo, tags: list[str], zone: tzinfo) -> dict[str, 
         "tags": " ".join(tags),
         "file_name": PurePosixPath(rec.path).name,
         "path": rec.path,
+        "node": rec.node or "",
     }
 
 

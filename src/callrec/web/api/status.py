@@ -85,7 +85,8 @@ class Health(BaseModel):
     version: str
     database: bool = Field(description="The catalogue is ok (see catalogue)")
     recording: bool
-    live_sessions: int
+    live_sessions: int = Field(description="Calls this node is recording now")
+    node: str = Field("", description="This node's node_name (docs/scaling.md)")
     catalogue: CataloguePart
     recordings_disk: DiskPart | None = Field(description="None without a recording engine")
     journal: JournalPart | None = Field(description="None without a recording engine")
@@ -113,7 +114,9 @@ async def health(request: Request, response: Response) -> dict[str, Any]:
         "version": __version__,
         "database": report.catalogue.state == "ok",
         "recording": ctx.recording is not None,
-        "live_sessions": len(ctx.live.sessions(None)),
+        # This node's calls: the live page shows every node's, its health only its own.
+        "live_sessions": len(ctx.recording.live_sessions()) if ctx.recording else 0,
+        "node": ctx.settings.node_name,
         "catalogue": {
             "state": report.catalogue.state,
             "last_error": report.catalogue.last_error,

@@ -83,6 +83,7 @@ async def recordings_page(request: Request, principal: PageUser) -> Response:
     tags = await ctx.db(ctx.catalog.tags_of, [r.id for r in items])
     held = await ctx.db(ctx.catalog.held_ids, [r.id for r in items])
     devices = await _devices(request, principal)
+    nodes = await _nodes(request)
     tag_counts = await ctx.db(ctx.catalog.tag_counts, principal.scope)
     filters = {k: params.get(k, "") for k in (*FILTER_PARAMS, "tz")}
     base = {k: v for k, v in filters.items() if v}
@@ -104,6 +105,7 @@ async def recordings_page(request: Request, principal: PageUser) -> Response:
         limit=limit,
         page_sizes=PAGE_SIZES,
         devices=devices,
+        nodes=nodes,
         tag_counts=tag_counts,
         codecs=CODECS,
         statuses=sorted(STATUSES),
@@ -249,6 +251,25 @@ async def _devices(request: Request, principal: Principal) -> list[str]:
         _device_lists.clear()
     _device_lists[key] = (now, devices)
     return devices
+
+
+_node_lists: dict[str, tuple[float, list[str]]] = {}
+
+
+async def _nodes(request: Request) -> list[str]:
+    """The nodes that recorded (several nodes on one catalogue: the list shows a node column
+    and filter once there is more than one), kept like the devices."""
+    ctx = ctx_of(request)
+    key = str(id(ctx))
+    now = time.monotonic()
+    cached = _node_lists.get(key)
+    if cached is not None and now - cached[0] < DEVICES_TTL:
+        return cached[1]
+    nodes = await ctx.db(ctx.catalog.nodes_seen)
+    if len(_node_lists) > 100:
+        _node_lists.clear()
+    _node_lists[key] = (now, nodes)
+    return nodes
 
 
 @router.post("/recordings/zip")

@@ -573,15 +573,24 @@ function party(number, name) {
   return name ? `${number} (${name})` : number;
 }
 
-// The button static/listen.js answers (listen live to the call).
+// The button static/listen.js answers (listen live to the call); another node's call says
+// where it is recorded instead (its file is there: docs/scaling.md).
 function listenCell(s) {
+  const td = document.createElement("td");
+  if (s.remote) {
+    const where = document.createElement(s.node_url ? "a" : "span");
+    where.className = "on-node";
+    where.textContent = `on node ${s.node}`;
+    if (s.node_url) where.href = `${s.node_url}/live`;
+    td.append(where);
+    return td;
+  }
   const button = document.createElement("button");
   button.type = "button";
   button.className = "listen";
   button.dataset.listen = s.uid;
   button.dataset.what = `${party(s.local_number, s.local_name)} ↔ ${party(s.remote_number, s.remote_name)}`;
   button.textContent = "Listen";
-  const td = document.createElement("td");
   td.append(button);
   return td;
 }
@@ -606,7 +615,7 @@ function setupLive() {
   });
   // Rows are kept from one snapshot to the next and only their figures change: a row (and
   // its Listen button) replaced every second could swallow a click landing in between.
-  const FIGURES = 6; // the cells from Duration on: duration, packets, lost, foreign
+  const FIGURES = 7; // the cells from Duration on: duration, packets, lost, foreign
   source.addEventListener("snapshot", (event) => {
     const sessions = JSON.parse(event.data);
     const existing = new Map([...body.querySelectorAll("tr[data-uid]")].map((r) => [r.dataset.uid, r]));
@@ -617,7 +626,7 @@ function setupLive() {
       const figures = [formatDuration(s.duration), String(s.counters.received),
         String(s.counters.lost), String(s.counters.foreign)];
       let tr = existing.get(s.uid);
-      if (tr && tr.cells.length === 12) {
+      if (tr && tr.cells.length === 13) {
         figures.forEach((text, i) => {
           const td = tr.cells[FIGURES + i];
           if (td.textContent !== text) td.textContent = text;
@@ -635,7 +644,7 @@ function setupLive() {
         time.setAttribute("datetime", s.started_at);
         started.append(time);
         tr.append(started, cell(s.direction), cell(party(s.local_number, s.local_name)),
-          cell(party(s.remote_number, s.remote_name)), cell(s.device, "mono"), cell(s.codec),
+          cell(party(s.remote_number, s.remote_name)), cell(s.device, "mono"), cell(s.node || "", "node"), cell(s.codec),
           ...figures.map((text) => cell(text, "r")), cell(s.session_id, "mono"), listenCell(s));
       }
       rows.push(tr);
@@ -644,7 +653,7 @@ function setupLive() {
       const tr = document.createElement("tr");
       tr.className = "none";
       const td = cell("No call is being recorded.", "empty");
-      td.colSpan = 12;
+      td.colSpan = 13;
       tr.append(td);
       rows.push(tr);
     }
