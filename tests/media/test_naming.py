@@ -73,7 +73,7 @@ def test_result_is_absolute_and_nothing_is_created(
 
 def test_missing_fields_are_unknown() -> None:
     path = recording_path(ONE_DIR_PER_FIELD, root=Path("/r"), start=START, fields={"dir": "in"})
-    assert path == Path("/r/in", *(["unknown"] * 6), "unknown.wav")
+    assert path == Path("/r/in", *(["unknown"] * (len(FIELDS) - 2)), "unknown.wav")
 
 
 def test_fields_are_sanitised(tmp_path: Path) -> None:
@@ -86,6 +86,7 @@ def test_fields_are_sanitised(tmp_path: Path) -> None:
         "device": "0c:38:3e:0e:70:9a",
         "codec": "G722",
         "id": "..",
+        "node": "rec/1",
     }
     path = recording_path(ONE_DIR_PER_FIELD, root=tmp_path, start=START, fields=fields)
     assert path.relative_to(tmp_path.resolve()).parts == (
@@ -96,7 +97,8 @@ def test_fields_are_sanitised(tmp_path: Path) -> None:
         "etc_passwd",
         "0c_38_3e_0e_70_9a",
         "G722",
-        "unknown.wav",
+        "unknown",
+        "rec_1.wav",
     )
 
 
@@ -278,7 +280,7 @@ def test_any_field_text_stays_inside_root(fields: dict[str, str]) -> None:
     for field, part in zip(FIELDS[:-1], dirs, strict=True):
         assert sanitize_component(fields[field]).startswith(part)
     assert name.endswith(".wav")
-    assert sanitize_component(fields["id"]).startswith(name.removesuffix(".wav"))
+    assert sanitize_component(fields[FIELDS[-1]]).startswith(name.removesuffix(".wav"))
 
 
 # -- unique_path ---------------------------------------------------------------------------
