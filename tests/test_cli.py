@@ -115,3 +115,13 @@ def test_phone_reports_refusal(tmp_path: Path) -> None:
     result = runner.invoke(app, ["phone", "--play", str(wav), "--server", "127.0.0.1:1", "--fast"])
     assert result.exit_code == 1
     assert "phone failed" in result.output or "recording failed" in result.output
+
+
+def test_config_show_hides_the_database_password() -> None:
+    runner = CliRunner()
+    url = "postgresql+psycopg://callrec:s3cr3t-pw@db.example:5432/callrec"
+    env = {"CALLREC_DATABASE_URL": url}
+    shown = json.loads(runner.invoke(app, ["config", "show", "--json"], env=env).output)
+    assert shown["database_url"] == "postgresql+psycopg://callrec:***@db.example:5432/callrec"
+    table = runner.invoke(app, ["config", "show"], env=env, terminal_width=400)
+    assert table.exit_code == 0 and "s3cr3t-pw" not in table.output

@@ -229,7 +229,19 @@ def config_show(
 def _hidden(name: str, value: Any) -> Any:
     """A secret's value as ``***`` (``config show`` output ends up in bug reports)."""
     secret = name.endswith(("_secret", "_secret_key"))
-    return "***" if secret and value else value
+    if secret and value:
+        return "***"
+    if name == "database_url" and value:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            return value
+        # The password of a database URL is a secret too; the rest helps a bug report.
+        return url.render_as_string(hide_password=True) if url.password else value
+    return value
 
 
 def _plain(value: Any) -> Any:
