@@ -1,12 +1,13 @@
 """The object storage tier's jobs (issue 17 part 1, docs/scaling.md "Object storage").
 
-* ``storage.upload`` (key ``<uid>:<sha256>``, queued by ``recording.completed`` and by the
-  catch-up): uploads every file of a finished recording, verifies each against its SHA-256
-  (``storage_verify``: the store's checksum of what it received, or a read-back), then
-  records them in ``recording_objects``. Only then is the local copy a cache
-  (removed at once with ``storage_local_keep_days = 0``, else by :class:`LocalCache`). An
-  unreachable store fails the attempt: it is retried with back-off (5 s doubling to a
-  minute) for 30 days, while recording goes on and /health shows the backlog.
+* ``storage.upload`` (key ``<uid>:<sha256>@<node>``, claimed by that node only: its disk
+  holds the files; queued by ``recording.completed`` and by the catch-up): uploads every
+  file of a finished recording, verifies each against its SHA-256 (``storage_verify``: the
+  store's checksum of what it received, or a read-back), then records them in
+  ``recording_objects``. Only then is the local copy a cache (removed at once with
+  ``storage_local_keep_days = 0``, else by :class:`LocalCache`). An unreachable store fails
+  the attempt: it is retried with back-off (5 s doubling to a minute) for 30 days, while
+  recording goes on and /health shows the backlog.
 * ``storage.catch_up`` (every ``storage_sweep_interval``): queues the upload of every
   finished recording whose audio is not in the store and has no upload job: those a crash
   or an outage kept from being queued, archive copies (a new file), recordings from before
@@ -15,9 +16,10 @@
   of deleted recordings (and of files a recording no longer has), then forgets their rows.
 
 :class:`LocalCache` is not a job: each node keeps its own disk, so each runs it, every
-minute: local copies verified more than ``storage_local_keep_days`` ago go, and while the
-copies take more than ``storage_cache_max_bytes``, the least recently used go (their access
-time, which the web sets when it serves one).
+minute, over its own recordings' copies only: local copies verified more than
+``storage_local_keep_days`` ago go, and while the copies take more than
+``storage_cache_max_bytes``, the least recently used go (their access time, which the web
+sets when it serves one).
 """
 
 from __future__ import annotations
