@@ -304,3 +304,36 @@ def test_purge_keeps_dead_jobs_and_the_installed_mark(catalog: Catalog) -> None:
     assert store.purge(utcnow() + timedelta(seconds=1)) == 1
     assert [j.key for j in store.list_jobs()] == ["dead"]
     assert store.installed_at() == installed
+
+
+async def test_a_per_node_kind_is_claimed_only_by_the_node_its_key_names(
+    catalog: Catalog,
+) -> None:
+    """An upload's key ends ``@node``: only that node's runners take it (the file is on its
+    disk); a key naming no node (a job from before nodes) any node takes."""
+    seen: list[tuple[str, str]] = []
+
+    def kind(node: str) -> JobKind:
+        def handler(job: JobInfo) -> str:
+            seen.append((node, job.key))
+            return "ok"
+
+        return JobKind(name="test.local_file", handler=handler, per_node=True)
+
+    alpha = JobRunner(JobStore(catalog), poll_interval=0.05, node="alpha")
+    beta = JobRunner(JobStore(catalog), poll_interval=0.05, node="beta")
+    alpha.register(kind("alpha"))
+    beta.register(kind("beta"))
+    for key in ("r1@beta", "r2@alpha", "r3@beta", "r4"):
+        await alpha.enqueue("test.local_file", key, {})
+    # alpha runs first and would take everything were the kind not per node.
+    assert await alpha.run_once() == 2
+    assert await beta.run_once() == 2
+    await alpha.stop()
+    await beta.stop()
+    assert sorted(seen) == [
+        ("alpha", "r2@alpha"),
+        ("alpha", "r4"),
+        ("beta", "r1@beta"),
+        ("beta", "r3@beta"),
+    ]

@@ -106,3 +106,33 @@ def test_bad_storage_settings_are_refused_with_a_reason(
 ) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Settings(**values)  # type: ignore[arg-type]
+
+
+def test_each_node_counts_and_evicts_its_own_copies(tmp_path: Path) -> None:
+    """One catalogue, two nodes' disks: a node's cache limit counts its own recordings'
+    copies (and those of no node), and it removes only those."""
+    root = tmp_path / "recordings"
+    with Catalog(f"sqlite:///{tmp_path / 'catalog.db'}") as catalog:
+        catalog.migrate()
+        objects = ObjectQueries(catalog)
+        ids = []
+        for n, node in enumerate(("alpha", "beta", "beta")):
+            rec_id = catalog.create_recording(new_recording(n, node=node))
+            catalog.finish_recording(rec_id, **finish_values())
+            path = root / f"2026-03-01/in_{n}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"\0" * 1000)
+            _verified(objects, rec_id, n, 1000)
+            ids.append(rec_id)
+        assert objects.cached_bytes() == 3000
+        assert objects.cached_bytes(node="alpha") == 1000
+        assert objects.cached_bytes(node="beta") == 2000
+        # alpha's cache is under its limit: beta's copies do not count, and are not alpha's.
+        assert evict(objects, root, keep_days=-1, max_bytes=1500, node="alpha").removed == 0
+        assert evict(objects, root, keep_days=0, max_bytes=None, node="gamma").removed == 0
+        assert all((root / f"2026-03-01/in_{n}.wav").exists() for n in range(3))
+        report = evict(objects, root, keep_days=-1, max_bytes=1500, node="beta")
+        assert (report.removed, report.freed) == (1, 1000)
+        assert (root / "2026-03-01/in_0.wav").exists()
+        assert objects.cached_bytes(node="beta") == 1000
+        assert objects.cached_bytes(node="alpha") == 1000

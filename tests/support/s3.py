@@ -38,6 +38,13 @@ PORT_FLAGS = (
     "s3.port.lance",
 )
 
+#: The ports nothing outside the server keeps: new ones at a restart.
+SIDE_PORTS = ("s3.port.grpc", "s3.port.iceberg", "s3.port.lance")
+
+
+class _BindFailed(Exception):
+    """weed exited as a port it was given is taken."""
+
 
 def weed_binary() -> str:
     found = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
@@ -70,6 +77,7 @@ class WeedS3:
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = directory / "weed.log"
+        self._started = False
 
     @property
     def endpoint(self) -> str:
@@ -101,6 +109,22 @@ class WeedS3:
         )
 
     def start(self) -> None:
+        """Start the server; a restart on the same data keeps the ports callrec and the
+        server's own parts know (S3, master, volume, filer), and takes new ones for the rest,
+        which a client's outgoing connection may have taken meanwhile (weed then exits at
+        once: it is started again, a few times, on other side ports)."""
+        for attempt in range(4):
+            if attempt or self._started:
+                self.ports.update({flag: free_tcp_port() for flag in SIDE_PORTS})
+            try:
+                self._start_once()
+                self._started = True
+                return
+            except _BindFailed:
+                if attempt == 3:
+                    raise RuntimeError(f"weed could not bind its ports: see {self.log}") from None
+
+    def _start_once(self) -> None:
         args = [
             weed_binary(),
             "server",
@@ -113,6 +137,7 @@ class WeedS3:
             "-volume.max=200",  # each bucket is a collection with volumes of its own
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]
+        mark = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -121,6 +146,9 @@ class WeedS3:
         client = self.client()
         while True:
             if self.proc.poll() is not None:
+                if "address already in use" in self.log.read_text(errors="replace")[mark:]:
+                    self.proc = None
+                    raise _BindFailed()
                 raise RuntimeError(f"weed exited with {self.proc.returncode}: see {self.log}")
             try:
                 # The gateway answers before the volume server takes writes: one write (a

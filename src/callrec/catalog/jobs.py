@@ -157,7 +157,8 @@ class Claim:
     kind: str
     limit: int
     lease: timedelta
-    #: Only the jobs whose key ends so: a node's own periodic runs (``@node``).
+    #: Only the jobs whose key ends so (a node's own work: ``@node``), and those whose key
+    #: names no node at all (no ``@``: jobs from before nodes, recordings of no node).
     key_suffix: str | None = None
 
 
@@ -275,7 +276,10 @@ class JobStore:
                     .where(JOBS.c.kind == claim.kind)
                     .where(_due(due_by))
                     .where(
-                        JOBS.c.key.endswith(claim.key_suffix, autoescape=True)
+                        or_(
+                            JOBS.c.key.endswith(claim.key_suffix, autoescape=True),
+                            ~JOBS.c.key.contains("@", autoescape=True),
+                        )
                         if claim.key_suffix
                         else true()
                     )

@@ -35,6 +35,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -138,9 +139,11 @@ def recording_files(rec: RecordingInfo) -> list[tuple[str, str]]:
     return files
 
 
-def upload_key(owner: str, sha256: str | None) -> str:
-    """The key of a recording's upload job (see :data:`UPLOAD_KIND`)."""
-    return f"{owner}:{sha256 or ''}"
+def upload_key(owner: str, sha256: str | None, node: str | None = None) -> str:
+    """The key of a recording's upload job (see :data:`UPLOAD_KIND`): ``<owner>:<sha256>``,
+    then ``@<node>`` for a recording of a node, whose runners alone claim it (the file is on
+    that node's disk; docs/scaling.md)."""
+    return f"{owner}:{sha256 or ''}" + (f"@{node}" if node else "")
 
 
 class ObjectQueries:
@@ -250,15 +253,21 @@ class ObjectQueries:
             return [_info(r._mapping) for r in session.connection().execute(statement)]
 
     def local_copies(
-        self, *, uploaded_before: datetime | None = None, limit: int = 1000
+        self,
+        *,
+        uploaded_before: datetime | None = None,
+        limit: int = 1000,
+        node: str | None = None,
     ) -> list[ObjectInfo]:
         """Verified files (not sidecars) whose local copy was not removed, oldest upload
-        first; only those uploaded before ``uploaded_before`` when given."""
+        first; only those uploaded before ``uploaded_before`` when given, and of ``node``'s
+        recordings (or no node's) when given."""
         statement = (
             select(OBJECTS)
             .where(OBJECTS.c.local_removed_at.is_(None))
             .where(OBJECTS.c.recording_id.is_not(None))
             .where(OBJECTS.c.role != SIDECAR)
+            .where(*_of_node(node))
         )
         if uploaded_before is not None:
             statement = statement.where(OBJECTS.c.uploaded_at < uploaded_before)
@@ -266,13 +275,15 @@ class ObjectQueries:
         with self.catalog.transaction("look for local copies") as session:
             return [_info(r._mapping) for r in session.connection().execute(statement)]
 
-    def cached_bytes(self) -> int:
-        """Bytes of the verified files (not sidecars) whose local copy was not removed."""
+    def cached_bytes(self, *, node: str | None = None) -> int:
+        """Bytes of the verified files (not sidecars) whose local copy was not removed (of
+        ``node``'s recordings, or no node's, when given)."""
         statement = (
             select(func.coalesce(func.sum(OBJECTS.c.size), 0))
             .where(OBJECTS.c.local_removed_at.is_(None))
             .where(OBJECTS.c.recording_id.is_not(None))
             .where(OBJECTS.c.role != SIDECAR)
+            .where(*_of_node(node))
         )
         with self.catalog.transaction("measure the local cache") as session:
             return int(session.connection().execute(statement).scalar() or 0)
@@ -284,26 +295,47 @@ class ObjectQueries:
             count, oldest = session.connection().execute(statement).one()
         return Backlog(count=int(count), oldest_end=oldest)
 
-    def unuploaded(self, *, limit: int = 1000) -> list[tuple[int, str | None, str | None]]:
-        """(id, uid, sha256) of finished recordings whose audio has no verified object and
+    def unuploaded(
+        self, *, limit: int = 1000
+    ) -> list[tuple[int, str | None, str | None, str | None]]:
+        """(id, uid, sha256, node) of finished recordings whose audio has no verified object and
         no upload job (the ones a crash or a store outage kept from being queued, archive
         copies, and recordings from before the store was set)."""
         owner = func.coalesce(RECORDINGS.c.uid, literal("id-") + sql_cast(RECORDINGS.c.id, String))
         has_job = (
             select(JOBS.c.id)
             .where(JOBS.c.kind == UPLOAD_KIND)
-            .where(JOBS.c.key == owner + literal(":") + func.coalesce(RECORDINGS.c.sha256, ""))
+            .where(
+                JOBS.c.key
+                == owner
+                + literal(":")
+                + func.coalesce(RECORDINGS.c.sha256, "")
+                + func.coalesce(literal("@") + RECORDINGS.c.node, "")
+            )
             .exists()
         )
         statement = (
-            select(RECORDINGS.c.id, RECORDINGS.c.uid, RECORDINGS.c.sha256)
+            select(RECORDINGS.c.id, RECORDINGS.c.uid, RECORDINGS.c.sha256, RECORDINGS.c.node)
             .where(*_unuploaded())
             .where(~has_job)
             .order_by(RECORDINGS.c.id)
             .limit(limit)
         )
         with self.catalog.transaction("look for recordings to upload") as session:
-            return [(int(i), u, s) for i, u, s in session.connection().execute(statement)]
+            return [(int(i), u, s, n) for i, u, s, n in session.connection().execute(statement)]
+
+
+def _of_node(node: str | None) -> list[Any]:
+    """The objects of ``node``'s recordings and of those of no node (all when None)."""
+    if node is None:
+        return []
+    theirs = (
+        select(RECORDINGS.c.id)
+        .where(RECORDINGS.c.id == OBJECTS.c.recording_id)
+        .where(or_(RECORDINGS.c.node == node, RECORDINGS.c.node.is_(None)))
+        .exists()
+    )
+    return [theirs]
 
 
 def _unuploaded() -> list[Any]:

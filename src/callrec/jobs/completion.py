@@ -112,7 +112,7 @@ class Completion:
             if transcription.wanted(self.transcribe_policy, rec, tags.get(rec.id, [])):
                 todo.append((transcription.KIND, transcription.job_key(rec.id), {"id": rec.id}))
         if self.settings.storage_url:
-            todo.append(upload.upload_job(rec.id, rec.uid, rec.sha256))
+            todo.append(upload.upload_job(rec.id, rec.uid, rec.sha256, rec.node))
         added = await self.runner.enqueue_many(todo)
         return f"recording {rec.id}: {added} follow-up jobs queued"
 

@@ -116,6 +116,9 @@ class JobKind:
     #: How long a claim lasts without renewal; the runner renews it while the handler runs,
     #: so it only bounds how soon a killed runner's job is taken again.
     lease: timedelta = timedelta(minutes=2)
+    #: Work on the disk of the node its key names: a job whose key ends ``@node`` is
+    #: claimed only by that node's runners (an upload of that node's recording).
+    per_node: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or self.concurrency < 1:
@@ -413,7 +416,11 @@ class JobRunner:
                 kind=name,
                 limit=free[name],
                 lease=self.kinds[name].lease,
-                key_suffix=self._node_suffix if name in self._per_node else None,
+                key_suffix=(
+                    self._node_suffix
+                    if name in self._per_node or self.kinds[name].per_node
+                    else None
+                ),
             )
             for name in sorted(due)
         ]

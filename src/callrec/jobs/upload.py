@@ -1,12 +1,13 @@
 """The object storage tier's jobs (issue 17 part 1, docs/scaling.md "Object storage").
 
-* ``storage.upload`` (key ``<uid>:<sha256>``, queued by ``recording.completed`` and by the
-  catch-up): uploads every file of a finished recording, verifies each against its SHA-256
-  (``storage_verify``: the store's checksum of what it received, or a read-back), then
-  records them in ``recording_objects``. Only then is the local copy a cache
-  (removed at once with ``storage_local_keep_days = 0``, else by :class:`LocalCache`). An
-  unreachable store fails the attempt: it is retried with back-off (5 s doubling to a
-  minute) for 30 days, while recording goes on and /health shows the backlog.
+* ``storage.upload`` (key ``<uid>:<sha256>@<node>``, claimed by that node only: its disk
+  holds the files; queued by ``recording.completed`` and by the catch-up): uploads every
+  file of a finished recording, verifies each against its SHA-256 (``storage_verify``: the
+  store's checksum of what it received, or a read-back), then records them in
+  ``recording_objects``. Only then is the local copy a cache (removed at once with
+  ``storage_local_keep_days = 0``, else by :class:`LocalCache`). An unreachable store fails
+  the attempt: it is retried with back-off (5 s doubling to a minute) for 30 days, while
+  recording goes on and /health shows the backlog.
 * ``storage.catch_up`` (every ``storage_sweep_interval``): queues the upload of every
   finished recording whose audio is not in the store and has no upload job: those a crash
   or an outage kept from being queued, archive copies (a new file), recordings from before
@@ -15,9 +16,10 @@
   of deleted recordings (and of files a recording no longer has), then forgets their rows.
 
 :class:`LocalCache` is not a job: each node keeps its own disk, so each runs it, every
-minute: local copies verified more than ``storage_local_keep_days`` ago go, and while the
-copies take more than ``storage_cache_max_bytes``, the least recently used go (their access
-time, which the web sets when it serves one).
+minute, over its own recordings' copies only: local copies verified more than
+``storage_local_keep_days`` ago go, and while the copies take more than
+``storage_cache_max_bytes``, the least recently used go (their access time, which the web
+sets when it serves one).
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ class Storage:
                 concurrency=UPLOAD_CONCURRENCY,
                 retry=UPLOAD_RETRY,
                 lease=timedelta(minutes=5),
+                # The files are on the recording's node's disk: its runners alone take it.
+                per_node=True,
             ),
             JobKind(name=CATCH_UP_KIND, handler=self.catch_up),
             JobKind(
@@ -128,7 +132,7 @@ class Storage:
             return f"recording {rec_id} was deleted; nothing to upload"
         if rec.status == STATUS_RECORDING:
             raise JobDeferred(f"recording {rec_id} is not finished yet", delay=NOT_YET)
-        if upload_key(owner_of(rec.uid, rec.id), rec.sha256) != job.key:
+        if upload_key(owner_of(rec.uid, rec.id), rec.sha256, rec.node) != job.key:
             return f"recording {rec_id} changed (archived?); its new file has its own job"
         try:
             result = await self._off(
@@ -166,8 +170,7 @@ class Storage:
     async def catch_up(self, job: JobInfo | None = None) -> str:
         found = await self.runner.read(lambda: self.objects.unuploaded(limit=1000))
         added = await self.runner.enqueue_many(
-            (UPLOAD_KIND, upload_key(owner_of(uid, rec_id), sha), {"id": rec_id})
-            for rec_id, uid, sha in found
+            upload_job(rec_id, uid, sha, node) for rec_id, uid, sha, node in found
         )
         if added:
             logger.info("%d recordings queued for upload by the catch-up", added)
@@ -189,9 +192,12 @@ class Storage:
             total += len(orphans)
 
 
-def upload_job(rec_id: int, uid: str | None, sha256: str | None) -> tuple[str, str, dict[str, Any]]:
-    """The (kind, key, payload) of a recording's upload."""
-    return (UPLOAD_KIND, upload_key(owner_of(uid, rec_id), sha256), {"id": rec_id})
+def upload_job(
+    rec_id: int, uid: str | None, sha256: str | None, node: str | None = None
+) -> tuple[str, str, dict[str, Any]]:
+    """The (kind, key, payload) of a recording's upload: claimed by ``node``'s runners only
+    (its key ends ``@node``), whichever node queued it."""
+    return (UPLOAD_KIND, upload_key(owner_of(uid, rec_id), sha256, node), {"id": rec_id})
 
 
 # -- the local cache ---------------------------------------------------------------------------
@@ -210,16 +216,19 @@ def evict(
     keep_days: float,
     max_bytes: int | None,
     write: Callable[[Callable[[], None]], None] | None = None,
+    node: str | None = None,
 ) -> CacheReport:
     """One look at this node's local copies of verified files (blocking): those verified
     more than ``keep_days`` ago are removed (``keep_days`` < 0: none for age), then the
-    least recently used (access time) while all take more than ``max_bytes``."""
+    least recently used (access time) while all take more than ``max_bytes``. ``node``:
+    only the copies of that node's recordings (and of no node's) count and go: the cache
+    is of its own disk."""
     run: Callable[[Callable[[], None]], None] = write or (lambda fn: fn())
     removed, freed = 0, 0
     if keep_days >= 0:
         cutoff = utcnow() - timedelta(days=keep_days)
         while True:
-            batch = objects.local_copies(uploaded_before=cutoff, limit=1000)
+            batch = objects.local_copies(uploaded_before=cutoff, limit=1000, node=node)
             if not batch:
                 break
             gone = [o for o in batch if remove_local(root, o)]
@@ -229,9 +238,9 @@ def evict(
             if len(batch) < 1000:
                 break
     if max_bytes is not None:
-        over = objects.cached_bytes() - max_bytes
+        over = objects.cached_bytes(node=node) - max_bytes
         while over > 0:
-            batch = objects.local_copies(limit=2000)
+            batch = objects.local_copies(limit=2000, node=node)
             if not batch:
                 break
             # Least recently used first among the oldest uploads (their atime: see touch()).
@@ -278,6 +287,7 @@ class LocalCache:
         )
         self.write = write
         self.every = every
+        self.node = settings.node_name
 
     @property
     def needed(self) -> bool:
@@ -296,6 +306,7 @@ class LocalCache:
             keep_days=self.keep_days,
             max_bytes=self.max_bytes,
             write=via,
+            node=self.node,
         )
 
     async def run(self) -> None:
