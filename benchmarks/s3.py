@@ -61,6 +61,12 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
+def _load() -> str:
+    """The machine's load average (1, 5, 15 min): it is shared, and a run's figures depend
+    on what else ran."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def wav_bytes(seconds: float, seed: int) -> bytes:
     frames = int(seconds * 8000)
     header = WavHeader(sample_rate=8000, channels=1, data_size=frames * 2).serialize()
@@ -194,7 +200,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"{args.rate:g} calls/min finishing for {args.minutes:g} min, "
                     f"{args.call_seconds:g} s calls ({int(args.call_seconds * 16000 + 44)} bytes "
                     f"each), catalogue {settings.database_url.split(':')[0]}, store SeaweedFS "
-                    f"{weed.endpoint}"
+                    f"{weed.endpoint}; load average {_load()}"
                 )
                 t0 = time.monotonic()
                 ends = await produce(service, root, args.rate, args.minutes, args.call_seconds)
@@ -219,7 +225,8 @@ async def run(args: argparse.Namespace) -> None:
                 missing = len(ends) - len(lags)
                 print(
                     f"  {len(ends)} recordings in {produced:.1f} s "
-                    f"({len(ends) / produced * 60:.0f}/min); all uploaded after {drained:.1f} s"
+                    f"({len(ends) / produced * 60:.0f}/min); all uploaded after {drained:.1f} s "
+                    f"(load average then {_load()})"
                     + (f"; {missing} NOT uploaded within {args.wait:g} s" if missing else "")
                 )
                 if lags:

@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 
 from callrec.catalog import Catalog, JobInfo, JobStore
-from callrec.catalog.jobs import DEAD, DONE, QUEUED, RUNNING, Claim
+from callrec.catalog.jobs import DEAD, DONE, QUEUED, RUNNING, Claim, Settlement
 from callrec.exceptions import CatalogError
 from callrec.jobs import JobDeferred, JobFailed, JobKind, JobRunner, RetryPolicy
 
@@ -337,3 +337,31 @@ async def test_a_per_node_kind_is_claimed_only_by_the_node_its_key_names(
         ("beta", "r1@beta"),
         ("beta", "r3@beta"),
     ]
+
+
+async def test_settle_many_settles_several_attempts_in_one_go(catalog: Catalog) -> None:
+    store = JobStore(catalog)
+    store.enqueue_many([("test.many", k, {}) for k in ("a", "b", "c")])
+    mine = store.claim("me:1:aaaaaa", [Claim(kind="test.many", limit=2, lease=timedelta(1))])
+    (stale,) = store.claim("me:1:aaaaaa", [Claim(kind="test.many", limit=1, lease=timedelta(0))])
+    # Its lease ran out and another runner took it: its settlement below changes nothing.
+    (taken,) = store.claim("other:2:bbbbbb", [Claim(kind="test.many", limit=1, lease=timedelta(1))])
+    assert taken.id == stale.id
+    first, second = mine
+    answers = store.settle_many(
+        [
+            Settlement(job=first, outcome="done", started_at=first.run_after),
+            Settlement(job=stale, outcome="done", started_at=stale.run_after),
+            Settlement(job=second, outcome="retry", started_at=second.run_after, detail="later"),
+        ]
+    )
+    assert answers == [True, False, True]
+    done, other, again = (store.find("test.many", j.key) for j in (first, stale, second))
+    assert done is not None and done.state == DONE
+    assert other is not None and other.state == RUNNING and other.claimed_by == "other:2:bbbbbb"
+    assert again is not None and again.state == QUEUED and again.last_error == "later"
+    assert [a.outcome for a in store.attempts(first.id)] == ["done"]
+    assert store.attempts(stale.id) == []
+    assert store.settle_many([]) == []
+    with pytest.raises(CatalogError, match="unknown job outcome"):
+        store.settle_many([Settlement(job=first, outcome="maybe", started_at=first.run_after)])

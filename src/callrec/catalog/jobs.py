@@ -197,6 +197,17 @@ def enqueue_in(
     return connection.execute(statement.returning(JOBS.c.id)).first() is not None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settlement:
+    """How one claimed attempt ended (:meth:`JobStore.settle`'s arguments)."""
+
+    job: JobInfo
+    outcome: str
+    started_at: datetime
+    detail: str = ""
+    run_after: datetime | None = None
+
+
 class JobStore:
     """The job queries over a :class:`Catalog`; blocking, each call one transaction."""
 
@@ -333,44 +344,71 @@ class JobStore:
         :data:`OUTCOME_DEFERRED` (the same, and the attempt does not count). False when the
         job was no longer this runner's (its lease passed and another runner took it): then
         nothing is changed, not even the history."""
-        if outcome not in OUTCOMES:
-            raise CatalogError(f"unknown job outcome {outcome!r}")
+        return self.settle_many(
+            [
+                Settlement(
+                    job=job,
+                    outcome=outcome,
+                    started_at=started_at,
+                    detail=detail,
+                    run_after=run_after,
+                )
+            ]
+        )[0]
+
+    def settle_many(self, settlements: Sequence[Settlement]) -> list[bool]:
+        """:meth:`settle` for several attempts in one transaction, answered in order: the
+        runner settles the jobs that end meanwhile together (one commit, not one each: at
+        1,000 recordings a minute, two jobs each; issue 17)."""
+        for one in settlements:
+            if one.outcome not in OUTCOMES:
+                raise CatalogError(f"unknown job outcome {one.outcome!r}")
+        if not settlements:
+            return []
         now = utcnow()
-        detail = clip(detail)
+        answers: list[bool] = []
+        with self.catalog.transaction("settle jobs", write=True) as session:
+            connection = session.connection()
+            for one in settlements:
+                answers.append(self._settle(connection, one, now))
+        return answers
+
+    @staticmethod
+    def _settle(connection: Any, one: Settlement, now: datetime) -> bool:
+        job, outcome = one.job, one.outcome
+        detail = clip(one.detail)
         values: dict[str, Any] = {"claimed_by": None, "lease_until": None}
         if outcome == OUTCOME_DONE:
             values.update(state=DONE, finished_at=now)
         elif outcome == OUTCOME_DEAD:
             values.update(state=DEAD, finished_at=now, last_error=detail)
         else:
-            values.update(state=QUEUED, run_after=run_after or now)
+            values.update(state=QUEUED, run_after=one.run_after or now)
             if outcome == OUTCOME_RETRY:
                 values.update(last_error=detail)
             else:
                 values.update(attempts=JOBS.c.attempts - 1)
-        with self.catalog.transaction("settle a job", write=True) as session:
-            connection = session.connection()
-            mine = connection.execute(
-                update(JOBS)
-                .where(JOBS.c.id == job.id)
-                .where(JOBS.c.state == RUNNING)
-                .where(JOBS.c.claimed_by == job.claimed_by)
-                .where(JOBS.c.attempts == job.attempts)
-                .values(**values)
-            ).rowcount
-            if not mine:
-                return False
-            connection.execute(
-                insert(ATTEMPTS).values(
-                    job_id=job.id,
-                    attempt=job.attempts,
-                    runner=job.claimed_by or "",
-                    started_at=started_at,
-                    finished_at=now,
-                    outcome=outcome,
-                    detail=detail,
-                )
+        mine = connection.execute(
+            update(JOBS)
+            .where(JOBS.c.id == job.id)
+            .where(JOBS.c.state == RUNNING)
+            .where(JOBS.c.claimed_by == job.claimed_by)
+            .where(JOBS.c.attempts == job.attempts)
+            .values(**values)
+        ).rowcount
+        if not mine:
+            return False
+        connection.execute(
+            insert(ATTEMPTS).values(
+                job_id=job.id,
+                attempt=job.attempts,
+                runner=job.claimed_by or "",
+                started_at=one.started_at,
+                finished_at=now,
+                outcome=outcome,
+                detail=detail,
             )
+        )
         return True
 
     def runners(self, prefix: str) -> set[str]:

@@ -43,9 +43,11 @@ from callrec.catalog.jobs import (
     Claim,
     JobInfo,
     JobStore,
+    Settlement,
 )
 from callrec.catalog.records import utcnow
 from callrec.exceptions import CallrecError, CatalogError
+from callrec.jobs.batching import Batcher
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +200,9 @@ class JobRunner:
         self._last_renew = 0.0
         self._last_purge: datetime | None = None
         self._failing = False
+        # The ends of the runs that finish meanwhile are settled together: one catalogue
+        # round trip (and commit) for them all instead of one each (issue 17).
+        self._settle: Batcher[Settlement, bool] = Batcher(self._settle_many, spawn=self.spawn)
         #: (kind, outcome) -> runs of this process, for ``callrec_job_runs_total``.
         self.runs: Counter[tuple[str, str]] = Counter()
 
@@ -478,9 +483,9 @@ class JobRunner:
                     outcome = OUTCOME_RETRY
             self.runs[(job.kind, outcome)] += 1
             try:
-                mine = await self.write(
-                    lambda: self.store.settle(
-                        job,
+                mine = await self._settle(
+                    Settlement(
+                        job=job,
                         outcome=outcome,
                         started_at=started,
                         detail=detail,
@@ -507,6 +512,9 @@ class JobRunner:
         return executor
 
     # -- the catalogue ----------------------------------------------------------------------
+
+    async def _settle_many(self, settlements: list[Settlement]) -> list[bool]:
+        return await self.write(lambda: self.store.settle_many(settlements))
 
     async def read(self, fn: Callable[[], T]) -> T:
         """``fn()`` (a catalogue read) on the runner's database thread (or ``read``)."""

@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath
 
 from callrec.catalog import Catalog
 from callrec.catalog.objects import (
+    AUDIO,
+    ORIGINAL,
     SIDECAR,
     ObjectInfo,
     ObjectQueries,
@@ -64,6 +66,16 @@ def file_sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _local_sha256(path: Path, sha256: str | None, size: int | None) -> tuple[str, int]:
+    """The file's SHA-256 and size: ``sha256`` (catalogued) when the file has ``size`` bytes
+    (or any size when ``size`` is None), else hashed here."""
+    if sha256 is not None:
+        actual = path.stat().st_size
+        if size is None or actual == size:
+            return sha256, actual
+    return file_sha256(path)
+
+
 def upload_recording(
     store: ObjectStore, root: Path, rec: RecordingInfo, *, verify: str = "checksum"
 ) -> UploadResult:
@@ -73,14 +85,20 @@ def upload_recording(
     SHA-256, reading the object back otherwise; ``"read"`` always reads it back and hashes
     what the store returns. A missing sidecar is skipped (rows from before sidecars); a
     missing audio file raises :class:`LocalFileMissing`; a mismatch :class:`VerifyMismatch`
-    (the object is left: the retry replaces it)."""
+    (the object is left: the retry replaces it).
+
+    The audio file's and the original's SHA-256 are the catalogue's (hashed when the
+    recording finished) when the file still has the catalogued size: not read a second time
+    (issue 17). Verified against them, the stored bytes are the ones the catalogue vouches
+    for; a file changed on disk since fails verification and is retried, never recorded."""
     owner = owner_of(rec.uid, rec.id)
+    known = {AUDIO: (rec.sha256, rec.size_bytes), ORIGINAL: (rec.original_sha256, None)}
     done: list[VerifiedObject] = []
     total = 0
     for role, path in recording_files(rec):
         source = local_path(root, path)
         try:
-            local_sha, size = file_sha256(source)
+            local_sha, size = _local_sha256(source, *known.get(role, (None, None)))
         except FileNotFoundError as exc:
             if role == SIDECAR:
                 continue
