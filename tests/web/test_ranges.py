@@ -10,6 +10,7 @@ from callrec.web.ranges import (
     etag_for,
     if_range_matches,
     parse_range,
+    reply_for,
 )
 
 
@@ -72,3 +73,19 @@ def test_if_range() -> None:
     assert not if_range_matches("W/" + tag, etag=tag, last_modified=modified)
     assert if_range_matches(modified, etag=tag, last_modified=modified)
     assert not if_range_matches("Wed, 25 Nov 2026 12:00:00 GMT", etag=tag, last_modified=modified)
+
+
+def test_one_reply_for_files_and_objects() -> None:
+    """reply_for: the decision both the disk and the object store answer with."""
+    common = {"size": 1000, "etag": '"e1"', "last_modified": "Tue, 01 Dec 2026 00:00:00 GMT"}
+    whole = reply_for({}, disposition="inline", **common)
+    assert (whole.status, whole.start, whole.length) == (200, 0, 1000)
+    assert whole.headers["content-length"] == "1000" and whole.has_body
+    part = reply_for({"range": "bytes=-100"}, disposition="inline", **common)
+    assert (part.status, part.start, part.length) == (206, 900, 100)
+    assert part.headers["content-range"] == "bytes 900-999/1000"
+    assert reply_for({"if-none-match": '"e1"'}, disposition="x", **common).status == 304
+    bad = reply_for({"range": "bytes=5000-"}, disposition="x", **common)
+    assert (bad.status, bad.headers["content-range"], bad.has_body) == (416, "bytes */1000", False)
+    stale = reply_for({"range": "bytes=0-1", "if-range": '"old"'}, disposition="x", **common)
+    assert stale.status == 200

@@ -9,6 +9,7 @@ ranges (players never ask for those), or an ``If-Range`` that no longer matches.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -94,3 +95,50 @@ def if_range_matches(if_range: str | None, *, etag: str, last_modified: str) -> 
     if value.startswith('"'):
         return value == etag  # strong comparison; a weak tag never matches
     return value == last_modified
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What to answer a GET/HEAD of ``size`` bytes: the status, the headers, and the slice
+    of the content to send (none for 304 and 416)."""
+
+    status: int
+    headers: dict[str, str]
+    start: int = 0
+    length: int = 0
+
+    @property
+    def has_body(self) -> bool:
+        return self.status in (200, 206) and self.length > 0
+
+
+def reply_for(
+    request_headers: Mapping[str, str],
+    *,
+    size: int,
+    etag: str,
+    last_modified: str,
+    disposition: str,
+) -> Reply:
+    """The answer to a request for a whole file or one range of it, under its validators
+    (``If-None-Match``, ``If-Range``): the same decision for a local file and an object."""
+    headers = {
+        "accept-ranges": "bytes",
+        "etag": etag,
+        "last-modified": last_modified,
+        "content-disposition": disposition,
+        "cache-control": "private, no-cache",
+    }
+    if request_headers.get("if-none-match") == etag:
+        return Reply(304, headers)
+    byte_range = None
+    if if_range_matches(request_headers.get("if-range"), etag=etag, last_modified=last_modified):
+        try:
+            byte_range = parse_range(request_headers.get("range"), size)
+        except RangeNotSatisfiable as exc:
+            return Reply(416, {**headers, "content-range": exc.content_range})
+    if byte_range is None:
+        return Reply(200, {**headers, "content-length": str(size)}, 0, size)
+    headers["content-range"] = byte_range.content_range
+    headers["content-length"] = str(byte_range.length)
+    return Reply(206, headers, byte_range.start, byte_range.length)

@@ -36,13 +36,7 @@ from callrec.web.media import (
     transcode,
     zip_stream,
 )
-from callrec.web.ranges import (
-    RangeNotSatisfiable,
-    etag_for,
-    if_range_matches,
-    last_modified,
-    parse_range,
-)
+from callrec.web.ranges import etag_for, last_modified, reply_for
 from callrec.web.stored import locate, removed_after, zip_source
 
 #: Search parameters, as the API and the list page name them.
@@ -306,36 +300,22 @@ def file_response(request: Request, path: Path, *, media_type: str, disposition:
         stat = path.stat()
     except OSError as exc:
         raise HTTPException(404, "the recording's file is missing") from exc
-    size = stat.st_size
-    etag = etag_for(size, stat.st_mtime_ns)
-    modified = last_modified(stat.st_mtime)
-    headers = {
-        "accept-ranges": "bytes",
-        "etag": etag,
-        "last-modified": modified,
-        "content-disposition": disposition,
-        "cache-control": "private, no-cache",
-    }
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    byte_range = None
-    if if_range_matches(request.headers.get("if-range"), etag=etag, last_modified=modified):
-        try:
-            byte_range = parse_range(request.headers.get("range"), size)
-        except RangeNotSatisfiable as exc:
-            return Response(
-                status_code=416,
-                headers={**headers, "content-range": exc.content_range},
-            )
-    start, length, status = 0, size, 200
-    if byte_range is not None:
-        start, length, status = byte_range.start, byte_range.length, 206
-        headers["content-range"] = byte_range.content_range
-    headers["content-length"] = str(length)
+    reply = reply_for(
+        request.headers,
+        size=stat.st_size,
+        etag=etag_for(stat.st_size, stat.st_mtime_ns),
+        last_modified=last_modified(stat.st_mtime),
+        disposition=disposition,
+    )
+    if reply.status not in (200, 206):
+        return Response(status_code=reply.status, headers=reply.headers)
     if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=media_type)
+        return Response(status_code=reply.status, headers=reply.headers, media_type=media_type)
     return StreamingResponse(
-        file_slice(path, start, length), status_code=status, headers=headers, media_type=media_type
+        file_slice(path, reply.start, reply.length),
+        status_code=reply.status,
+        headers=reply.headers,
+        media_type=media_type,
     )
 
 

@@ -26,12 +26,7 @@ from callrec.catalog import ObjectInfo, ObjectQueries, RecordingInfo
 from callrec.storage.client import ObjectMissing, ObjectStore, StorageError
 from callrec.storage.files import touch
 from callrec.web.auth import WebContext
-from callrec.web.ranges import (
-    RangeNotSatisfiable,
-    if_range_matches,
-    last_modified,
-    parse_range,
-)
+from callrec.web.ranges import last_modified, reply_for
 
 logger = logging.getLogger(__name__)
 
@@ -66,35 +61,20 @@ async def remote_file_response(
 ) -> Response:
     """:func:`callrec.web.recordings.file_response` of an object: 206 for one satisfiable
     range (read with a ranged GET), 416 for an unsatisfiable one, 200 otherwise."""
-    size = obj.size
-    etag = object_etag(obj)
-    modified = last_modified(obj.uploaded_at.timestamp())
-    headers = {
-        "accept-ranges": "bytes",
-        "etag": etag,
-        "last-modified": modified,
-        "content-disposition": disposition,
-        "cache-control": "private, no-cache",
-    }
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    byte_range = None
-    if if_range_matches(request.headers.get("if-range"), etag=etag, last_modified=modified):
-        try:
-            byte_range = parse_range(request.headers.get("range"), size)
-        except RangeNotSatisfiable as exc:
-            return Response(
-                status_code=416, headers={**headers, "content-range": exc.content_range}
-            )
-    start, length, status = 0, size, 200
-    if byte_range is not None:
-        start, length, status = byte_range.start, byte_range.length, 206
-        headers["content-range"] = byte_range.content_range
-    headers["content-length"] = str(length)
-    if request.method == "HEAD" or length == 0:
-        return Response(status_code=status, headers=headers, media_type=media_type)
+    reply = reply_for(
+        request.headers,
+        size=obj.size,
+        etag=object_etag(obj),
+        last_modified=last_modified(obj.uploaded_at.timestamp()),
+        disposition=disposition,
+    )
+    if reply.status not in (200, 206):
+        return Response(status_code=reply.status, headers=reply.headers)
+    if request.method == "HEAD" or not reply.has_body:
+        return Response(status_code=reply.status, headers=reply.headers, media_type=media_type)
+    start, length, status, headers = reply.start, reply.length, reply.status, reply.headers
     try:
-        if byte_range is None:
+        if status == 200:
             got = await run_in_threadpool(store.read, obj.key)
         else:
             got = await run_in_threadpool(store.read, obj.key, start, start + length - 1)
