@@ -26,11 +26,8 @@ from tests.support.speech import CALLEE_SENTENCE, needs_espeak, speak
 from tests.support.waiting import wait_for
 from tests.support.web import DEVICE_A, Site, start_site, stop_site
 from tests.web.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    WAIT,
-    ZONE,
-    playwright_api,
+    DESKTOP,
+    chromium,
     screenshot_path,
     sign_in,
 )
@@ -85,21 +82,8 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     profile = tmp_path_factory.mktemp("chromium-profile")
-    async with playwright_api.async_playwright() as p:
-        context = await p.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            timezone_id=ZONE,
-            locale="en-GB",
-            viewport={"width": 1360, "height": 860},
-        )
-        context.set_default_timeout(WAIT)
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(profile, **DESKTOP) as context:
+        yield context
 
 
 class _Lines(HTMLParser):

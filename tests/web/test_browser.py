@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -59,25 +60,33 @@ def screenshot_path(tmp: Path, name: str) -> Path:
     return tmp / name
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object]:
-    profile = tmp_path_factory.mktemp("chromium-profile")
+@contextlib.asynccontextmanager
+async def chromium(profile: Path, **options: Any) -> AsyncIterator[Any]:
+    """Headless Chromium as the browser tests launch it, on a profile of its own."""
     async with playwright_api.async_playwright() as p:
         context = await p.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            accept_downloads=True,
-            timezone_id=ZONE,
-            locale="en-GB",
-            viewport={"width": 1360, "height": 860},
+            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, **options
         )
         context.set_default_timeout(WAIT)
         try:
             yield context
         finally:
             await context.close()
+
+
+#: How the pages' browser tests see the site: a desktop window, in ZONE, in English.
+DESKTOP: dict[str, Any] = {
+    "timezone_id": ZONE,
+    "locale": "en-GB",
+    "viewport": {"width": 1360, "height": 860},
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    async with chromium(profile, accept_downloads=True, **DESKTOP) as context:
+        yield context
 
 
 async def sign_in(page: object, site: Site, who: str) -> None:

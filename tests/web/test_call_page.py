@@ -24,7 +24,7 @@ from callrec.sim.phone import PhoneCall, build_packets
 from callrec.web.pages.render import _duration
 from tests.support.audio import speech_like_signal
 from tests.support.web import USERS, Site
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT, ZONE, playwright_api, sign_in
+from tests.web.test_browser import DESKTOP, chromium, sign_in
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -36,21 +36,8 @@ TAG_INPUT = "#tags form[action$='/tags'] input[name=tag]"
 async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     """Headless Chromium as test_browser.py launches it."""
     profile = tmp_path_factory.mktemp("chromium-profile")
-    async with playwright_api.async_playwright() as p:
-        context = await p.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            timezone_id=ZONE,
-            locale="en-GB",
-            viewport={"width": 1360, "height": 860},
-        )
-        context.set_default_timeout(WAIT)
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(profile, **DESKTOP) as context:
+        yield context
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
