@@ -164,6 +164,9 @@ class Recording(Base):
         Index(None, "device", "start_time"),
         # The job runner's catch-up: final recordings changed lately without their job.
         Index(None, "updated_at"),
+        # SQLite: an id once given is never given again, not even after the newest row is
+        # deleted (its tombstone, audit entries and chain entries keep naming it).
+        {"sqlite_autoincrement": True},
     )
 
     def __repr__(self) -> str:

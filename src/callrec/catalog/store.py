@@ -227,21 +227,44 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries, HoldQueries, Reti
             self._migrating = False
 
     def _migrate(self, node: str | None) -> None:
-        with self._guard("migrate"), self._write_engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                # Two servers starting at once: the second waits, then finds nothing to do.
-                # (On SQLite, BEGIN IMMEDIATE already serialises them.)
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-                )
-            before = MigrationContext.configure(connection).get_current_revision()
-            config = alembic_config()
-            config.attributes["connection"] = connection
-            config.attributes["node"] = node
-            command.upgrade(config, "head")
-            after = MigrationContext.configure(connection).get_current_revision()
+        with self._guard("migrate"), self._write_engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # A migration that rebuilds a table drops the old one, and with foreign keys
+                # on that cascades into its children. The pragma is ignored inside a
+                # transaction, so it goes to the driver before BEGIN; checked before COMMIT.
+                _sqlite_pragma(connection, "foreign_keys = OFF")
+            try:
+                with connection.begin():
+                    before, after = self._upgrade(connection, node)
+            finally:
+                if sqlite:
+                    _sqlite_pragma(connection, "foreign_keys = ON")
         if before != after:
             _log.info("catalogue %s migrated from %s to %s", self._display, before, after)
+
+    @staticmethod
+    def _upgrade(connection: Connection, node: str | None) -> tuple[str | None, str | None]:
+        if connection.dialect.name == "postgresql":
+            # Two servers starting at once: the second waits, then finds nothing to do.
+            # (On SQLite, BEGIN IMMEDIATE already serialises them.)
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+        before = MigrationContext.configure(connection).get_current_revision()
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        config.attributes["node"] = node
+        command.upgrade(config, "head")
+        after = MigrationContext.configure(connection).get_current_revision()
+        if connection.dialect.name == "sqlite":
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise CatalogError(
+                    f"migration to {after} left {len(broken)} rows whose parent is missing"
+                    f" (first: {tuple(broken[0])}); nothing was changed"
+                )
+        return before, after
 
     def revision(self) -> str | None:
         """The schema revision the database is at; None before the first :meth:`migrate`."""
@@ -561,6 +584,13 @@ class Catalog(RecordingReads, AccountQueries, BrowsingQueries, HoldQueries, Reti
 
 #: The stop reason start-up recovery gives (:mod:`callrec.engine.recovery`).
 CRASH = "crash"
+
+
+def _sqlite_pragma(connection: Connection, pragma: str) -> None:
+    """Run ``PRAGMA pragma`` on the driver's connection, outside any transaction."""
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute(f"PRAGMA {pragma}")
 
 
 class AlreadyFinishedError(CatalogError):
