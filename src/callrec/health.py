@@ -134,6 +134,10 @@ class HealthSource(Protocol):
         """The disk quota at its last check; None without one (or before the first)."""
         ...
 
+    def node_clash(self) -> str | None:
+        """Why this node is refused its ``node_name`` (another running server holds it)."""
+        ...
+
 
 class WorkerReports:
     """The main process's record of its media workers' reports (on its event loop)."""
@@ -224,11 +228,13 @@ class ProcessHealth:
         admission: Admission,
         workers: Callable[[], Workers | None] = lambda: None,
         quota: Callable[[], QuotaState | None] = lambda: None,
+        node_clash: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._journal = journal
         self._admission = admission
         self._workers = workers
         self._quota = quota
+        self._node_clash = node_clash
 
     def journal(self) -> JournalStatus:
         own = self._journal.status()
@@ -279,3 +285,6 @@ class ProcessHealth:
 
     def quota(self) -> QuotaState | None:
         return self._quota()
+
+    def node_clash(self) -> str | None:
+        return self._node_clash()

@@ -7,8 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from callrec.catalog import Catalog, SearchQuery
-from callrec.catalog.livecalls import LiveCallStore
+from callrec.catalog.livecalls import LiveCallStore, NodeHolder, NodeNameInUse
 from callrec.config import Settings
 from callrec.engine.recovery import recover_unfinished
 from callrec.retention.sweep import finish_pending, quota_sweep
@@ -124,3 +126,30 @@ def test_a_path_another_node_holds_is_never_taken_from_it(catalog: Catalog) -> N
     rows = {r.id: r for r in catalog.find()}
     assert rows[again["c" * 32]].path == "2026-03-01/in_1.wav"
     assert rows[first].path == f"2026-03-01/in_1.wav#missing-{first}"
+
+
+def test_a_node_name_another_running_server_holds_is_refused(catalog: Catalog) -> None:
+    store = LiveCallStore(catalog)
+    first = NodeHolder("1" * 32, "host-a", 100, T0)
+    second = NodeHolder("2" * 32, "host-b", 200, T0)
+    call = {"session_id": "1", "started_at": T0.isoformat(), "duration": 1.0}
+    stale = T0 - timedelta(seconds=15)
+    store.publish("alpha", {"a" * 32: call}, now=T0, stale_before=stale, holder=first)
+    with pytest.raises(NodeNameInUse, match=r"host host-a, pid 100") as refused:
+        store.publish("alpha", {"b" * 32: call}, now=T0, stale_before=stale, holder=second)
+    assert refused.value.holder == first
+    # Nothing of the refused server's was written, and its stop removes nothing of the other's.
+    assert [r.uid for r in store.all()] == ["a" * 32]
+    assert store.withdraw("alpha", second) == 0
+    assert [r.uid for r in store.all()] == ["a" * 32]
+    # The holder refreshes its claim; once it stops refreshing, the name can be taken.
+    later = T0 + timedelta(seconds=10)
+    store.publish("alpha", {"a" * 32: call}, now=later, stale_before=stale, holder=first)
+    much_later = later + timedelta(seconds=16)
+    recent = much_later - timedelta(seconds=15)
+    store.publish("alpha", {"b" * 32: call}, now=much_later, stale_before=recent, holder=second)
+    with pytest.raises(NodeNameInUse, match="host-b"):
+        store.publish("alpha", {}, now=much_later, stale_before=recent, holder=first)
+    # A clean stop gives the name up: another run takes it at once.
+    assert store.withdraw("alpha", second) == 1
+    store.publish("alpha", {}, now=much_later, stale_before=recent, holder=first)

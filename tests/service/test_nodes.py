@@ -164,6 +164,42 @@ def test_two_nodes_started_at_once_on_an_empty_database_migrate_it_once(
     assert sum("migrated from None to" in log for log in logs) == 1, logs
 
 
+def test_a_second_server_with_the_same_node_name_is_told_and_reported(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Both record (a recording depends on nothing but the phone and the disk), but the one
+    started second logs an error and is degraded on /health until the first one stops."""
+    first = _node(tmp_path, "alpha", "127.0.0.2", pg_url)
+    second = _node(tmp_path / "again", "alpha", "127.0.0.3", pg_url)
+    second.root = tmp_path / "again-recordings"
+    second.settings["recordings_dir"] = second.root
+
+    def health(node: Node) -> tuple[int, Any]:
+        answer = httpx.get(f"{node.base}/health", timeout=10)
+        return answer.status_code, answer.json()["node_clash"]
+
+    try:
+        _start(tmp_path, first)
+        wait_until(lambda: health(first) == (200, None), what="the first node's health", timeout=20)
+        (tmp_path / "again").mkdir()
+        _start(tmp_path / "again", second)
+        clash = wait_until(
+            lambda: health(second)[1], what="the second node to be refused its name", timeout=20
+        )
+        assert "node_name 'alpha' is also used by another running server" in clash
+        assert health(second)[0] == 503
+        assert health(first) == (200, None)
+        _stop(first)
+        # A clean stop gives the name up; the second server holds it at its next heartbeat.
+        wait_until(lambda: health(second) == (200, None), what="the name to pass", timeout=20)
+    finally:
+        _stop(first, second)
+    log = (tmp_path / "again" / "alpha.log").read_text()
+    assert "is also used by another running server" in log
+    assert "node_name 'alpha' is this server's now" in log
+    assert "is also used" not in (tmp_path / "alpha.log").read_text()
+
+
 async def test_two_nodes_record_list_play_and_run_jobs_once(tmp_path: Path, pg_url: str) -> None:
     with Catalog(pg_url) as catalog:
         catalog.migrate()

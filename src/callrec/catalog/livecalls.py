@@ -5,6 +5,10 @@ transaction upserts them with the time they were seen, deletes its rows of calls
 deletes every node's rows not seen for a while (a node killed ``-9`` leaves its rows behind;
 they go once stale), and reads the other nodes' rows. The rows hold what the live page shows
 as JSON; this module knows nothing of the engine that makes them.
+
+The same transaction claims the node's name (``node_names``) for the server publishing: a
+name another server has refreshed since ``stale_before`` is refused with
+:class:`NodeNameInUse`, and nothing is published (two servers given one ``node_name``).
 """
 
 from __future__ import annotations
@@ -14,15 +18,41 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from callrec.catalog.models import LiveCall
+from callrec.catalog.models import LiveCall, NodeName
 from callrec.catalog.records import require_aware
 from callrec.catalog.store import Catalog
+from callrec.exceptions import CallrecError
 
 LIVE_CALLS = cast(Table, LiveCall.__table__)
+NODE_NAMES = cast(Table, NodeName.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHolder:
+    """A running server as it claims its node name: one ``instance`` per run."""
+
+    instance: str
+    host: str
+    pid: int
+    started_at: datetime
+
+
+class NodeNameInUse(CallrecError):
+    """Another running server holds this node's name."""
+
+    def __init__(self, node: str, holder: NodeHolder, seen_at: datetime) -> None:
+        self.node = node
+        self.holder = holder
+        self.seen_at = seen_at
+        super().__init__(
+            f"node_name {node!r} is also used by another running server (host {holder.host},"
+            f" pid {holder.pid}, running since {holder.started_at:%Y-%m-%d %H:%M:%S} UTC);"
+            " give each server its own node_name (docs/scaling.md)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +79,17 @@ class LiveCallStore:
         *,
         now: datetime,
         stale_before: datetime,
+        holder: NodeHolder | None = None,
     ) -> list[LiveCallRow]:
         """Make ``calls`` (uid -> what the live page shows) this node's rows, seen ``now``;
-        remove every row seen before ``stale_before``; the other nodes' rows that remain."""
+        remove every row seen before ``stale_before``; the other nodes' rows that remain.
+        With ``holder``, first claim the node's name for it (:class:`NodeNameInUse`)."""
         require_aware("now", now)
         require_aware("stale_before", stale_before)
         with self.catalog.transaction("publish live calls", write=True) as session:
             connection = session.connection()
+            if holder is not None:
+                _claim(connection, node, holder, now=now, stale_before=stale_before)
             mine = delete(LIVE_CALLS).where(LIVE_CALLS.c.node == node)
             if calls:
                 mine = mine.where(LIVE_CALLS.c.uid.not_in(sorted(calls)))
@@ -77,12 +111,20 @@ class LiveCallStore:
                 for r in connection.execute(others)
             ]
 
-    def withdraw(self, node: str) -> int:
-        """Remove this node's rows (a clean stop); how many."""
+    def withdraw(self, node: str, holder: NodeHolder | None = None) -> int:
+        """Remove this node's rows (a clean stop); how many. With ``holder``, only if it
+        holds the name, which it then gives up."""
         with self.catalog.transaction("withdraw live calls", write=True) as session:
-            result = session.connection().execute(
-                delete(LIVE_CALLS).where(LIVE_CALLS.c.node == node)
-            )
+            connection = session.connection()
+            if holder is not None:
+                mine = NODE_NAMES.c.name == node
+                released = connection.execute(
+                    delete(NODE_NAMES).where(mine, NODE_NAMES.c.instance == holder.instance)
+                )
+                held = connection.execute(select(NODE_NAMES.c.name).where(mine)).first()
+                if released.rowcount == 0 and held is not None:
+                    return 0
+            result = connection.execute(delete(LIVE_CALLS).where(LIVE_CALLS.c.node == node))
             return int(result.rowcount)
 
     def all(self) -> Sequence[LiveCallRow]:
@@ -93,6 +135,35 @@ class LiveCallStore:
                 LiveCallRow(uid=r.uid, node=r.node, data=dict(r.data), seen_at=r.seen_at)
                 for r in rows
             ]
+
+
+def _claim(
+    connection: Connection,
+    node: str,
+    holder: NodeHolder,
+    *,
+    now: datetime,
+    stale_before: datetime,
+) -> None:
+    """Take or refresh ``node``'s name for ``holder``; :class:`NodeNameInUse` when another
+    run refreshed it since ``stale_before``."""
+    current = connection.execute(
+        select(NODE_NAMES).where(NODE_NAMES.c.name == node).with_for_update()
+    ).first()
+    values = {
+        "instance": holder.instance,
+        "host": holder.host,
+        "pid": holder.pid,
+        "started_at": holder.started_at,
+        "seen_at": now,
+    }
+    if current is None:
+        connection.execute(insert(NODE_NAMES).values(name=node, **values))
+        return
+    if current.instance != holder.instance and current.seen_at >= stale_before:
+        other = NodeHolder(current.instance, current.host, current.pid, current.started_at)
+        raise NodeNameInUse(node, other, current.seen_at)
+    connection.execute(update(NODE_NAMES).where(NODE_NAMES.c.name == node).values(**values))
 
 
 def _upsert(dialect: str) -> Any:

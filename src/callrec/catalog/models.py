@@ -186,3 +186,21 @@ class LiveCall(Base):
     #: The call's :class:`~callrec.engine.LiveSession` as JSON (the live page's fields).
     data: Mapped[dict[str, Any]] = mapped_column(CleanJSON())
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class NodeName(Base):
+    """Which running server holds a ``node_name`` (docs/scaling.md).
+
+    Two servers given one name would take each other's jobs, recover each other's calls and
+    overwrite each other's live calls; each claims its name every heartbeat with an id of its
+    own, and a name another server refreshed lately is refused (``/health`` says so)."""
+
+    __tablename__ = "node_names"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    #: Random per ``callrec serve`` run: a restart of the same server is another run.
+    instance: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(CleanText())
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -8,6 +8,10 @@ stops refreshing its rows; they are deleted once :data:`STALE_AFTER` has passed,
 leave every live page then. The web UI is given this view instead of the process's own: the
 live page, ``/api/v1/live`` and its event feed show every node's calls, each with its node.
 
+Each publication also claims the node's name for this run (``node_names``): a second server
+started with a name that a running one holds publishes nothing, logs an error and reports it
+on ``/health`` (:attr:`NodesLive.clash`) until the name is free again.
+
 Observers of this view hear of the other nodes' calls too, one heartbeat late; the job
 runner's completions keep observing the process's own registry (another node's calls are its
 own runner's to enqueue).
@@ -19,11 +23,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from callrec.catalog.livecalls import LiveCallRow, LiveCallStore
+from callrec.catalog.livecalls import LiveCallRow, LiveCallStore, NodeHolder, NodeNameInUse
 from callrec.catalog.records import utcnow
 from callrec.engine.live import FINISHED, STARTED, LiveRegistry, LiveSession, Observer
 from callrec.exceptions import CatalogError
@@ -94,6 +101,14 @@ class NodesLive:
         self._observers: list[Observer] = []
         self._wake = asyncio.Event()
         self._failing = False
+        self.holder = NodeHolder(
+            instance=uuid.uuid4().hex,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=utcnow(),
+        )
+        #: Why this node publishes nothing: another running server holds its name.
+        self.clash: str | None = None
         local.add_observer(self._on_local)
 
     # -- LiveView ------------------------------------------------------------------------
@@ -131,7 +146,9 @@ class NodesLive:
             # Not while the catalogue is hung: the rows then expire as a dead node's.
             if self.healthy():
                 with contextlib.suppress(CatalogError, TimeoutError):
-                    await asyncio.wait_for(self._run(self.store.withdraw, self.node), WITHDRAW_WAIT)
+                    await asyncio.wait_for(
+                        self._run(self.store.withdraw, self.node, self.holder), WITHDRAW_WAIT
+                    )
 
     async def publish_once(self) -> None:
         """One publication: this node's calls out, the other nodes' in (and their starts
@@ -150,13 +167,22 @@ class NodesLive:
                 calls,
                 now=now,
                 stale_before=now - timedelta(seconds=self.stale_after),
+                holder=self.holder,
             )
+        except NodeNameInUse as exc:
+            if self.clash is None:
+                logger.error("%s; this server's calls are not shown on the other nodes", exc)
+            self.clash = str(exc)
+            return
         except CatalogError as exc:
             if not self._failing:
                 logger.warning("cannot share the live calls with the other nodes: %s", exc)
             self._failing = True
             return
         self._failing = False
+        if self.clash is not None:
+            logger.warning("node_name %r is this server's now", self.node)
+            self.clash = None
         others = {s.uid: s for s in filter(None, map(remote_session, rows))}
         gone = [live for uid, live in self._others.items() if uid not in others]
         new = [live for uid, live in others.items() if uid not in self._others]

@@ -212,6 +212,7 @@ class Service:
                     self.engine.admission,
                     lambda: self.workers,
                     quota=lambda: self.retention.quota if self.retention else None,
+                    node_clash=lambda: self.nodes.clash if self.nodes is not None else None,
                 ),
                 job_runs=lambda: dict(self.jobs.runs) if self.jobs is not None else {},
                 every_node=self.nodes,

@@ -163,6 +163,9 @@ class HealthReport:
     #: The object store's upload backlog (None without ``storage_url``). Like the quota, it
     #: does not make the status degraded: recording goes on whatever the store does.
     storage: StorageReport | None = None
+    #: Why this node is refused its ``node_name``: another running server holds it. Makes
+    #: the status degraded (two servers with one name take each other's work).
+    node_clash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +233,10 @@ class HealthCheck:
             self._episode.ok()
         else:
             self._episode.failed(f"{catalogue.state} ({catalogue.last_error})")
+        node_clash = source.node_clash() if source is not None else None
         states = [catalogue.state, journal_state, workers_state]
+        if node_clash is not None:
+            states.append(DEGRADED)
         if disk is not None:
             states.append(disk.state)
         return HealthReport(
@@ -245,6 +251,7 @@ class HealthCheck:
             refused_connections=source.refused_connections() if source is not None else {},
             quota=source.quota() if source is not None else None,
             storage=storage,
+            node_clash=node_clash,
         )
 
     async def _look_at_storage(self) -> StorageReport | None:

@@ -93,6 +93,9 @@ class Health(BaseModel):
     workers: WorkersPart | None = Field(description="None without --workers")
     disk_quota: QuotaPart | None = Field(None, description="None without disk_quota")
     storage: StoragePart | None = Field(None, description="None without storage_url")
+    node_clash: str | None = Field(
+        None, description="Set when another running server holds this node's node_name"
+    )
 
 
 @public.get(
@@ -117,6 +120,7 @@ async def health(request: Request, response: Response) -> dict[str, Any]:
         # This node's calls: the live page shows every node's, its health only its own.
         "live_sessions": len(ctx.recording.live_sessions()) if ctx.recording else 0,
         "node": ctx.settings.node_name,
+        "node_clash": report.node_clash,
         "catalogue": {
             "state": report.catalogue.state,
             "last_error": report.catalogue.last_error,
