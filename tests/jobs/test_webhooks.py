@@ -154,6 +154,27 @@ async def test_a_timeout_is_retried(catalog: Catalog, tmp_path: Path) -> None:
     assert history[0].detail == "no answer within 0.5 s"
 
 
+async def test_the_timeout_bounds_the_whole_delivery_not_each_read(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    # Each byte of the first answer comes within 0.1 s, the whole answer takes about 4 s.
+    with webhook_receiver(script=["drip"]) as receiver:
+        settings = _settings(tmp_path, [receiver.url], webhook_timeout=0.5)
+        runner, _ = _runner(catalog, settings, tmp_path)
+        webhooks.emit(catalog, settings, webhooks.DELETED, _finished(catalog), id="drip-1")
+        started = time.monotonic()
+        await _settle(runner, catalog)
+        took = time.monotonic() - started
+        await runner.stop()
+        assert len(receiver.received) == 2
+    store = JobStore(catalog)
+    (job,) = store.list_jobs(kind="webhook:*")
+    history = store.attempts(job.id)
+    assert [a.outcome for a in history] == ["retry", "done"]
+    assert history[0].detail == "no answer within 0.5 s"
+    assert took < 3.5, took
+
+
 async def test_a_delivery_is_dead_after_its_retries_and_visible(
     catalog: Catalog, tmp_path: Path
 ) -> None:

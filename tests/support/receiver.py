@@ -5,6 +5,7 @@ released) and keeps what it received."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,8 +21,9 @@ class Received:
 @dataclass
 class Receiver:
     url: str = ""
-    #: What to answer, request by request: a status, "hold" (answer 200 once released) or
-    #: "redirect" (307 to another path of the receiver).
+    #: What to answer, request by request: a status, "hold" (answer 200 once released),
+    #: "redirect" (307 to another path of the receiver) or "drip" (a 200 sent a byte every
+    #: 0.1 s: no single read waits long, the whole answer takes seconds).
     script: list[int | str] = field(default_factory=list)
     #: Answer once the script is used up.
     default: int = 200
@@ -56,6 +58,17 @@ def webhook_receiver(**kwargs: object) -> Iterator[Receiver]:
             if answer == "hold":
                 receiver.released.wait(60)
                 answer = 200
+            if answer == "drip":
+                reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                try:
+                    for byte in reply:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:
+                    pass  # the sender gave up
+                self.close_connection = True
+                return
             location = None
             if answer == "redirect":
                 answer, location = 307, receiver.url + "/elsewhere"

@@ -9,7 +9,9 @@ is slow or down delays only its own deliveries. A delivery is done when the endp
 2xx within ``webhook_timeout``; otherwise it is retried with back-off for
 ``webhook_retry_hours``. Every attempt's answer (status, time taken, the first bytes of the
 body) is in the job's history. Redirects are not followed (a 3xx is a failed delivery: a
-redirected POST would lose its body).
+redirected POST would lose its body). ``webhook_timeout`` bounds the whole delivery, not each
+socket operation: an endpoint that answers a byte at a time is cut off like a silent one (it
+would otherwise hold one of its URL's slots, and outlive the job's lease: delivered twice).
 
 Each request carries ``Callrec-Event-Id`` (the same on every retry: receivers dedupe by it,
 since a runner killed mid-delivery delivers again) and ``Callrec-Signature:
@@ -18,7 +20,11 @@ t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" under webhook_secret>``, as St
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.client
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -82,7 +88,86 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx comes back as an HTTPError: a failed delivery
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class _Deadline:
+    """Shuts the delivery's sockets down when its time is up: a blocked read or write then
+    fails at once, whatever stage the request is in."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedHTTP(http.client.HTTPConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+class _WatchedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_WatchedHTTP, deadline=self._deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_WatchedHTTPS, deadline=self._deadline), req)
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """urllib's opener (proxies from the environment included), redirects refused, every
+    connection it makes watched by ``deadline``."""
+    return urllib.request.build_opener(_NoRedirect, _HTTPHandler(deadline), _HTTPSHandler(deadline))
 
 
 class Delivery:
@@ -115,25 +200,32 @@ class Delivery:
             },
         )
         started = time.monotonic()
-        try:
-            with _OPENER.open(request, timeout=self.timeout) as answer:
-                status = answer.status
-                text = answer.read(ANSWER_BYTES)
-        except urllib.error.HTTPError as exc:
-            text = exc.read(ANSWER_BYTES) if exc.fp is not None else b""
-            took = time.monotonic() - started
-            raise JobFailed(f"HTTP {exc.code} in {took:.2f} s: {_shown(text)}") from None
-        except TimeoutError:
-            raise JobFailed(f"no answer within {self.timeout:g} s") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            if isinstance(reason, TimeoutError | socket.timeout):
-                raise JobFailed(f"no answer within {self.timeout:g} s") from None
-            raise JobFailed(f"cannot reach {url}: {reason}") from None
+        with _Deadline(self.timeout) as deadline:
+            try:
+                status, text = self._post(request, deadline)
+            except urllib.error.HTTPError as exc:
+                text = exc.read(ANSWER_BYTES) if exc.fp is not None else b""
+                if deadline.expired:
+                    raise JobFailed(f"no answer within {self.timeout:g} s") from None
+                took = time.monotonic() - started
+                raise JobFailed(f"HTTP {exc.code} in {took:.2f} s: {_shown(text)}") from None
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                reason = getattr(exc, "reason", exc)
+                if deadline.expired or isinstance(reason, TimeoutError | socket.timeout):
+                    raise JobFailed(f"no answer within {self.timeout:g} s") from None
+                raise JobFailed(f"cannot reach {url}: {reason}") from None
         took = time.monotonic() - started
         if not 200 <= status < 300:
             raise JobFailed(f"HTTP {status} in {took:.2f} s: {_shown(text)}")
         return f"HTTP {status} in {took:.2f} s: {_shown(text)}"
+
+    def _post(self, request: urllib.request.Request, deadline: _Deadline) -> tuple[int, bytes]:
+        with _opener(deadline).open(request, timeout=self.timeout) as answer:
+            status, text = answer.status, answer.read(ANSWER_BYTES)
+        if deadline.expired:
+            # The read ended because the socket was shut: a truncated answer is no answer.
+            raise TimeoutError
+        return status, text
 
 
 def _shown(data: bytes) -> str:
