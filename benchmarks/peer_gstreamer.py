@@ -205,7 +205,7 @@ async def run_peer(
 def main() -> None:
     import ingest
 
-    ingest.main(peer=True)
+    ingest.main(peers=("gstreamer",))
 
 
 if __name__ == "__main__":
