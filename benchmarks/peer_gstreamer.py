@@ -100,14 +100,14 @@ async def _start_pipelines(
             want = {ports[i] for i in batch}
             deadline = loop.time() + START_TIMEOUT
             while True:
-                bound = {p for p in want if bound(p)}
-                if bound == want:
+                opened = {p for p in want if bound(p)}
+                if opened == want:
                     break
                 dead = [p for p in procs if p.poll() is not None]
                 if dead:
                     raise LoadError(f"a gst-launch-1.0 exited with {dead[0].returncode}; see {log}")
                 if loop.time() > deadline:
-                    raise LoadError(f"{len(want - bound)} pipelines did not open their port")
+                    raise LoadError(f"{len(want - opened)} pipelines did not open their port")
                 await asyncio.sleep(0.1)
     return procs
 
