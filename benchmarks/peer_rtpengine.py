@@ -67,9 +67,13 @@ RTPENGINE = "rtpengine"
 NG_TIMEOUT = 10.0
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
-#: Where rtpengine takes its media ports: 4 per call (RTP and RTCP, caller and callee side).
-#: Below the kernel's ephemeral ports (32768-), which the generator's sockets take.
-PORT_MIN = 20000
+#: rtpengine's media ports, 4 per call (RTP and RTCP, caller and callee side), are taken
+#: downwards from the top: ``callrec loadtest --spawn`` servers (ours and, on a shared machine,
+#: other people's) hand out 20000-32767, and a port one of them let go still gets its phone's
+#: packets for a while. Among the kernel's ephemeral ports rtpengine skips those in use.
+PORT_TOP = 65535
+PORT_FLOOR = 32768
+PORT_SPARE = 1000
 #: pcap record header; rtpengine's ``raw`` format is link type 101, an IPv4 packet.
 PCAP_RECORD = struct.Struct("<IIII")
 LINKTYPE_RAW = 101
@@ -249,8 +253,8 @@ def command(ng_port: int, spool: Path, calls: int) -> list[str]:
         "--table=-1",
         "--interface=127.0.0.1",
         f"--listen-ng=127.0.0.1:{ng_port}",
-        f"--port-min={PORT_MIN}",
-        f"--port-max={min(65000, PORT_MIN + 4 * calls + 2000)}",
+        f"--port-min={max(PORT_FLOOR, PORT_TOP - 4 * calls - PORT_SPARE)}",
+        f"--port-max={PORT_TOP}",
         f"--recording-dir={spool}",
         "--recording-method=pcap",
         "--recording-format=raw",
