@@ -14,7 +14,8 @@ recording daemon), which reads the packets from ``/proc/rtpengine/<table>/calls/
 files of the kernel module; without it rtpengine 10.5 refuses the ``proc`` method ("Call
 recording through /proc interface requested, but kernel table not open") and the daemon
 has nothing to read. So the daemon is not run, and the figures are rtpengine's alone: it
-does no decoding and no WAV writing, which callrec and GStreamer do.
+does no decoding and no WAV writing, which callrec and GStreamer do, and never syncs its
+files (libpcap's stdio buffer), where callrec pays for its ``sync_mode``.
 
 Measured as the other peers: CPU and RSS of the rtpengine process from /proc over the
 steady window (RSS per call: peak less the idle daemon before the first offer), kernel drops
