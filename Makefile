@@ -67,9 +67,11 @@ fuzz: $(TEST_STAMP)
 	    -print_final_stats=1 || exit 1; \
 	done
 
-# Ingest benchmark (issue 5): callrec then one GStreamer pipeline per call, same load, both
-# tables and the CPU-per-call ratio; a few minutes. Not part of `make test`.
-BENCH_APT := gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-libav
+# Ingest benchmark (issue 5): callrec, then one GStreamer pipeline per call, then one
+# rtpengine (userspace, pcap per call), same load, the three side by side and each peer's
+# CPU-per-call ratio; a few minutes. Not part of `make test`. (No rtpengine-recording-daemon:
+# it reads the kernel module's /proc/rtpengine, which a container cannot load.)
+BENCH_APT := gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-libav rtpengine-daemon
 BENCH_ARGS ?= --calls 300 --seconds 20 --server-args "--workers 2" --peer-calls 100
 bench-deps:
 	@$(MAKE) --no-print-directory sysdeps APT_PACKAGES="$(BENCH_APT)"

@@ -2,8 +2,10 @@
 
 Prints the loadtest table (calls, loss, CPU, RSS per call, stop -> catalogued, verified
 files) and writes the figures as JSON under --out. With --peer, the same load is then
-recorded by one GStreamer pipeline per call (benchmarks/peer_gstreamer.py) and the
-CPU-per-call ratio is printed. Headline runs (issue 5):
+recorded by each peer: one GStreamer pipeline per call (benchmarks/peer_gstreamer.py) and one
+rtpengine writing a pcap per call (benchmarks/peer_rtpengine.py); ``--peers gstreamer`` picks
+some. All are printed side by side with each peer's CPU-per-call ratio to callrec. Headline
+runs (issue 5):
 
     .venv/bin/python benchmarks/ingest.py --calls 3000 --seconds 60 --peer --peer-calls 200
     .venv/bin/python benchmarks/ingest.py --codec G722 --calls 1000 --seconds 60
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import platform
@@ -46,7 +49,24 @@ RESULTS = ROOT / "benchmarks" / "results"
 PLOT = ROOT / "docs" / "performance-cpu.png"
 
 
-def parser(peer: bool = False) -> argparse.ArgumentParser:
+#: The peers, in the order they run: the module benchmarks/peer_NAME.py records the load.
+PEERS = ("gstreamer", "rtpengine")
+#: How each peer's CPU per call is compared with callrec's, for the printed ratio.
+PEER_WHAT = {
+    "gstreamer": "one gst-launch-1.0 pipeline per call",
+    "rtpengine": "one userspace rtpengine writing pcap, no WAV",
+}
+
+
+def peer_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer {unknown[0]!r}: {', '.join(PEERS)}")
+    return names
+
+
+def parser(peers: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--calls", type=int, default=300)
     p.add_argument("--seconds", type=float, default=20.0)
@@ -62,10 +82,15 @@ def parser(peer: bool = False) -> argparse.ArgumentParser:
         default=None,
         help="the server's sync_mode (default: its own)",
     )
-    if not peer:
-        p.add_argument("--peer", action="store_true", help="also record with GStreamer")
+    p.add_argument(
+        "--peers",
+        type=peer_list,
+        default=peers,
+        help=f"also record with these peers, comma-separated ({','.join(PEERS)})",
+    )
+    p.add_argument("--peer", action="store_true", help="also record with every peer")
     p.add_argument("--peer-calls", type=int, default=0, help="peer size (default: --calls)")
-    p.add_argument("--peer-only", action="store_true", help="run only the GStreamer peer")
+    p.add_argument("--peer-only", action="store_true", help="run only the peers")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON results")
     p.add_argument("--no-save", action="store_true", help="write no JSON file")
     p.add_argument("--plot", action="store_true", help=f"then redraw {PLOT.name} from --out")
@@ -105,7 +130,7 @@ def cpu_pressure() -> dict[str, float]:
     return {k: float(v) for k, v in (f.split("=") for f in fields) if k in ("avg10", "avg60")}
 
 
-def run(args: argparse.Namespace, peer: bool) -> int:
+def run(args: argparse.Namespace, peers: tuple[str, ...]) -> int:
     # Not a terminal (make, CI, a pipe): wide enough that the table is not wrapped.
     err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
     out = Console(width=None if sys.stdout.isatty() else 140)
@@ -134,33 +159,33 @@ def run(args: argparse.Namespace, peer: bool) -> int:
                     progress=show,
                 )
             )
-    if peer or args.peer_only:
-        import peer_gstreamer
-
-        peer_options = options
-        if args.peer_calls:
-            peer_options = dataclasses.replace(options, calls=args.peer_calls)
-        err.print(f"gstreamer: {peer_options.calls} calls x {args.seconds:g} s {options.codec}")
+    peer_options = options
+    if args.peer_calls:
+        peer_options = dataclasses.replace(options, calls=args.peer_calls)
+    for name in peers:
+        module = importlib.import_module(f"peer_{name}")
+        err.print(f"{name}: {peer_options.calls} calls x {args.seconds:g} s {options.codec}")
         with progress_view(err, quiet=args.quiet) as show:
-            reports.append(run_async(peer_gstreamer.run_peer(peer_options, progress=show)))
-    ratio = cpu_ratio(reports)
+            reports.append(run_async(module.run_peer(peer_options, progress=show)))
+    ratios = {name: cpu_ratio(reports, name) for name in peers}
     result = {
         "when": began.isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
         "machine": machine() | {"load_average_before": load_before, "pressure_before": pressure},
         "sync_mode": args.sync_mode,
         "reports": [r.as_dict() for r in reports],
-        "gstreamer_over_callrec_cpu_per_call": ratio,
+        **{f"{name}_over_callrec_cpu_per_call": ratio for name, ratio in ratios.items()},
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         out.print(report_table(reports))
-        if ratio is not None:
-            out.print(
-                f"CPU per call: GStreamer / callrec = [bold]{ratio:.1f}x[/bold] "
-                "(one gst-launch-1.0 pipeline per call vs one callrec server)"
-            )
+        for name, ratio in ratios.items():
+            if ratio is not None:
+                out.print(
+                    f"CPU per call: {name} / callrec = [bold]{ratio:.1f}x[/bold] "
+                    f"({PEER_WHAT[name]} vs one callrec server)"
+                )
     print_problems(err, reports)
     if not args.no_save:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -174,16 +199,16 @@ def run(args: argparse.Namespace, peer: bool) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
-def cpu_ratio(reports: list[LoadReport]) -> float | None:
+def cpu_ratio(reports: list[LoadReport], name: str) -> float | None:
     by = {r.recorder: r.cpu_per_call_percent for r in reports}
-    ours, peer = by.get("callrec"), by.get("gstreamer")
+    ours, peer = by.get("callrec"), by.get(name)
     if not ours or peer is None:
         return None
     return peer / ours
 
 
 def plot(results: Path, png: Path) -> None:
-    """CPU (percent of one core) against concurrent calls, callrec and GStreamer, from every
+    """CPU (percent of one core) against concurrent calls, callrec and its peers, from every
     result file; loss marked. Needs matplotlib (``pip install -e '.[bench]'``)."""
     import matplotlib
 
@@ -206,7 +231,7 @@ def plot(results: Path, png: Path) -> None:
                 or r["tick_lag_ms_p99"] > LATE_TICK_MS
             )
             if baseline and r["recorder"] != "callrec":
-                continue  # the peer is the same program: its current runs are enough
+                continue  # the peers are the same programs: their current runs are enough
             key = (_recorder_name(r["recorder"], data.get("command", ""), baseline), r["codec"])
             points.setdefault(key, []).append((r["calls_ok"], r["cpu_percent"], flagged))
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -272,7 +297,10 @@ def summary(results: Path) -> str:
 
 
 def _recorder_name(recorder: str, command: str, baseline: bool = False) -> str:
-    """``callrec, 2 proc.`` for a run with ``--workers 2`` (``gstreamer`` as it is)."""
+    """``callrec, 2 proc.`` for a run with ``--workers 2``; a peer by its name, rtpengine
+    saying what it writes."""
+    if recorder == "rtpengine":
+        return "rtpengine (pcap, no WAV)"
     if recorder != "callrec":
         return recorder
     if baseline:
@@ -285,8 +313,9 @@ def _fmt(value: float | None, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def main(peer: bool = False) -> None:
-    args = parser(peer).parse_args()
+def main(peers: tuple[str, ...] = ()) -> None:
+    """``peers``: those run by default (peer_gstreamer.py and peer_rtpengine.py name theirs)."""
+    args = parser(peers).parse_args()
     if args.summary:
         print(summary(args.out))
         return
@@ -295,7 +324,10 @@ def main(peer: bool = False) -> None:
         return
     started = time.monotonic()
     try:
-        code = run(args, peer or args.peer)
+        chosen = PEERS if args.peer else args.peers
+        if args.peer_only and not chosen:
+            chosen = PEERS
+        code = run(args, chosen)
     except (CallrecError, OSError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         code = 1

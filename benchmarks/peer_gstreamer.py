@@ -16,21 +16,21 @@ Needs Debian's gstreamer1.0-tools, gstreamer1.0-plugins-good and (G.722) gstream
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import wave
 from collections.abc import Callable
 from pathlib import Path
 
+from peer_common import bound, free_udp_ports, pss_kib, settle
+
 from callrec.codecs import get_codec
 from callrec.sim.audioloop import AudioLoop
 from callrec.sim.loadrun import LoadError, LoadOptions, MediaTarget, Progress
 from callrec.sim.loadtest import raise_descriptor_limit
-from callrec.sim.meters import ProcessMeter, udp_socket_stats
+from callrec.sim.meters import ProcessMeter
 from callrec.sim.report import (
     FileCheck,
     LoadReport,
@@ -55,9 +55,6 @@ CAPS = "application/x-rtp,media=audio,clock-rate=8000,encoding-name={name},paylo
 START_BATCH = 50
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
-#: The pipelines are started up once all of them together use less CPU than this (cores).
-SETTLED_CPU = 0.05
-SETTLE_TIMEOUT = 60.0
 
 
 def pipeline(codec: str, port: int, location: Path) -> list[str]:
@@ -82,31 +79,6 @@ def pipeline(codec: str, port: int, location: Path) -> list[str]:
     ]
 
 
-def free_udp_ports(count: int) -> list[int]:
-    """Ports the kernel says are free now (bound together so they differ, then let go)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            socks.append(sock)
-            sock.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def pss_kib(pids: list[int]) -> int:
-    """Proportional set size, summed: shared library pages counted once over all processes."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-    return total
-
-
 async def _start_pipelines(
     codec: str, ports: list[int], files: list[Path], log: Path
 ) -> list[subprocess.Popen[bytes]]:
@@ -128,34 +100,16 @@ async def _start_pipelines(
             want = {ports[i] for i in batch}
             deadline = loop.time() + START_TIMEOUT
             while True:
-                bound = {p for p in want if _bound(p)}
-                if bound == want:
+                opened = {p for p in want if bound(p)}
+                if opened == want:
                     break
                 dead = [p for p in procs if p.poll() is not None]
                 if dead:
                     raise LoadError(f"a gst-launch-1.0 exited with {dead[0].returncode}; see {log}")
                 if loop.time() > deadline:
-                    raise LoadError(f"{len(want - bound)} pipelines did not open their port")
+                    raise LoadError(f"{len(want - opened)} pipelines did not open their port")
                 await asyncio.sleep(0.1)
     return procs
-
-
-async def _settle(meter: ProcessMeter) -> None:
-    """Wait (bounded) until the pipelines have finished starting up: hundreds of processes
-    loading their plugins would otherwise starve the generator in its first seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SETTLE_TIMEOUT
-    last = meter.sample()
-    while loop.time() < deadline:
-        await asyncio.sleep(1.0)
-        now = meter.sample()
-        if (now.cpu - last.cpu) / (now.at - last.at) < SETTLED_CPU:
-            return
-        last = now
-
-
-def _bound(port: int) -> bool:
-    return bool(udp_socket_stats({port}))
 
 
 async def _stop_pipelines(procs: list[subprocess.Popen[bytes]]) -> list[int | None]:
@@ -195,7 +149,7 @@ async def run_peer(
     try:
         procs = await _start_pipelines(options.codec, ports, files, root / "gst.log")
         pids = [p.pid for p in procs]
-        await _settle(ProcessMeter.of(pids))
+        await settle(ProcessMeter.of(pids))
         target = MediaTarget(
             host="127.0.0.1", ports=ports, meter=ProcessMeter.of(pids), name="gstreamer"
         )
@@ -251,7 +205,7 @@ async def run_peer(
 def main() -> None:
     import ingest
 
-    ingest.main(peer=True)
+    ingest.main(peers=("gstreamer",))
 
 
 if __name__ == "__main__":

@@ -179,7 +179,9 @@ def plan_calls(options: LoadOptions) -> list[CallResult]:
     ]
 
 
-def _ssrc(options: LoadOptions, index: int) -> int:
+def call_ssrc(options: LoadOptions, index: int) -> int:
+    """The SSRC call ``index`` sends with: a recorder that also gets other traffic on its
+    port (a shared machine) tells the call's own packets by it."""
     return random.Random(f"{options.seed}:ssrc:{index}").getrandbits(32)
 
 
@@ -267,7 +269,7 @@ class LoadGenerator:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.connect((host, port))
-            self._joining.append(_Stream(call, sock, _ssrc(self.options, i), control))
+            self._joining.append(_Stream(call, sock, call_ssrc(self.options, i), control))
             self._add(_STARTED)
             self._set(_JOINING, len(self._joining))
         except (LoadError, OSError, TimeoutError) as exc:
