@@ -28,6 +28,7 @@ APT_PACKAGES += chromium fonts-dejavu-core# headless browser of the web UI tests
 APT_PACKAGES += sip-tester baresip# SIP interop: sipp scenarios and a real softphone (issue 6)
 APT_PACKAGES += postgresql# initdb + postgres: throwaway clusters of the fault tests (issue 12)
 APT_PACKAGES += espeak-ng# spoken test recordings for the transcription tests and benchmark (issue 18)
+APT_PACKAGES += rtpengine-daemon# the ingest benchmark's second peer, run for real by tests/bench (issue 20)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 sysdeps:
