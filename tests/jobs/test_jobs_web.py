@@ -11,6 +11,7 @@ from pathlib import Path
 
 from callrec.catalog import JobStore
 from callrec.catalog.jobs import OUTCOME_DEAD, Claim
+from callrec.web.pages.admin import JOB_PAGE
 from tests.jobs.test_webhooks import SECRET
 from tests.support.receiver import webhook_receiver
 from tests.support.web import USERS, start_site, stop_site
@@ -119,3 +120,41 @@ async def test_jobs_api_page_and_metrics(tmp_path: Path) -> None:
                 await browser.aclose()
         finally:
             await stop_site(site)
+
+
+async def test_the_jobs_page_and_api_page_back_through_every_job(tmp_path: Path) -> None:
+    site = await start_site(tmp_path, jobs_enabled=False)
+    try:
+        store = JobStore(site.catalog)
+        for n in range(JOB_PAGE + 5):
+            store.enqueue("test.many", f"k{n}", {})
+        store.enqueue("test.other", "x", {})
+        name, password = USERS["admin"][0], USERS["admin"][1]
+        browser = await sign_in(site, name, password)
+        try:
+            first = await browser.get("/admin/jobs", params={"kind": "test.many"})
+            assert first.status_code == 200
+            rows = re.findall(r'<tr data-job="(\d+)">', first.text)
+            assert len(rows) == JOB_PAGE
+            older = re.search(r'href="(/admin/jobs\?[^"]+)">Older', first.text)
+            assert older is not None and "kind=test.many" in older[1]
+            second = await browser.get(older[1].replace("&amp;", "&"))
+            rest = re.findall(r'<tr data-job="(\d+)">', second.text)
+            assert len(rest) == 5 and "Older" not in second.text
+            everything = sorted(int(i) for i in rows + rest)
+            assert everything == sorted(j.id for j in store.list_jobs(kind="test.many", limit=500))
+            bad = await browser.get("/admin/jobs", params={"before_id": "x"})
+            assert "before_id must be a number" in bad.text
+        finally:
+            await browser.aclose()
+        async with site.client("admin") as admin:
+            page = (await admin.get("/api/v1/jobs", params={"kind": "test.many"})).json()
+            after = (
+                await admin.get(
+                    "/api/v1/jobs", params={"kind": "test.many", "before_id": page[-1]["id"]}
+                )
+            ).json()
+            assert len(page) == 100 and len(after) == 5
+            assert after[0]["id"] < page[-1]["id"]
+    finally:
+        await stop_site(site)

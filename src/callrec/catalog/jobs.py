@@ -497,10 +497,14 @@ class JobStore:
         kind: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        before_id: int | None = None,
     ) -> list[JobInfo]:
         """Jobs newest first, optionally of one state or kind (a kind ending in ``*``: a
-        prefix); the ``jobs.installed`` mark is left out."""
+        prefix), older than job ``before_id`` (the next page: stable while jobs are added);
+        the ``jobs.installed`` mark is left out."""
         statement = select(JOBS).where(JOBS.c.kind != INSTALLED_KIND)
+        if before_id is not None:
+            statement = statement.where(JOBS.c.id < before_id)
         if state is not None:
             statement = statement.where(JOBS.c.state == state)
         if kind is not None:

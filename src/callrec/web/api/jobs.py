@@ -83,13 +83,21 @@ async def list_jobs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    before_id: Annotated[
+        Id | None,
+        Query(
+            description="Only jobs older than this one: the next page, stable while jobs are added."
+        ),
+    ] = None,
 ) -> list[dict[str, Any]]:
     """Jobs newest first (admin): recording completions, webhook deliveries,
     `on_complete_command` runs, periodic work. A `dead` job was given up after its
     retries; `POST /api/v1/jobs/{id}/retry` queues it again."""
     ctx = ctx_of(request)
     store = JobStore(ctx.catalog)
-    jobs = await ctx.db(store.list_jobs, state=state, kind=kind, limit=limit, offset=offset)
+    jobs = await ctx.db(
+        store.list_jobs, state=state, kind=kind, limit=limit, offset=offset, before_id=before_id
+    )
     return [job_out(job) for job in jobs]
 
 

@@ -199,6 +199,8 @@ async def jobs_page(request: Request, principal: PageAdmin) -> Response:
     store = JobStore(ctx.catalog)
     params = request.query_params
     state = params.get("state", "")
+    kind = params.get("kind", "").strip()
+    before = params.get("before_id")
     error = ""
     jobs: list[Any] = []
     detail = None
@@ -206,7 +208,18 @@ async def jobs_page(request: Request, principal: PageAdmin) -> Response:
     try:
         if state and state not in JOB_STATES:
             raise BadRequest(f"state must be one of {', '.join(JOB_STATES)}")
-        jobs = await ctx.db(store.list_jobs, state=state or None, limit=JOB_PAGE)
+        if len(kind) > 100:
+            raise BadRequest("kind must be at most 100 characters")
+        before_id = parse_id(before) if before else None
+        if before and before_id is None:
+            raise BadRequest(f"before_id must be a number from {ID_RANGE}")
+        jobs = await ctx.db(
+            store.list_jobs,
+            state=state or None,
+            kind=kind or None,
+            limit=JOB_PAGE,
+            before_id=before_id,
+        )
         if params.get("job"):
             job_id = parse_id(params["job"])
             if job_id is None:
@@ -217,6 +230,7 @@ async def jobs_page(request: Request, principal: PageAdmin) -> Response:
             history = await ctx.db(store.attempts, job_id)
     except (BadRequest, CatalogError) as exc:
         error = str(exc)
+    filters = {k: v for k, v in (("state", state), ("kind", kind)) if v}
     return render(
         request,
         "jobs.html",
@@ -224,6 +238,12 @@ async def jobs_page(request: Request, principal: PageAdmin) -> Response:
         jobs=[(job, job_out(job)) for job in jobs],
         states=JOB_STATES,
         state=state,
+        kind=kind,
+        older=(
+            "/admin/jobs?" + urlencode({**filters, "before_id": jobs[-1].id})
+            if len(jobs) == JOB_PAGE
+            else ""
+        ),
         detail=detail,
         history=history,
         error=error,
