@@ -77,6 +77,8 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/jobs?limit=", "query"),
     ("GET", "/api/v1/jobs?offset=", "query"),
     ("GET", "/admin/jobs?job=", "page"),
+    ("GET", "/api/v1/jobs?before_id=", "query"),
+    ("GET", "/admin/jobs?before_id=", "page"),
     # Legal holds (issue 16 R):
     ("DELETE", "/api/v1/holds/{hold_id:int}", "path"),
     ("POST", "/api/v1/holds", "body"),
