@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-minutes", type=float, default=1.0)
     p.add_argument("--max-minutes", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--codecs", default=",".join(CODECS), help="in turn, e.g. G722 alone")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON results")
     p.add_argument("--no-save", action="store_true", help="write no JSON file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -62,11 +63,12 @@ def parser() -> argparse.ArgumentParser:
 def write_files(folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The phone's drive: N files, each a distinct stream (SSRC, first sequence number)."""
     rng = random.Random(args.seed)
-    loops = {name: AudioLoop.build(get_codec(name)).payloads for name in CODECS}
+    codecs = args.codecs.split(",")
+    loops = {name: AudioLoop.build(get_codec(name)).payloads for name in codecs}
     start = datetime(2026, 11, 26, 9, 0, 0)
     made = []
     for i in range(args.files):
-        name = CODECS[i % len(CODECS)]
+        name = codecs[i % len(codecs)]
         codec = get_codec(name)
         packets = round(rng.uniform(args.min_minutes, args.max_minutes) * 60 * PACKETS_PER_SECOND)
         ssrc, seq, ts = rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(32)
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine": machine()
             | {"load_average_before": load_before, "pressure_before": pressure},
             "files": args.files,
-            "codecs": {c: sum(1 for f in files if f["codec"] == c) for c in CODECS},
+            "codecs": {c: n for c in CODECS if (n := sum(1 for f in files if f["codec"] == c))},
             "audio_seconds": round(audio, 1),
             "input_bytes": size,
             "generate_seconds": round(made_s, 1),
@@ -189,8 +191,8 @@ def table(r: dict[str, Any]) -> str:
 
 def summary(results: Path) -> str:
     head = (
-        "| when (UTC) | files | audio min | wall s | CPU s | files/s | audio s per CPU s "
-        "| peak RSS MiB | rows | load avg |\n" + "|---" * 10 + "|"
+        "| when (UTC) | codecs | files | audio min | wall s | CPU s | files/s | audio s per CPU s "
+        "| peak RSS MiB | rows | load avg |\n" + "|---" * 11 + "|"
     )
     out = [head]
     files = [json.loads(p.read_text()) for p in results.glob("import-*.json")]
@@ -198,6 +200,7 @@ def summary(results: Path) -> str:
         la = r["machine"]["load_average_before"]
         cells = [
             r["when"][5:16].replace("T", " "),
+            ", ".join(r["codecs"]),
             str(r["files"]),
             f"{r['audio_seconds'] / 60:.0f}",
             str(r["import_wall_seconds"]),
@@ -226,7 +229,8 @@ def main() -> None:
     if not args.no_save:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = result["when"].replace("-", "").replace(":", "")[:15]
-        name = f"import-{args.files}files-{stamp}.json"
+        codecs = "-".join(result["codecs"])
+        name = f"import-{codecs}-{args.files}files-{stamp}.json"
         (args.out / name).write_text(json.dumps(result, indent=2) + "\n")
         print(f"results: {args.out / name}", file=sys.stderr)
     raise SystemExit(0 if result["ok"] else 1)

@@ -30,13 +30,13 @@ import sys
 import tempfile
 import time
 import wave
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from ingest import cpu_pressure, machine
 
 from callrec.codecs import get_codec
@@ -60,6 +60,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=20.0, help="length of each call")
     p.add_argument("--rate", type=float, default=20.0, help="calls started per second")
     p.add_argument("--server-args", default="", help="extra `callrec serve` arguments")
+    p.add_argument(
+        "--media-ports",
+        default="",
+        metavar="MIN-MAX",
+        help="the server's media port range (default: callrec loadtest --spawn's, 20000-32767)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON results")
     p.add_argument("--no-save", action="store_true", help="write no JSON file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -92,10 +98,15 @@ class Sipp:
         return rows[-1] if rows else {}
 
     def errors(self) -> str:
-        text = "".join(
-            p.read_text(errors="replace")[-2000:] for p in self.cwd.glob(f"{self.name}_*errors.log")
-        )
-        return text.strip()
+        """SIPp's error log, summed up: each kind of error (its first words) and how often."""
+        kinds: Counter[str] = Counter()
+        for path in self.cwd.glob(f"{self.name}_*errors.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                # "<date>\t<time>\t<epoch>: <message>": the message without its call id.
+                head, _, message = line.partition(": ")
+                if message and head.count("\t") == 2:
+                    kinds[" ".join(w for w in message.split()[:6] if "@" not in w)] += 1
+        return "; ".join(f"{n} x {kind}" for kind, n in kinds.most_common(8))
 
 
 def sipp(
@@ -122,7 +133,7 @@ def sipp(
             "-trace_err",
             *extra,
             *args,
-        ],  # fmt: skip
+        ],
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -155,7 +166,7 @@ def add_account(env: dict[str, str], user: str, policy: str) -> None:
             PASSWORD,
             "--policy",
             policy,
-        ],  # fmt: skip
+        ],
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -167,9 +178,9 @@ def recordings(server: SpawnedServer) -> list[dict[str, Any]]:
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.row_factory = sqlite3.Row
         rows = db.execute(
-            "SELECT status, stop_reason, duration, channels, path, packets_received, packets_foreign, "
-            "packets_lost, packets_late, packets_duplicate, packets_other, "
-            "packets_kernel_dropped FROM recordings WHERE source = 'sip'"
+            "SELECT status, stop_reason, duration, channels, path, packets_received, "
+            "packets_lost, packets_late, packets_duplicate, packets_foreign, packets_other, "
+            "ssrc_changes, packets_kernel_dropped FROM recordings WHERE source = 'sip'"
         ).fetchall()
     return [dict(r) for r in rows]
 
@@ -189,8 +200,10 @@ class SocketDrops:
     inodes of the sockets its processes hold), the highest reading of each kept: a check
     beside the catalogue's counters that also covers the SIP socket and closed calls."""
 
-    def __init__(self, root: int) -> None:
+    def __init__(self, root: int, sip_port: int) -> None:
         self.root = root
+        self.sip_port = sip_port
+        self.sip_inodes: set[str] = set()
         self.base = self.read()
         self.peak = dict(self.base)
 
@@ -210,15 +223,19 @@ class SocketDrops:
                     parts = line.split()
                     if len(parts) >= 13 and parts[9] in inodes:
                         out[parts[9]] = int(parts[12])
+                        if int(parts[1].rsplit(":", 1)[1], 16) == self.sip_port:
+                            self.sip_inodes.add(parts[9])
         return out
 
     def sample(self) -> None:
         for inode, drops in self.read().items():
             self.peak[inode] = max(drops, self.peak.get(inode, 0))
 
-    @property
-    def total(self) -> int:
-        return sum(v - self.base.get(k, 0) for k, v in self.peak.items())
+    def total(self, *, sip: bool) -> int:
+        """Drops on the SIP socket (``sip``), or on the media relay's sockets."""
+        return sum(
+            v - self.base.get(k, 0) for k, v in self.peak.items() if (k in self.sip_inodes) == sip
+        )
 
 
 def silent_frames(root: Path, rel: str) -> list[list[float]]:
@@ -261,6 +278,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "CALLREC_MAX_SESSIONS_PER_DEVICE": str(args.calls + 10),
         "CALLREC_SIP_ACCOUNT_REFRESH": "1",
     }
+    if args.media_ports:
+        low, high = args.media_ports.split("-")
+        env |= {"CALLREC_MEDIA_PORT_MIN": low, "CALLREC_MEDIA_PORT_MAX": high}
     media = work / "sipp"
     media.mkdir()
     audio = b"".join(AudioLoop.build(get_codec("PCMA")).payloads)
@@ -304,7 +324,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(1.0)
             meter = ProcessMeter.tree(server.pid)
             gen_meter = ProcessMeter(lambda: [p.proc.pid for p in procs if p.proc.poll() is None])
-            drops = SocketDrops(server.pid)
+            drops = SocketDrops(server.pid, sip_port)
             before = meter.sample()
             gen_meter.sample()
             start = time.monotonic()
@@ -364,7 +384,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 steady_kind=steady_kind,
                 gen=gen,
                 took=ended - start,
-                socket_drops=drops.total,
+                socket_drops=drops.total(sip=False),
+                sip_drops=drops.total(sip=True),
             ) | {
                 "when": began.isoformat(timespec="seconds"),
                 "command": " ".join(sys.argv),
@@ -394,6 +415,7 @@ def summarise(
     gen: tuple[Sample, Sample] | None,
     took: float,
     socket_drops: int,
+    sip_drops: int,
 ) -> dict[str, Any]:
     stats = caller.stats()
     ok = int(stats.get("SuccessfulCall(C)", 0) or 0)
@@ -422,11 +444,13 @@ def summarise(
         "seconds": args.seconds,
         "rate": args.rate,
         "server_args": args.server_args,
+        "media_ports": args.media_ports or "20000-32767",
         "sipp_rc": caller.proc.returncode,
         "sipp_calls_ok": ok,
         "sipp_calls_failed": failed,
         "sipp_retransmissions": retrans,
-        "sipp_errors": caller.errors()[-1000:],
+        "sipp_errors": caller.errors(),
+        "callee_errors": callee.errors(),
         "callee_calls_ok": int(callee.stats().get("SuccessfulCall(C)", 0) or 0),
         "recordings": len(rows),
         "recordings_complete": len(complete),
@@ -440,6 +464,7 @@ def summarise(
         "packets_late": late,
         "packets_kernel_dropped": dropped,
         "server_socket_drops": socket_drops,
+        "sip_socket_drops": sip_drops,
         "steady_window": steady_kind,
         "steady_seconds": round(span, 1),
         "cpu_percent": None if cpu is None else round(cpu, 1),
@@ -459,17 +484,22 @@ def summarise(
                     "packets_received",
                     "packets_lost",
                     "packets_late",
+                    "packets_foreign",
+                    "ssrc_changes",
                     "silent_frames",
                 )
                 if k in r
             }
             for r in rows
             if r["packets_lost"] or r["packets_late"]
-        ][:20],  # fmt: skip
+        ][:20],
     }
     problems = []
     if caller.proc.returncode != 0 or failed or ok < args.calls:
-        problems.append(f"SIPp: {ok} calls ok, {failed} failed, exit {caller.proc.returncode}")
+        problems.append(
+            f"SIPp: {ok} calls ok, {failed} failed, exit {caller.proc.returncode}; caller's "
+            f"errors: {result['sipp_errors'] or '-'}; callee's: {result['callee_errors'] or '-'}"
+        )
     if len(complete) < args.calls:
         problems.append(f"{len(complete)} complete recordings of {args.calls} calls")
     if bad_files:
@@ -477,7 +507,7 @@ def summarise(
     if lost or late or dropped or socket_drops:
         problems.append(
             f"loss: {lost} lost, {late} late, {dropped} dropped by the kernel "
-            f"({socket_drops} on the server's sockets in /proc/net/udp)"
+            f"({socket_drops} on the relay's sockets in /proc/net/udp)"
         )
     result["problems"] = problems
     result["ok"] = not problems
@@ -498,6 +528,7 @@ def table(r: dict[str, Any]) -> str:
         f"  lost / late / kernel drops                {r['packets_lost']} / "
         f"{r['packets_late']} / {r['packets_kernel_dropped']} "
         f"(/proc/net/udp: {r['server_socket_drops']})",
+        f"  SIP socket drops (/proc/net/udp)          {r['sip_socket_drops']}",
         f"  server CPU % of a core ({r['steady_seconds']} s, {r['steady_window']})  "
         f"{r['cpu_percent']}",
         f"  CPU per call %, us per packet received    {r['cpu_per_call_percent']}, "
