@@ -463,6 +463,10 @@ def summarise(
         "packets_lost": lost,
         "packets_late": late,
         "packets_kernel_dropped": dropped,
+        # Another stream on a call's port (a second SSRC): what a generator that sends one
+        # call's RTP to another call's port would show, next to that call's loss.
+        "packets_foreign": sum(r["packets_foreign"] for r in rows),
+        "ssrc_changes": sum(r["ssrc_changes"] for r in rows),
         "server_socket_drops": socket_drops,
         "sip_socket_drops": sip_drops,
         "steady_window": steady_kind,
@@ -529,6 +533,7 @@ def table(r: dict[str, Any]) -> str:
         f"{r['packets_late']} / {r['packets_kernel_dropped']} "
         f"(/proc/net/udp: {r['server_socket_drops']})",
         f"  SIP socket drops (/proc/net/udp)          {r['sip_socket_drops']}",
+        f"  foreign packets / SSRC changes            {r['packets_foreign']} / {r['ssrc_changes']}",
         f"  server CPU % of a core ({r['steady_seconds']} s, {r['steady_window']})  "
         f"{r['cpu_percent']}",
         f"  CPU per call %, us per packet received    {r['cpu_per_call_percent']}, "
