@@ -7,7 +7,14 @@ the corners a phone's stream reaches rarely: every code, long runs of the larges
 
 from __future__ import annotations
 
+import importlib.util
+import shlex
+import shutil
+import subprocess
+import sysconfig
 from itertools import pairwise
+from pathlib import Path
+from types import ModuleType
 
 import av
 import G722 as libg722
@@ -16,6 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import callrec.codecs
 from callrec.codecs import G722
 from callrec.codecs._g722 import Decoder
 from tests.support.data import CODEC_DATA
@@ -106,3 +114,32 @@ def test_decoder_takes_no_arguments_and_refuses_text() -> None:
         Decoder(16000)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         Decoder().decode("text")  # type: ignore[arg-type]
+
+
+def build_portable(tmp_path: Path) -> ModuleType:
+    """The decoder compiled without its SSE2 zero predictor, as on a machine without SSE2."""
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    if shutil.which(compiler[0]) is None:
+        pytest.skip("no C compiler")
+    source = Path(callrec.codecs.__file__).parent / "_g722.c"
+    target = tmp_path / f"_g722{sysconfig.get_config_var('EXT_SUFFIX')}"
+    flags = ["-shared", "-fPIC", "-O2", "-DCALLREC_G722_PORTABLE"]
+    include = f"-I{sysconfig.get_paths()['include']}"
+    subprocess.run([*compiler, *flags, include, str(source), "-o", str(target)], check=True)
+    spec = importlib.util.spec_from_file_location("_g722", target)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_portable_build_decodes_the_same(tmp_path: Path) -> None:
+    portable = build_portable(tmp_path)
+
+    for name, encoded in STREAMS.items():
+        decoder = portable.Decoder()
+        decoded = b"".join(
+            decoder.decode(encoded[i : i + PACKET_BYTES])
+            for i in range(0, len(encoded), PACKET_BYTES)
+        )
+        assert decoded == in_packets(encoded, PACKET_BYTES), name
