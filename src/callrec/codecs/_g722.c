@@ -182,7 +182,8 @@ static inline void predict(band_state *restrict st, zeros *z, int32_t d)
     int32_t sz = zeros_update(z, d);
 
     /* RECONS, DELAYA, FILTEP, PREDIC */
-    int32_t r1 = sat16(sat16(st->s + d) * 2), r2 = st->r1;
+    /* sat16(2 * sat16(x)) is sat16(2 * x), and |s + d| < 2^16 */
+    int32_t r1 = sat16((st->s + d) * 2), r2 = st->r1;
     int32_t sp = sat16(((ap1 * r1) >> 15) + ((ap2 * r2) >> 15));
 
     st->r1 = r1;
