@@ -5,7 +5,7 @@ bytes before it, so each stream needs its own decoder, fed in order.
 
 The server decodes every G.722 packet of every call, and libg722's decoder was about two
 thirds of the server's CPU per G.722 packet: :mod:`callrec.codecs._g722` decodes the same
-samples as FFmpeg and libg722 in about half the time (docs/performance.md). Encoding is only
+samples as FFmpeg and libg722 in under half the time (docs/performance.md). Encoding is only
 the simulator's and the tests' work, so it stays libg722's.
 """
 
