@@ -5,13 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test check lint typecheck imports sysdeps clean fuzz bench bench-deps
+.PHONY: run test check lint typecheck imports builddeps sysdeps clean fuzz bench bench-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# pip compiles callrec's G.722 decoder (src/callrec/codecs/_g722.c); an editable install does
+# not rebuild it by itself when the C file changes, so the stamp depends on it.
+$(STAMP): pyproject.toml src/callrec/codecs/_g722.c | $(BIN)/python builddeps
 	$(BIN)/pip install -q -e .
 	touch $@
 
@@ -30,6 +32,17 @@ APT_PACKAGES += postgresql# initdb + postgres: throwaway clusters of the fault t
 APT_PACKAGES += espeak-ng# spoken test recordings for the transcription tests and benchmark (issue 18)
 APT_PACKAGES += rtpengine-daemon# the ingest benchmark's second peer, run for real by tests/bench (issue 20)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# A C compiler and the headers of the Python that builds the venv, when either is missing.
+builddeps:
+	@missing=""; command -v cc >/dev/null 2>&1 || missing="gcc libc6-dev"; \
+	$(PYTHON) -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || missing="$$missing python3-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 sysdeps:
 	@missing=""; for p in $(APT_PACKAGES); do \

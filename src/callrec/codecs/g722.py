@@ -1,7 +1,12 @@
-"""G.722 (RTP payload type 9) at 64 kbit/s, through the ``G722`` C extension (sippy libg722).
+"""G.722 (RTP payload type 9) at 64 kbit/s: callrec's own C decoder, sippy libg722's encoder.
 
 G.722 is ADPCM over two sub-bands: every byte depends on the predictor state left by the
 bytes before it, so each stream needs its own decoder, fed in order.
+
+The server decodes every G.722 packet of every call, and libg722's decoder was about two
+thirds of the server's CPU per G.722 packet: :mod:`callrec.codecs._g722` decodes the same
+samples as FFmpeg and libg722 in under half the time (docs/performance.md). Encoding is only
+the simulator's and the tests' work, so it stays libg722's.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import G722 as libg722
 import numpy as np
 import numpy.typing as npt
 
+from ._g722 import Decoder as NativeDecoder
 from .base import PCM_SAMPLE_WIDTH, Codec, Decoder, Encoder
 
 #: G.722 samples audio at 16 kHz.
@@ -31,12 +37,11 @@ class G722Decoder(Decoder):
     __slots__ = ("_state",)
 
     def __init__(self) -> None:
-        self._state = libg722.G722(G722_SAMPLE_RATE, G722_BIT_RATE)
+        self._state = NativeDecoder()
 
     def decode(self, payload: bytes) -> bytes:
-        # The extension accepts only ``bytes`` and returns native-endian ``array('h')``.
-        samples = self._state.decode(bytes(payload))
-        return np.frombuffer(samples, dtype=np.int16).astype("<i2", copy=False).tobytes()
+        # Takes any buffer and returns little-endian bytes itself: no copy on either side.
+        return self._state.decode(payload)
 
 
 class G722Encoder(Encoder):
