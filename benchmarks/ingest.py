@@ -1,11 +1,11 @@
 """Ingest benchmark: N phones recording at once against a `callrec serve` of its own.
 
-Prints the loadtest table (calls, loss, CPU, RSS per call, stop -> catalogued, verified
-files) and writes the figures as JSON under --out. With --peer, the same load is then
-recorded by each peer: one GStreamer pipeline per call (benchmarks/peer_gstreamer.py) and one
-rtpengine writing a pcap per call (benchmarks/peer_rtpengine.py); ``--peers gstreamer`` picks
-some. All are printed side by side with each peer's CPU-per-call ratio to callrec. Headline
-runs (issue 5):
+Prints the loadtest table (calls, loss, CPU, RSS per call, stop -> answered and stop -> row
+in the catalogue, verified files) and writes the figures as JSON under --out. With --peer, the
+same load is then recorded by each peer: one GStreamer pipeline per call
+(benchmarks/peer_gstreamer.py) and one rtpengine writing a pcap per call
+(benchmarks/peer_rtpengine.py); ``--peers gstreamer`` picks some. All are printed side by
+side with each peer's CPU-per-call ratio to callrec. Headline runs (issue 5):
 
     .venv/bin/python benchmarks/ingest.py --calls 3000 --seconds 60 --peer --peer-calls 200
     .venv/bin/python benchmarks/ingest.py --codec G722 --calls 1000 --seconds 60
@@ -262,8 +262,10 @@ def summary(results: Path) -> str:
     """One Markdown row per recorder per result file, oldest first (docs/performance.md)."""
     head = (
         "| when (UTC) | recorder | codec | calls ok / asked | s | loss % | server CPU % "
-        "| CPU/call % | us/packet | RSS/call KiB | start p99 ms | stop p50 / p99 ms "
-        "| verified (failed) | tick lag p99 ms | PSI avg10 |\n" + "|---" * 15 + "|"
+        "| CPU/call % | us/packet | RSS/call KiB | start p99 ms | stop -> answer p50 / p99 ms "
+        "| stop -> row p50 / p99 ms | verified (failed) | tick lag p99 ms | PSI avg10 |\n"
+        + "|---" * 16
+        + "|"
     )
     rows = [head]
     files = [json.loads(path.read_text()) for path in results.glob("ingest-*.json")]
@@ -288,6 +290,8 @@ def summary(results: Path) -> str:
                 _fmt(r["rss_per_call_kib"], "{:,.0f}"),
                 _fmt(r["start_ms_p99"], "{:,.0f}"),
                 f"{_fmt(r['stop_ms_median'], '{:,.0f}')} / {_fmt(r['stop_ms_p99'], '{:,.0f}')}",
+                f"{_fmt(r.get('stop_row_ms_median'), '{:,.0f}')} / "
+                f"{_fmt(r.get('stop_row_ms_p99'), '{:,.0f}')}",
                 f"{r['verified']} ({r['verify_failed']})",
                 f"{r['tick_lag_ms_p99']:,.0f}",
                 _fmt(psi, "{:.0f}%"),

@@ -63,6 +63,8 @@ async def test_load_against_a_server_loses_nothing_and_verifies(tmp_path: Path, 
         "rss_per_call_kib",
         "stop_ms_median",
         "stop_ms_p99",
+        "stop_row_ms_median",
+        "stop_row_ms_p99",
         "start_ms_p99",
         "tick_lag_ms_p99",
     ):

@@ -248,7 +248,11 @@ ROWS: list[tuple[str, Callable[[LoadReport], str]]] = [
     ("RSS per call, KiB", lambda r: _num(r.rss_per_call_kib, "{:,.1f}")),
     ("processes", lambda r: str(r.processes)),
     ("start answer ms (median / p99)", lambda r: _ms(r.start_ms_median, r.start_ms_p99)),
-    ("stop -> catalogued ms (median / p99)", lambda r: _ms(r.stop_ms_median, r.stop_ms_p99)),
+    ("stop -> answered ms (median / p99)", lambda r: _ms(r.stop_ms_median, r.stop_ms_p99)),
+    (
+        "stop -> row in catalogue ms (median / p99)",
+        lambda r: _ms(r.stop_row_ms_median, r.stop_row_ms_p99),
+    ),
     (
         "generator tick lag ms (p99 / max)",
         lambda r: f"{r.tick_lag_ms_p99:.1f} / {r.tick_lag_ms_max:.1f}",

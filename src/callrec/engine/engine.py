@@ -82,6 +82,8 @@ logger = logging.getLogger(__name__)
 
 #: How often (in ticks) the counters of the open recordings are saved to the catalogue.
 CHECKPOINT_TICKS: Final = 20
+#: Seconds of pumping between two turns of the loop, in a tick.
+PUMP_SLICE: Final = 0.01
 #: Most names tried (``<stem>``, ``<stem>_1`` ...) before a start is refused.
 MAX_NAME_TRIES: Final = 1000
 #: Seconds :meth:`RecordingEngine.stop` waits for recordings still being opened.
@@ -369,24 +371,16 @@ class RecordingEngine:
             await asyncio.sleep(self.sync_interval)
             ticks += 1
             now = loop.time()
+            slice_end = now + PUMP_SLICE
             due: list[Recording[Any]] = []
             for rec in list(self.recordings.values()):
-                if rec.finishing or not rec.spec.live:
-                    continue
-                try:
-                    self.write(rec, rec.source.pump(now))  # decode, buffer: no system call
-                except WavTooLargeError:
-                    rec.log.error("recording too large; closing it")
-                    self.spawn_finish(rec, MAX_SIZE)
-                    continue
-                except Exception:
-                    # A bug in one source must not stop the recording of every other call.
-                    rec.log.exception("pumping the media source failed (a bug); closing it")
-                    self.spawn_finish(rec, INTERNAL_ERROR)
-                    continue
-                due.append(rec)
-                if self.max_duration and now - rec.started_mono >= self.max_duration:
-                    self.spawn_finish(rec, MAX_DURATION)
+                if loop.time() >= slice_end:
+                    # Thousands of calls take a few hundred ms to pump: in slices, so that a
+                    # start or a stop never waits behind all of them.
+                    await asyncio.sleep(0)
+                    now = loop.time()
+                    slice_end = now + PUMP_SLICE
+                self._pump(rec, now, due)
             # All writes of the tick, coalesced, on the I/O thread: the loop keeps reading.
             failed = await loop.run_in_executor(self._io, self._flush, due)
             for rec, exc in failed:
@@ -398,6 +392,26 @@ class RecordingEngine:
                     self.spawn_finish(rec, WRITE_ERROR)
             if ticks % CHECKPOINT_TICKS == 0:
                 self.checkpoint()
+
+    def _pump(self, rec: Recording[Any], now: float, due: list[Recording[Any]]) -> None:
+        """A tick of one recording: decode what its source released into its files' buffers
+        (no system call); ``due`` collects the recordings to flush."""
+        if rec.finishing or not rec.spec.live:
+            return
+        try:
+            self.write(rec, rec.source.pump(now))
+        except WavTooLargeError:
+            rec.log.error("recording too large; closing it")
+            self.spawn_finish(rec, MAX_SIZE)
+            return
+        except Exception:
+            # A bug in one source must not stop the recording of every other call.
+            rec.log.exception("pumping the media source failed (a bug); closing it")
+            self.spawn_finish(rec, INTERNAL_ERROR)
+            return
+        due.append(rec)
+        if self.max_duration and now - rec.started_mono >= self.max_duration:
+            self.spawn_finish(rec, MAX_DURATION)
 
     def checkpoint(self) -> None:
         """Journal the counters of every open recording, all sources, as one entry."""
@@ -439,14 +453,59 @@ class RecordingEngine:
         except Exception:
             rec.log.exception("could not read out the media source")
         _close_quietly(rec.source)
+        # Read on the loop, where the source lives; final, as the source is closed.
+        counters = rec.source.counters().copy() if rec.spec.live else None
+        broken = False
+        try:
+            self.write(rec, frames)
+        except WavTooLargeError:
+            reason = MAX_SIZE
+        except (OSError, WavError):
+            rec.log.exception("could not write the end of %s", rec.relpath)
+            broken = True
+        # One trip to a worker thread for the files and the sidecar: a stop waits for the
+        # loop once, not once per step, when the loop is busy (docs/performance.md).
+        entry, info = await loop.run_in_executor(
+            None,
+            functools.partial(
+                self._seal,
+                rec,
+                reason,
+                broken=broken,
+                damaged=damaged,
+                counters=counters,
+                stop_fields=stop_fields,
+            ),
+        )
+        reason = entry.finish.stop_reason
+        duration = entry.finish.duration
+        seq = self.journal.append(entry)
+        self.recordings.pop(rec.uid, None)
+        self._release(rec.ticket)
+        self.live.finished(dataclasses.replace(self.snapshot(rec), stop_reason=reason))
+        rec.mark_ended()
+        rec.log.info("stopped (%s): %.2f s, %s", reason, duration, counters or "")
+        return Finished(rec.uid, rec.rec_id, seq, entry.finish.status, reason, info)
+
+    def _seal(
+        self,
+        rec: Recording[Any],
+        reason: str,
+        *,
+        broken: bool,
+        damaged: bool,
+        counters: Any,
+        stop_fields: dict[str, str] | None,
+    ) -> tuple[JournalFinish, WavInfo | None]:
+        """Close (or else repair) the files, then write the finished sidecar: the blocking
+        part of :meth:`finish`, on a worker thread (``broken``: the last write failed, the
+        files are only repaired). Returns the journal entry of the end."""
         status = "complete"
         info: WavInfo | None = None
         try:
-            try:
-                self.write(rec, frames)
-            except WavTooLargeError:
-                reason = MAX_SIZE
-            info = await loop.run_in_executor(None, files.close_files, rec.writers)
+            if broken:
+                raise WavError("the last write failed")
+            info = files.close_files(rec.writers)
         except (OSError, WavError):
             # Disk full or failing: keep what reached the files, with headers that say so.
             rec.log.exception("could not finalise %s; keeping what was written", rec.relpath)
@@ -455,7 +514,7 @@ class RecordingEngine:
             if reason not in WRITE_FAILURES:
                 reason = WRITE_ERROR
             try:
-                info = await loop.run_in_executor(None, files.repair_files, rec.writers)
+                info = files.repair_files(rec.writers)
             except (OSError, WavError):
                 rec.log.exception("could not repair %s", rec.relpath)
                 status = "failed"
@@ -465,7 +524,6 @@ class RecordingEngine:
         end_time = datetime.now(UTC)
         if not rec.spec.live:
             end_time = rec.started_at + timedelta(seconds=duration)
-        counters = rec.source.counters().copy() if rec.spec.live else None
         entry = JournalFinish(
             rec.uid,
             FinishRecording(
@@ -482,22 +540,10 @@ class RecordingEngine:
             ),
         )
         try:
-            await loop.run_in_executor(
-                None,
-                journalfile.replace_sidecar,
-                journalfile.sidecar_path(rec.path),
-                rec.start,
-                entry,
-            )
+            journalfile.replace_sidecar(journalfile.sidecar_path(rec.path), rec.start, entry)
         except OSError as exc:
             rec.log.error("could not update the sidecar of %s: %s", rec.relpath, exc)
-        seq = self.journal.append(entry)
-        self.recordings.pop(rec.uid, None)
-        self._release(rec.ticket)
-        self.live.finished(dataclasses.replace(self.snapshot(rec), stop_reason=reason))
-        rec.mark_ended()
-        rec.log.info("stopped (%s): %.2f s, %s", reason, duration, counters or "")
-        return Finished(rec.uid, rec.rec_id, seq, status, reason, info)
+        return entry, info
 
     # -- one-shot recordings ---------------------------------------------------------------
 

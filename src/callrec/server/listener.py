@@ -50,6 +50,9 @@ CONTROL_BACKLOG: Final = 4096
 RTP_TIMEOUT_CHECK: Final = 1.0
 #: How often latched sessions are checked for a silent port, in seconds.
 LATCH_CHECK: Final = 0.25
+#: Seconds one read of the media sockets may take before the loop serves the rest: what a
+#: start or a stop waits behind, at most, per step, when the process is short of CPU.
+READ_BUDGET: Final = 0.01
 #: Addresses that bind every local address: a latched socket must be bound to the one the
 #: phone sends to, as connect() would otherwise pin the routing table's choice.
 WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})
@@ -605,14 +608,18 @@ class PhoneServer:
         read = self.media.read
         next_check = loop.time() + RTP_TIMEOUT_CHECK
         next_latch = loop.time() + LATCH_CHECK
+        behind = False
         while True:
-            await asyncio.sleep(interval)
+            # Behind (a backlog left by a read that ran out of time): one turn of the loop for
+            # the control connections and the ticks, then on; else the next batch.
+            await asyncio.sleep(0 if behind else interval)
             now = loop.time()
             try:
-                read(now)
+                _count, behind = read(now, budget=READ_BUDGET)
             except Exception:
                 # A bug in one stream must not stop the recording of every other call.
                 logger.exception("reading media sockets failed")
+                behind = False
             if now >= next_latch:
                 next_latch = now + LATCH_CHECK
                 for rec in list(self.sessions.values()):

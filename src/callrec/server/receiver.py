@@ -11,6 +11,12 @@ never fails for lack of data, so no exception is raised per socket.
 
 Arrival times are the time of the batch: packets stay within ``interval`` of when they came,
 which is far below what the stream core's reordering and gap timing look at.
+
+A read is also bounded in time (``budget``): when the process is short of CPU the sockets hold
+a backlog, and reading all of it in one go (up to ``MAX_ROUNDS`` datagrams per socket, a
+second or more at thousands of calls) would keep every start and stop waiting behind it. The
+media waits in the kernel's buffers instead, and the caller lets the loop serve the control
+connections before it reads on (measured: docs/performance.md, "Stops under load").
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import select
 import selectors
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +34,8 @@ MAX_DATAGRAM = 4096
 #: Rounds per read: a socket with a backlog (a stall) gives up to this many datagrams per
 #: read, then the loop serves control connections before the next read takes more.
 MAX_ROUNDS = 64
+#: Datagrams handed on between two looks at the clock (a look costs about as much as one).
+CLOCK_EVERY = 128
 
 #: Takes (datagram, source address as recvfrom gives it, time of the batch).
 Receive = Callable[[bytes, Any, float], None]
@@ -54,18 +63,28 @@ class MediaReceiver:
         if self._sockets.pop(fd, None) is not None:
             self._poller.unregister(fd)
 
-    def read(self, now: float, max_rounds: int = MAX_ROUNDS) -> int:
-        """Read what the sockets hold (at most ``max_rounds`` datagrams each); returns how
-        many datagrams were handed on."""
+    def read(
+        self,
+        now: float,
+        max_rounds: int = MAX_ROUNDS,
+        *,
+        budget: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> tuple[int, bool]:
+        """Read what the sockets hold (at most ``max_rounds`` datagrams each, and for at
+        most about ``budget`` seconds of ``clock``); returns how many datagrams were handed
+        on and whether the read stopped early, leaving some behind (budget or rounds)."""
         if not self._sockets:
-            return 0
+            return 0, False
         poll = self._poller.ready
         sockets = self._sockets
         count = 0
+        deadline = None if budget is None else clock() + budget
+        next_look = CLOCK_EVERY
         for _ in range(max_rounds):
             ready = poll()
             if not ready:
-                break
+                return count, False
             for fd, _events in ready:
                 entry = sockets.get(fd)
                 if entry is None:
@@ -79,7 +98,13 @@ class MediaReceiver:
                     continue
                 entry[1](data, addr, now)
                 count += 1
-        return count
+                if count >= next_look and deadline is not None:
+                    # epoll lists ready sockets oldest first and puts a read one back at
+                    # the end, so the next read starts where this one left off.
+                    if clock() >= deadline:
+                        return count, True
+                    next_look = count + CLOCK_EVERY
+        return count, True
 
     def close(self) -> None:
         self._sockets.clear()

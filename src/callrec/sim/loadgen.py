@@ -330,6 +330,7 @@ class LoadGenerator:
         control = stream.control
         try:
             if control is not None:
+                call.stop_sent_at = time.time()
                 answer, seconds = await control.request(
                     [
                         ("cmd", STOP_REQUEST),

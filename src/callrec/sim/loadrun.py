@@ -127,8 +127,13 @@ class CallResult:
     #: Seconds from sending the start request to its answer.
     start_seconds: float | None = None
     #: Seconds from sending the stop request to the first byte of its answer (the server
-    #: answers once the recording is finalised and catalogued).
+    #: answers once the files are closed and the end is in its journal: "Record first").
     stop_seconds: float | None = None
+    #: Wall-clock time (time.time()) the stop request was sent; with the row's ``updated_at``,
+    #: stop -> row visible in the catalogue.
+    stop_sent_at: float | None = None
+    #: Seconds from sending the stop request to the row's finish being committed.
+    stop_row_seconds: float | None = None
     error: str | None = None
 
     @property

@@ -11,6 +11,7 @@ start and stop latencies, the generator's own lateness) and every reason to fail
 from __future__ import annotations
 
 import dataclasses
+import time
 import wave
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ from callrec.sim.loadrun import PACKET_MS, PACKETS_PER_SECOND, LoadRun
 MAX_LEAD_SEARCH: Final = 1000
 #: A send tick later than this (p99) means the generator could not keep real time.
 LATE_TICK_MS: Final = 100.0
+#: Seconds the report waits for the last rows to be finished in the catalogue, and how often
+#: it looks.
+ROWS_WAIT: Final = 60.0
+ROWS_POLL: Final = 0.25
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,8 +98,12 @@ class LoadReport:
     processes: int
     start_ms_median: float | None
     start_ms_p99: float | None
+    #: Stop request -> its answer (files closed, end journaled).
     stop_ms_median: float | None
     stop_ms_p99: float | None
+    #: Stop request -> the row's end committed in the catalogue (its ``updated_at``).
+    stop_row_ms_median: float | None = None
+    stop_row_ms_p99: float | None = None
     tick_lag_ms_p99: float
     tick_lag_ms_max: float
     #: The generator's own CPU over the same window, percent of one core (when the recorder
@@ -339,6 +348,7 @@ def make_report(
         )
     starts = [c.start_seconds for c in run.calls if c.start_seconds is not None]
     stops = [c.stop_seconds for c in run.calls if c.stop_seconds is not None]
+    rows = [c.stop_row_seconds for c in run.calls if c.stop_row_seconds is not None]
     return LoadReport(
         recorder=recorder,
         codec=get_codec(options.codec).name,
@@ -368,6 +378,8 @@ def make_report(
         start_ms_p99=_percentile_ms(starts, 99),
         stop_ms_median=_percentile_ms(stops, 50),
         stop_ms_p99=_percentile_ms(stops, 99),
+        stop_row_ms_median=_percentile_ms(rows, 50),
+        stop_row_ms_p99=_percentile_ms(rows, 99),
         tick_lag_ms_p99=lag_p99,
         tick_lag_ms_max=1000 * max(run.lags, default=0.0),
         loadgen_cpu_percent=own,
@@ -388,30 +400,57 @@ def _mean_streaming(run: LoadRun, seconds: float) -> float:
 
 
 def catalogue_totals(
-    database_url: str, run: LoadRun
+    database_url: str, run: LoadRun, *, wait: float = ROWS_WAIT
 ) -> tuple[RecorderTotals, dict[int, Any], list[str]]:
-    """Sum the catalogue's counters over this run's calls (found by their devices)."""
-    from callrec.catalog import STATUS_COMPLETE, Catalog
+    """Sum the catalogue's counters over this run's calls (found by their devices).
+
+    The rows follow the calls through the server's journal ("Record first"), so a row may
+    still say ``recording`` (checkpoint counters) just after its stop was answered: this waits
+    up to ``wait`` seconds for every row to be finished, rather than count its last packets
+    as lost. Each call's stop -> row time (``stop_row_seconds``) is set from the row's
+    ``updated_at``, the time its end was written (its commit follows within the batch)."""
+    from callrec.catalog import STATUS_COMPLETE, STATUS_RECORDING, Catalog
 
     by_device = {c.device: c.index for c in run.calls}
     problems: list[str] = []
+    deadline = time.monotonic() + wait
     with Catalog(database_url) as catalog:
-        rows = catalog.find(since=run.began - timedelta(seconds=60), limit=len(by_device) + 10_000)
-    found: dict[int, Any] = {}
-    for row in rows:
-        index = by_device.get(row.device)
-        if index is not None and row.session_id == run.calls[index].session_id:
-            found[index] = row
+        while True:
+            rows = catalog.find(
+                since=run.began - timedelta(seconds=60), limit=len(by_device) + 10_000
+            )
+            found: dict[int, Any] = {}
+            for row in rows:
+                index = by_device.get(row.device)
+                if index is not None and row.session_id == run.calls[index].session_id:
+                    found[index] = row
+            pending = [
+                c.index
+                for c in run.calls
+                if c.ok and (c.index not in found or found[c.index].status == STATUS_RECORDING)
+            ]
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(ROWS_POLL)
     missing = [c.index for c in run.calls if c.ok and c.index not in found]
     if missing:
         problems.append(f"{len(missing)} calls have no catalogue row (e.g. call {missing[0]})")
+    open_rows = [i for i, row in found.items() if row.status == STATUS_RECORDING]
+    if open_rows:
+        problems.append(
+            f"{len(open_rows)} rows still say recording {wait:g} s after the run "
+            f"(e.g. call {open_rows[0]})"
+        )
     received = recorded = lost = late = finalised = 0
-    for row in found.values():
+    for index, row in found.items():
         received += row.packets_received
         recorded += _recorded(row)
         lost += row.packets_lost
         late += row.packets_late
         finalised += row.status == STATUS_COMPLETE
+        call = run.calls[index]
+        if row.status != STATUS_RECORDING and call.stop_sent_at is not None:
+            call.stop_row_seconds = max(0.0, row.updated_at.timestamp() - call.stop_sent_at)
     totals = RecorderTotals(
         received=received, recorded=recorded, lost=lost, late=late, finalised=finalised
     )
