@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import queue
 import signal
 import threading
 import time
@@ -89,6 +90,8 @@ T = TypeVar("T")
 CATALOGUE_START_WAIT = 5.0
 #: Seconds a stop waits for the journal to catalogue the last recordings' ends.
 CATALOGUE_STOP_WAIT = 10.0
+#: Seconds a stopping worker waits for its last messages to reach the main process.
+POST_WAIT = 5.0
 #: Seconds a stop waits for the hash chain's last signature.
 INTEGRITY_STOP_WAIT = 5.0
 #: Job kinds of the periodic work after calls (docs/jobs.md).
@@ -683,13 +686,23 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
     service = Service(settings, worker=True)
     live = service.live
 
+    # Messages are pickled and written by a thread of their own, in order: the progress of
+    # 1,500 calls takes ~100 ms to pickle, which on the loop held up every start and stop
+    # (measured: docs/performance.md, "Stops under load").
+    outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+
     def send(message: tuple[Any, ...]) -> None:
-        if orphaned.is_set():
-            return
-        try:
-            conn.send(message)  # small; the main process's pipe thread reads at once
-        except (OSError, ValueError):
-            orphaned.set()  # the main process is gone; its watcher says so too
+        if not orphaned.is_set():
+            outbox.put(message)
+
+    def post() -> None:
+        while (message := outbox.get()) is not None:
+            try:
+                conn.send(message)
+            except (OSError, ValueError):
+                # The main process is gone (its watcher says so too): nothing more to send.
+                call_soon(loop, orphaned.set)
+                return
 
     def watch_pipe() -> None:
         # Thread: the main process never writes, so recv() returns only when it has gone.
@@ -703,6 +716,8 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
 
     live.add_observer(lambda event, snapshot: send((event, snapshot)))
     threading.Thread(target=watch_pipe, name="callrec-main-watch", daemon=True).start()
+    poster = threading.Thread(target=post, name="callrec-main-post", daemon=True)
+    poster.start()
     try:
         await service.start()
         send(("ready",))
@@ -714,6 +729,8 @@ async def _serve_worker(settings: Settings, conn: Connection) -> None:
     finally:
         await service.stop()
         send(progress([]))
+        outbox.put(None)
+        await asyncio.to_thread(poster.join, POST_WAIT)
         conn.close()
 
 
