@@ -8,17 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from callrec.server.receiver import CLOCK_EVERY, MediaReceiver
+from tests.support.net import udp_receivers
 
 
 @pytest.fixture
 def sockets() -> Iterator[list[socket.socket]]:
-    socks = []
-    for _ in range(4):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        socks.append(sock)
+    socks = udp_receivers(4)
     yield socks
     for sock in socks:
         sock.close()

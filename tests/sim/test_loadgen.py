@@ -27,6 +27,7 @@ from callrec.sim.meters import ProcessMeter, process_cpu_seconds, process_rss_ki
 from callrec.sim.report import sample_indices, verify_recording
 from callrec.sim.senders import run_load
 from tests.support.audio import write_wav
+from tests.support.net import udp_receivers
 from tests.support.settings import server_settings
 
 
@@ -73,17 +74,6 @@ async def test_load_against_a_server_loses_nothing_and_verifies(tmp_path: Path, 
     json.dumps(data)
 
 
-def _receivers(count: int) -> list[socket.socket]:
-    socks = []
-    for _ in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        socks.append(sock)
-    return socks
-
-
 def _drain(sock: socket.socket) -> list[bytes]:
     out = []
     while True:
@@ -96,7 +86,7 @@ def _drain(sock: socket.socket) -> list[bytes]:
 async def test_media_target_packets_are_a_phone_stream() -> None:
     """Each call: consecutive sequence numbers, timestamps 160 apart, one SSRC, the marker on
     the first packet only, and the loop's payloads from the call's offset on."""
-    socks = _receivers(3)
+    socks = udp_receivers(3)
     try:
         options = LoadOptions(calls=3, seconds=1, ramp=100, codec="PCMU", verify=0, senders=1)
         audio = AudioLoop.for_options(options)

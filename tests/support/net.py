@@ -93,3 +93,16 @@ def free_udp_block(size: int) -> int:
                 sock.close()
         return low
     raise AssertionError(f"no free block of {size} UDP ports")
+
+
+def udp_receivers(count: int, *, buffer: int = 1 << 20) -> list[socket.socket]:
+    """``count`` non-blocking UDP sockets on 127.0.0.1 with ``buffer`` bytes of receive
+    buffer, for a test to send to and read back (the caller closes them)."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
