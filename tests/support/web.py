@@ -16,6 +16,7 @@ from callrec.web import WebServer
 from callrec.web.security import hash_password, new_api_token
 from tests.support.audio import speech_like_signal
 from tests.support.settings import web_settings
+from tests.support.waiting import wait_catalogued
 
 DEVICE_A = "0c383e0e709a"
 DEVICE_B = "0c383e0e7000"
@@ -107,6 +108,8 @@ async def make_call(server: Service, *, codec: str, seconds: float, **kw: Any) -
         **kw,
     )
     assert result.ok, result.error
+    # The stop is answered once the end is in the journal; the row follows (record first).
+    await wait_catalogued(server)
     rows = server.catalog.find(limit=1000)
     return max(r.id for r in rows if r.session_id == kw["session_id"])
 
