@@ -44,7 +44,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from callrec import filemodes
-from callrec.catalog import FinishRecording, NewRecording
+from callrec.catalog import FinishRecording, NewRecording, StreamCounters
 from callrec.catalog.replay import JournalCheckpoint, JournalFinish, JournalStart
 from callrec.engine import files, journalfile
 from callrec.engine.admission import Admission, Ticket
@@ -455,14 +455,6 @@ class RecordingEngine:
         _close_quietly(rec.source)
         # Read on the loop, where the source lives; final, as the source is closed.
         counters = rec.source.counters().copy() if rec.spec.live else None
-        broken = False
-        try:
-            self.write(rec, frames)
-        except WavTooLargeError:
-            reason = MAX_SIZE
-        except (OSError, WavError):
-            rec.log.exception("could not write the end of %s", rec.relpath)
-            broken = True
         # One trip to a worker thread for the files and the sidecar: a stop waits for the
         # loop once, not once per step, when the loop is busy (docs/performance.md).
         entry, info = await loop.run_in_executor(
@@ -470,8 +462,8 @@ class RecordingEngine:
             functools.partial(
                 self._seal,
                 rec,
+                frames,
                 reason,
-                broken=broken,
                 damaged=damaged,
                 counters=counters,
                 stop_fields=stop_fields,
@@ -490,21 +482,24 @@ class RecordingEngine:
     def _seal(
         self,
         rec: Recording[Any],
+        frames: Sequence[bytes],
         reason: str,
         *,
-        broken: bool,
         damaged: bool,
-        counters: Any,
+        counters: StreamCounters | None,
         stop_fields: dict[str, str] | None,
     ) -> tuple[JournalFinish, WavInfo | None]:
-        """Close (or else repair) the files, then write the finished sidecar: the blocking
-        part of :meth:`finish`, on a worker thread (``broken``: the last write failed, the
-        files are only repaired). Returns the journal entry of the end."""
+        """Append the last ``frames``, close (or else repair) the files, then write the
+        finished sidecar: the blocking part of :meth:`finish`, on a worker thread (nothing
+        on the loop touches a finishing recording's files). Returns the journal entry of the
+        end."""
         status = "complete"
         info: WavInfo | None = None
         try:
-            if broken:
-                raise WavError("the last write failed")
+            try:
+                self.write(rec, frames)
+            except WavTooLargeError:
+                reason = MAX_SIZE
             info = files.close_files(rec.writers)
         except (OSError, WavError):
             # Disk full or failing: keep what reached the files, with headers that say so.

@@ -14,9 +14,10 @@ which is far below what the stream core's reordering and gap timing look at.
 
 A read is also bounded in time (``budget``): when the process is short of CPU the sockets hold
 a backlog, and reading all of it in one go (up to ``MAX_ROUNDS`` datagrams per socket, a
-second or more at thousands of calls) would keep every start and stop waiting behind it. The
-media waits in the kernel's buffers instead, and the caller lets the loop serve the control
-connections before it reads on (measured: docs/performance.md, "Stops under load").
+second or more at thousands of calls) would keep every start and stop waiting behind it. What
+is left waits in the kernel's buffers for one turn of the loop, in which the control
+connections and the ticks are served, and the caller reads on (measured: docs/performance.md,
+"Stops under load").
 """
 
 from __future__ import annotations
